@@ -1,0 +1,29 @@
+//! mend-core: the sans-I/O heart of mend.
+//!
+//! Everything here is plain synchronous code with no tokio, tonic or RocksDB:
+//! the data model (keys, versions, hybrid logical clocks), keyed digests, tree
+//! shape arithmetic and leaf aggregates, the stored-record format, the one
+//! apply rule every write path uses, and the key-range map. The store, the
+//! gRPC layer and the agent build on these; the fuzz targets and the
+//! simulator exercise them directly.
+
+pub mod agg;
+pub mod apply;
+pub mod digest;
+pub mod error;
+pub mod hlc;
+pub mod limits;
+pub mod range;
+pub mod record;
+pub mod shape;
+pub mod version;
+
+pub use agg::Agg;
+pub use apply::{Decision, decide};
+pub use digest::{Digest, Secret};
+pub use error::CoreError;
+pub use hlc::Hlc;
+pub use range::{RangeMap, RangeSpec};
+pub use record::{EntryMeta, Record};
+pub use shape::TreeShape;
+pub use version::{NodeId, Version};

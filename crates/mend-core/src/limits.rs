@@ -1,0 +1,34 @@
+//! Named limits of the data model. Each is enforced at the edge where input
+//! enters (the store's write path, the gRPC layer), and exceeding one is a
+//! typed error, never a truncation.
+
+/// Largest key, in bytes. Keys are 1..=`KEY_BYTES_MAX` bytes; the empty key is
+/// rejected because range bounds use it as "the start of the key space".
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest value, in bytes (4 MiB). Larger values would make a single repair
+/// message unbounded; stores holding bigger blobs keep a reference here.
+pub const VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Longest node id (the origin of a version), in bytes. Stored with every
+/// entry, so it is kept short.
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+/// Most key ranges one store serves.
+pub const RANGES_MAX: usize = 1024;
+
+/// Longest range name, in bytes.
+pub const RANGE_NAME_BYTES_MAX: usize = 128;
+
+/// Smallest and largest tree fan-out (children per interior node); a power of two.
+pub const FANOUT_MIN: u32 = 2;
+/// See [`FANOUT_MIN`].
+pub const FANOUT_MAX: u32 = 256;
+
+/// Deepest tree (levels below the root). Depth 0 would be a single bucket.
+pub const DEPTH_MAX: u32 = 8;
+
+/// Most buckets (leaves) per range tree: 2^24. The in-memory tree costs about
+/// 48 bytes per bucket (leaf plus interior nodes), so this caps one range's
+/// tree at ~800 MiB; the default shape (16^4 = 65 536 buckets) needs ~3 MiB.
+pub const BUCKETS_MAX: u64 = 1 << 24;

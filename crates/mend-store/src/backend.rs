@@ -1,0 +1,72 @@
+//! The storage backend: ordered byte-keyed column families, point reads,
+//! ordered scans and atomic multi-row batches. Everything else is `Store`'s.
+
+use crate::error::StoreError;
+
+/// Column families. Their key/value layouts are documented in [`crate::keys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Entries: `[range u16][bucket u32][key]` → record.
+    Data,
+    /// Tree leaves: `[range u16][bucket u32]` → aggregate (40 bytes).
+    Leaves,
+    /// Tombstone expiry index: `[version ms u64][data key]` → empty.
+    Tombstones,
+    /// Store parameters and clock: `params`, `clock`.
+    Meta,
+    /// Repair journal (owned by the agent): `[repair id][...]` → before-images.
+    Journal,
+}
+
+impl Cf {
+    /// Every column family.
+    pub const ALL: [Cf; 5] = [Cf::Data, Cf::Leaves, Cf::Tombstones, Cf::Meta, Cf::Journal];
+
+    /// Its name in RocksDB.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Data => "data",
+            Cf::Leaves => "leaves",
+            Cf::Tombstones => "tombstones",
+            Cf::Meta => "meta",
+            Cf::Journal => "journal",
+        }
+    }
+}
+
+/// One write in an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set a row.
+    Put(Cf, Vec<u8>, Vec<u8>),
+    /// Remove a row.
+    Delete(Cf, Vec<u8>),
+}
+
+/// A scan visitor: gets each (key, value) in order; returns `false` to stop.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
+
+/// Ordered key-value storage with atomic batches.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one row.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Applies all `ops` atomically: after a crash either all or none are
+    /// visible. `sync` forces them to stable storage before returning.
+    fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError>;
+
+    /// Visits the rows with `start <= key < end` (`end = None`: to the end of
+    /// the column family) in key order, from one consistent view.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Approximate bytes the backend occupies on disk (0 for memory).
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,270 @@
+//! The conformance suite every [`Backend`] must pass. `mend-store`'s tests
+//! run it on [`crate::MemBackend`], `mend-rocks`'s on RocksDB in a temporary
+//! directory; a failure names the check and the backend.
+#![allow(clippy::unwrap_used)]
+
+use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
+
+use crate::backend::Backend;
+use crate::error::StoreError;
+use crate::store::{Store, StoreConfig, Write};
+
+/// Makes fresh backends and reopens existing ones.
+pub trait Harness {
+    /// The backend under test.
+    type B: Backend;
+    /// A new, empty backend.
+    fn fresh(&mut self) -> Self::B;
+    /// Closes `b` and opens the same storage again.
+    fn reopen(&mut self, b: Self::B) -> Self::B;
+}
+
+/// Two ranges with a small tree each: `a` = [.., "m"), `b` = ["m", ..).
+pub fn ranges() -> Vec<RangeSpec> {
+    let shape = TreeShape::new(4, 3).unwrap();
+    vec![
+        RangeSpec {
+            name: "a".into(),
+            start: Vec::new(),
+            end: Some(b"m".to_vec()),
+            shape,
+        },
+        RangeSpec {
+            name: "b".into(),
+            start: b"m".to_vec(),
+            end: None,
+            shape,
+        },
+    ]
+}
+
+/// A config for node `node` with a fixed clock at `now`.
+pub fn config(node: &str, now: u64) -> StoreConfig {
+    let mut c = StoreConfig::new(NodeId::new(node).unwrap(), Secret::from_bytes(b"test"), Some(ranges()));
+    c.clock = std::sync::Arc::new(move || now);
+    c
+}
+
+/// A version at `ms` from `origin`.
+pub fn v(ms: u64, origin: &str, seq: u64) -> Version {
+    Version {
+        ms,
+        logical: 0,
+        origin: NodeId::new(origin).unwrap(),
+        seq,
+    }
+}
+
+/// Runs every check.
+pub fn run_all<H: Harness>(h: &mut H) {
+    put_get_delete(h);
+    apply_rule(h);
+    tree_matches_rebuild_and_survives_reopen(h);
+    order_independence(h);
+    bad_input_writes_nothing(h);
+    reopen_checks_parameters(h);
+    purge_keeps_tree_right(h);
+    restore_is_compare_and_set(h);
+    leaf_listing(h);
+}
+
+fn put_get_delete<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let a = s.write(vec![Write::put("k1", "v1")]).unwrap();
+    assert_eq!(a[0].decision, Decision::Apply);
+    assert_eq!(a[0].version.origin.as_str(), "n1");
+    let r = s.get(b"k1").unwrap().unwrap();
+    assert_eq!(r.value, b"v1");
+    let d = s.write(vec![Write::delete("k1")]).unwrap();
+    assert_eq!(d[0].decision, Decision::Apply);
+    assert!(d[0].version.order(&a[0].version).is_gt(), "local stamps increase");
+    assert_eq!(d[0].version.seq, a[0].version.seq + 1);
+    let t = s.get(b"k1").unwrap().unwrap();
+    assert!(t.meta.tombstone);
+    assert!(s.get(b"zz").unwrap().is_none());
+    let st = s.stats().unwrap();
+    assert_eq!((st.keys, st.tombstones), (0, 1));
+}
+
+fn apply_rule<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    s.write(vec![Write::put("k", "new").at(v(500, "x", 1))]).unwrap();
+    let stale = s.write(vec![Write::put("k", "old").at(v(400, "x", 0))]).unwrap();
+    assert_eq!(stale[0].decision, Decision::Stale);
+    let dup = s.write(vec![Write::put("k", "new").at(v(500, "x", 1))]).unwrap();
+    assert_eq!(dup[0].decision, Decision::Duplicate);
+    let conflict = s.write(vec![Write::put("k", "other").at(v(500, "x", 1))]).unwrap();
+    assert_eq!(conflict[0].decision, Decision::Conflict);
+    assert_eq!(s.get(b"k").unwrap().unwrap().value, b"new", "conflict never overwrites");
+    let newer = s.write(vec![Write::delete("k").at(v(600, "y", 9))]).unwrap();
+    assert_eq!(newer[0].decision, Decision::Apply);
+    assert!(s.get(b"k").unwrap().unwrap().meta.tombstone);
+    // Within one batch, later writes are decided against earlier ones.
+    let b = s
+        .write(vec![Write::put("q", "1").at(v(10, "x", 1)), Write::put("q", "0").at(v(5, "x", 0))])
+        .unwrap();
+    assert_eq!((b[0].decision, b[1].decision), (Decision::Apply, Decision::Stale));
+    assert!(s.verify().unwrap().ok());
+}
+
+fn tree_matches_rebuild_and_survives_reopen<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let mut writes = Vec::new();
+    for i in 0..300u32 {
+        let k = format!("{}{i:04}", if i % 2 == 0 { "a" } else { "z" });
+        writes.push(Write::put(k, vec![i as u8; (i % 7) as usize]));
+    }
+    s.write(writes).unwrap();
+    for i in (0..300u32).step_by(3) {
+        let k = format!("{}{i:04}", if i % 2 == 0 { "a" } else { "z" });
+        s.write(vec![Write::delete(k)]).unwrap();
+    }
+    let report = s.verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.ranges.iter().map(|r| r.entries).sum::<u64>(), 300);
+    let roots: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
+    let seq_before = s.write(vec![Write::put("a-last", "x")]).unwrap()[0].version.seq;
+    let roots_after_last: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
+    assert_ne!(roots, roots_after_last);
+    let b = h.reopen(into_backend(s));
+    let s = Store::open(b, config("n1", 1000)).unwrap();
+    let reopened: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
+    assert_eq!(roots_after_last, reopened, "persisted tree equals the live one");
+    let seq_after = s.write(vec![Write::put("a-more", "x")]).unwrap()[0].version.seq;
+    assert_eq!(seq_after, seq_before + 1, "sequence numbers survive reopen");
+    for r in 0..2 {
+        let rebuilt = s.rebuild_leaves(r).unwrap();
+        let tree = crate::RangeTree::from_leaves(s.shape(r).unwrap(), rebuilt);
+        assert_eq!(tree.root(), s.root(r).unwrap());
+    }
+}
+
+fn order_independence<H: Harness>(h: &mut H) {
+    let writes: Vec<Write> = (0..50u64)
+        .map(|i| {
+            let k = format!("k{}", i % 17);
+            if i % 5 == 0 {
+                Write::delete(k).at(v(100 + i, "o", i))
+            } else {
+                Write::put(k, format!("v{i}")).at(v(100 + i, "o", i))
+            }
+        })
+        .collect();
+    let s1 = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let s2 = Store::open(h.fresh(), config("n2", 1000)).unwrap();
+    for w in writes.iter().cloned() {
+        s1.write(vec![w]).unwrap();
+    }
+    for w in writes.iter().rev().cloned() {
+        s2.write(vec![w]).unwrap();
+    }
+    for r in 0..2 {
+        assert_eq!(s1.root(r).unwrap(), s2.root(r).unwrap());
+    }
+}
+
+fn bad_input_writes_nothing<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let long = vec![b'a'; mend_core::limits::KEY_BYTES_MAX + 1];
+    let big = vec![0u8; mend_core::limits::VALUE_BYTES_MAX + 1];
+    for bad in [
+        vec![Write::put("ok", "1"), Write::put(long.clone(), "x")],
+        vec![Write::put("ok", "1"), Write::put(Vec::new(), "x")],
+        vec![Write::put("ok", "1"), Write::put("k", big.clone())],
+    ] {
+        let e = s.write(bad).unwrap_err();
+        assert!(matches!(e, StoreError::Input(_)), "{e}");
+    }
+    assert!(s.get(b"ok").unwrap().is_none(), "a rejected batch writes nothing");
+    assert!(s.root(0).unwrap().is_empty());
+    // A store whose ranges leave a gap rejects keys in it.
+    let mut c = config("n1", 1000);
+    c.ranges = Some(vec![RangeSpec {
+        name: "only".into(),
+        start: b"b".to_vec(),
+        end: Some(b"c".to_vec()),
+        shape: TreeShape::default(),
+    }]);
+    let s = Store::open(h.fresh(), c).unwrap();
+    let e = s.write(vec![Write::put("a", "1")]).unwrap_err();
+    assert!(matches!(e, StoreError::Input(mend_core::CoreError::KeyOutsideRanges { .. })), "{e}");
+}
+
+fn reopen_checks_parameters<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    s.write(vec![Write::put("k", "v")]).unwrap();
+    let b = h.reopen(into_backend(s));
+    let mut other_secret = config("n1", 1000);
+    other_secret.secret = Secret::from_bytes(b"another");
+    let e = Store::open(b, other_secret).unwrap_err();
+    assert!(matches!(e, StoreError::SecretMismatch { .. }), "{e}");
+    let b = h.fresh();
+    let s = Store::open(b, config("n1", 1000)).unwrap();
+    let b = h.reopen(into_backend(s));
+    let mut other_shape = config("n1", 1000);
+    other_shape.ranges.as_mut().unwrap()[1].shape = TreeShape::new(16, 2).unwrap();
+    let e = Store::open(b, other_shape).unwrap_err();
+    assert!(matches!(e, StoreError::ParamsMismatch(_)), "{e}");
+    let mut none = config("n1", 1000);
+    none.ranges = None;
+    let e = Store::open(h.fresh(), none).unwrap_err();
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+}
+
+fn purge_keeps_tree_right<H: Harness>(h: &mut H) {
+    let mut c = config("n1", 10_000);
+    c.tombstone_grace_ms = 1000;
+    let s = Store::open(h.fresh(), c).unwrap();
+    s.write(vec![Write::put("old", "1").at(v(100, "x", 1))]).unwrap();
+    s.write(vec![Write::delete("old").at(v(200, "x", 2))]).unwrap();
+    s.write(vec![Write::delete("young").at(v(9_500, "x", 3))]).unwrap();
+    s.write(vec![Write::delete("revived").at(v(300, "x", 4))]).unwrap();
+    s.write(vec![Write::put("revived", "again").at(v(400, "x", 5))]).unwrap();
+    assert_eq!(s.purge_tombstones().unwrap(), 1);
+    assert!(s.get(b"old").unwrap().is_none());
+    assert!(s.get(b"young").unwrap().unwrap().meta.tombstone);
+    assert_eq!(s.get(b"revived").unwrap().unwrap().value, b"again");
+    assert!(s.verify().unwrap().ok());
+    assert_eq!(s.purge_tombstones().unwrap(), 0);
+}
+
+fn restore_is_compare_and_set<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    s.write(vec![Write::put("k", "before").at(v(100, "x", 1))]).unwrap();
+    let a = s.write_capturing(vec![Write::put("k", "repaired").at(v(200, "y", 1))]).unwrap();
+    let before = a[0].before.clone().unwrap();
+    let now = s.get(b"k").unwrap().unwrap().meta;
+    assert!(s.compare_and_restore(b"k", Some(&now), Some(&before)).unwrap());
+    assert_eq!(s.get(b"k").unwrap().unwrap().value, b"before");
+    // Restoring again against a stale expectation does nothing.
+    assert!(!s.compare_and_restore(b"k", Some(&now), None).unwrap());
+    assert_eq!(s.get(b"k").unwrap().unwrap().value, b"before");
+    assert!(s.verify().unwrap().ok());
+}
+
+fn leaf_listing<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let keys: Vec<String> = (0..40).map(|i| format!("key{i}")).collect();
+    s.write(keys.iter().map(|k| Write::put(k.as_str(), "v")).collect()).unwrap();
+    let shape = s.shape(0).unwrap();
+    let all: Vec<u32> = (0..shape.buckets() as u32).collect();
+    let listed = s.leaf_entries(0, &all).unwrap();
+    let total: usize = listed.iter().map(|(_, e)| e.len()).sum();
+    assert_eq!(total, 40);
+    for (b, entries) in &listed {
+        let mut agg = mend_core::Agg::default();
+        for e in entries {
+            agg.add_digest(&e.digest);
+        }
+        assert_eq!(agg, s.node_aggs(0, shape.depth, &[*b]).unwrap()[0]);
+    }
+    assert!(s.leaf_entries(0, &[shape.buckets() as u32]).is_err());
+    assert!(s.node_aggs(0, 1, &[99]).is_err());
+    let kids = s.child_aggs(0, 0, &[0]).unwrap();
+    assert_eq!(kids.iter().map(|a| a.count).sum::<u64>(), 40);
+}
+
+fn into_backend<B: Backend>(s: Store<B>) -> B {
+    s.into_backend()
+}
+

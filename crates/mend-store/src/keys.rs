@@ -1,0 +1,75 @@
+//! Row key layouts. All integers are big-endian so that byte order equals
+//! numeric order, which makes a subtree's buckets one contiguous key span.
+//!
+//! * `data`:       `[range u16][bucket u32][user key]` → [`mend_core::Record`]
+//! * `leaves`:     `[range u16][bucket u32]` → [`mend_core::Agg`] (40 bytes);
+//!   absent means the empty aggregate.
+//! * `tombstones`: `[version ms u64][data key]` → empty; an index of
+//!   tombstones by age for purging.
+//! * `meta`:       `params` → JSON [`crate::store`] parameters;
+//!   `clock` → `[hlc ms u64][hlc logical u32][seq u64]`.
+
+/// Prefix length of a data key: range id and bucket.
+pub const DATA_PREFIX: usize = 6;
+
+/// The data row key of `key` in bucket `bucket` of range `range`.
+pub fn data_key(range: u16, bucket: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DATA_PREFIX + key.len());
+    k.extend_from_slice(&range.to_be_bytes());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The first data key of bucket `bucket` (also the leaf row key).
+pub fn bucket_key(range: u16, bucket: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DATA_PREFIX);
+    k.extend_from_slice(&range.to_be_bytes());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+/// The exclusive end of buckets `..end_bucket` of `range` (the start of the
+/// next range when `end_bucket` is past the last bucket).
+pub fn bucket_end(range: u16, end_bucket: u64) -> Vec<u8> {
+    if end_bucket > u32::MAX as u64 {
+        return range_end(range);
+    }
+    bucket_key(range, end_bucket as u32)
+}
+
+/// The first key of a range.
+pub fn range_start(range: u16) -> Vec<u8> {
+    range.to_be_bytes().to_vec()
+}
+
+/// The exclusive end of a range.
+pub fn range_end(range: u16) -> Vec<u8> {
+    match range.checked_add(1) {
+        Some(n) => n.to_be_bytes().to_vec(),
+        None => vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    }
+}
+
+/// Splits a data key into (range, bucket, user key).
+pub fn split_data_key(k: &[u8]) -> Option<(u16, u32, &[u8])> {
+    if k.len() <= DATA_PREFIX {
+        return None;
+    }
+    let range = u16::from_be_bytes([k[0], k[1]]);
+    let bucket = u32::from_be_bytes([k[2], k[3], k[4], k[5]]);
+    Some((range, bucket, &k[DATA_PREFIX..]))
+}
+
+/// A tombstone index key.
+pub fn tombstone_key(ms: u64, data_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + data_key.len());
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(data_key);
+    k
+}
+
+/// Meta row: store parameters.
+pub const META_PARAMS: &[u8] = b"params";
+/// Meta row: clock and sequence state.
+pub const META_CLOCK: &[u8] = b"clock";

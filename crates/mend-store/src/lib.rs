@@ -1,0 +1,28 @@
+//! mend-store: the versioned store with an incremental Merkle tree per range.
+//!
+//! [`Store`] holds all the logic (the apply rule, tree maintenance, listing,
+//! rebuild, verify, purge) over a small [`Backend`] trait of ordered
+//! key-value column families with atomic batches. Two backends implement it:
+//! [`MemBackend`] here (tests, simulation) and RocksDB in `mend-rocks`; the
+//! [`conformance`] suite runs against both.
+//!
+//! Invariant: a data row, its tree leaf and its index rows change together in
+//! one atomic backend batch; the in-memory tree is updated under the same lock
+//! that covers the commit, so readers never see a tree describing data that
+//! is not there.
+
+pub mod backend;
+pub mod conformance;
+pub mod error;
+pub mod keys;
+pub mod mem;
+pub mod store;
+pub mod tree;
+
+pub use backend::{Backend, Cf, Op};
+pub use error::StoreError;
+pub use mem::MemBackend;
+pub use store::{
+    Applied, LeafEntry, RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
+};
+pub use tree::RangeTree;

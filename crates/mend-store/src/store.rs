@@ -1,0 +1,564 @@
+//! The store: open, the write path, and the shared state.
+//!
+//! Every write (client put/delete, replicated write, repair) goes through
+//! [`Store::write`], which decides each entry with [`mend_core::decide`] and
+//! commits data row, tombstone index row, leaf row and clock row in one
+//! backend batch. Reads for the exchange, rebuild, verify and purge live in
+//! the submodules.
+
+mod read;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use mend_core::error::{check_key, check_value};
+use mend_core::{Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret, Version, decide};
+
+use crate::backend::{Backend, Cf, Op};
+use crate::error::StoreError;
+use crate::keys;
+use crate::tree::RangeTree;
+
+pub use read::{LeafEntry, RangeStats, Stats};
+pub use verify::{RangeVerify, VerifyReport};
+
+/// A source of wall-clock milliseconds (injectable for tests and simulation).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> WallClock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Default tombstone grace period: 10 days, as Cassandra's gc_grace_seconds.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;
+
+/// Default bound on how far ahead of local time a replicated version may be
+/// for the local clock to follow it (60 s). Versions further ahead are still
+/// stored (the apply rule decides) but do not drag the clock along.
+pub const CLOCK_FOLLOW_MS_DEFAULT: u64 = 60_000;
+
+/// How a store is opened.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// This node's id: the origin stamped on local writes.
+    pub node_id: NodeId,
+    /// The cluster secret (must match the one the store was created with).
+    pub secret: Secret,
+    /// Ranges to create the store with, or to check against the persisted
+    /// ones. `None` opens an existing store with whatever it has.
+    pub ranges: Option<Vec<RangeSpec>>,
+    /// How long tombstones are kept before [`Store::purge_tombstones`] may
+    /// remove them, in ms.
+    pub tombstone_grace_ms: u64,
+    /// See [`CLOCK_FOLLOW_MS_DEFAULT`].
+    pub clock_follow_ms: u64,
+    /// Force every write batch to stable storage before acknowledging.
+    pub sync_writes: bool,
+    /// The wall clock.
+    pub clock: WallClock,
+}
+
+impl StoreConfig {
+    /// Defaults for node `node_id` with `secret` and `ranges`.
+    pub fn new(node_id: NodeId, secret: Secret, ranges: Option<Vec<RangeSpec>>) -> StoreConfig {
+        StoreConfig {
+            node_id,
+            secret,
+            ranges,
+            tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
+            clock_follow_ms: CLOCK_FOLLOW_MS_DEFAULT,
+            sync_writes: false,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// Parameters persisted at creation and checked on every open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Params {
+    format: u32,
+    secret_fingerprint: String,
+    ranges: Vec<RangeSpec>,
+}
+
+const PARAMS_FORMAT: u32 = 1;
+
+/// One write: a put (`value = Some`) or a delete, with an explicit version
+/// for replicated writes or none to be stamped by the local clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value, or `None` for a delete (tombstone).
+    pub value: Option<Vec<u8>>,
+    /// The version to store, or `None` to stamp one locally.
+    pub version: Option<Version>,
+}
+
+impl Write {
+    /// A local put.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Write {
+        Write {
+            key: key.into(),
+            value: Some(value.into()),
+            version: None,
+        }
+    }
+
+    /// A local delete.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Write {
+        Write {
+            key: key.into(),
+            value: None,
+            version: None,
+        }
+    }
+
+    /// Carries an explicit version (a replicated write).
+    pub fn at(mut self, version: Version) -> Write {
+        self.version = Some(version);
+        self
+    }
+
+    /// Builds the write that stores `record` under `key`.
+    pub fn from_record(key: Vec<u8>, record: Record) -> Write {
+        Write {
+            key,
+            value: if record.meta.tombstone {
+                None
+            } else {
+                Some(record.value)
+            },
+            version: Some(record.meta.version),
+        }
+    }
+}
+
+/// The outcome of one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What the apply rule decided.
+    pub decision: Decision,
+    /// The version of the incoming entry (stamped, for local writes).
+    pub version: Version,
+    /// The local entry's meta before this write, if any.
+    pub previous: Option<EntryMeta>,
+    /// The local entry before this write, when the caller asked for
+    /// before-images (repair journals).
+    pub before: Option<Record>,
+}
+
+struct WriterState {
+    hlc: Hlc,
+    seq: u64,
+}
+
+/// The versioned store with one incremental Merkle tree per range.
+pub struct Store<B: Backend> {
+    backend: B,
+    secret: Secret,
+    node_id: NodeId,
+    ranges: RangeMap,
+    /// One tree per range, in range-id order. Writers hold the write lock
+    /// across the backend commit and the tree update.
+    trees: RwLock<Vec<RangeTree>>,
+    /// Serialises writers (the read-decide-write of the apply rule).
+    writer: Mutex<WriterState>,
+    cfg: StoreConfig,
+}
+
+impl<B: Backend> std::fmt::Debug for Store<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("node_id", &self.node_id)
+            .field("ranges", &self.ranges.specs().len())
+            .finish()
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend {
+        message: "store lock poisoned by a panicked writer".into(),
+        retryable: false,
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+impl<B: Backend> Store<B> {
+    /// Opens (or, when `cfg.ranges` is given and the backend is empty,
+    /// creates) a store. Checks the secret fingerprint and range parameters
+    /// against the persisted ones and loads the trees.
+    pub fn open(backend: B, cfg: StoreConfig) -> Result<Store<B>, StoreError> {
+        let fp = cfg.secret.fingerprint_hex();
+        let params = match backend.get(Cf::Meta, keys::META_PARAMS)? {
+            Some(raw) => {
+                let p: Params = serde_json::from_slice(&raw)
+                    .map_err(|e| corrupt(format!("parameters unreadable: {e}")))?;
+                if p.format != PARAMS_FORMAT {
+                    return Err(corrupt(format!("unknown parameters format {}", p.format)));
+                }
+                if p.secret_fingerprint != fp {
+                    return Err(StoreError::SecretMismatch {
+                        stored: p.secret_fingerprint,
+                        given: fp,
+                    });
+                }
+                if let Some(want) = &cfg.ranges
+                    && *want != p.ranges
+                {
+                    return Err(StoreError::ParamsMismatch(describe_mismatch(&p.ranges, want)));
+                }
+                p
+            }
+            None => {
+                let Some(ranges) = cfg.ranges.clone() else {
+                    return Err(StoreError::NotAStore {
+                        path: String::new(),
+                        why: "no mend parameters row".into(),
+                    });
+                };
+                RangeMap::new(ranges.clone())?;
+                let mut any = false;
+                backend.scan(Cf::Data, &[], None, &mut |_, _| {
+                    any = true;
+                    false
+                })?;
+                if any {
+                    return Err(corrupt("data rows present but no parameters row"));
+                }
+                let p = Params {
+                    format: PARAMS_FORMAT,
+                    secret_fingerprint: fp,
+                    ranges,
+                };
+                let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
+                backend.write(vec![Op::Put(Cf::Meta, keys::META_PARAMS.to_vec(), raw)], true)?;
+                p
+            }
+        };
+        let ranges =
+            RangeMap::new(params.ranges).map_err(|e| corrupt(format!("persisted ranges: {e}")))?;
+        let mut trees = Vec::with_capacity(ranges.specs().len());
+        for (id, spec) in ranges.specs().iter().enumerate() {
+            trees.push(load_tree(&backend, id as u16, spec)?);
+        }
+        let (hlc, seq) = match backend.get(Cf::Meta, keys::META_CLOCK)? {
+            Some(raw) if raw.len() == 20 => {
+                let ms = u64::from_be_bytes(raw[0..8].try_into().map_err(|_| corrupt("clock"))?);
+                let logical =
+                    u32::from_be_bytes(raw[8..12].try_into().map_err(|_| corrupt("clock"))?);
+                let seq = u64::from_be_bytes(raw[12..20].try_into().map_err(|_| corrupt("clock"))?);
+                (Hlc { ms, logical }, seq)
+            }
+            Some(_) => return Err(corrupt("clock row has the wrong length")),
+            None => (Hlc::default(), 0),
+        };
+        Ok(Store {
+            backend,
+            secret: cfg.secret.clone(),
+            node_id: cfg.node_id.clone(),
+            ranges,
+            trees: RwLock::new(trees),
+            writer: Mutex::new(WriterState { hlc, seq }),
+            cfg,
+        })
+    }
+
+    /// The backend (for backend-specific operations such as checkpoints).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The configured ranges.
+    pub fn ranges(&self) -> &RangeMap {
+        &self.ranges
+    }
+
+    /// The cluster secret.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The current wall-clock time as the store sees it.
+    pub fn now_ms(&self) -> u64 {
+        (self.cfg.clock)()
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn trees_read(&self) -> Result<RwLockReadGuard<'_, Vec<RangeTree>>, StoreError> {
+        self.trees.read().map_err(|_| poisoned())
+    }
+
+    pub(crate) fn trees_write(&self) -> Result<RwLockWriteGuard<'_, Vec<RangeTree>>, StoreError> {
+        self.trees.write().map_err(|_| poisoned())
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, WriterState>, StoreError> {
+        self.writer.lock().map_err(|_| poisoned())
+    }
+
+    /// Locates a key: (range id, bucket, data row key).
+    pub fn locate(&self, key: &[u8]) -> Result<(u16, u32, Vec<u8>), StoreError> {
+        check_key(key)?;
+        let range = self.ranges.lookup(key)?;
+        let shape = self.ranges.get(range).map(|s| s.shape).ok_or_else(|| corrupt("range id"))?;
+        let bucket = shape.bucket_of(self.secret.placement(key));
+        Ok((range, bucket, keys::data_key(range, bucket, key)))
+    }
+
+    /// Applies writes atomically: all validated first (any invalid write
+    /// rejects the whole batch, nothing written), then each decided by the
+    /// apply rule against the local entry (or an earlier write of the same
+    /// batch), then committed together with their tree updates.
+    pub fn write(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        self.write_inner(writes, false)
+    }
+
+    /// As [`Store::write`], also returning each key's before-image.
+    pub fn write_capturing(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        self.write_inner(writes, true)
+    }
+
+    fn write_inner(&self, writes: Vec<Write>, capture: bool) -> Result<Vec<Applied>, StoreError> {
+        let mut located = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let loc = self.locate(&w.key)?;
+            if let Some(v) = &w.value {
+                check_value(v)?;
+            }
+            located.push(loc);
+        }
+        let mut st = self.writer()?;
+        let now = self.now_ms();
+        let mut ops = Vec::with_capacity(writes.len() * 2 + 2);
+        let mut pending: HashMap<Vec<u8>, (EntryMeta, Record)> = HashMap::new();
+        let mut leaves: HashMap<(u16, u32), Agg> = HashMap::new();
+        let mut stamped = false;
+        let mut out = Vec::with_capacity(writes.len());
+        let trees = self.trees_read()?;
+        for (w, (range, bucket, dkey)) in writes.into_iter().zip(located) {
+            let (previous, before) = match pending.get(&dkey) {
+                Some((m, r)) => (Some(m.clone()), capture.then(|| r.clone())),
+                None => match self.backend.get(Cf::Data, &dkey)? {
+                    Some(raw) => {
+                        if capture {
+                            let r = Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?;
+                            (Some(r.meta.clone()), Some(r))
+                        } else {
+                            let (m, _) =
+                                Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?;
+                            (Some(m), None)
+                        }
+                    }
+                    None => (None, None),
+                },
+            };
+            let version = match w.version {
+                Some(v) => {
+                    if v.ms <= now.saturating_add(self.cfg.clock_follow_ms) {
+                        st.hlc.observe(v.ms, v.logical);
+                    }
+                    v
+                }
+                None => {
+                    let (ms, logical) = st.hlc.tick(now);
+                    st.seq += 1;
+                    stamped = true;
+                    Version {
+                        ms,
+                        logical,
+                        origin: self.node_id.clone(),
+                        seq: st.seq,
+                    }
+                }
+            };
+            let record = match w.value {
+                Some(v) => Record::live(version.clone(), v),
+                None => Record::tombstone(version.clone()),
+            };
+            let decision = decide(previous.as_ref(), &record.meta);
+            if decision == Decision::Apply {
+                let leaf = leaves
+                    .entry((range, bucket))
+                    .or_insert_with(|| trees[range as usize].leaves()[bucket as usize]);
+                if let Some(p) = &previous {
+                    leaf.sub_digest(&p.digest(&self.secret, &w.key));
+                }
+                leaf.add_digest(&record.meta.digest(&self.secret, &w.key));
+                if record.meta.tombstone {
+                    ops.push(Op::Put(Cf::Tombstones, keys::tombstone_key(version.ms, &dkey), Vec::new()));
+                }
+                ops.push(Op::Put(Cf::Data, dkey.clone(), record.encode()));
+                pending.insert(dkey, (record.meta.clone(), record));
+            }
+            out.push(Applied {
+                decision,
+                version,
+                previous,
+                before,
+            });
+        }
+        drop(trees);
+        if ops.is_empty() && !stamped {
+            return Ok(out);
+        }
+        for ((range, bucket), agg) in &leaves {
+            let k = keys::bucket_key(*range, *bucket);
+            if agg.is_empty() {
+                ops.push(Op::Delete(Cf::Leaves, k));
+            } else {
+                ops.push(Op::Put(Cf::Leaves, k, agg.encode().to_vec()));
+            }
+        }
+        if stamped {
+            ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), clock_row(&st)));
+        }
+        let mut trees = self.trees_write()?;
+        self.backend.write(ops, self.cfg.sync_writes)?;
+        for ((range, bucket), agg) in leaves {
+            trees[range as usize].set_leaf(bucket, agg);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the entry at `key` with `restore` (or removes it when `None`)
+    /// only if the current entry's meta equals `expected`. Undo uses this to
+    /// put back before-images; it deliberately bypasses the apply rule
+    /// (restoring an older version is the point) but never clobbers a write
+    /// made since. Returns whether the restore happened.
+    pub fn compare_and_restore(
+        &self,
+        key: &[u8],
+        expected: Option<&EntryMeta>,
+        restore: Option<&Record>,
+    ) -> Result<bool, StoreError> {
+        let (range, bucket, dkey) = self.locate(key)?;
+        if let Some(r) = restore
+            && !r.meta.tombstone
+        {
+            check_value(&r.value)?;
+        }
+        let _st = self.writer()?;
+        let current = match self.backend.get(Cf::Data, &dkey)? {
+            Some(raw) => Some(Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?.0),
+            None => None,
+        };
+        if current.as_ref() != expected {
+            return Ok(false);
+        }
+        let mut leaf = self.trees_read()?[range as usize].leaves()[bucket as usize];
+        let mut ops = Vec::with_capacity(3);
+        if let Some(c) = &current {
+            leaf.sub_digest(&c.digest(&self.secret, key));
+        }
+        match restore {
+            Some(r) => {
+                leaf.add_digest(&r.meta.digest(&self.secret, key));
+                if r.meta.tombstone {
+                    ops.push(Op::Put(Cf::Tombstones, keys::tombstone_key(r.meta.version.ms, &dkey), Vec::new()));
+                }
+                ops.push(Op::Put(Cf::Data, dkey, r.encode()));
+            }
+            None => ops.push(Op::Delete(Cf::Data, dkey)),
+        }
+        let lk = keys::bucket_key(range, bucket);
+        if leaf.is_empty() {
+            ops.push(Op::Delete(Cf::Leaves, lk));
+        } else {
+            ops.push(Op::Put(Cf::Leaves, lk, leaf.encode().to_vec()));
+        }
+        let mut trees = self.trees_write()?;
+        self.backend.write(ops, self.cfg.sync_writes)?;
+        trees[range as usize].set_leaf(bucket, leaf);
+        Ok(true)
+    }
+}
+
+fn clock_row(st: &WriterState) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20);
+    v.extend_from_slice(&st.hlc.ms.to_be_bytes());
+    v.extend_from_slice(&st.hlc.logical.to_be_bytes());
+    v.extend_from_slice(&st.seq.to_be_bytes());
+    v
+}
+
+fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<RangeTree, StoreError> {
+    let buckets = spec.shape.buckets();
+    let mut leaves = vec![Agg::default(); buckets as usize];
+    let mut bad: Option<String> = None;
+    backend.scan(
+        Cf::Leaves,
+        &keys::range_start(id),
+        Some(&keys::range_end(id)),
+        &mut |k, v| {
+            if k.len() != keys::DATA_PREFIX {
+                bad = Some(format!("leaf row key of {} bytes", k.len()));
+                return false;
+            }
+            let b = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as u64;
+            if b >= buckets {
+                bad = Some(format!(
+                    "range {:?}: leaf row for bucket {b} but the shape has {buckets} buckets",
+                    spec.name
+                ));
+                return false;
+            }
+            match Agg::decode(v) {
+                Some(a) => leaves[b as usize] = a,
+                None => {
+                    bad = Some(format!("range {:?}: leaf {b} has {} bytes, not 40", spec.name, v.len()));
+                    return false;
+                }
+            }
+            true
+        },
+    )?;
+    if let Some(why) = bad {
+        return Err(corrupt(why));
+    }
+    Ok(RangeTree::from_leaves(spec.shape, leaves))
+}
+
+fn describe_mismatch(stored: &[RangeSpec], want: &[RangeSpec]) -> String {
+    if stored.len() != want.len() {
+        return format!("store has {} ranges, configuration has {}", stored.len(), want.len());
+    }
+    for (s, w) in stored.iter().zip(want) {
+        if s != w {
+            return format!(
+                "range {:?} (fanout {}, depth {}) in the store vs {:?} (fanout {}, depth {}) configured, or its bounds differ",
+                s.name, s.shape.fanout, s.shape.depth, w.name, w.shape.fanout, w.shape.depth
+            );
+        }
+    }
+    "ranges differ".into()
+}
+
+impl<B: Backend> Store<B> {
+    /// Closes the store, returning its backend.
+    pub fn into_backend(self) -> B {
+        self.backend
+    }
+}

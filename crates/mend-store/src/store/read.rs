@@ -1,0 +1,197 @@
+//! Reads: point gets, node aggregates and leaf entry lists for the exchange,
+//! and statistics. Node aggregates come from the in-memory tree; entry lists
+//! are scanned under the tree's read lock, so a batch of either describes one
+//! committed state even while writes continue.
+
+use serde::Serialize;
+
+use mend_core::{Agg, Digest, EntryMeta, Record, TreeShape};
+
+use super::{Store, corrupt};
+use crate::backend::{Backend, Cf};
+use crate::error::StoreError;
+use crate::keys;
+
+/// One entry of a leaf, as listed for the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafEntry {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// Version, tombstone flag, value hash.
+    pub meta: EntryMeta,
+    /// The keyed entry digest.
+    pub digest: Digest,
+}
+
+/// Statistics of one range.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeStats {
+    /// Range name.
+    pub name: String,
+    /// Live keys.
+    pub keys: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+    /// Tree fan-out.
+    pub fanout: u32,
+    /// Tree depth.
+    pub depth: u32,
+    /// Buckets (leaves).
+    pub buckets: u64,
+    /// Root hash, hex.
+    pub root: String,
+    /// Bytes of the in-memory tree.
+    pub tree_memory_bytes: u64,
+}
+
+/// Statistics of a store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Live keys over all ranges.
+    pub keys: u64,
+    /// Tombstones over all ranges.
+    pub tombstones: u64,
+    /// Per range.
+    pub ranges: Vec<RangeStats>,
+    /// Approximate bytes on disk.
+    pub disk_bytes: u64,
+}
+
+fn bad_request(msg: String) -> StoreError {
+    StoreError::Input(mend_core::CoreError::Ranges(msg))
+}
+
+impl<B: Backend> Store<B> {
+    /// Reads a key's current entry (tombstones included).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let (_, _, dkey) = self.locate(key)?;
+        match self.backend.get(Cf::Data, &dkey)? {
+            Some(raw) => Ok(Some(Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The shape of range `range`.
+    pub fn shape(&self, range: u16) -> Result<TreeShape, StoreError> {
+        self.ranges
+            .get(range)
+            .map(|s| s.shape)
+            .ok_or_else(|| bad_request(format!("no range with id {range}")))
+    }
+
+    /// The root aggregate of range `range`.
+    pub fn root(&self, range: u16) -> Result<Agg, StoreError> {
+        self.shape(range)?;
+        Ok(self.trees_read()?[range as usize].root())
+    }
+
+    /// Aggregates of nodes `indices` at `level` of range `range`, read from
+    /// one consistent state.
+    pub fn node_aggs(&self, range: u16, level: u32, indices: &[u32]) -> Result<Vec<Agg>, StoreError> {
+        self.shape(range)?;
+        let trees = self.trees_read()?;
+        let t = &trees[range as usize];
+        indices
+            .iter()
+            .map(|i| {
+                t.node(level, *i)
+                    .ok_or_else(|| bad_request(format!("node {i} at level {level} is outside the tree")))
+            })
+            .collect()
+    }
+
+    /// Aggregates of all children of `parents` at `level` (children at
+    /// `level + 1`), in order: `fanout` per parent.
+    pub fn child_aggs(&self, range: u16, level: u32, parents: &[u32]) -> Result<Vec<Agg>, StoreError> {
+        let shape = self.shape(range)?;
+        if level >= shape.depth {
+            return Err(bad_request(format!("level {level} has no children (depth {})", shape.depth)));
+        }
+        let mut idx = Vec::with_capacity(parents.len() * shape.fanout as usize);
+        for p in parents {
+            for c in 0..shape.fanout {
+                idx.push(p.saturating_mul(shape.fanout).saturating_add(c));
+            }
+        }
+        self.node_aggs(range, level + 1, &idx)
+    }
+
+    /// The entries of each of `buckets` of range `range`, in key order per
+    /// bucket, from one consistent state.
+    pub fn leaf_entries(&self, range: u16, buckets: &[u32]) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+        let shape = self.shape(range)?;
+        let _trees = self.trees_read()?;
+        let mut out = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            if *b as u64 >= shape.buckets() {
+                return Err(bad_request(format!("bucket {b} is outside the tree")));
+            }
+            let mut entries = Vec::new();
+            let mut bad = None;
+            self.backend.scan(
+                Cf::Data,
+                &keys::bucket_key(range, *b),
+                Some(&keys::bucket_end(range, *b as u64 + 1)),
+                &mut |k, v| match Record::decode_meta(v) {
+                    Ok((meta, _)) => {
+                        let key = k[keys::DATA_PREFIX..].to_vec();
+                        let digest = meta.digest(&self.secret, &key);
+                        entries.push(LeafEntry { key, meta, digest });
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        false
+                    }
+                },
+            )?;
+            if let Some(e) = bad {
+                return Err(corrupt(format!("bucket {b}: {e}")));
+            }
+            out.push((*b, entries));
+        }
+        Ok(out)
+    }
+
+    /// Counts keys and tombstones (one scan of the data) and reports shapes.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let mut ranges = Vec::new();
+        let (mut keys_total, mut tombs_total) = (0, 0);
+        for (id, spec) in self.ranges.specs().iter().enumerate() {
+            let (mut live, mut tombs) = (0u64, 0u64);
+            self.backend.scan(
+                Cf::Data,
+                &keys::range_start(id as u16),
+                Some(&keys::range_end(id as u16)),
+                &mut |_, v| {
+                    if v.get(1).is_some_and(|f| f & 1 == 1) {
+                        tombs += 1;
+                    } else {
+                        live += 1;
+                    }
+                    true
+                },
+            )?;
+            let trees = self.trees_read()?;
+            let t = &trees[id];
+            ranges.push(RangeStats {
+                name: spec.name.clone(),
+                keys: live,
+                tombstones: tombs,
+                fanout: spec.shape.fanout,
+                depth: spec.shape.depth,
+                buckets: spec.shape.buckets(),
+                root: mend_core::record::hex(&t.root().hash()),
+                tree_memory_bytes: t.memory_bytes() as u64,
+            });
+            keys_total += live;
+            tombs_total += tombs;
+        }
+        Ok(Stats {
+            keys: keys_total,
+            tombstones: tombs_total,
+            ranges,
+            disk_bytes: self.backend.disk_bytes(),
+        })
+    }
+}
