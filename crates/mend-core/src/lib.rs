@@ -3,13 +3,15 @@
 //! Everything here is plain synchronous code with no tokio, tonic or RocksDB:
 //! the data model (keys, versions, hybrid logical clocks), keyed digests, tree
 //! shape arithmetic and leaf aggregates, the stored-record format, the one
-//! apply rule every write path uses, and the key-range map. The store, the
-//! gRPC layer and the agent build on these; the fuzz targets and the
-//! simulator exercise them directly.
+//! apply rule every write path uses, divergence classification, and the
+//! key-range map. The store, the gRPC layer and the agent build on these; the
+//! fuzz targets and the simulator exercise them directly.
 
 pub mod agg;
 pub mod apply;
+pub mod classify;
 pub mod digest;
+pub mod exchange;
 pub mod error;
 pub mod hlc;
 pub mod limits;
@@ -20,6 +22,7 @@ pub mod version;
 
 pub use agg::Agg;
 pub use apply::{Decision, decide};
+pub use classify::{Category, Classified, Policy, Side, classify};
 pub use digest::{Digest, Secret};
 pub use error::CoreError;
 pub use hlc::Hlc;

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mem;
 pub mod store;
 pub mod tree;
+pub mod view;
 
 pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
@@ -26,3 +27,4 @@ pub use store::{
     Applied, LeafEntry, RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
 };
 pub use tree::RangeTree;
+pub use view::RangeView;

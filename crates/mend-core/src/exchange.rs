@@ -1,0 +1,568 @@
+//! The tree exchange, sans I/O: the messages two replicas trade to find the
+//! exact set of keys on which they differ, the responder's answers, and the
+//! initiator's state machine. The gRPC layer only carries these messages;
+//! tests and benchmarks drive them in memory.
+//!
+//! One round trip advances two levels. The initiator sends its hashes of the
+//! children of the nodes it already knows differ ([`Probe`]); the responder
+//! marks which of them differ from its own and, in the same reply, sends its
+//! hashes of *their* children ([`ProbeReply`]); the initiator compares those
+//! locally and probes again two levels down. Node hashes are 8-byte
+//! truncations of the aggregate hash: a false match needs a 2^-64 event in a
+//! keyed hash. A subtree that is empty on one side is not descended: if the
+//! peer's is empty, the local entries under it are listed locally; if the
+//! local one is, the peer lists its entries for the whole span at once. That
+//! keeps a wiped replica close to the cost of listing every entry.
+//!
+//! At the leaves, the initiator sends the 8-byte digests of its entries in
+//! each differing bucket ([`LeafProbe`]); the responder answers which of them
+//! it lacks and lists its own entries the initiator lacks ([`LeafReply`]).
+//! Keys then pair up into [`Divergence`]s carrying both sides' versions.
+
+use std::collections::{BTreeMap, HashSet};
+
+use thiserror::Error;
+
+use crate::agg::Agg;
+use crate::shape::TreeShape;
+use crate::version::Version;
+
+/// Most hashes one [`Probe`] carries (512 KiB of hashes); larger levels are
+/// split into several probes.
+pub const PROBE_HASHES_MAX: usize = 65_536;
+
+/// Most bucket queries one [`LeafProbe`] carries.
+pub const LEAF_QUERIES_MAX: usize = 4_096;
+
+/// Most entry digests one [`LeafProbe`] carries in total.
+pub const LEAF_DIGESTS_MAX: usize = 262_144;
+
+/// A truncated node hash (0 for an empty node).
+pub type NodeHash = u64;
+
+/// The wire hash of a node aggregate: the first 8 bytes of its hash, or 0
+/// when the node is empty.
+pub fn node_hash(a: &Agg) -> NodeHash {
+    if a.is_empty() {
+        return 0;
+    }
+    let h = a.hash();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b).max(1)
+}
+
+/// The wire form of an entry digest: its first 8 bytes.
+pub fn entry_hash(d: &crate::Digest) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// What the exchange needs to know about one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySummary {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its version.
+    pub version: Version,
+    /// True for a tombstone.
+    pub tombstone: bool,
+    /// [`entry_hash`] of its digest: equal iff the entries are equal.
+    pub hash: u64,
+}
+
+/// Read access to the local tree, implemented by the store.
+pub trait TreeView {
+    /// The range's tree shape.
+    fn shape(&self) -> TreeShape;
+    /// Hashes of all children (at `level + 1`) of `parents` at `level`,
+    /// `fanout` per parent, in order.
+    fn child_hashes(&self, level: u32, parents: &[u32]) -> Result<Vec<NodeHash>, ExchangeError>;
+    /// The entries of each bucket in `first..first + count`, in bucket order.
+    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError>;
+}
+
+/// Errors of the exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExchangeError {
+    /// The peer sent something that does not fit the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// Reading the local tree failed.
+    #[error("local store: {0}")]
+    Local(String),
+}
+
+fn proto(msg: impl Into<String>) -> ExchangeError {
+    ExchangeError::Protocol(msg.into())
+}
+
+/// The initiator's hashes of the children of `parents` (nodes at `level - 1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Level of the hashes sent (1..=depth).
+    pub level: u32,
+    /// Parent nodes at `level - 1`.
+    pub parents: Vec<u32>,
+    /// `fanout` hashes per parent.
+    pub hashes: Vec<NodeHash>,
+}
+
+/// How the responder's node compares with the initiator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Equal hashes.
+    Same,
+    /// Different hashes, both sides non-empty (or the initiator's empty).
+    Differs,
+    /// The responder has nothing under this node; the initiator's is not.
+    Empty,
+}
+
+/// The responder's answer to a [`Probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReply {
+    /// One status per hash of the probe.
+    pub status: Vec<NodeStatus>,
+    /// When `level < depth`: for each node with status `Differs` whose
+    /// initiator hash is non-zero, in order, the responder's `fanout`
+    /// hashes of its children at `level + 1`.
+    pub next: Vec<NodeHash>,
+}
+
+/// One bucket (or span of buckets) the initiator asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketQuery {
+    /// First bucket.
+    pub first: u32,
+    /// Number of buckets (more than one only when the initiator has no
+    /// entries there, so `hashes` is empty).
+    pub count: u32,
+    /// The initiator's entry hashes in the bucket.
+    pub hashes: Vec<u64>,
+}
+
+/// The initiator's entry hashes for differing buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeafProbe {
+    /// The buckets asked about.
+    pub queries: Vec<BucketQuery>,
+}
+
+/// The responder's answer for one query of a [`LeafProbe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafReply {
+    /// Index of the query answered.
+    pub query: u32,
+    /// Per hash of the query: true where the responder lacks that entry.
+    pub lacking: Vec<bool>,
+    /// The responder's entries the initiator lacks.
+    pub extra: Vec<EntrySummary>,
+}
+
+/// Answers a probe from the local tree.
+pub fn respond_probe(view: &dyn TreeView, p: &Probe) -> Result<ProbeReply, ExchangeError> {
+    let shape = view.shape();
+    let f = shape.fanout as usize;
+    if p.level == 0 || p.level > shape.depth {
+        return Err(proto(format!("probe level {} outside 1..={}", p.level, shape.depth)));
+    }
+    if p.hashes.len() > PROBE_HASHES_MAX || p.hashes.len() != p.parents.len() * f {
+        return Err(proto(format!(
+            "probe carries {} hashes for {} parents (fanout {f}, at most {PROBE_HASHES_MAX})",
+            p.hashes.len(),
+            p.parents.len()
+        )));
+    }
+    let parent_nodes = shape.nodes_at(p.level - 1);
+    if let Some(bad) = p.parents.iter().find(|x| **x as u64 >= parent_nodes) {
+        return Err(proto(format!("parent {bad} outside level {}", p.level - 1)));
+    }
+    let mine = view.child_hashes(p.level - 1, &p.parents)?;
+    let mut status = Vec::with_capacity(mine.len());
+    let mut expand = Vec::new();
+    for (i, (m, t)) in mine.iter().zip(&p.hashes).enumerate() {
+        let s = if m == t {
+            NodeStatus::Same
+        } else if *m == 0 {
+            NodeStatus::Empty
+        } else {
+            NodeStatus::Differs
+        };
+        if s == NodeStatus::Differs && *t != 0 {
+            expand.push(p.parents[i / f] * shape.fanout + (i % f) as u32);
+        }
+        status.push(s);
+    }
+    let next = if p.level < shape.depth && !expand.is_empty() {
+        view.child_hashes(p.level, &expand)?
+    } else {
+        Vec::new()
+    };
+    Ok(ProbeReply { status, next })
+}
+
+/// Answers a leaf probe from the local entries, one reply per query that has
+/// something to report.
+pub fn respond_leaves(view: &dyn TreeView, lp: &LeafProbe) -> Result<Vec<LeafReply>, ExchangeError> {
+    let shape = view.shape();
+    if lp.queries.len() > LEAF_QUERIES_MAX {
+        return Err(proto(format!("{} bucket queries, at most {LEAF_QUERIES_MAX}", lp.queries.len())));
+    }
+    let total: usize = lp.queries.iter().map(|q| q.hashes.len()).sum();
+    if total > LEAF_DIGESTS_MAX {
+        return Err(proto(format!("{total} entry hashes, at most {LEAF_DIGESTS_MAX}")));
+    }
+    let mut out = Vec::new();
+    for (qi, q) in lp.queries.iter().enumerate() {
+        let end = q.first as u64 + q.count as u64;
+        if q.count == 0 || end > shape.buckets() || (q.count > 1 && !q.hashes.is_empty()) {
+            return Err(proto(format!("bad bucket query {}+{}", q.first, q.count)));
+        }
+        let theirs: HashSet<u64> = q.hashes.iter().copied().collect();
+        let mut mine_set = HashSet::new();
+        let mut extra = Vec::new();
+        for (_, entries) in view.entries(q.first, q.count)? {
+            for e in entries {
+                mine_set.insert(e.hash);
+                if !theirs.contains(&e.hash) {
+                    extra.push(e);
+                }
+            }
+        }
+        let lacking: Vec<bool> = q.hashes.iter().map(|h| !mine_set.contains(h)).collect();
+        if !extra.is_empty() || lacking.iter().any(|x| *x) {
+            out.push(LeafReply {
+                query: qi as u32,
+                lacking,
+                extra,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One key on which the replicas differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The local entry, if any.
+    pub local: Option<EntrySummary>,
+    /// The peer's entry, if any.
+    pub peer: Option<EntrySummary>,
+}
+
+/// What the initiator should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send these probes (one round; each gets a [`ProbeReply`]).
+    Probe(Vec<Probe>),
+    /// Send these leaf probes (one round; all replies go to [`Descent::on_leaf_replies`]).
+    Leaves(Vec<LeafProbe>),
+    /// Finished.
+    Done,
+}
+
+/// Counters of a descent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DescentStats {
+    /// Interior and leaf node hashes compared.
+    pub nodes_compared: u64,
+    /// Buckets whose entries were compared.
+    pub leaves_compared: u64,
+}
+
+/// The initiator's side of the exchange for one range.
+#[derive(Debug)]
+pub struct Descent {
+    shape: TreeShape,
+    /// Probes in flight, to interpret their replies.
+    sent: Vec<Probe>,
+    /// Leaf probes in flight.
+    sent_leaves: Vec<LeafProbe>,
+    /// Differing buckets found so far, with the initiator's entries.
+    local_only_spans: Vec<(u32, u32)>,
+    peer_only_spans: Vec<(u32, u32)>,
+    both_buckets: Vec<u32>,
+    found: BTreeMap<Vec<u8>, Divergence>,
+    stats: DescentStats,
+}
+
+impl Descent {
+    /// Starts a descent given both roots. Returns the first step.
+    pub fn start(view: &dyn TreeView, local_root: NodeHash, peer_root: NodeHash) -> Result<(Descent, Step), ExchangeError> {
+        let shape = view.shape();
+        let mut d = Descent {
+            shape,
+            sent: Vec::new(),
+            sent_leaves: Vec::new(),
+            local_only_spans: Vec::new(),
+            peer_only_spans: Vec::new(),
+            both_buckets: Vec::new(),
+            found: BTreeMap::new(),
+            stats: DescentStats {
+                nodes_compared: 1,
+                leaves_compared: 0,
+            },
+        };
+        if local_root == peer_root {
+            return Ok((d, Step::Done));
+        }
+        let step = d.after_compare(view, 0, vec![(0, local_root, peer_root)])?;
+        Ok((d, step))
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> DescentStats {
+        self.stats
+    }
+
+    /// Classifies compared nodes at `level` (index, local hash, peer hash)
+    /// that differ, and decides the next step.
+    fn after_compare(&mut self, view: &dyn TreeView, level: u32, differing: Vec<(u32, NodeHash, NodeHash)>) -> Result<Step, ExchangeError> {
+        let mut descend = Vec::new();
+        for (idx, mine, theirs) in differing {
+            let span = self.shape.leaf_span(level, idx);
+            if theirs == 0 {
+                self.local_only_spans.push(span);
+            } else if mine == 0 {
+                self.peer_only_spans.push(span);
+            } else if level == self.shape.depth {
+                self.both_buckets.push(idx);
+            } else {
+                descend.push(idx);
+            }
+        }
+        if descend.is_empty() {
+            return self.leaf_step(view);
+        }
+        let hashes = view.child_hashes(level, &descend)?;
+        let f = self.shape.fanout as usize;
+        let per = (PROBE_HASHES_MAX / f).max(1);
+        self.sent = descend
+            .chunks(per)
+            .zip(hashes.chunks(per * f))
+            .map(|(p, h)| Probe {
+                level: level + 1,
+                parents: p.to_vec(),
+                hashes: h.to_vec(),
+            })
+            .collect();
+        self.stats.nodes_compared += hashes.len() as u64;
+        Ok(Step::Probe(self.sent.clone()))
+    }
+
+    /// Feeds the replies to the last [`Step::Probe`], in the same order.
+    pub fn on_probe_replies(&mut self, view: &dyn TreeView, replies: Vec<ProbeReply>) -> Result<Step, ExchangeError> {
+        let sent = std::mem::take(&mut self.sent);
+        if replies.len() != sent.len() {
+            return Err(proto(format!("{} probe replies for {} probes", replies.len(), sent.len())));
+        }
+        let f = self.shape.fanout;
+        let fu = f as usize;
+        let Some(level) = sent.first().map(|p| p.level) else {
+            return Ok(Step::Done);
+        };
+        let interior = level < self.shape.depth;
+        let mut expanded = Vec::new();
+        let mut peer_next = Vec::new();
+        for (p, r) in sent.iter().zip(replies) {
+            if r.status.len() != p.hashes.len() {
+                return Err(proto("probe reply statuses do not match the probe"));
+            }
+            let mut expected_next = 0;
+            for (i, s) in r.status.iter().enumerate() {
+                let idx = p.parents[i / fu] * f + (i % fu) as u32;
+                let mine = p.hashes[i];
+                match s {
+                    NodeStatus::Same => {}
+                    NodeStatus::Empty => {
+                        if mine == 0 {
+                            return Err(proto("peer reports an empty node that is empty here too"));
+                        }
+                        self.local_only_spans.push(self.shape.leaf_span(level, idx));
+                    }
+                    NodeStatus::Differs if mine == 0 => {
+                        self.peer_only_spans.push(self.shape.leaf_span(level, idx));
+                    }
+                    NodeStatus::Differs if !interior => self.both_buckets.push(idx),
+                    NodeStatus::Differs => {
+                        expanded.push(idx);
+                        expected_next += fu;
+                    }
+                }
+            }
+            if r.next.len() != expected_next {
+                return Err(proto(format!(
+                    "probe reply carries {} child hashes, expected {expected_next}",
+                    r.next.len()
+                )));
+            }
+            peer_next.extend(r.next);
+        }
+        if !interior || expanded.is_empty() {
+            return self.leaf_step(view);
+        }
+        let mine_children = view.child_hashes(level, &expanded)?;
+        self.stats.nodes_compared += mine_children.len() as u64;
+        let mut differing = Vec::new();
+        for (k, (a, b)) in mine_children.iter().zip(&peer_next).enumerate() {
+            if a != b {
+                differing.push((expanded[k / fu] * f + (k % fu) as u32, *a, *b));
+            }
+        }
+        self.after_compare(view, level + 1, differing)
+    }
+
+    /// Builds the leaf probes for everything found so far.
+    fn leaf_step(&mut self, view: &dyn TreeView) -> Result<Step, ExchangeError> {
+        // Local-only spans need no messages: list them now.
+        for (first, count) in std::mem::take(&mut self.local_only_spans) {
+            for (_, entries) in view.entries(first, count)? {
+                self.stats.leaves_compared += 1;
+                for e in entries {
+                    self.record_local(e);
+                }
+            }
+        }
+        let mut probes = Vec::new();
+        let mut cur = LeafProbe::default();
+        let mut digests = 0usize;
+        let push = |q: BucketQuery, probes: &mut Vec<LeafProbe>, cur: &mut LeafProbe, digests: &mut usize| {
+            if cur.queries.len() >= LEAF_QUERIES_MAX || *digests + q.hashes.len() > LEAF_DIGESTS_MAX {
+                probes.push(std::mem::take(cur));
+                *digests = 0;
+            }
+            *digests += q.hashes.len();
+            cur.queries.push(q);
+        };
+        for (first, count) in std::mem::take(&mut self.peer_only_spans) {
+            self.stats.leaves_compared += count as u64;
+            push(BucketQuery { first, count, hashes: Vec::new() }, &mut probes, &mut cur, &mut digests);
+        }
+        let buckets = std::mem::take(&mut self.both_buckets);
+        for b in buckets {
+            self.stats.leaves_compared += 1;
+            let mut hashes = Vec::new();
+            for (_, entries) in view.entries(b, 1)? {
+                hashes.extend(entries.iter().map(|e| e.hash));
+            }
+            push(BucketQuery { first: b, count: 1, hashes }, &mut probes, &mut cur, &mut digests);
+        }
+        if !cur.queries.is_empty() {
+            probes.push(cur);
+        }
+        if probes.is_empty() {
+            return Ok(Step::Done);
+        }
+        self.sent_leaves = probes.clone();
+        Ok(Step::Leaves(probes))
+    }
+
+    /// Feeds the replies to the last [`Step::Leaves`]: `replies[i]` answers
+    /// probe `i`.
+    pub fn on_leaf_replies(&mut self, view: &dyn TreeView, replies: Vec<Vec<LeafReply>>) -> Result<Step, ExchangeError> {
+        let sent = std::mem::take(&mut self.sent_leaves);
+        if replies.len() != sent.len() {
+            return Err(proto(format!("{} leaf replies for {} leaf probes", replies.len(), sent.len())));
+        }
+        for (lp, rs) in sent.iter().zip(replies) {
+            for r in rs {
+                let q = lp
+                    .queries
+                    .get(r.query as usize)
+                    .ok_or_else(|| proto(format!("leaf reply for unknown query {}", r.query)))?;
+                if r.lacking.len() != q.hashes.len() {
+                    return Err(proto("leaf reply flags do not match the query"));
+                }
+                for e in r.extra {
+                    self.record_peer(e);
+                }
+                if r.lacking.iter().any(|x| *x) {
+                    let lacking: HashSet<u64> = q
+                        .hashes
+                        .iter()
+                        .zip(&r.lacking)
+                        .filter(|(_, l)| **l)
+                        .map(|(h, _)| *h)
+                        .collect();
+                    for (_, entries) in view.entries(q.first, 1)? {
+                        for e in entries {
+                            if lacking.contains(&e.hash) {
+                                self.record_local(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    fn record_local(&mut self, e: EntrySummary) {
+        let k = e.key.clone();
+        self.found
+            .entry(k.clone())
+            .or_insert_with(|| Divergence { key: k, local: None, peer: None })
+            .local = Some(e);
+    }
+
+    fn record_peer(&mut self, e: EntrySummary) {
+        let k = e.key.clone();
+        self.found
+            .entry(k.clone())
+            .or_insert_with(|| Divergence { key: k, local: None, peer: None })
+            .peer = Some(e);
+    }
+
+    /// The divergent keys found, in key order. Keys reported by only one
+    /// side's listing where the other side holds the *same* entry cannot
+    /// occur: entries are matched by hash within a bucket.
+    pub fn finish(self) -> Vec<Divergence> {
+        self.found.into_values().collect()
+    }
+}
+
+/// The outcome of an exchange run in memory by [`run_local`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRun {
+    /// Divergent keys, in key order.
+    pub divergences: Vec<Divergence>,
+    /// Round trips, counting the handshake that carries the roots.
+    pub rounds: u32,
+    /// Counters.
+    pub stats: DescentStats,
+}
+
+/// Runs a whole exchange between two in-process trees (tests, simulation,
+/// benchmarks): the same state machine the gRPC client drives.
+pub fn run_local(local: &dyn TreeView, peer: &dyn TreeView, local_root: NodeHash, peer_root: NodeHash) -> Result<LocalRun, ExchangeError> {
+    if local.shape() != peer.shape() {
+        return Err(proto("tree shapes differ"));
+    }
+    let (mut d, mut step) = Descent::start(local, local_root, peer_root)?;
+    let mut rounds = 1;
+    loop {
+        step = match step {
+            Step::Done => break,
+            Step::Probe(ps) => {
+                rounds += 1;
+                let replies = ps.iter().map(|p| respond_probe(peer, p)).collect::<Result<Vec<_>, _>>()?;
+                d.on_probe_replies(local, replies)?
+            }
+            Step::Leaves(lps) => {
+                rounds += 1;
+                let replies = lps.iter().map(|p| respond_leaves(peer, p)).collect::<Result<Vec<_>, _>>()?;
+                d.on_leaf_replies(local, replies)?
+            }
+        };
+    }
+    let stats = d.stats();
+    Ok(LocalRun {
+        divergences: d.finish(),
+        rounds,
+        stats,
+    })
+}

@@ -1,0 +1,64 @@
+//! [`RangeView`]: the store seen as one range's tree, for the sans-I/O
+//! exchange in `mend_core::exchange`.
+
+use mend_core::exchange::{EntrySummary, ExchangeError, NodeHash, TreeView, entry_hash, node_hash};
+use mend_core::TreeShape;
+
+use crate::backend::Backend;
+use crate::store::Store;
+
+/// One range of a store, as a [`TreeView`].
+pub struct RangeView<'a, B: Backend> {
+    store: &'a Store<B>,
+    range: u16,
+    shape: TreeShape,
+}
+
+impl<'a, B: Backend> RangeView<'a, B> {
+    /// A view of range `range`.
+    pub fn new(store: &'a Store<B>, range: u16) -> Result<RangeView<'a, B>, crate::StoreError> {
+        let shape = store.shape(range)?;
+        Ok(RangeView { store, range, shape })
+    }
+
+    /// The root's wire hash.
+    pub fn root_hash(&self) -> Result<NodeHash, ExchangeError> {
+        self.store.root(self.range).map(|a| node_hash(&a)).map_err(local)
+    }
+}
+
+fn local(e: crate::StoreError) -> ExchangeError {
+    ExchangeError::Local(e.to_string())
+}
+
+impl<B: Backend> TreeView for RangeView<'_, B> {
+    fn shape(&self) -> TreeShape {
+        self.shape
+    }
+
+    fn child_hashes(&self, level: u32, parents: &[u32]) -> Result<Vec<NodeHash>, ExchangeError> {
+        let aggs = self.store.child_aggs(self.range, level, parents).map_err(local)?;
+        Ok(aggs.iter().map(node_hash).collect())
+    }
+
+    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+        let buckets: Vec<u32> = (first..first.saturating_add(count)).collect();
+        let listed = self.store.leaf_entries_nonempty(self.range, &buckets).map_err(local)?;
+        Ok(listed
+            .into_iter()
+            .map(|(b, es)| {
+                (
+                    b,
+                    es.into_iter()
+                        .map(|e| EntrySummary {
+                            hash: entry_hash(&e.digest),
+                            key: e.key,
+                            version: e.meta.version,
+                            tombstone: e.meta.tombstone,
+                        })
+                        .collect(),
+                )
+            })
+            .collect())
+    }
+}
