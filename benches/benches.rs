@@ -1,1 +1,9 @@
-fn main() {}
+//! Criterion suites behind one `main`, one module per area (STYLE.md point 14).
+//!
+//! Run everything with `cargo bench --bench benches`, or one area by its group
+//! prefix, e.g. `cargo bench --bench benches -- store/`. Results and the
+//! commands that produced them are recorded in `BENCHMARKS.md`.
+
+mod store;
+
+criterion::criterion_main!(store::benches);

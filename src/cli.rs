@@ -21,6 +21,205 @@ pub enum Command {
     /// Inspect a store's data directory (the agent must not be running).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run the sidecar agent.
+    Agent(AgentArgs),
+    /// Write a value through an agent.
+    Put(PutArgs),
+    /// Delete a key through an agent (writes a tombstone).
+    Delete(DeleteArgs),
+    /// Read a key from an agent.
+    Get(GetArgs),
+    /// Load generated keys into one or more agents (the same versioned writes to each).
+    Load(LoadArgs),
+    /// Find the keys on which two agents differ, classified by cause.
+    Diff(DiffArgs),
+    /// Repair the divergent keys between two agents.
+    Repair(RepairArgs),
+    /// Undo a repair (run against the agent that ran it).
+    Undo(UndoArgs),
+    /// Show an agent's ranges, roots, peers and journaled repairs.
+    Status(StatusArgs),
+}
+
+/// Flags of `mend agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's id (overrides the config file).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// gRPC listen address, e.g. 127.0.0.1:7400 (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory (created if missing).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A peer as ID=ADDR; repeatable.
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    pub peers: Vec<String>,
+    /// HTTP address for /metrics, /healthz and /status.
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+    /// TOML config file with the same settings plus ranges, tree shapes, windows and limits.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// File holding the cluster secret (else MEND_CLUSTER_SECRET, else the development secret).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Explicit version flags for replicated writes.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Version timestamp in ms since the epoch (a replicated write); omit to let the agent stamp it.
+    #[arg(long, requires = "origin")]
+    pub version_ms: Option<u64>,
+    /// Origin node of the version.
+    #[arg(long, requires = "version_ms")]
+    pub origin: Option<String>,
+    /// The origin's sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub seq: u64,
+}
+
+/// Flags of `mend put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// The key (UTF-8).
+    pub key: String,
+    /// The value (UTF-8).
+    pub value: String,
+    #[command(flatten)]
+    pub version: VersionArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// The key (UTF-8).
+    pub key: String,
+    #[command(flatten)]
+    pub version: VersionArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// The key (UTF-8).
+    pub key: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Agent gRPC addresses; every agent receives the same writes.
+    #[arg(long = "agent", required = true)]
+    pub agents: Vec<String>,
+    /// Number of keys.
+    #[arg(long)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Seed of the generated values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Key prefix.
+    #[arg(long, default_value = "key-")]
+    pub prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The agent that runs the exchange ("local" in the report).
+    #[arg(long)]
+    pub agent: String,
+    /// The peer agent's address (or a peer id configured on the agent).
+    #[arg(long)]
+    pub peer: String,
+    /// Compare only this range (default: every range both serve).
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Keys to print in the human report (all are in --json).
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The agent that runs the repair (and keeps its journal).
+    #[arg(long)]
+    pub agent: String,
+    /// The peer agent's address (or a configured peer id).
+    #[arg(long)]
+    pub peer: String,
+    /// Repair only this range.
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Show the plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rate limit in bytes per second.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Rate limit in keys per second.
+    #[arg(long)]
+    pub rate_keys: Option<u64>,
+    /// Categories to repair (default: missing, stale, unpropagated_delete).
+    #[arg(long = "category")]
+    pub categories: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend undo`.
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The agent that ran the repair.
+    #[arg(long)]
+    pub agent: String,
+    /// The repair id printed by `mend repair`.
+    pub repair_id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `mend demo`.

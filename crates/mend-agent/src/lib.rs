@@ -1,1 +1,22 @@
-//! placeholder
+//! mend-agent: the sidecar runtime. It owns the store, serves the Replica,
+//! Peer and Operator gRPC services (plus health and reflection), drives the
+//! exchange against peers, plans and applies repairs with a journal, and
+//! serves HTTP status.
+//!
+//! Invariant: blocking store calls run on tokio's blocking pool, never on an
+//! async worker; every error that reaches the wire is a `tonic::Status`
+//! built in [`status`], never a panic.
+
+pub mod config;
+pub mod exchange;
+pub mod http;
+pub mod journal;
+pub mod repair;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod status;
+
+pub use config::AgentConfig;
+pub use server::{RunningAgent, start};
+pub use state::AgentState;

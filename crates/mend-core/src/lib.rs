@@ -12,6 +12,7 @@ pub mod apply;
 pub mod classify;
 pub mod digest;
 pub mod exchange;
+pub mod fuzzing;
 pub mod error;
 pub mod hlc;
 pub mod limits;

@@ -151,6 +151,8 @@ pub struct Applied {
     pub decision: Decision,
     /// The version of the incoming entry (stamped, for local writes).
     pub version: Version,
+    /// The incoming entry's meta (what was written when `decision` is `Apply`).
+    pub meta: EntryMeta,
     /// The local entry's meta before this write, if any.
     pub previous: Option<EntryMeta>,
     /// The local entry before this write, when the caller asked for
@@ -341,7 +343,27 @@ impl<B: Backend> Store<B> {
         self.write_inner(writes, true)
     }
 
+    /// As [`Store::write_capturing`], and commits the rows `extra` derives
+    /// from the outcomes in the same atomic batch (a repair journal's
+    /// before-images commit together with the repair).
+    pub fn write_with_extra(
+        &self,
+        writes: Vec<Write>,
+        extra: &dyn Fn(&[Applied]) -> Vec<Op>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        self.write_inner_extra(writes, true, Some(extra))
+    }
+
     fn write_inner(&self, writes: Vec<Write>, capture: bool) -> Result<Vec<Applied>, StoreError> {
+        self.write_inner_extra(writes, capture, None)
+    }
+
+    fn write_inner_extra(
+        &self,
+        writes: Vec<Write>,
+        capture: bool,
+        extra: Option<&dyn Fn(&[Applied]) -> Vec<Op>>,
+    ) -> Result<Vec<Applied>, StoreError> {
         let mut located = Vec::with_capacity(writes.len());
         for w in &writes {
             let loc = self.locate(&w.key)?;
@@ -399,6 +421,7 @@ impl<B: Backend> Store<B> {
                 None => Record::tombstone(version.clone()),
             };
             let decision = decide(previous.as_ref(), &record.meta);
+            let incoming_meta = record.meta.clone();
             if decision == Decision::Apply {
                 let leaf = leaves
                     .entry((range, bucket))
@@ -416,11 +439,15 @@ impl<B: Backend> Store<B> {
             out.push(Applied {
                 decision,
                 version,
+                meta: incoming_meta,
                 previous,
                 before,
             });
         }
         drop(trees);
+        if let Some(f) = extra {
+            ops.extend(f(&out));
+        }
         if ops.is_empty() && !stamped {
             return Ok(out);
         }

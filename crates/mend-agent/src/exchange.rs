@@ -1,0 +1,252 @@
+//! The initiator's side of the exchange over gRPC: handshake, then the
+//! sans-I/O [`Descent`] of `mend_core::exchange` driven range by range, with
+//! every wire byte and round trip counted. Results are classified with the
+//! taxonomy of `mend_core::classify`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde::Serialize;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use mend_core::classify::{Category, Side, classify};
+use mend_core::exchange::{Descent, Divergence, EntrySummary, Step};
+use mend_core::EntryMeta;
+use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
+use mend_rpc::pb::peer_client::PeerClient;
+use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, pb};
+use mend_store::RangeView;
+
+use crate::state::AgentState;
+use crate::status::{from_exchange, from_join, from_store};
+
+/// A connected peer client.
+pub type Peer = PeerClient<Channel>;
+
+/// Connects to a peer at `addr` (`http://host:port`).
+pub async fn connect(addr: &str, timeout_ms: u64) -> Result<Peer, Status> {
+    let ep = Endpoint::from_shared(addr.to_string())
+        .map_err(|e| Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
+        .connect_timeout(Duration::from_millis(timeout_ms))
+        .timeout(Duration::from_millis(timeout_ms));
+    let ch = ep
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach peer at {addr}: {e}")))?;
+    Ok(PeerClient::new(ch)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// Wraps a peer's error with its address.
+pub fn peer_err(addr: &str, s: Status) -> Status {
+    Status::new(s.code(), format!("peer {addr}: {}", s.message()))
+}
+
+/// Wire cost counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Cost {
+    /// Sequential request/response round trips.
+    pub rounds: u32,
+    /// Request payload bytes (protobuf plus 5-byte gRPC frame per message).
+    pub bytes_sent: u64,
+    /// Response payload bytes, likewise.
+    pub bytes_received: u64,
+    /// Node hashes compared.
+    pub nodes_compared: u64,
+    /// Buckets whose entries were compared.
+    pub leaves_compared: u64,
+}
+
+fn wire<M: Message>(m: &M) -> u64 {
+    m.encoded_len() as u64 + GRPC_FRAME_BYTES
+}
+
+/// One classified divergent key.
+#[derive(Debug, Clone)]
+pub struct DivergentKey {
+    /// Range name.
+    pub range: String,
+    /// The divergence with both sides' entries.
+    pub div: Divergence,
+    /// Its category.
+    pub category: Category,
+    /// The side that is behind (`None` for conflicts).
+    pub behind: Option<Side>,
+}
+
+/// The result of a diff against one peer.
+#[derive(Debug, Clone)]
+pub struct DiffOutcome {
+    /// This node.
+    pub local_node: String,
+    /// The peer's node id.
+    pub peer_node: String,
+    /// Ranges compared.
+    pub ranges: Vec<String>,
+    /// Classified divergent keys.
+    pub keys: Vec<DivergentKey>,
+    /// Wire cost.
+    pub cost: Cost,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// The meta the classifier sees for a summary: the 8-byte entry hash stands
+/// in for the value hash, so "same content" means "same entry digest" on
+/// both sides alike.
+pub fn meta_of(e: &EntrySummary) -> EntryMeta {
+    let mut value_hash = [0u8; 32];
+    value_hash[..8].copy_from_slice(&e.hash.to_le_bytes());
+    EntryMeta {
+        version: e.version.clone(),
+        tombstone: e.tombstone,
+        value_hash,
+    }
+}
+
+/// Handshakes with `peer` and diffs `range` (or every range both serve).
+pub async fn diff(state: &Arc<AgentState>, addr: &str, range: Option<&str>) -> Result<DiffOutcome, Status> {
+    let started = Instant::now();
+    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut cost = Cost::default();
+    let specs = state.store.ranges().specs().to_vec();
+    let wanted: Vec<_> = match range {
+        Some(r) => {
+            let s = specs
+                .iter()
+                .find(|s| s.name == r)
+                .ok_or_else(|| Status::not_found(format!("this agent serves no range {r:?}")))?;
+            vec![s.clone()]
+        }
+        None => specs.clone(),
+    };
+    let hs = pb::HandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: state.node_id.to_string(),
+        secret_fingerprint: state.secret.fingerprint().to_vec(),
+        ranges: wanted
+            .iter()
+            .map(|s| pb::RangeShape { name: s.name.clone(), fanout: s.shape.fanout, depth: s.shape.depth })
+            .collect(),
+        only_shared: range.is_none(),
+    };
+    cost.rounds += 1;
+    cost.bytes_sent += wire(&hs);
+    let resp = peer.handshake(hs).await.map_err(|s| peer_err(addr, s))?.into_inner();
+    cost.bytes_received += wire(&resp);
+    if resp.ranges.is_empty() {
+        return Err(Status::failed_precondition(format!("peer {addr} serves none of this agent's ranges")));
+    }
+    let now = state.store.now_ms();
+    let policy = state.config.policy();
+    let mut keys = Vec::new();
+    let mut names = Vec::new();
+    for rr in resp.ranges {
+        let id = state
+            .store
+            .ranges()
+            .by_name(&rr.name)
+            .ok_or_else(|| Status::invalid_argument(format!("peer {addr} answered for unknown range {:?}", rr.name)))?;
+        let divs = descend(state, &mut peer, addr, id, &rr.name, rr.root, &mut cost).await?;
+        if keys.len() + divs.len() > state.config.limits.diff_keys_max {
+            return Err(Status::resource_exhausted(format!(
+                "more than diff_keys_max = {} divergent keys; is this the right peer?",
+                state.config.limits.diff_keys_max
+            )));
+        }
+        for d in divs {
+            let c = classify(d.local.as_ref().map(meta_of).as_ref(), d.peer.as_ref().map(meta_of).as_ref(), now, &policy);
+            if let Some(c) = c {
+                keys.push(DivergentKey { range: rr.name.clone(), div: d, category: c.category, behind: c.behind });
+            }
+        }
+        names.push(rr.name);
+    }
+    Ok(DiffOutcome {
+        local_node: state.node_id.to_string(),
+        peer_node: resp.node_id,
+        ranges: names,
+        keys,
+        cost,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn descend(
+    state: &Arc<AgentState>,
+    peer: &mut Peer,
+    addr: &str,
+    id: u16,
+    name: &str,
+    peer_root: u64,
+    cost: &mut Cost,
+) -> Result<Vec<Divergence>, Status> {
+    let store = state.store.clone();
+    let (mut d, mut step) = tokio::task::spawn_blocking(move || {
+        let view = RangeView::new(&store, id).map_err(from_store)?;
+        let root = view.root_hash().map_err(from_exchange)?;
+        Descent::start(&view, root, peer_root).map_err(from_exchange)
+    })
+    .await
+    .map_err(from_join)??;
+    loop {
+        match step {
+            Step::Done => break,
+            Step::Probe(ps) => {
+                let req = pb::ProbeRequest { range: name.to_string(), probes: ps.iter().map(probe_to_pb).collect() };
+                cost.rounds += 1;
+                cost.bytes_sent += wire(&req);
+                let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?.into_inner();
+                cost.bytes_received += wire(&resp);
+                if resp.replies.len() != ps.len() {
+                    return Err(Status::internal(format!("peer {addr} answered {} of {} probes", resp.replies.len(), ps.len())));
+                }
+                let replies = resp
+                    .replies
+                    .into_iter()
+                    .zip(&ps)
+                    .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|s| peer_err(addr, s))?;
+                let store = state.store.clone();
+                (d, step) = tokio::task::spawn_blocking(move || {
+                    let view = RangeView::new(&store, id).map_err(from_store)?;
+                    let s = d.on_probe_replies(&view, replies).map_err(from_exchange)?;
+                    Ok::<_, Status>((d, s))
+                })
+                .await
+                .map_err(from_join)??;
+            }
+            Step::Leaves(lps) => {
+                let mut all = Vec::with_capacity(lps.len());
+                for lp in &lps {
+                    let req = leaf_probe_to_pb(name, lp);
+                    cost.rounds += 1;
+                    cost.bytes_sent += wire(&req);
+                    let mut stream = peer.leaves(req).await.map_err(|s| peer_err(addr, s))?.into_inner();
+                    let mut replies = Vec::new();
+                    while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
+                        cost.bytes_received += wire(&m);
+                        replies.push(leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?);
+                    }
+                    all.push(replies);
+                }
+                let store = state.store.clone();
+                (d, step) = tokio::task::spawn_blocking(move || {
+                    let view = RangeView::new(&store, id).map_err(from_store)?;
+                    let s = d.on_leaf_replies(&view, all).map_err(from_exchange)?;
+                    Ok::<_, Status>((d, s))
+                })
+                .await
+                .map_err(from_join)??;
+            }
+        }
+    }
+    let st = d.stats();
+    cost.nodes_compared += st.nodes_compared;
+    cost.leaves_compared += st.leaves_compared;
+    Ok(d.finish())
+}

@@ -1,0 +1,389 @@
+//! Repair: plan from a classified diff, then move exactly the divergent
+//! entries to the side that is behind, through the store's apply rule on
+//! both ends (so a newer write made meanwhile is never overwritten and a
+//! second run changes nothing), paced by byte and key rate limits, and
+//! journaled with before-images on both sides for undo.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use mend_core::Decision;
+use mend_core::classify::{Category, Side};
+use mend_rpc::convert::{key_from_pb, value_from_pb, version_from_pb, version_to_pb};
+use mend_rpc::{GRPC_FRAME_BYTES, pb};
+use mend_store::Write;
+
+use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, peer_err};
+use crate::journal::{self, RepairHeader};
+use crate::state::{AgentState, Counters};
+use crate::status::from_join;
+
+/// Entries per push message and per local apply batch.
+pub const REPAIR_BATCH_KEYS: usize = 256;
+
+/// Value bytes per push message before it is sent early (1 MiB).
+pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
+
+/// Categories repaired when the request names none.
+pub const DEFAULT_CATEGORIES: [Category; 3] = [Category::Missing, Category::Stale, Category::UnpropagatedDelete];
+
+/// What a repair should do.
+#[derive(Debug, Clone, Default)]
+pub struct RepairOptions {
+    /// Plan only; write nothing.
+    pub dry_run: bool,
+    /// Byte rate limit (0 = none).
+    pub rate_bytes_per_s: u64,
+    /// Key rate limit (0 = none).
+    pub rate_keys_per_s: u64,
+    /// Categories to repair; empty = [`DEFAULT_CATEGORIES`].
+    pub categories: Vec<Category>,
+}
+
+/// A key planned for repair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its category.
+    pub category: Category,
+    /// Who receives the newer entry.
+    pub behind: Side,
+}
+
+/// The outcome of a repair (or its plan, for a dry run).
+#[derive(Debug, Clone, Default)]
+pub struct RepairSummary {
+    /// Journal id (empty for dry runs).
+    pub repair_id: String,
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// Keys written on either side.
+    pub keys_repaired: u64,
+    /// Keys written locally.
+    pub keys_to_local: u64,
+    /// Keys written at the peer.
+    pub keys_to_peer: u64,
+    /// Entry bytes streamed (protobuf entries plus gRPC framing).
+    pub bytes_streamed: u64,
+    /// Keys not repaired, with why.
+    pub skipped: Vec<(Vec<u8>, String)>,
+    /// The plan.
+    pub plan: Vec<Planned>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Paces a stream of work to byte and key rates: each call waits until the
+/// cumulative totals are within the rates since the start.
+#[derive(Debug)]
+pub struct Pacer {
+    start: Instant,
+    bytes_per_s: u64,
+    keys_per_s: u64,
+    bytes: u64,
+    keys: u64,
+}
+
+impl Pacer {
+    /// A pacer for the given rates (0 = unlimited).
+    pub fn new(bytes_per_s: u64, keys_per_s: u64) -> Pacer {
+        Pacer { start: Instant::now(), bytes_per_s, keys_per_s, bytes: 0, keys: 0 }
+    }
+
+    /// Accounts for `bytes` and `keys` about to be sent, waiting first if
+    /// sending them now would exceed a rate.
+    pub async fn take(&mut self, bytes: u64, keys: u64) {
+        let mut due = Duration::ZERO;
+        if self.bytes_per_s > 0 {
+            due = due.max(Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_s as f64));
+        }
+        if self.keys_per_s > 0 {
+            due = due.max(Duration::from_secs_f64(self.keys as f64 / self.keys_per_s as f64));
+        }
+        self.bytes += bytes;
+        self.keys += keys;
+        let at = self.start + due;
+        if at > Instant::now() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+
+    /// Waits until everything accounted for is within the rates.
+    pub async fn finish(&mut self) {
+        self.take(0, 0).await;
+    }
+}
+
+fn skip_reason(k: &DivergentKey, selected: &[Category]) -> Option<String> {
+    let origin = |e: &Option<mend_core::exchange::EntrySummary>| e.as_ref().map(|e| e.version.origin.to_string());
+    match k.category {
+        _ if !selected.contains(&k.category) && !matches!(k.category, Category::Conflict | Category::FutureVersion | Category::InFlight) => {
+            Some(format!("{}: category not selected for repair", k.category.as_str()))
+        }
+        Category::Conflict if !selected.contains(&Category::Conflict) || k.behind.is_none() => {
+            Some("conflict: same version, different content; not repaired without a policy naming a winner".into())
+        }
+        Category::FutureVersion if !selected.contains(&Category::FutureVersion) => Some(format!(
+            "future_version: stamped ahead of the clock by {}; fix that node's clock first",
+            origin(&k.div.local).or(origin(&k.div.peer)).unwrap_or_default()
+        )),
+        Category::InFlight => Some("in_flight: newer than the settle window; re-check later".into()),
+        _ => None,
+    }
+}
+
+/// Plans a repair from a diff: what moves where, and what is skipped.
+pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
+    let selected: Vec<Category> = if categories.is_empty() { DEFAULT_CATEGORIES.to_vec() } else { categories.to_vec() };
+    let mut planned = Vec::new();
+    let mut skipped = Vec::new();
+    for k in &d.keys {
+        if let Some(why) = skip_reason(k, &selected) {
+            skipped.push((k.div.key.clone(), why));
+            continue;
+        }
+        match k.behind {
+            Some(side) => planned.push(Planned { key: k.div.key.clone(), category: k.category, behind: side }),
+            None => skipped.push((k.div.key.clone(), format!("{}: no side is behind", k.category.as_str()))),
+        }
+    }
+    (planned, skipped)
+}
+
+/// Progress callback: (keys done, keys total, bytes streamed).
+pub type Progress = mpsc::Sender<(u64, u64, u64)>;
+
+/// Diffs against `addr` and repairs what the plan selects.
+pub async fn repair(
+    state: &Arc<AgentState>,
+    addr: &str,
+    range: Option<&str>,
+    opts: RepairOptions,
+    progress: Option<Progress>,
+) -> Result<RepairSummary, Status> {
+    let started = Instant::now();
+    let d = diff(state, addr, range).await?;
+    let (planned, skipped) = plan(&d, &opts.categories);
+    let mut sum = RepairSummary { dry_run: opts.dry_run, skipped, plan: planned.clone(), ..Default::default() };
+    if opts.dry_run || planned.is_empty() {
+        sum.elapsed = started.elapsed();
+        return Ok(sum);
+    }
+    let now = state.store.now_ms();
+    let id = format!("{}-{now}-{:04x}", state.node_id, rand_suffix());
+    sum.repair_id = id.clone();
+    let header = RepairHeader {
+        id: id.clone(),
+        peer: addr.to_string(),
+        initiator: true,
+        created_ms: now,
+        keys_here: 0,
+        keys_pushed: 0,
+        undone: false,
+    };
+    let h2 = header.clone();
+    state.blocking(move |s| journal::put_header(s, &h2)).await?;
+    let total = planned.len() as u64;
+    let to_peer: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Peer).map(|p| p.key.clone()).collect();
+    let to_local: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Local).map(|p| p.key.clone()).collect();
+    let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
+    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut done = 0u64;
+
+    // Local → peer: stream current local entries; the peer applies them
+    // through its apply rule and journals its before-images.
+    if !to_peer.is_empty() {
+        let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
+        let call = {
+            let mut p = peer.clone();
+            tokio::spawn(async move { p.push(ReceiverStream::new(rx)).await })
+        };
+        let mut first = true;
+        for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
+            let keys = chunk.to_vec();
+            let recs = state.blocking(move |s| keys.iter().map(|k| s.get(k).map(|r| (k.clone(), r))).collect::<Result<Vec<_>, _>>()).await?;
+            let mut msg = pb::PushRequest { repair_id: if first { id.clone() } else { String::new() }, entries: Vec::new() };
+            first = false;
+            for (key, rec) in recs {
+                let Some(rec) = rec else {
+                    sum.skipped.push((key, "gone locally since the diff (purged)".into()));
+                    continue;
+                };
+                msg.entries.push(pb::Entry {
+                    key,
+                    version: Some(version_to_pb(&rec.meta.version)),
+                    tombstone: rec.meta.tombstone,
+                    value: rec.value,
+                });
+                let size = msg.encoded_len();
+                if size >= REPAIR_BATCH_BYTES || msg.entries.len() >= REPAIR_BATCH_KEYS {
+                    let n = msg.entries.len() as u64;
+                    let out = std::mem::replace(&mut msg, pb::PushRequest { repair_id: String::new(), entries: Vec::new() });
+                    let bytes = out.encoded_len() as u64 + GRPC_FRAME_BYTES;
+                    pacer.take(bytes, n).await;
+                    sum.bytes_streamed += bytes;
+                    if tx.send(out).await.is_err() {
+                        break;
+                    }
+                    done += n;
+                    report(&progress, done, total, sum.bytes_streamed).await;
+                }
+            }
+            if !msg.entries.is_empty() || !msg.repair_id.is_empty() {
+                let n = msg.entries.len() as u64;
+                let bytes = msg.encoded_len() as u64 + GRPC_FRAME_BYTES;
+                pacer.take(bytes, n).await;
+                sum.bytes_streamed += bytes;
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+                done += n;
+                report(&progress, done, total, sum.bytes_streamed).await;
+            }
+        }
+        drop(tx);
+        let resp = call.await.map_err(from_join)?.map_err(|s| peer_err(addr, s))?.into_inner();
+        sum.keys_to_peer = resp.applied;
+        for o in resp.not_applied {
+            sum.skipped.push((o.key, format!("peer kept its entry ({}): it changed since the diff", o.decision)));
+        }
+    }
+
+    // Peer → local: fetch the peer's entries and apply them here, journaled.
+    for chunk in to_local.chunks(state.config.limits.fetch_keys_max.min(REPAIR_BATCH_KEYS * 16)) {
+        let mut stream = peer
+            .fetch(pb::FetchRequest { keys: chunk.to_vec() })
+            .await
+            .map_err(|s| peer_err(addr, s))?
+            .into_inner();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        loop {
+            let m = stream.message().await.map_err(|s| peer_err(addr, s))?;
+            let end = m.is_none();
+            if let Some(m) = m {
+                let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
+                pacer.take(bytes, 1).await;
+                sum.bytes_streamed += bytes;
+                match m.entry {
+                    Some(e) if m.found => {
+                        key_from_pb(&e.key).map_err(|s| peer_err(addr, s))?;
+                        if !e.tombstone {
+                            value_from_pb(&e.value).map_err(|s| peer_err(addr, s))?;
+                        }
+                        let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version missing"))?)
+                            .map_err(|s| peer_err(addr, s))?;
+                        batch_bytes += e.value.len();
+                        batch.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                    }
+                    _ => sum.skipped.push((m.key, "gone at the peer since the diff (purged)".into())),
+                }
+            }
+            if (end && !batch.is_empty()) || batch.len() >= REPAIR_BATCH_KEYS || batch_bytes >= REPAIR_BATCH_BYTES {
+                let writes = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                let n = writes.len() as u64;
+                let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+                let rid = id.clone();
+                let outs = state
+                    .blocking(move |s| {
+                        let ks = keys.clone();
+                        s.write_with_extra(writes, &|o| journal::entry_ops(&rid, &ks, o)).map(|o| (keys, o))
+                    })
+                    .await?;
+                for (k, a) in outs.0.into_iter().zip(outs.1) {
+                    if a.decision == Decision::Apply {
+                        sum.keys_to_local += 1;
+                    } else {
+                        sum.skipped.push((k, format!("kept the local entry ({}): it changed since the diff", crate::service::decision_str(a.decision))));
+                    }
+                }
+                done += n;
+                report(&progress, done, total, sum.bytes_streamed).await;
+            }
+            if end {
+                break;
+            }
+        }
+    }
+    pacer.finish().await;
+    sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
+    let mut h = header;
+    h.keys_here = sum.keys_to_local;
+    h.keys_pushed = sum.keys_to_peer;
+    state.blocking(move |s| journal::put_header(s, &h)).await?;
+    Counters::add(&state.counters.repaired_keys_total, sum.keys_repaired);
+    Counters::add(&state.counters.repaired_bytes_total, sum.bytes_streamed);
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+async fn report(p: &Option<Progress>, done: u64, total: u64, bytes: u64) {
+    if let Some(tx) = p {
+        let _ = tx.try_send((done, total, bytes));
+    }
+}
+
+fn rand_suffix() -> u16 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (t ^ (t >> 16)) as u16
+}
+
+/// The outcome of undoing a repair on both sides.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UndoSummary {
+    /// Keys restored here.
+    pub restored_local: u64,
+    /// Keys restored at the peer.
+    pub restored_peer: u64,
+    /// Keys left alone (changed since the repair), with the side.
+    pub skipped: Vec<(String, Vec<u8>, String)>,
+}
+
+/// Undoes repair `id` (run on the agent that ran it): restores local
+/// before-images, then asks the peer to restore its own.
+pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, Status> {
+    if !journal::valid_id(&id) {
+        return Err(Status::invalid_argument("repair id must be 1..=64 printable ASCII bytes"));
+    }
+    let id2 = id.clone();
+    let header = state
+        .blocking(move |s| journal::get_header(s, &id2))
+        .await?
+        .ok_or_else(|| Status::not_found(format!("no repair {id} in this agent's journal")))?;
+    if !header.initiator {
+        return Err(Status::failed_precondition(format!("repair {id} was run by another agent; undo it there")));
+    }
+    if header.undone {
+        return Err(Status::failed_precondition(format!("repair {id} was already undone")));
+    }
+    let mut out = UndoSummary::default();
+    let mut peer = connect(&header.peer, state.config.limits.rpc_timeout_ms).await?;
+    let resp = peer
+        .undo_push(pb::UndoPushRequest { repair_id: id.clone() })
+        .await
+        .map_err(|s| peer_err(&header.peer, s))?
+        .into_inner();
+    out.restored_peer = resp.restored;
+    out.skipped.extend(resp.skipped.into_iter().map(|s| ("peer".to_string(), s.key, s.reason)));
+    let id2 = id.clone();
+    let local = state
+        .blocking(move |s| {
+            let o = journal::undo_here(s, &id2)?;
+            let mut h = header;
+            h.undone = true;
+            journal::put_header(s, &h)?;
+            Ok(o)
+        })
+        .await?;
+    out.restored_local = local.restored;
+    out.skipped.extend(local.skipped.into_iter().map(|(k, r)| ("local".to_string(), k, r)));
+    Ok(out)
+}

@@ -1,0 +1,176 @@
+//! The Operator service: diff, repair, undo and status for the CLI and
+//! dashboards. Long operations stream their results.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use mend_core::classify::{Category, Side};
+use mend_core::exchange::EntrySummary;
+use mend_rpc::convert::version_to_pb;
+use mend_rpc::pb;
+
+use crate::exchange::{DiffOutcome, diff};
+use crate::repair::{RepairOptions, repair, undo};
+use crate::state::{AgentState, Counters};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Depth of the bounded channels feeding streamed replies.
+const STREAM_DEPTH: usize = 64;
+
+/// Implementation of `mend.v1.Operator`.
+pub struct OperatorService {
+    state: Arc<AgentState>,
+}
+
+impl OperatorService {
+    /// A service over `state`.
+    pub fn new(state: Arc<AgentState>) -> OperatorService {
+        OperatorService { state }
+    }
+}
+
+fn entry_version(e: &Option<EntrySummary>) -> pb::EntryVersion {
+    match e {
+        Some(e) => pb::EntryVersion { present: true, version: Some(version_to_pb(&e.version)), tombstone: e.tombstone },
+        None => pb::EntryVersion::default(),
+    }
+}
+
+fn side_str(s: Option<Side>) -> String {
+    s.map(|s| s.as_str().to_string()).unwrap_or_default()
+}
+
+/// The summary message of a diff.
+pub fn summary_pb(d: &DiffOutcome) -> pb::DiffSummary {
+    let by_category = Category::ALL
+        .iter()
+        .map(|c| pb::CategoryCount { category: c.as_str().into(), count: d.keys.iter().filter(|k| k.category == *c).count() as u64 })
+        .collect();
+    pb::DiffSummary {
+        in_sync: d.keys.is_empty(),
+        divergent_keys: d.keys.len() as u64,
+        by_category,
+        rounds: d.cost.rounds,
+        bytes_sent: d.cost.bytes_sent,
+        bytes_received: d.cost.bytes_received,
+        nodes_compared: d.cost.nodes_compared,
+        leaves_compared: d.cost.leaves_compared,
+        elapsed_ms: d.elapsed.as_millis() as u64,
+        local_node: d.local_node.clone(),
+        peer_node: d.peer_node.clone(),
+        ranges: d.ranges.clone(),
+    }
+}
+
+fn categories(v: &[String]) -> Result<Vec<Category>, Status> {
+    v.iter()
+        .map(|c| Category::parse(c).ok_or_else(|| Status::invalid_argument(format!("unknown category {c:?}"))))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl pb::operator_server::Operator for OperatorService {
+    type DiffStream = BoxStream<pb::DiffEvent>;
+
+    async fn diff(&self, req: Request<pb::DiffRequest>) -> Result<Response<Self::DiffStream>, Status> {
+        let r = req.into_inner();
+        if r.peer.is_empty() {
+            return Err(Status::invalid_argument("peer: required"));
+        }
+        let addr = self.state.resolve_peer(&r.peer);
+        let range = (!r.range.is_empty()).then_some(r.range);
+        let d = diff(&self.state, &addr, range.as_deref()).await?;
+        Counters::add(&self.state.counters.exchanges_total, 1);
+        self.state.counters.last_divergent_keys.store(d.keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        tokio::spawn(async move {
+            for k in &d.keys {
+                let ev = pb::DivergentKey {
+                    range: k.range.clone(),
+                    key: k.div.key.clone(),
+                    category: k.category.as_str().into(),
+                    behind: side_str(k.behind),
+                    local: Some(entry_version(&k.div.local)),
+                    peer: Some(entry_version(&k.div.peer)),
+                };
+                if tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Key(ev)) })).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Summary(summary_pb(&d))) })).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type RepairStream = BoxStream<pb::RepairEvent>;
+
+    async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<Self::RepairStream>, Status> {
+        let r = req.into_inner();
+        if r.peer.is_empty() {
+            return Err(Status::invalid_argument("peer: required"));
+        }
+        let opts = RepairOptions {
+            dry_run: r.dry_run,
+            rate_bytes_per_s: if r.rate_bytes_per_s > 0 { r.rate_bytes_per_s } else { self.state.config.limits.repair_rate_bytes_per_s },
+            rate_keys_per_s: if r.rate_keys_per_s > 0 { r.rate_keys_per_s } else { self.state.config.limits.repair_rate_keys_per_s },
+            categories: categories(&r.categories)?,
+        };
+        let addr = self.state.resolve_peer(&r.peer);
+        let range = (!r.range.is_empty()).then_some(r.range);
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        let (ptx, mut prx) = mpsc::channel::<(u64, u64, u64)>(STREAM_DEPTH);
+        let state = self.state.clone();
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            while let Some((done, total, bytes)) = prx.recv().await {
+                let ev = pb::RepairProgress { keys_done: done, keys_total: total, bytes_streamed: bytes };
+                let _ = tx2.send(Ok(pb::RepairEvent { event: Some(pb::repair_event::Event::Progress(ev)) })).await;
+            }
+        });
+        tokio::spawn(async move {
+            let out = repair(&state, &addr, range.as_deref(), opts, Some(ptx)).await;
+            let msg = out.map(|s| pb::RepairEvent {
+                event: Some(pb::repair_event::Event::Summary(pb::RepairSummary {
+                    repair_id: s.repair_id,
+                    dry_run: s.dry_run,
+                    keys_repaired: s.keys_repaired,
+                    keys_to_local: s.keys_to_local,
+                    keys_to_peer: s.keys_to_peer,
+                    bytes_streamed: s.bytes_streamed,
+                    skipped: s.skipped.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+                    plan: s
+                        .plan
+                        .into_iter()
+                        .map(|p| pb::PlannedKey { key: p.key, category: p.category.as_str().into(), behind: p.behind.as_str().into(), value_bytes: 0 })
+                        .collect(),
+                    elapsed_ms: s.elapsed.as_millis() as u64,
+                })),
+            });
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn undo(&self, req: Request<pb::UndoRequest>) -> Result<Response<pb::UndoResponse>, Status> {
+        let id = req.into_inner().repair_id;
+        let out = undo(&self.state, id).await?;
+        Ok(Response::new(pb::UndoResponse {
+            restored: out.restored_local + out.restored_peer,
+            skipped: out
+                .skipped
+                .into_iter()
+                .map(|(side, key, reason)| pb::SkippedKey { key, reason: format!("{side}: {reason}") })
+                .collect(),
+        }))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(crate::server::status(&self.state).await?))
+    }
+}

@@ -1,0 +1,300 @@
+//! The Peer service: what other agents call during an exchange and a repair.
+//! Every request is validated (shapes, limits, keys, versions) before it
+//! touches the store; protocol violations are `INVALID_ARGUMENT`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use mend_core::exchange::{respond_leaves, respond_probe};
+use mend_rpc::convert::{
+    key_from_pb, leaf_probe_from_pb, leaf_reply_to_pb, probe_from_pb, probe_reply_to_pb, value_from_pb,
+    version_from_pb, version_to_pb,
+};
+use mend_rpc::{PROTOCOL_VERSION, pb};
+use mend_store::{RangeView, Write};
+
+use super::decision_str;
+use crate::journal::{self, RepairHeader};
+use crate::state::AgentState;
+use crate::status::{from_exchange, from_join, from_store};
+
+/// Most entries one `PushRequest` message may carry.
+pub const PUSH_ENTRIES_MAX: usize = 10_000;
+
+/// Depth of the bounded channels that feed server streams.
+const STREAM_DEPTH: usize = 16;
+
+/// Implementation of `mend.v1.Peer`.
+pub struct PeerService {
+    state: Arc<AgentState>,
+}
+
+impl PeerService {
+    /// A service over `state`.
+    pub fn new(state: Arc<AgentState>) -> PeerService {
+        PeerService { state }
+    }
+
+    fn range_id(&self, name: &str) -> Result<u16, Status> {
+        self.state
+            .store
+            .ranges()
+            .by_name(name)
+            .ok_or_else(|| Status::not_found(format!("no range named {name:?} on {}", self.state.node_id)))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn handshake(&self, req: Request<pb::HandshakeRequest>) -> Result<Response<pb::HandshakeResponse>, Status> {
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported (this agent speaks {PROTOCOL_VERSION})",
+                r.protocol_version
+            )));
+        }
+        if r.secret_fingerprint != self.state.secret.fingerprint() {
+            return Err(Status::permission_denied(format!(
+                "cluster secret fingerprint mismatch: {} here; both agents must use the same secret",
+                self.state.secret.fingerprint_hex()
+            )));
+        }
+        let mut ranges = Vec::new();
+        for want in r.ranges {
+            let Some(id) = self.state.store.ranges().by_name(&want.name) else {
+                if r.only_shared {
+                    continue;
+                }
+                return Err(Status::not_found(format!("no range named {:?} on {}", want.name, self.state.node_id)));
+            };
+            let shape = self.state.store.shape(id).map_err(from_store)?;
+            if shape.fanout != want.fanout || shape.depth != want.depth {
+                return Err(Status::failed_precondition(format!(
+                    "range {:?}: tree shape mismatch: fanout {} depth {} here, fanout {} depth {} at {}",
+                    want.name, shape.fanout, shape.depth, want.fanout, want.depth, r.node_id
+                )));
+            }
+            let root = self.state.store.root(id).map_err(from_store)?;
+            ranges.push(pb::RangeRoot {
+                name: want.name,
+                root: mend_core::exchange::node_hash(&root),
+                entries: root.count,
+            });
+        }
+        Ok(Response::new(pb::HandshakeResponse {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: self.state.node_id.to_string(),
+            ranges,
+            now_ms: self.state.store.now_ms(),
+        }))
+    }
+
+    async fn probe(&self, req: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+        let r = req.into_inner();
+        let id = self.range_id(&r.range)?;
+        let store = self.state.store.clone();
+        let replies = tokio::task::spawn_blocking(move || {
+            let view = RangeView::new(&store, id).map_err(from_store)?;
+            r.probes
+                .into_iter()
+                .map(|p| respond_probe(&view, &probe_from_pb(p)).map(|rep| probe_reply_to_pb(&rep)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(from_exchange)
+        })
+        .await
+        .map_err(from_join)??;
+        Ok(Response::new(pb::ProbeResponse { replies }))
+    }
+
+    type LeavesStream = BoxStream<pb::LeafReply>;
+
+    async fn leaves(&self, req: Request<pb::LeavesRequest>) -> Result<Response<Self::LeavesStream>, Status> {
+        let r = req.into_inner();
+        let id = self.range_id(&r.range)?;
+        let lp = leaf_probe_from_pb(r);
+        let store = self.state.store.clone();
+        let replies = tokio::task::spawn_blocking(move || {
+            let view = RangeView::new(&store, id).map_err(from_store)?;
+            respond_leaves(&view, &lp).map_err(from_exchange)
+        })
+        .await
+        .map_err(from_join)??;
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        tokio::spawn(async move {
+            for rep in replies {
+                if tx.send(Ok(leaf_reply_to_pb(&rep))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchStream = BoxStream<pb::FetchedEntry>;
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        let keys = req.into_inner().keys;
+        let max = self.state.config.limits.fetch_keys_max;
+        if keys.len() > max {
+            return Err(Status::invalid_argument(format!("{} keys exceed fetch_keys_max = {max}", keys.len())));
+        }
+        for k in &keys {
+            key_from_pb(k)?;
+        }
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        let store = self.state.store.clone();
+        // Read on the blocking pool, one key at a time, so a slow consumer
+        // holds back reads instead of buffering values.
+        tokio::task::spawn_blocking(move || {
+            for key in keys {
+                let msg = match store.get(&key) {
+                    Ok(Some(r)) => Ok(pb::FetchedEntry {
+                        key: key.clone(),
+                        found: true,
+                        entry: Some(pb::Entry {
+                            key,
+                            version: Some(version_to_pb(&r.meta.version)),
+                            tombstone: r.meta.tombstone,
+                            value: r.value,
+                        }),
+                    }),
+                    Ok(None) => Ok(pb::FetchedEntry { key, found: false, entry: None }),
+                    Err(e) => Err(from_store(e)),
+                };
+                let stop = msg.is_err();
+                if tx.blocking_send(msg).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn push(&self, req: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::PushResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut id: Option<String> = None;
+        let mut applied = 0u64;
+        let mut not_applied = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            if msg.entries.len() > PUSH_ENTRIES_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "{} entries in one push message exceed {PUSH_ENTRIES_MAX}",
+                    msg.entries.len()
+                )));
+            }
+            let rid = match &id {
+                Some(i) => {
+                    if !msg.repair_id.is_empty() && msg.repair_id != *i {
+                        return Err(Status::invalid_argument("repair_id changed within one push"));
+                    }
+                    i.clone()
+                }
+                None => {
+                    if !journal::valid_id(&msg.repair_id) {
+                        return Err(Status::invalid_argument("repair_id must be 1..=64 printable ASCII bytes"));
+                    }
+                    let h = RepairHeader {
+                        id: msg.repair_id.clone(),
+                        peer: "push".into(),
+                        initiator: false,
+                        created_ms: self.state.store.now_ms(),
+                        keys_here: 0,
+                        keys_pushed: 0,
+                        undone: false,
+                    };
+                    let store = self.state.store.clone();
+                    let hh = h.clone();
+                    tokio::task::spawn_blocking(move || match journal::get_header(&store, &hh.id)? {
+                        Some(_) => Ok(()),
+                        None => journal::put_header(&store, &hh),
+                    })
+                    .await
+                    .map_err(from_join)?
+                    .map_err(from_store)?;
+                    id = Some(h.id.clone());
+                    h.id
+                }
+            };
+            let mut writes = Vec::with_capacity(msg.entries.len());
+            for e in msg.entries {
+                key_from_pb(&e.key)?;
+                if !e.tombstone {
+                    value_from_pb(&e.value)?;
+                }
+                let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version: missing"))?)?;
+                writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+            }
+            let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+            let store = self.state.store.clone();
+            let rid2 = rid.clone();
+            let outs = tokio::task::spawn_blocking(move || {
+                let ks = keys.clone();
+                let out = store.write_with_extra(writes, &|o| journal::entry_ops(&rid2, &ks, o))?;
+                Ok::<_, mend_store::StoreError>((keys, out))
+            })
+            .await
+            .map_err(from_join)?
+            .map_err(from_store)?;
+            for (k, a) in outs.0.into_iter().zip(outs.1) {
+                if a.decision == mend_core::Decision::Apply {
+                    applied += 1;
+                } else {
+                    not_applied.push(pb::KeyOutcome { key: k, decision: decision_str(a.decision).into() });
+                }
+            }
+        }
+        if let Some(rid) = id {
+            let store = self.state.store.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(mut h) = journal::get_header(&store, &rid)? {
+                    h.keys_here += applied;
+                    journal::put_header(&store, &h)?;
+                }
+                Ok::<_, mend_store::StoreError>(())
+            })
+            .await
+            .map_err(from_join)?
+            .map_err(from_store)?;
+        }
+        crate::state::Counters::add(&self.state.counters.repaired_keys_total, applied);
+        Ok(Response::new(pb::PushResponse { applied, not_applied }))
+    }
+
+    async fn undo_push(&self, req: Request<pb::UndoPushRequest>) -> Result<Response<pb::UndoResponse>, Status> {
+        let id = req.into_inner().repair_id;
+        if !journal::valid_id(&id) {
+            return Err(Status::invalid_argument("repair_id must be 1..=64 printable ASCII bytes"));
+        }
+        let out = self
+            .state
+            .blocking(move |s| {
+                let Some(mut h) = journal::get_header(s, &id)? else {
+                    return Ok(None);
+                };
+                if h.undone {
+                    return Ok(Some(Err(format!("repair {id} was already undone"))));
+                }
+                let o = journal::undo_here(s, &id)?;
+                h.undone = true;
+                journal::put_header(s, &h)?;
+                Ok(Some(Ok(o)))
+            })
+            .await?;
+        match out {
+            None => Ok(Response::new(pb::UndoResponse::default())),
+            Some(Err(m)) => Err(Status::failed_precondition(m)),
+            Some(Ok(o)) => Ok(Response::new(pb::UndoResponse {
+                restored: o.restored,
+                skipped: o.skipped.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+            })),
+        }
+    }
+}

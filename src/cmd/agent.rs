@@ -1,0 +1,76 @@
+//! `mend agent`: the sidecar daemon. Prints one line with the bound
+//! addresses on stdout once serving (tests and scripts read it), logs
+//! through `tracing` on stderr, and shuts down gracefully on SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mend_agent::config::{AgentConfig, PeerConfig};
+
+use crate::cli::AgentArgs;
+
+fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
+    let mut c = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+            AgentConfig::from_toml(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => AgentConfig::default(),
+    };
+    if let Some(n) = &a.node_id {
+        c.node_id = n.clone();
+    }
+    if let Some(l) = a.listen {
+        c.listen = l;
+    }
+    if let Some(d) = &a.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(h) = a.http {
+        c.http = Some(h);
+    }
+    if a.secret_file.is_some() {
+        c.secret_file = a.secret_file.clone();
+    }
+    for p in &a.peers {
+        let (id, addr) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--peer {p:?}: expected ID=ADDR"))?;
+        c.peers.retain(|x| x.id != id);
+        c.peers.push(PeerConfig { id: id.to_string(), address: addr.to_string() });
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Runs the agent until a signal.
+pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = build_config(&a)?;
+    let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let mut agent = mend_agent::start(config.clone(), secret).await?;
+        let http = agent.http_addr.map(|h| h.to_string()).unwrap_or_else(|| "off".into());
+        println!("mend agent {} listening on grpc={} http={}", config.node_id, agent.addr, http);
+        std::io::stdout().flush()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            r = agent.wait() => {
+                r.map_err(|e| anyhow::anyhow!("server failed: {e}"))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        agent.stop().await.map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,207 @@
+//! Client commands that talk to one agent: put, delete, get, load, undo,
+//! status.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use mend_rpc::pb;
+use mend_rpc::pb::operator_client::OperatorClient;
+use mend_rpc::pb::replica_client::ReplicaClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use super::{runtime, status_err, uri};
+use crate::cli::{DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs};
+use crate::output::print_json;
+
+/// Connects to an agent's Replica service.
+pub async fn replica(addr: &str) -> anyhow::Result<ReplicaClient<Channel>> {
+    let c = ReplicaClient::connect(uri(addr)).await.with_context(|| format!("cannot reach agent at {addr}"))?;
+    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX).max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
+}
+
+/// Connects to an agent's Operator service.
+pub async fn operator(addr: &str) -> anyhow::Result<OperatorClient<Channel>> {
+    let c = OperatorClient::connect(uri(addr)).await.with_context(|| format!("cannot reach agent at {addr}"))?;
+    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
+}
+
+fn version(v: &VersionArgs) -> Option<pb::Version> {
+    match (v.version_ms, &v.origin) {
+        (Some(ms), Some(o)) => Some(pb::Version { ms, logical: 0, origin: o.clone(), seq: v.seq }),
+        _ => None,
+    }
+}
+
+/// JSON of a wire version.
+pub fn version_json(v: &Option<pb::Version>) -> serde_json::Value {
+    match v {
+        Some(v) => json!({"ms": v.ms, "logical": v.logical, "origin": v.origin, "seq": v.seq}),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn print_write(r: &pb::WriteResult, as_json: bool) -> anyhow::Result<ExitCode> {
+    if as_json {
+        print_json(&json!({"decision": r.decision, "version": version_json(&r.version)}))?;
+    } else {
+        let v = r.version.as_ref().map(|v| format!("{}.{}@{}#{}", v.ms, v.logical, v.origin, v.seq)).unwrap_or_default();
+        println!("{} {v}", r.decision);
+    }
+    Ok(if r.decision == "conflict" { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `mend put`.
+pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = replica(&a.agent).await?;
+        let req = pb::PutRequest { key: a.key.into_bytes(), value: a.value.into_bytes(), version: version(&a.version) };
+        let r = c.put(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        print_write(&r, a.json)
+    })
+}
+
+/// `mend delete`.
+pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = replica(&a.agent).await?;
+        let req = pb::DeleteRequest { key: a.key.into_bytes(), version: version(&a.version) };
+        let r = c.delete(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        print_write(&r, a.json)
+    })
+}
+
+/// `mend get`: exit 0 when a live value exists, 1 when absent or deleted.
+pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = replica(&a.agent).await?;
+        let r = c.get(pb::GetRequest { key: a.key.clone().into_bytes() }).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        if a.json {
+            print_json(&json!({
+                "key": a.key, "found": r.found, "tombstone": r.tombstone,
+                "value": String::from_utf8_lossy(&r.value), "value_hex": hex::encode(&r.value),
+                "version": version_json(&r.version),
+            }))?;
+        } else if !r.found {
+            println!("(not found)");
+        } else if r.tombstone {
+            let v = r.version.as_ref().map(|v| format!("{}@{}", v.ms, v.origin)).unwrap_or_default();
+            println!("(deleted at {v})");
+        } else {
+            println!("{}", String::from_utf8_lossy(&r.value));
+        }
+        Ok(if r.found && !r.tombstone { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+/// Writes per `WriteBatch` request of `mend load`.
+pub const LOAD_BATCH_KEYS: u64 = 1000;
+
+/// The deterministic value of key `i` for `seed`.
+pub fn load_value(seed: u64, i: u64, len: usize) -> Vec<u8> {
+    let mut x = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect()
+}
+
+/// `mend load`: the same versioned writes to every agent.
+pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.value_bytes <= mend_core::limits::VALUE_BYTES_MAX, "--value-bytes exceeds {}", mend_core::limits::VALUE_BYTES_MAX);
+    runtime()?.block_on(async {
+        let mut clients = Vec::new();
+        for ag in &a.agents {
+            clients.push((ag.clone(), replica(ag).await?));
+        }
+        let pb_bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(a.keys) };
+        pb_bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} keys {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let start = Instant::now();
+        let base_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let origin = "mend-load".to_string();
+        let mut i = 0u64;
+        while i < a.keys {
+            let n = LOAD_BATCH_KEYS.min(a.keys - i);
+            let writes: Vec<pb::BatchWrite> = (i..i + n)
+                .map(|k| pb::BatchWrite {
+                    key: format!("{}{k:09}", a.prefix).into_bytes(),
+                    value: load_value(a.seed, k, a.value_bytes),
+                    delete: false,
+                    version: Some(pb::Version { ms: base_ms, logical: k as u32, origin: origin.clone(), seq: k + 1 }),
+                })
+                .collect();
+            for (addr, c) in clients.iter_mut() {
+                c.write_batch(pb::WriteBatchRequest { writes: writes.clone() }).await.map_err(|s| status_err(addr, s))?;
+            }
+            i += n;
+            pb_bar.set_position(i);
+        }
+        pb_bar.finish_and_clear();
+        let secs = start.elapsed().as_secs_f64();
+        if a.json {
+            print_json(&json!({"keys": a.keys, "agents": a.agents.len(), "elapsed_ms": (secs * 1000.0) as u64}))?;
+        } else {
+            println!("loaded {} keys into {} agents in {:.1}s", a.keys, a.agents.len(), secs);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `mend undo`.
+pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = operator(&a.agent).await?;
+        let r = c.undo(pb::UndoRequest { repair_id: a.repair_id.clone() }).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        if a.json {
+            let skipped: Vec<_> = r
+                .skipped
+                .iter()
+                .map(|s| json!({"key": String::from_utf8_lossy(&s.key), "key_hex": hex::encode(&s.key), "reason": s.reason}))
+                .collect();
+            print_json(&json!({"repair_id": a.repair_id, "restored": r.restored, "skipped": skipped}))?;
+        } else {
+            println!("undid {}: {} keys restored, {} skipped", a.repair_id, r.restored, r.skipped.len());
+            for s in &r.skipped {
+                println!("  skipped {}: {}", String::from_utf8_lossy(&s.key), s.reason);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `mend status`.
+pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = operator(&a.agent).await?;
+        let s = c.status(pb::StatusRequest {}).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        if a.json {
+            let ranges: Vec<_> = s
+                .ranges
+                .iter()
+                .map(|r| json!({"name": r.name, "fanout": r.fanout, "depth": r.depth, "root": format!("{:016x}", r.root), "entries": r.entries}))
+                .collect();
+            let peers: Vec<_> = s.peers.iter().map(|p| json!({"id": p.id, "address": p.address})).collect();
+            print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers, "repairs": s.repairs}))?;
+        } else {
+            println!("node {} (mend {}), up {}s", s.node_id, s.version, s.uptime_ms / 1000);
+            for r in &s.ranges {
+                println!("  range {:<16} {}^{}  entries {:>10}  root {:016x}", r.name, r.fanout, r.depth, r.entries, r.root);
+            }
+            for p in &s.peers {
+                println!("  peer  {:<16} {}", p.id, p.address);
+            }
+            if let Some(last) = s.repairs.last() {
+                println!("  {} journaled repairs, latest {last}", s.repairs.len());
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,101 @@
+//! `mend repair`: runs a repair on the agent at `--agent` against `--peer`,
+//! with a progress bar, and prints the repair id, what moved and what was
+//! skipped and why.
+
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mend_rpc::pb;
+use serde_json::json;
+
+use super::client::operator;
+use super::{runtime, status_err};
+use crate::cli::RepairArgs;
+use crate::output::{human_bytes, print_json};
+
+/// Runs a repair and returns its summary.
+pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::RepairSummary> {
+    let mut c = operator(&a.agent).await?;
+    let req = pb::RepairRequest {
+        peer: a.peer.clone(),
+        range: a.range.clone().unwrap_or_default(),
+        dry_run: a.dry_run,
+        rate_bytes_per_s: a.rate.unwrap_or(0),
+        rate_keys_per_s: a.rate_keys.unwrap_or(0),
+        categories: a.categories.clone(),
+    };
+    let mut stream = c.repair(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+    let mut summary = None;
+    while let Some(ev) = stream.message().await.map_err(|s| status_err(&a.agent, s))? {
+        match ev.event {
+            Some(pb::repair_event::Event::Progress(p)) => {
+                bar.set_length(p.keys_total);
+                bar.set_position(p.keys_done);
+            }
+            Some(pb::repair_event::Event::Summary(s)) => summary = Some(s),
+            None => {}
+        }
+    }
+    bar.finish_and_clear();
+    summary.ok_or_else(|| anyhow::anyhow!("agent {}: repair stream ended without a summary", a.agent))
+}
+
+/// `mend repair`.
+pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+        bar.set_style(ProgressStyle::with_template("repairing {bar:40} {pos}/{len} keys").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        let s = fetch(&a, &bar).await?;
+        let skipped: Vec<_> = s
+            .skipped
+            .iter()
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason}))
+            .collect();
+        let plan: Vec<_> = s
+            .plan
+            .iter()
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind}))
+            .collect();
+        if a.json {
+            print_json(&json!({
+                "repair_id": if s.repair_id.is_empty() { serde_json::Value::Null } else { json!(s.repair_id) },
+                "dry_run": s.dry_run,
+                "keys_repaired": s.keys_repaired,
+                "keys_to_local": s.keys_to_local,
+                "keys_to_peer": s.keys_to_peer,
+                "bytes_streamed": s.bytes_streamed,
+                "skipped": skipped,
+                "plan": plan,
+                "elapsed_ms": s.elapsed_ms,
+            }))?;
+        } else if s.dry_run {
+            println!("DRY RUN: would repair {} keys; nothing written", s.plan.len());
+            for k in s.plan.iter().take(20) {
+                println!("  {:<28} {:<20} -> {}", String::from_utf8_lossy(&k.key), k.category, k.behind);
+            }
+            if s.plan.len() > 20 {
+                println!("  … and {} more", s.plan.len() - 20);
+            }
+        } else if s.repair_id.is_empty() {
+            println!("nothing to repair");
+        } else {
+            println!(
+                "repair {}: {} keys repaired ({} here, {} at the peer), {} streamed in {} ms",
+                s.repair_id,
+                s.keys_repaired,
+                s.keys_to_local,
+                s.keys_to_peer,
+                human_bytes(s.bytes_streamed),
+                s.elapsed_ms
+            );
+            println!("undo with: mend undo --agent {} {}", a.agent, s.repair_id);
+        }
+        if !a.json && !s.skipped.is_empty() {
+            println!("skipped {} keys:", s.skipped.len());
+            for k in s.skipped.iter().take(20) {
+                println!("  {:<28} {}", String::from_utf8_lossy(&k.key), k.reason);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,299 @@
+//! End-to-end tests of the agent: real `mend agent` processes on loopback,
+//! driven through the `mend` CLI and raw gRPC.
+
+use std::collections::BTreeMap;
+
+use mend_rpc::pb;
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Two agents with the same 3000 keys, then divergence of every category
+/// injected between them; returns (a, b, expected key → (category, behind)).
+async fn diverged(dir: &std::path::Path) -> (AgentProc, AgentProc, BTreeMap<String, (String, Option<String>)>) {
+    let a = AgentProc::start("node-a", &dir.join("a"), &[]);
+    let b = AgentProc::start("node-b", &dir.join("b"), &[]);
+    let t = now_ms();
+    let base = t - 3_600_000;
+    write(&a, base_data(3000, base)).await;
+    write(&b, base_data(3000, base)).await;
+    let old = t - 60_000;
+    let mut exp = BTreeMap::new();
+    let mut e = |k: &str, c: &str, behind: Option<&str>| {
+        exp.insert(k.to_string(), (c.to_string(), behind.map(String::from)));
+    };
+    write(
+        &a,
+        vec![
+            put("lost-1", "x", ver(old, "node-c", 10)),
+            put("lost-2", "x", ver(old + 1, "node-c", 11)),
+            put("key-000010", "newer", ver(old + 2, "node-a", 1)),
+            del("key-000020", ver(old + 3, "node-a", 2)),
+            del("never-existed", ver(old + 4, "node-a", 3)),
+            put("conflict", "one", ver(old + 5, "node-c", 12)),
+            put("future", "ahead", ver(t + 600_000, "node-a", 4)),
+            put("fresh", "just now", ver(t, "node-a", 5)),
+        ],
+    )
+    .await;
+    write(
+        &b,
+        vec![
+            put("conflict", "two", ver(old + 5, "node-c", 12)),
+            put("only-b", "y", ver(old + 6, "node-b", 1)),
+            put("key-000030", "newer on b", ver(old + 7, "node-b", 2)),
+        ],
+    )
+    .await;
+    e("lost-1", "missing", Some("peer"));
+    e("lost-2", "missing", Some("peer"));
+    e("key-000010", "stale", Some("peer"));
+    e("key-000020", "unpropagated_delete", Some("peer"));
+    e("never-existed", "unpropagated_delete", Some("peer"));
+    e("conflict", "conflict", None);
+    e("future", "future_version", Some("peer"));
+    e("fresh", "in_flight", Some("peer"));
+    e("only-b", "missing", Some("local"));
+    e("key-000030", "stale", Some("local"));
+    (a, b, exp)
+}
+
+fn found(v: &Value) -> BTreeMap<String, (String, Option<String>)> {
+    v["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            (
+                k["key"].as_str().unwrap_or_default().to_string(),
+                (k["category"].as_str().unwrap_or_default().to_string(), k["behind"].as_str().map(String::from)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores() {
+    // Proves the diff names exactly the injected keys with the right category
+    // and side, within the round bound; repair converges and is idempotent;
+    // undo restores both sides.
+    let d = tmp();
+    let (a, b, exp) = diverged(d.path()).await;
+    let (code, v) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(code, 1, "divergence exits 1");
+    assert_eq!(found(&v), exp);
+    assert_eq!(v["in_sync"], false);
+    assert_eq!(v["divergent_keys"], exp.len() as u64);
+    assert_eq!(v["by_category"]["missing"], 3);
+    let rounds = v["rounds"].as_u64().unwrap_or(99);
+    assert!(rounds <= 4 + 2, "rounds {rounds} > ceil(log16(65536)) + 2");
+    let lost = v["keys"].as_array().unwrap().iter().find(|k| k["key"] == "lost-1").unwrap();
+    assert_eq!(lost["local"]["origin"], "node-c");
+    assert_eq!(lost["local"]["seq"], 10);
+    assert_eq!(lost["peer"], Value::Null);
+    assert_eq!(lost["key_hex"], hex::encode("lost-1"));
+
+    // Dry run writes nothing.
+    let (code, plan) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr, "--dry-run"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 7);
+    assert_eq!(plan["repair_id"], Value::Null);
+    let (_, again) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(found(&again), exp, "a dry run changes nothing");
+
+    // Repair: the 7 repairable keys move; conflict, future and in-flight are skipped with reasons.
+    let (code, rep) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(rep["keys_repaired"], 7, "{rep}");
+    assert_eq!(rep["keys_to_local"], 2);
+    assert_eq!(rep["keys_to_peer"], 5);
+    let skipped: Vec<&str> = rep["skipped"].as_array().unwrap().iter().filter_map(|s| s["key"].as_str()).collect();
+    assert_eq!(skipped.len(), 3, "{rep}");
+    for k in ["conflict", "future", "fresh"] {
+        assert!(skipped.contains(&k), "{k} skipped: {rep}");
+    }
+    let id = rep["repair_id"].as_str().unwrap().to_string();
+    let (_, after) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    let left: Vec<String> = found(&after).into_keys().collect();
+    assert_eq!(left, vec!["conflict", "fresh", "future"], "only what needs a human or time is left");
+
+    // A second repair moves nothing.
+    let (_, rep2) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(rep2["keys_repaired"], 0, "{rep2}");
+    assert_eq!(rep2["bytes_streamed"], 0);
+
+    // Undo restores the pre-repair state on both sides.
+    let (code, u) = mend_json(&["undo", "--agent", &a.addr, &id]);
+    assert_eq!(code, 0, "{u}");
+    assert_eq!(u["restored"], 7, "{u}");
+    let (_, restored) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(found(&restored), exp, "undo brings back exactly the original divergence");
+    let out = mend(&["undo", "--agent", &a.addr, &id]);
+    assert_eq!(out.status.code(), Some(2), "a second undo is refused");
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_write_racing_a_throttled_repair_survives() {
+    // Proves the repair never overwrites a write that is newer than what it
+    // streams, whenever that write lands.
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
+    let old = now_ms() - 600_000;
+    let keys: Vec<_> = (0..60).map(|i| put(&format!("race-{i:03}"), "from a", ver(old + i, "node-a", i + 1))).collect();
+    write(&a, keys).await;
+    let (aa, ba) = (a.addr.clone(), b.addr.clone());
+    let repair = tokio::task::spawn_blocking(move || mend_json(&["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "40"]));
+    // Newer writes land at b while the repair paces itself at 40 keys/s.
+    let newer: Vec<_> = (30..60).map(|i| put(&format!("race-{i:03}"), "newer at b", ver(old + 500_000, "node-b", i))).collect();
+    write(&b, newer).await;
+    let (code, rep) = repair.await.unwrap();
+    assert_eq!(code, 0, "{rep}");
+    let mut c = b.replica().await;
+    for i in 30..60 {
+        let r = c.get(pb::GetRequest { key: format!("race-{i:03}").into_bytes() }).await.unwrap().into_inner();
+        assert_eq!(r.value, b"newer at b", "race-{i:03} kept the newer write");
+    }
+    for i in 0..30 {
+        let r = c.get(pb::GetRequest { key: format!("race-{i:03}").into_bytes() }).await.unwrap().into_inner();
+        assert_eq!(r.value, b"from a", "race-{i:03} repaired");
+    }
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
+    // Proves a peer dying mid-repair yields one clear error line and leaves
+    // both stores consistent.
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
+    let old = now_ms() - 600_000;
+    write(&a, (0..400).map(|i| put(&format!("k-{i:04}"), &"v".repeat(200), ver(old + i, "node-a", i + 1))).collect()).await;
+    let (aa, ba) = (a.addr.clone(), b.addr.clone());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "100"])
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until b has received some of the repair, then kill it.
+    let mut c = b.replica().await;
+    loop {
+        let r = c.get(pb::GetRequest { key: b"k-0000".to_vec() }).await.unwrap().into_inner();
+        if r.found {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let bdir = b.dir.clone();
+    b.kill();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("mend: "), "{err}");
+    let adir = a.dir.clone();
+    a.stop();
+    for dir in [adir, bdir] {
+        let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
+        assert_eq!(v.status.code(), Some(0), "verify {}: {}", dir.display(), String::from_utf8_lossy(&v.stdout));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
+    // Proves bad input from the network yields a gRPC error status, no crash
+    // and no write.
+    use mend_rpc::pb::peer_client::PeerClient;
+    use tonic::Code;
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let mut r = a.replica().await.max_encoding_message_size(64 << 20);
+    let long_key = vec![b'k'; 4097];
+    let big = vec![0u8; 4 * 1024 * 1024 + 1];
+    let cases: Vec<(pb::PutRequest, Code)> = vec![
+        (pb::PutRequest { key: vec![], value: b"v".to_vec(), version: None }, Code::InvalidArgument),
+        (pb::PutRequest { key: long_key, value: b"v".to_vec(), version: None }, Code::InvalidArgument),
+        (pb::PutRequest { key: b"k".to_vec(), value: big, version: None }, Code::InvalidArgument),
+        (pb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), version: ver(1, "bad origin", 1) }, Code::InvalidArgument),
+    ];
+    for (req, code) in cases {
+        let e = r.put(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+    let too_many: Vec<_> = (0..10_001).map(|i| put(&format!("b{i}"), "v", None)).collect();
+    let e = r.write_batch(pb::WriteBatchRequest { writes: too_many }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mixed = vec![put("good", "v", None), put("", "v", None)];
+    assert!(r.write_batch(pb::WriteBatchRequest { writes: mixed }).await.is_err());
+    let got = r.get(pb::GetRequest { key: b"good".to_vec() }).await.unwrap().into_inner();
+    assert!(!got.found, "a rejected batch writes nothing");
+
+    let mut p = PeerClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let fp = {
+        let s = mend_core::Secret::from_bytes(SECRET.as_bytes());
+        s.fingerprint().to_vec()
+    };
+    let hs = |version: u32, fp: Vec<u8>, fanout: u32, name: &str| pb::HandshakeRequest {
+        protocol_version: version,
+        node_id: "t".into(),
+        secret_fingerprint: fp,
+        ranges: vec![pb::RangeShape { name: name.into(), fanout, depth: 4 }],
+        only_shared: false,
+    };
+    assert_eq!(p.handshake(hs(9, fp.clone(), 16, "default")).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(p.handshake(hs(1, vec![0; 8], 16, "default")).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(p.handshake(hs(1, fp.clone(), 4, "default")).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(p.handshake(hs(1, fp.clone(), 16, "nope")).await.unwrap_err().code(), Code::NotFound);
+    assert!(p.handshake(hs(1, fp, 16, "default")).await.is_ok());
+    let bad_probe = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 9, parents: vec![0], hashes: vec![0; 16] }] };
+    assert_eq!(p.probe(bad_probe).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_parent = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 1, parents: vec![7], hashes: vec![0; 16] }] };
+    assert_eq!(p.probe(bad_parent).await.unwrap_err().code(), Code::InvalidArgument);
+    let short = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 2, parents: vec![1], hashes: vec![0; 3] }] };
+    assert_eq!(p.probe(short).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_leaves = pb::LeavesRequest { range: "default".into(), queries: vec![pb::BucketQuery { first: 70_000, count: 1, hashes: vec![] }] };
+    assert_eq!(p.leaves(bad_leaves).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_push = tokio_stream::iter(vec![pb::PushRequest { repair_id: "".into(), entries: vec![] }]);
+    assert_eq!(p.push(bad_push).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Still serving, still empty.
+    let (code, st) = mend_json(&["status", "--agent", &a.addr]);
+    assert_eq!(code, 0);
+    assert_eq!(st["ranges"][0]["entries"], 0, "{st}");
+    a.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_and_health_are_served() {
+    // Proves stock gRPC tooling can discover and health-check the agent.
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let mut h = HealthClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let r = h.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await.unwrap().into_inner();
+    assert_eq!(r.status, 1, "SERVING");
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request::MessageRequest};
+    let mut c = ServerReflectionClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut s = c.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let msg = s.message().await.unwrap().unwrap();
+    let text = format!("{msg:?}");
+    for svc in ["mend.v1.Replica", "mend.v1.Peer", "mend.v1.Operator", "grpc.health.v1.Health"] {
+        assert!(text.contains(svc), "{svc} listed: {text}");
+    }
+    a.stop();
+}

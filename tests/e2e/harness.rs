@@ -1,0 +1,146 @@
+//! Shared helpers for end-to-end tests: real `mend agent` processes on
+//! 127.0.0.1 with ephemeral ports and temporary data directories, and the
+//! `mend` CLI run as a process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use mend_rpc::pb;
+use mend_rpc::pb::replica_client::ReplicaClient;
+
+/// The secret material every test agent shares.
+pub const SECRET: &str = "e2e test secret";
+
+/// A running agent process; killed on drop.
+pub struct AgentProc {
+    /// The child process.
+    pub child: Child,
+    /// Its gRPC address.
+    pub addr: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Its node id.
+    pub node: String,
+}
+
+impl AgentProc {
+    /// Starts `mend agent` on an ephemeral port over `dir`, with extra args.
+    pub fn start(node: &str, dir: &Path, extra: &[&str]) -> AgentProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mend"));
+        cmd.args(["agent", "--node-id", node, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("MEND_CLUSTER_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn mend agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read agent banner");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc="))
+            .unwrap_or_else(|| panic!("agent {node} did not report its address: {line:?}"))
+            .to_string();
+        AgentProc { child, addr, dir: dir.to_path_buf(), node: node.to_string() }
+    }
+
+    /// Stops the agent with SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        // SAFETY-free: libc::kill on our own child's pid.
+        let pid = self.child.id() as i32;
+        let rc = unsafe_free_kill(pid, libc::SIGTERM);
+        assert_eq!(rc, 0, "signal agent");
+        let st = self.child.wait().expect("wait agent");
+        assert!(st.success(), "agent {} exited with {st}", self.node);
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A Replica client.
+    pub async fn replica(&self) -> ReplicaClient<tonic::transport::Channel> {
+        ReplicaClient::connect(format!("http://{}", self.addr)).await.expect("connect replica")
+    }
+}
+
+fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
+    // `kill` has no memory-safety preconditions; libc marks it unsafe only
+    // because it is an FFI call.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, sig)
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `mend` CLI.
+pub fn mend(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(args)
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mend")
+}
+
+/// Runs the `mend` CLI with `--json` appended and parses stdout.
+pub fn mend_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = mend(&a);
+    let code = out.status.code().unwrap_or(-1);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "mend {args:?} printed no JSON ({e}); exit {code}; stdout {:?}; stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, v)
+}
+
+/// A version.
+pub fn ver(ms: u64, origin: &str, seq: u64) -> Option<pb::Version> {
+    Some(pb::Version { ms, logical: 0, origin: origin.into(), seq })
+}
+
+/// A versioned put for a batch.
+pub fn put(key: &str, value: &str, version: Option<pb::Version>) -> pb::BatchWrite {
+    pb::BatchWrite { key: key.into(), value: value.into(), delete: false, version }
+}
+
+/// A versioned delete for a batch.
+pub fn del(key: &str, version: Option<pb::Version>) -> pb::BatchWrite {
+    pb::BatchWrite { key: key.into(), value: Vec::new(), delete: true, version }
+}
+
+/// Writes a batch to an agent.
+pub async fn write(a: &AgentProc, writes: Vec<pb::BatchWrite>) {
+    let mut c = a.replica().await;
+    for chunk in writes.chunks(5000) {
+        c.write_batch(pb::WriteBatchRequest { writes: chunk.to_vec() }).await.expect("write batch");
+    }
+}
+
+/// Now in ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The same `n` versioned keys for every agent.
+pub fn base_data(n: u64, ms: u64) -> Vec<pb::BatchWrite> {
+    (0..n).map(|i| put(&format!("key-{i:06}"), &format!("value-{i}"), ver(ms + i / 100, "loader", i + 1))).collect()
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the root package, in one binary (STYLE point 11):
+//! crash safety of the RocksDB-backed store under SIGKILL, and the `mend
+//! store` commands run as real processes against real data directories.
+
+mod store_cli;
+mod store_crash;
