@@ -282,12 +282,13 @@ async fn reflection_and_health_are_served() {
     use tonic_health::pb::health_client::HealthClient;
     let d = tmp();
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
-    let mut h = HealthClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr)).unwrap().connect().await.unwrap();
+    let mut h = HealthClient::new(ch.clone());
     let r = h.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await.unwrap().into_inner();
     assert_eq!(r.status, 1, "SERVING");
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request::MessageRequest};
-    let mut c = ServerReflectionClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let mut c = ServerReflectionClient::new(ch);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut s = c.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let msg = s.message().await.unwrap().unwrap();

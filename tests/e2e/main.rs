@@ -2,5 +2,7 @@
 //! crash safety of the RocksDB-backed store under SIGKILL, and the `mend
 //! store` commands run as real processes against real data directories.
 
+mod agents;
+mod harness;
 mod store_cli;
 mod store_crash;
