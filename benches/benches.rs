@@ -4,6 +4,7 @@
 //! prefix, e.g. `cargo bench --bench benches -- store/`. Results and the
 //! commands that produced them are recorded in `BENCHMARKS.md`.
 
+mod exchange;
 mod store;
 
-criterion::criterion_main!(store::benches);
+criterion::criterion_main!(store::benches, exchange::benches);

@@ -37,8 +37,65 @@ pub enum Command {
     Repair(RepairArgs),
     /// Undo a repair (run against the agent that ran it).
     Undo(UndoArgs),
-    /// Show an agent's ranges, roots, peers and journaled repairs.
+    /// Show an agent's ranges, roots, peers, budgets and journaled repairs.
     Status(StatusArgs),
+    /// Drift over time: the scheduled exchanges with each peer.
+    History(HistoryArgs),
+    /// The report of the latest scheduled exchange.
+    Report(ReportArgs),
+    /// Spot-check random keys on both sides and estimate the divergent share.
+    Sample(SampleArgs),
+}
+
+/// Flags of `mend history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// Only this peer (its configured id).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Agent gRPC address.
+    #[arg(long)]
+    pub agent: String,
+    /// Only this peer (its configured id); default: the most recent exchange.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Keys to print in the human report.
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The agent that samples ("local").
+    #[arg(long)]
+    pub agent: String,
+    /// The peer agent's address (or a configured peer id).
+    #[arg(long)]
+    pub peer: String,
+    /// Keys to sample (half from each side).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u32,
+    /// Seed of the random draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `mend agent`.

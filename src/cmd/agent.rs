@@ -38,7 +38,7 @@ fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--peer {p:?}: expected ID=ADDR"))?;
         c.peers.retain(|x| x.id != id);
-        c.peers.push(PeerConfig { id: id.to_string(), address: addr.to_string() });
+        c.peers.push(PeerConfig { id: id.to_string(), address: addr.to_string(), interval_ms: 0, budget: None });
     }
     c.validate()?;
     Ok(c)

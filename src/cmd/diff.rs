@@ -88,6 +88,14 @@ pub fn to_json(r: &Received) -> Value {
         "local_node": s.local_node,
         "peer_node": s.peer_node,
         "ranges": s.ranges,
+        "sources": s.sources.iter().map(|x| json!({
+            "category": x.category, "origin": x.origin, "newer_side": x.newer_side, "count": x.count,
+            "first_ms": x.first_ms, "last_ms": x.last_ms, "seq_min": x.seq_min, "seq_max": x.seq_max,
+            "seq_missing_on": if x.seq_missing_on.is_empty() { Value::Null } else { json!(x.seq_missing_on) },
+            "seq_missing": x.seq_missing,
+            "seq_gaps": x.seq_gaps.iter().map(|g| json!([g.first, g.last])).collect::<Vec<_>>(),
+            "hint": x.hint,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -132,6 +140,13 @@ pub fn print_human(r: &Received, show: usize) {
     for c in &s.by_category {
         if c.count > 0 {
             println!("  {:<22} {:>8}", c.category, c.count);
+        }
+    }
+    if !s.sources.is_empty() {
+        println!();
+        println!("  likely sources:");
+        for x in s.sources.iter().take(5) {
+            println!("  - {}", x.hint);
         }
     }
     println!();

@@ -4,6 +4,7 @@ mod agent;
 mod client;
 mod demo;
 mod diff;
+mod drift;
 mod repair;
 mod store;
 
@@ -25,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repair(a) => repair::run(a),
         Command::Undo(a) => client::undo(a),
         Command::Status(a) => client::status(a),
+        Command::History(a) => drift::history(a),
+        Command::Report(a) => drift::report(a),
+        Command::Sample(a) => drift::sample(a),
     }
 }
 

@@ -12,11 +12,97 @@ use mend_core::{NodeId, RangeMap, RangeSpec, TreeShape};
 
 /// A peer agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// The peer's node id.
     pub id: String,
     /// Its gRPC address, `host:port`.
     pub address: String,
+    /// Interval of scheduled exchanges with this peer, in ms (0 = none;
+    /// else 1 000..=86 400 000).
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// Drift budget for every range shared with this peer.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// A drift budget: how much divergence is tolerated before alerting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Most divergent keys (in flight excluded) before the budget is exceeded.
+    pub divergent_keys_max: u64,
+    /// Oldest tolerated divergence, in ms: now minus the timestamp of the
+    /// newer write that has not reached the other side.
+    pub oldest_divergence_ms_max: u64,
+}
+
+/// What a playbook does with a category of divergence found by a scheduled
+/// exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Repair automatically (subject to the preconditions).
+    Repair,
+    /// Only report (metrics, history, alerts).
+    Report,
+}
+
+/// Maps each category to an action, with the preconditions of automatic
+/// repair. Automatic repair happens only through the playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Playbook {
+    /// Lost or undelivered writes.
+    pub missing: Action,
+    /// Dropped or delayed updates.
+    pub stale: Action,
+    /// Deletes that did not propagate.
+    pub unpropagated_delete: Action,
+    /// Same version, different content: `report` only (no winner policy yet).
+    pub conflict: Action,
+    /// Clock drift at the origin: `report` only.
+    pub future_version: Action,
+    /// Replication lag: `report` only (it settles by itself).
+    pub in_flight: Action,
+    /// Refuse automatic repair when the divergent keys exceed this share of
+    /// the range's entries (0.0..=1.0): that smells like the wrong peer or a
+    /// wiped replica, and needs a human.
+    pub blast_radius_share_max: f64,
+    /// Refuse automatic repair unless the peer's health service says SERVING.
+    pub require_healthy_peer: bool,
+}
+
+impl Default for Playbook {
+    fn default() -> Self {
+        Playbook {
+            missing: Action::Repair,
+            stale: Action::Repair,
+            unpropagated_delete: Action::Repair,
+            conflict: Action::Report,
+            future_version: Action::Report,
+            in_flight: Action::Report,
+            blast_radius_share_max: 0.01,
+            require_healthy_peer: true,
+        }
+    }
+}
+
+impl Playbook {
+    /// The categories the playbook repairs.
+    pub fn repair_categories(&self) -> Vec<mend_core::classify::Category> {
+        use mend_core::classify::Category;
+        [
+            (Category::Missing, self.missing),
+            (Category::Stale, self.stale),
+            (Category::UnpropagatedDelete, self.unpropagated_delete),
+        ]
+        .into_iter()
+        .filter(|(_, a)| *a == Action::Repair)
+        .map(|(c, _)| c)
+        .collect()
+    }
 }
 
 /// Limits of the agent; each costs what its comment says.
@@ -53,7 +139,7 @@ impl Default for Limits {
 }
 
 /// The agent's whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// This agent's node id (origin of locally stamped writes).
@@ -85,7 +171,16 @@ pub struct AgentConfig {
     pub sync_writes: bool,
     /// Limits.
     pub limits: Limits,
+    /// What scheduled exchanges do with each category.
+    pub playbook: Playbook,
+    /// Exchanges kept in the history of each peer and range (1..=10 000).
+    pub history_max: usize,
+    /// URL (http://) that receives a POST of the report JSON when a drift
+    /// budget flips; none = log only.
+    pub webhook_url: Option<String>,
 }
+
+
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -102,6 +197,9 @@ impl Default for AgentConfig {
             tombstone_grace_ms: mend_store::store::TOMBSTONE_GRACE_MS_DEFAULT,
             sync_writes: false,
             limits: Limits::default(),
+            playbook: Playbook::default(),
+            history_max: 100,
+            webhook_url: None,
         }
     }
 }
@@ -167,6 +265,25 @@ impl AgentConfig {
             if p.address.is_empty() {
                 return Err(bad("peers.address", &p.id, "an address host:port is required"));
             }
+            if p.interval_ms != 0 && !(1_000..=86_400_000).contains(&p.interval_ms) {
+                return Err(bad("peers.interval_ms", p.interval_ms, "0 (off) or 1000..=86400000"));
+            }
+        }
+        let pb = &self.playbook;
+        for (name, a) in [("playbook.conflict", pb.conflict), ("playbook.future_version", pb.future_version), ("playbook.in_flight", pb.in_flight)] {
+            if a == Action::Repair {
+                return Err(bad(name, "\"repair\"", "only \"report\" is allowed for this category"));
+            }
+        }
+        if !(0.0..=1.0).contains(&pb.blast_radius_share_max) {
+            return Err(bad("playbook.blast_radius_share_max", pb.blast_radius_share_max, "must be in 0.0..=1.0"));
+        }
+        in_range("history_max", self.history_max as u64, 1, 10_000)?;
+        if let Some(u) = &self.webhook_url
+            && !u.starts_with("http://")
+            && !u.starts_with("https://")
+        {
+            return Err(bad("webhook_url", u, "an http:// or https:// URL"));
         }
         Ok(())
     }

@@ -3,17 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
 
 use crate::state::AgentState;
 
@@ -49,6 +44,11 @@ async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
                 "ranges": ranges,
                 "peers": s.peers.iter().map(|p| serde_json::json!({"id": p.id, "address": p.address})).collect::<Vec<_>>(),
                 "repairs": s.repairs,
+                "budgets": s.budgets.iter().map(|b| serde_json::json!({
+                    "peer": b.peer, "range": b.range, "exceeded": b.exceeded, "since_ms": b.since_ms,
+                    "divergent_keys": b.divergent_keys, "oldest_divergence_ms": b.oldest_divergence_ms,
+                    "divergent_keys_max": b.divergent_keys_max, "oldest_divergence_ms_max": b.oldest_divergence_ms_max,
+                })).collect::<Vec<_>>(),
             });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string())
         }
@@ -57,20 +57,8 @@ async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    let mut reg = Registry::with_prefix("mend");
-    let c = &state.counters;
-    reg.register("writes", "Writes applied through the Replica service", ConstCounter::new(c.writes_total.load(Ordering::Relaxed)));
-    reg.register("exchanges", "Exchanges initiated by this agent", ConstCounter::new(c.exchanges_total.load(Ordering::Relaxed)));
-    reg.register("repaired_keys", "Keys written by repairs", ConstCounter::new(c.repaired_keys_total.load(Ordering::Relaxed)));
-    reg.register("repaired_bytes", "Entry bytes streamed by repairs", ConstCounter::new(c.repaired_bytes_total.load(Ordering::Relaxed)));
-    reg.register(
-        "divergent_keys",
-        "Divergent keys found by the last exchange",
-        ConstGauge::new(c.last_divergent_keys.load(Ordering::Relaxed) as i64),
-    );
-    let mut body = String::new();
-    if encode(&mut body, &reg).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::from("encoding failed"));
+    match state.metrics.encode() {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::from("encoding failed")),
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

@@ -21,7 +21,7 @@ use mend_store::Write;
 
 use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, peer_err};
 use crate::journal::{self, RepairHeader};
-use crate::state::{AgentState, Counters};
+use crate::state::AgentState;
 use crate::status::from_join;
 
 /// Entries per push message and per local apply batch.
@@ -319,8 +319,6 @@ pub async fn repair(
     h.keys_here = sum.keys_to_local;
     h.keys_pushed = sum.keys_to_peer;
     state.blocking(move |s| journal::put_header(s, &h)).await?;
-    Counters::add(&state.counters.repaired_keys_total, sum.keys_repaired);
-    Counters::add(&state.counters.repaired_bytes_total, sum.bytes_streamed);
     sum.elapsed = started.elapsed();
     Ok(sum)
 }

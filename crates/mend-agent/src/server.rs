@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
@@ -23,7 +23,7 @@ use crate::config::AgentConfig;
 use crate::service::operator::OperatorService;
 use crate::service::peer::PeerService;
 use crate::service::replica::ReplicaService;
-use crate::state::{AgentState, Counters};
+use crate::state::AgentState;
 
 /// Errors starting an agent.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,7 @@ pub struct RunningAgent {
     /// Shared state (tests and the demo read the store through it).
     pub state: Arc<AgentState>,
     shutdown: Option<oneshot::Sender<()>>,
+    stop_schedules: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -68,6 +69,7 @@ impl RunningAgent {
     /// Stops serving and waits until the server has shut down and released
     /// the store.
     pub async fn stop(mut self) -> Result<(), String> {
+        let _ = self.stop_schedules.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -89,6 +91,7 @@ impl RunningAgent {
 
     /// Signals shutdown without waiting.
     pub fn signal_stop(&mut self) {
+        let _ = self.stop_schedules.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -114,7 +117,8 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         store: Arc::new(store),
         node_id,
         secret,
-        counters: Counters::default(),
+        metrics: crate::metrics::Metrics::default(),
+        monitor: crate::monitor::Monitor::default(),
         started: Instant::now(),
         config: config.clone(),
     });
@@ -156,7 +160,9 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         let _ = rx.await;
     }));
     tracing::info!(node = %state.node_id, %addr, "agent serving");
-    Ok(RunningAgent { addr, http_addr, state, shutdown: Some(tx), task })
+    let (stop_schedules, schedules) = watch::channel(false);
+    crate::schedule::spawn(state.clone(), schedules);
+    Ok(RunningAgent { addr, http_addr, state, shutdown: Some(tx), stop_schedules, task })
 }
 
 /// The status message.
@@ -180,5 +186,24 @@ pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Statu
         peers: state.config.peers.iter().map(|p| pb::PeerInfo { id: p.id.clone(), address: p.address.clone() }).collect(),
         repairs: repairs.into_iter().filter(|h| h.initiator).map(|h| h.id).collect(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
+        budgets: state
+            .monitor
+            .view(None)
+            .into_iter()
+            .filter_map(|v| {
+                let b = state.config.peers.iter().find(|p| p.id == v.peer)?.budget?;
+                let last = v.records.last();
+                Some(pb::BudgetStatus {
+                    peer: v.peer.clone(),
+                    range: v.range.clone(),
+                    exceeded: v.budget_exceeded,
+                    since_ms: v.budget_since_ms,
+                    divergent_keys: last.map(|r| r.divergent_keys).unwrap_or(0),
+                    oldest_divergence_ms: last.map(|r| r.oldest_divergence_ms).unwrap_or(0),
+                    divergent_keys_max: b.divergent_keys_max,
+                    oldest_divergence_ms_max: b.oldest_divergence_ms_max,
+                })
+            })
+            .collect(),
     })
 }

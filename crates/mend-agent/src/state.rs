@@ -1,7 +1,6 @@
-//! Shared agent state: the store, configuration, secret and counters.
+//! Shared agent state: the store, configuration, secret, metrics and drift monitor.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tonic::Status;
@@ -16,28 +15,6 @@ use crate::status::{from_join, from_store};
 /// The store type agents run on.
 pub type AgentStore = Store<RocksBackend>;
 
-/// Counters exported on /metrics and /status.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Writes applied through the Replica service.
-    pub writes_total: AtomicU64,
-    /// Exchanges initiated.
-    pub exchanges_total: AtomicU64,
-    /// Divergent keys found by the last exchange.
-    pub last_divergent_keys: AtomicU64,
-    /// Keys repaired (both directions).
-    pub repaired_keys_total: AtomicU64,
-    /// Bytes streamed by repairs.
-    pub repaired_bytes_total: AtomicU64,
-}
-
-impl Counters {
-    /// Adds `n` to a counter.
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
 /// Everything the services share.
 pub struct AgentState {
     /// The store.
@@ -48,8 +25,10 @@ pub struct AgentState {
     pub node_id: NodeId,
     /// The cluster secret.
     pub secret: Secret,
-    /// Counters.
-    pub counters: Counters,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Drift history and budgets.
+    pub monitor: crate::monitor::Monitor,
     /// Start time.
     pub started: Instant,
 }

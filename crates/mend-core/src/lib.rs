@@ -9,6 +9,7 @@
 
 pub mod agg;
 pub mod apply;
+pub mod attribution;
 pub mod classify;
 pub mod digest;
 pub mod exchange;

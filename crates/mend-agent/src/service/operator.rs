@@ -16,7 +16,7 @@ use mend_rpc::pb;
 
 use crate::exchange::{DiffOutcome, diff};
 use crate::repair::{RepairOptions, repair, undo};
-use crate::state::{AgentState, Counters};
+use crate::state::AgentState;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -46,32 +46,38 @@ fn side_str(s: Option<Side>) -> String {
     s.map(|s| s.as_str().to_string()).unwrap_or_default()
 }
 
-/// The summary message of a diff.
-pub fn summary_pb(d: &DiffOutcome) -> pb::DiffSummary {
-    let by_category = Category::ALL
-        .iter()
-        .map(|c| pb::CategoryCount { category: c.as_str().into(), count: d.keys.iter().filter(|k| k.category == *c).count() as u64 })
-        .collect();
-    pb::DiffSummary {
-        in_sync: d.keys.is_empty(),
-        divergent_keys: d.keys.len() as u64,
-        by_category,
-        rounds: d.cost.rounds,
-        bytes_sent: d.cost.bytes_sent,
-        bytes_received: d.cost.bytes_received,
-        nodes_compared: d.cost.nodes_compared,
-        leaves_compared: d.cost.leaves_compared,
-        elapsed_ms: d.elapsed.as_millis() as u64,
-        local_node: d.local_node.clone(),
-        peer_node: d.peer_node.clone(),
-        ranges: d.ranges.clone(),
-    }
-}
-
 fn categories(v: &[String]) -> Result<Vec<Category>, Status> {
     v.iter()
         .map(|c| Category::parse(c).ok_or_else(|| Status::invalid_argument(format!("unknown category {c:?}"))))
         .collect()
+}
+
+/// A divergent key as a wire message.
+pub fn key_pb(k: &crate::exchange::DivergentKey) -> pb::DivergentKey {
+    pb::DivergentKey {
+        range: k.range.clone(),
+        key: k.div.key.clone(),
+        category: k.category.as_str().into(),
+        behind: side_str(k.behind),
+        local: Some(entry_version(&k.div.local)),
+        peer: Some(entry_version(&k.div.peer)),
+    }
+}
+
+/// Streams a report: the keys, then the summary with its sources.
+fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        tokio::spawn(async move {
+            let srcs = crate::report::sources(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
+            for k in &d.keys {
+                let ev = key_pb(k);
+                if tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Key(ev)) })).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Summary(crate::report::summary_pb(&d, &srcs))) })).await;
+        });
+        Box::pin(ReceiverStream::new(rx))
 }
 
 #[tonic::async_trait]
@@ -86,26 +92,8 @@ impl pb::operator_server::Operator for OperatorService {
         let addr = self.state.resolve_peer(&r.peer);
         let range = (!r.range.is_empty()).then_some(r.range);
         let d = diff(&self.state, &addr, range.as_deref()).await?;
-        Counters::add(&self.state.counters.exchanges_total, 1);
-        self.state.counters.last_divergent_keys.store(d.keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        tokio::spawn(async move {
-            for k in &d.keys {
-                let ev = pb::DivergentKey {
-                    range: k.range.clone(),
-                    key: k.div.key.clone(),
-                    category: k.category.as_str().into(),
-                    behind: side_str(k.behind),
-                    local: Some(entry_version(&k.div.local)),
-                    peer: Some(entry_version(&k.div.peer)),
-                };
-                if tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Key(ev)) })).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Summary(summary_pb(&d))) })).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        crate::monitor::observe_exchange(&self.state.metrics, &r.peer, &d);
+        Ok(Response::new(stream_report(d, self.state.store.now_ms())))
     }
 
     type RepairStream = BoxStream<pb::RepairEvent>;
@@ -155,6 +143,75 @@ impl pb::operator_server::Operator for OperatorService {
             let _ = tx.send(msg).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReportStream = BoxStream<pb::DiffEvent>;
+
+    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<Self::ReportStream>, Status> {
+        let peer = req.into_inner().peer;
+        let peer = (!peer.is_empty()).then_some(peer);
+        let d = self.state.monitor.last(peer.as_deref()).ok_or_else(|| {
+            Status::not_found(match &peer {
+                Some(p) => format!("no scheduled exchange with {p} has run yet"),
+                None => "no scheduled exchange has run yet (set interval_ms on a peer)".into(),
+            })
+        })?;
+        Ok(Response::new(stream_report((*d).clone(), self.state.store.now_ms())))
+    }
+
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
+        let peer = req.into_inner().peer;
+        let views = self.state.monitor.view((!peer.is_empty()).then_some(peer.as_str()));
+        let peers = views
+            .into_iter()
+            .map(|v| pb::PeerHistory {
+                peer: v.peer,
+                range: v.range,
+                budget_exceeded: v.budget_exceeded,
+                budget_since_ms: v.budget_since_ms,
+                converged_keys: v.converged_keys,
+                convergence_ms_mean: v.convergence_ms_mean,
+                records: v
+                    .records
+                    .into_iter()
+                    .map(|r| pb::ExchangeRecord {
+                        at_ms: r.at_ms,
+                        divergent_keys: r.divergent_keys,
+                        by_category: r.by_category.into_iter().map(|(category, count)| pb::CategoryCount { category, count }).collect(),
+                        oldest_divergence_ms: r.oldest_divergence_ms,
+                        persistent: r.persistent,
+                        transient: r.transient,
+                        converged: r.converged,
+                        rounds: r.rounds,
+                        bytes_sent: r.bytes_sent,
+                        bytes_received: r.bytes_received,
+                        elapsed_ms: r.elapsed_ms,
+                        action: r.action,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::HistoryResponse { peers }))
+    }
+
+    async fn sample(&self, req: Request<pb::SampleRequest>) -> Result<Response<pb::SampleResponse>, Status> {
+        let r = req.into_inner();
+        if r.peer.is_empty() {
+            return Err(Status::invalid_argument("peer: required"));
+        }
+        if r.keys == 0 || r.keys > crate::sample::SAMPLE_KEYS_MAX {
+            return Err(Status::invalid_argument(format!("keys must be in 1..={}", crate::sample::SAMPLE_KEYS_MAX)));
+        }
+        let addr = self.state.resolve_peer(&r.peer);
+        let s = crate::sample::sample(&self.state, &addr, r.keys, r.seed).await?;
+        Ok(Response::new(pb::SampleResponse {
+            sampled: s.sampled,
+            divergent: s.keys.len() as u64,
+            share: s.share,
+            ci_low: s.ci_low,
+            ci_high: s.ci_high,
+            keys: s.keys.iter().map(key_pb).collect(),
+        }))
     }
 
     async fn undo(&self, req: Request<pb::UndoRequest>) -> Result<Response<pb::UndoResponse>, Status> {

@@ -264,8 +264,61 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(from_join)?
             .map_err(from_store)?;
         }
-        crate::state::Counters::add(&self.state.counters.repaired_keys_total, applied);
         Ok(Response::new(pb::PushResponse { applied, not_applied }))
+    }
+
+    async fn sample(&self, req: Request<pb::PeerSampleRequest>) -> Result<Response<pb::EntrySummaries>, Status> {
+        let r = req.into_inner();
+        let id = self.range_id(&r.range)?;
+        if r.count == 0 || r.count > crate::sample::SAMPLE_KEYS_MAX {
+            return Err(Status::invalid_argument(format!("count must be in 1..={}", crate::sample::SAMPLE_KEYS_MAX)));
+        }
+        let drawn = self.state.blocking(move |s| s.sample_entries(id, r.count as usize, r.seed)).await?;
+        Ok(Response::new(pb::EntrySummaries {
+            entries: drawn
+                .into_iter()
+                .map(|e| pb::EntrySummary {
+                    hash: mend_core::exchange::entry_hash(&e.digest),
+                    key: e.key,
+                    version: Some(version_to_pb(&e.meta.version)),
+                    tombstone: e.meta.tombstone,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn lookup(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::LookupResponse>, Status> {
+        let keys = req.into_inner().keys;
+        let max = self.state.config.limits.fetch_keys_max;
+        if keys.len() > max {
+            return Err(Status::invalid_argument(format!("{} keys exceed fetch_keys_max = {max}", keys.len())));
+        }
+        for k in &keys {
+            key_from_pb(k)?;
+        }
+        let results = self
+            .state
+            .blocking(move |s| {
+                keys.into_iter()
+                    .map(|key| {
+                        Ok(match s.get(&key)? {
+                            Some(r) => pb::LookupResult {
+                                found: true,
+                                entry: Some(pb::EntrySummary {
+                                    hash: mend_core::exchange::entry_hash(&r.meta.digest(s.secret(), &key)),
+                                    key: key.clone(),
+                                    version: Some(version_to_pb(&r.meta.version)),
+                                    tombstone: r.meta.tombstone,
+                                }),
+                                key,
+                            },
+                            None => pb::LookupResult { key, found: false, entry: None },
+                        })
+                    })
+                    .collect::<Result<Vec<_>, mend_store::StoreError>>()
+            })
+            .await?;
+        Ok(Response::new(pb::LookupResponse { results }))
     }
 
     async fn undo_push(&self, req: Request<pb::UndoPushRequest>) -> Result<Response<pb::UndoResponse>, Status> {

@@ -10,7 +10,7 @@ use mend_rpc::pb;
 use mend_store::{Applied, Write};
 
 use super::decision_str;
-use crate::state::{AgentState, Counters};
+use crate::state::AgentState;
 
 /// Implementation of `mend.v1.Replica`.
 pub struct ReplicaService {
@@ -26,7 +26,9 @@ impl ReplicaService {
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Applied>, Status> {
         let n = writes.len() as u64;
         let out = self.state.blocking(move |s| s.write(writes)).await?;
-        Counters::add(&self.state.counters.writes_total, n);
+        self.state.metrics.writes.inc_by(n);
+        let applied = out.iter().filter(|a| a.decision == mend_core::Decision::Apply).count() as u64;
+        self.state.metrics.tree_updates.inc_by(applied);
         Ok(out)
     }
 }

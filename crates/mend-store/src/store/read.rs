@@ -212,6 +212,62 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
+    /// Up to `n` entries of range `range` drawn uniformly at random (with
+    /// replacement) by descending the tree by its entry counts, so no scan
+    /// is needed; `seed` makes the draw reproducible.
+    pub fn sample_entries(&self, range: u16, n: usize, seed: u64) -> Result<Vec<LeafEntry>, StoreError> {
+        let shape = self.shape(range)?;
+        let mut picks: Vec<(u32, u64)> = Vec::with_capacity(n);
+        {
+            let trees = self.trees_read()?;
+            let t = &trees[range as usize];
+            let total = t.root().count;
+            if total == 0 {
+                return Ok(Vec::new());
+            }
+            let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+            for _ in 0..n {
+                // splitmix64
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let mut r = z % total;
+                let mut idx = 0u32;
+                for level in 1..=shape.depth {
+                    let first = idx * shape.fanout;
+                    let mut chosen = first;
+                    for c in first..first + shape.fanout {
+                        let cnt = t.node(level, c).map(|a| a.count).unwrap_or(0);
+                        chosen = c;
+                        if r < cnt {
+                            break;
+                        }
+                        r -= cnt;
+                    }
+                    idx = chosen;
+                }
+                picks.push((idx, r));
+            }
+        }
+        picks.sort_unstable();
+        let mut out = Vec::with_capacity(n);
+        let mut cache: Option<(u32, Vec<LeafEntry>)> = None;
+        for (b, r) in picks {
+            if cache.as_ref().is_none_or(|(cb, _)| *cb != b) {
+                let listed = self.leaf_entries(range, &[b])?;
+                cache = listed.into_iter().next();
+            }
+            if let Some((_, es)) = &cache
+                && !es.is_empty()
+            {
+                out.push(es[(r as usize).min(es.len() - 1)].clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Counts keys and tombstones (one scan of the data) and reports shapes.
     pub fn stats(&self) -> Result<Stats, StoreError> {
         let mut ranges = Vec::new();

@@ -1,0 +1,880 @@
+//! Exchange area (issue 3 / issue 5): what one diff costs on the wire and in
+//! time, against set-reconciliation baselines on the same two sets.
+//!
+//! Two in-memory stores ([`Store`] over [`MemBackend`], one range `all` of the
+//! default 16^4 tree shape, the same [`Secret`]) get the same N versioned keys
+//! (16 random bytes each, explicit versions from three origins). Then `d`
+//! divergent keys are injected, in a fixed rotation: a newer version on one
+//! side (stale update), a key only on the initiator, a key only on the peer,
+//! a newer tombstone on one side (delete). The first `d` injections are the
+//! same for every `d`, so one fixture grows from d = 1 to d = 10 000.
+//!
+//! [`mend_exchange`] runs the real exchange (handshake, then the sans-I/O
+//! [`Descent`] against [`respond_probe`] / [`respond_leaves`]) over an
+//! in-memory wire: every message goes through `mend_rpc::convert` to its
+//! protobuf form and back, and is counted exactly as the gRPC driver in
+//! `crates/mend-agent/src/exchange.rs` counts it: protobuf encoded length plus
+//! 5 bytes of gRPC framing per message (leaf replies are streamed, one frame
+//! each), one round for the handshake, one per probe step and one per leaf
+//! probe. The divergent key set it finds is checked against a brute-force
+//! comparison of both stores' full listings before anything is reported.
+//!
+//! * `exchange/diff`: criterion timings of [`mend_exchange`] for N in
+//!   {10k, 100k, 1M} and d in {1, 100, 10 000} (d <= N/2). Setup is outside
+//!   the timed part. `MEND_BENCH_MAX_KEYS` caps N for quick runs.
+//! * `exchange/compare` (only with `MEND_BENCH_COMPARE=1`): prints markdown
+//!   tables comparing mend's bytes and rounds with negentropy 0.5.3 on the same
+//!   sets (items = (version ms, 32-byte keyed entry digest)), a naive listing
+//!   of every (key, 8-byte digest), and a Cassandra-style fixed tree of depth
+//!   15, plus wiped-replica rows and mend's time at N = 100k vs 1M.
+//!
+//! The root package cannot name `prost::Message` (prost is only a dependency
+//! of mend-rpc), so encoded lengths come from [`pb_len`], a direct
+//! transcription of protobuf's encoding rules for the exchange messages.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use mend_core::exchange::{
+    Descent, Divergence, Step, node_hash, respond_leaves, respond_probe,
+};
+use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
+use mend_rpc::convert::{
+    leaf_probe_from_pb, leaf_probe_to_pb, leaf_reply_from_pb, leaf_reply_to_pb, probe_from_pb,
+    probe_reply_from_pb, probe_reply_to_pb, probe_to_pb,
+};
+use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, pb};
+use mend_store::{LeafEntry, MemBackend, RangeView, Store, StoreConfig, Write};
+
+/// The grid of replica sizes (capped by `MEND_BENCH_MAX_KEYS`).
+const N_GRID: [usize; 3] = [10_000, 100_000, 1_000_000];
+
+/// The grid of divergent key counts (only d <= N/2 is run).
+const D_GRID: [usize; 3] = [1, 100, 10_000];
+
+/// The single range of both stores.
+const RANGE: &str = "all";
+
+/// Origins of the versions.
+const ORIGINS: [&str; 3] = ["node-1", "node-2", "node-3"];
+
+/// Wall-clock ms of the first base write.
+const T0: u64 = 1_750_000_000_000;
+
+/// Writes per `Store::write` when loading.
+const BATCH: usize = 1000;
+
+/// Depth of the Cassandra-style fixed binary tree baseline.
+const FIXED_TREE_DEPTH: u32 = 15;
+
+fn max_keys() -> usize {
+    match std::env::var("MEND_BENCH_MAX_KEYS") {
+        Ok(s) => s
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| panic!("MEND_BENCH_MAX_KEYS={s:?}: want a positive integer")),
+        Err(_) => usize::MAX,
+    }
+}
+
+fn n_grid() -> Vec<usize> {
+    let cap = max_keys();
+    N_GRID.iter().copied().filter(|&n| n <= cap).collect()
+}
+
+fn d_grid(n: usize) -> impl Iterator<Item = usize> {
+    D_GRID.into_iter().filter(move |&d| d <= n / 2)
+}
+
+/// Protobuf encoded lengths of the exchange messages (proto3 as prost
+/// encodes it: default scalars omitted, repeated scalars packed, every field
+/// number below 16 so every tag is one byte).
+pub mod pb_len {
+    use mend_rpc::pb;
+
+    fn varint(v: u64) -> u64 {
+        (64 - u64::from((v | 1).leading_zeros())).div_ceil(7)
+    }
+
+    /// A length-delimited field of `len` payload bytes.
+    fn delimited(len: u64) -> u64 {
+        1 + varint(len) + len
+    }
+
+    fn uint(v: u64) -> u64 {
+        if v == 0 { 0 } else { 1 + varint(v) }
+    }
+
+    fn bytes(len: usize) -> u64 {
+        if len == 0 { 0 } else { delimited(len as u64) }
+    }
+
+    fn boolean(b: bool) -> u64 {
+        if b { 2 } else { 0 }
+    }
+
+    fn fixed64(v: u64) -> u64 {
+        if v == 0 { 0 } else { 9 }
+    }
+
+    fn packed_fixed64(n: usize) -> u64 {
+        if n == 0 { 0 } else { delimited(8 * n as u64) }
+    }
+
+    fn packed_u32(vs: &[u32]) -> u64 {
+        if vs.is_empty() {
+            0
+        } else {
+            delimited(vs.iter().map(|v| varint(u64::from(*v))).sum())
+        }
+    }
+
+    fn messages(lens: impl Iterator<Item = u64>) -> u64 {
+        lens.map(delimited).sum()
+    }
+
+    /// `mend.v1.Version`.
+    pub fn version(v: &pb::Version) -> u64 {
+        uint(v.ms) + uint(u64::from(v.logical)) + bytes(v.origin.len()) + uint(v.seq)
+    }
+
+    /// `mend.v1.EntrySummary`.
+    pub fn entry_summary(e: &pb::EntrySummary) -> u64 {
+        bytes(e.key.len())
+            + e.version.as_ref().map_or(0, |v| delimited(version(v)))
+            + boolean(e.tombstone)
+            + fixed64(e.hash)
+    }
+
+    /// `mend.v1.LeafReply`.
+    pub fn leaf_reply(r: &pb::LeafReply) -> u64 {
+        uint(u64::from(r.query))
+            + bytes(r.lacking.len())
+            + messages(r.extra.iter().map(entry_summary))
+    }
+
+    /// `mend.v1.Probe`.
+    pub fn probe(p: &pb::Probe) -> u64 {
+        uint(u64::from(p.level)) + packed_u32(&p.parents) + packed_fixed64(p.hashes.len())
+    }
+
+    /// `mend.v1.ProbeRequest`.
+    pub fn probe_request(r: &pb::ProbeRequest) -> u64 {
+        bytes(r.range.len()) + messages(r.probes.iter().map(probe))
+    }
+
+    /// `mend.v1.ProbeReply`.
+    pub fn probe_reply(r: &pb::ProbeReply) -> u64 {
+        bytes(r.status.len()) + packed_fixed64(r.next.len())
+    }
+
+    /// `mend.v1.ProbeResponse`.
+    pub fn probe_response(r: &pb::ProbeResponse) -> u64 {
+        messages(r.replies.iter().map(probe_reply))
+    }
+
+    /// `mend.v1.BucketQuery`.
+    pub fn bucket_query(q: &pb::BucketQuery) -> u64 {
+        uint(u64::from(q.first)) + uint(u64::from(q.count)) + packed_fixed64(q.hashes.len())
+    }
+
+    /// `mend.v1.LeavesRequest`.
+    pub fn leaves_request(r: &pb::LeavesRequest) -> u64 {
+        bytes(r.range.len()) + messages(r.queries.iter().map(bucket_query))
+    }
+
+    /// `mend.v1.RangeShape`.
+    pub fn range_shape(s: &pb::RangeShape) -> u64 {
+        bytes(s.name.len()) + uint(u64::from(s.fanout)) + uint(u64::from(s.depth))
+    }
+
+    /// `mend.v1.HandshakeRequest`.
+    pub fn handshake_request(h: &pb::HandshakeRequest) -> u64 {
+        uint(u64::from(h.protocol_version))
+            + bytes(h.node_id.len())
+            + bytes(h.secret_fingerprint.len())
+            + messages(h.ranges.iter().map(range_shape))
+            + boolean(h.only_shared)
+    }
+
+    /// `mend.v1.RangeRoot`.
+    pub fn range_root(r: &pb::RangeRoot) -> u64 {
+        bytes(r.name.len()) + fixed64(r.root) + uint(r.entries)
+    }
+
+    /// `mend.v1.HandshakeResponse`.
+    pub fn handshake_response(h: &pb::HandshakeResponse) -> u64 {
+        uint(u64::from(h.protocol_version))
+            + bytes(h.node_id.len())
+            + messages(h.ranges.iter().map(range_root))
+            + uint(h.now_ms)
+    }
+}
+
+/// Message kinds on mend's wire, for the per-kind breakdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// `HandshakeRequest`.
+    HandshakeReq,
+    /// `HandshakeResponse`.
+    HandshakeResp,
+    /// `ProbeRequest`.
+    ProbeReq,
+    /// `ProbeResponse`.
+    ProbeResp,
+    /// `LeavesRequest`.
+    LeavesReq,
+    /// One streamed `LeafReply`.
+    LeafReply,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::HandshakeReq,
+        Kind::HandshakeResp,
+        Kind::ProbeReq,
+        Kind::ProbeResp,
+        Kind::LeavesReq,
+        Kind::LeafReply,
+    ];
+
+    fn sent(self) -> bool {
+        matches!(self, Kind::HandshakeReq | Kind::ProbeReq | Kind::LeavesReq)
+    }
+}
+
+/// What one mend exchange cost on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct WireCost {
+    /// Sequential round trips (handshake included).
+    pub rounds: u32,
+    /// Request bytes (protobuf + 5 framing bytes per message).
+    pub sent: u64,
+    /// Response bytes, likewise.
+    pub received: u64,
+    /// Per kind: (messages, bytes).
+    pub by_kind: BTreeMap<Kind, (u64, u64)>,
+    /// The largest single message, framing included.
+    pub largest: u64,
+}
+
+impl WireCost {
+    fn add(&mut self, kind: Kind, encoded: u64) {
+        let b = encoded + GRPC_FRAME_BYTES;
+        if kind.sent() {
+            self.sent += b;
+        } else {
+            self.received += b;
+        }
+        let e = self.by_kind.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += b;
+        self.largest = self.largest.max(b);
+    }
+
+    /// Bytes both ways.
+    pub fn total(&self) -> u64 {
+        self.sent + self.received
+    }
+
+    fn kind(&self, k: Kind) -> (u64, u64) {
+        self.by_kind.get(&k).copied().unwrap_or_default()
+    }
+}
+
+/// One in-memory store with the bench's single range.
+pub type MemStore = Store<MemBackend>;
+
+fn store_config(node: &str) -> StoreConfig {
+    StoreConfig::new(
+        NodeId::new(node).expect("node id"),
+        Secret::development(),
+        Some(vec![RangeSpec::whole(RANGE, TreeShape::default())]),
+    )
+}
+
+/// An empty store.
+pub fn empty_store(node: &str) -> MemStore {
+    Store::open(MemBackend::new(), store_config(node)).expect("open store")
+}
+
+/// Runs a full diff of range 0 of `local` (the initiator) against `peer`
+/// over an in-memory wire of protobuf messages, counting rounds and bytes
+/// like the gRPC driver. Returns the divergences found and the cost.
+pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, WireCost) {
+    let mut cost = WireCost::default();
+    let lv = RangeView::new(local, 0).expect("local view");
+    let pv = RangeView::new(peer, 0).expect("peer view");
+    let shape = local.shape(0).expect("shape");
+
+    // Handshake, built as `mend_agent::exchange::diff` and the peer service
+    // build it.
+    let hs = pb::HandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: local.node_id().to_string(),
+        secret_fingerprint: local.secret().fingerprint().to_vec(),
+        ranges: vec![pb::RangeShape {
+            name: RANGE.to_string(),
+            fanout: shape.fanout,
+            depth: shape.depth,
+        }],
+        only_shared: true,
+    };
+    cost.rounds += 1;
+    cost.add(Kind::HandshakeReq, pb_len::handshake_request(&hs));
+    let peer_root = peer.root(0).expect("peer root");
+    let resp = pb::HandshakeResponse {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: peer.node_id().to_string(),
+        ranges: vec![pb::RangeRoot {
+            name: hs.ranges[0].name.clone(),
+            root: node_hash(&peer_root),
+            entries: peer_root.count,
+        }],
+        now_ms: peer.now_ms(),
+    };
+    cost.add(Kind::HandshakeResp, pb_len::handshake_response(&resp));
+
+    let local_root = lv.root_hash().expect("local root");
+    let (mut descent, mut step) =
+        Descent::start(&lv, local_root, resp.ranges[0].root).expect("descent start");
+    loop {
+        step = match step {
+            Step::Done => break,
+            Step::Probe(ps) => {
+                let req = pb::ProbeRequest {
+                    range: RANGE.to_string(),
+                    probes: ps.iter().map(probe_to_pb).collect(),
+                };
+                cost.rounds += 1;
+                cost.add(Kind::ProbeReq, pb_len::probe_request(&req));
+                // The responder.
+                let resp = pb::ProbeResponse {
+                    replies: req
+                        .probes
+                        .into_iter()
+                        .map(|p| {
+                            respond_probe(&pv, &probe_from_pb(p))
+                                .map(|r| probe_reply_to_pb(&r))
+                                .expect("respond_probe")
+                        })
+                        .collect(),
+                };
+                cost.add(Kind::ProbeResp, pb_len::probe_response(&resp));
+                let replies = resp
+                    .replies
+                    .into_iter()
+                    .zip(&ps)
+                    .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()).expect("probe reply"))
+                    .collect();
+                descent
+                    .on_probe_replies(&lv, replies)
+                    .expect("on_probe_replies")
+            }
+            Step::Leaves(lps) => {
+                let mut all = Vec::with_capacity(lps.len());
+                for lp in &lps {
+                    let req = leaf_probe_to_pb(RANGE, lp);
+                    cost.rounds += 1;
+                    cost.add(Kind::LeavesReq, pb_len::leaves_request(&req));
+                    // The responder streams one message per reply.
+                    let served = respond_leaves(&pv, &leaf_probe_from_pb(req)).expect("respond_leaves");
+                    let mut replies = Vec::with_capacity(served.len());
+                    for rep in served {
+                        let m = leaf_reply_to_pb(&rep);
+                        cost.add(Kind::LeafReply, pb_len::leaf_reply(&m));
+                        replies.push(leaf_reply_from_pb(m, lp).expect("leaf reply"));
+                    }
+                    all.push(replies);
+                }
+                descent.on_leaf_replies(&lv, all).expect("on_leaf_replies")
+            }
+        };
+    }
+    (descent.finish(), cost)
+}
+
+/// Every entry of range 0, in bucket order.
+fn listing(store: &MemStore) -> Vec<LeafEntry> {
+    let buckets = store.shape(0).expect("shape").buckets() as u32;
+    let all: Vec<u32> = (0..buckets).collect();
+    store
+        .leaf_entries_nonempty(0, &all)
+        .expect("listing")
+        .into_iter()
+        .flat_map(|(_, es)| es)
+        .collect()
+}
+
+/// Brute force: keys whose entry (or presence) differs between two listings.
+fn brute_force_diff(a: &[LeafEntry], b: &[LeafEntry]) -> BTreeSet<Vec<u8>> {
+    let ma: HashMap<&[u8], &[u8; 32]> = a.iter().map(|e| (e.key.as_slice(), &e.digest)).collect();
+    let mb: HashMap<&[u8], &[u8; 32]> = b.iter().map(|e| (e.key.as_slice(), &e.digest)).collect();
+    let mut out = BTreeSet::new();
+    for (k, d) in &ma {
+        if mb.get(k) != Some(d) {
+            out.insert(k.to_vec());
+        }
+    }
+    for k in mb.keys() {
+        if !ma.contains_key(k) {
+            out.insert(k.to_vec());
+        }
+    }
+    out
+}
+
+fn found_keys(divs: &[Divergence]) -> BTreeSet<Vec<u8>> {
+    divs.iter().map(|d| d.key.clone()).collect()
+}
+
+/// The outcome of one negentropy reconciliation.
+#[derive(Debug, Clone)]
+pub struct NegentropyCost {
+    /// Bytes of all messages both ways (no framing, no handshake).
+    pub bytes: u64,
+    /// Round trips: messages the initiator sent.
+    pub rounds: u32,
+    /// Keys of the differing ids, mapped back through both listings.
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+/// Reconciles the two listings with negentropy 0.5.3 (no frame size limit),
+/// items = (version ms, keyed entry digest).
+pub fn negentropy_exchange(local: &[LeafEntry], peer: &[LeafEntry]) -> NegentropyCost {
+    use negentropy::{Id, Negentropy, NegentropyStorageVector};
+    let storage = |es: &[LeafEntry]| {
+        let mut s = NegentropyStorageVector::with_capacity(es.len());
+        for e in es {
+            s.insert(e.meta.version.ms, Id::from_byte_array(e.digest))
+                .expect("negentropy insert");
+        }
+        s.seal().expect("negentropy seal");
+        s
+    };
+    let mut init = Negentropy::owned(storage(local), 0).expect("negentropy");
+    let mut resp = Negentropy::owned(storage(peer), 0).expect("negentropy");
+    let mut msg = init.initiate().expect("initiate");
+    let mut bytes = msg.len() as u64;
+    let mut rounds = 1;
+    let (mut have, mut need) = (Vec::new(), Vec::new());
+    loop {
+        let r = resp.reconcile(&msg).expect("reconcile");
+        bytes += r.len() as u64;
+        match init
+            .reconcile_with_ids(&r, &mut have, &mut need)
+            .expect("reconcile_with_ids")
+        {
+            Some(m) => {
+                rounds += 1;
+                bytes += m.len() as u64;
+                msg = m;
+            }
+            None => break,
+        }
+    }
+    let by_digest = |es: &[LeafEntry]| -> HashMap<[u8; 32], Vec<u8>> {
+        es.iter().map(|e| (e.digest, e.key.clone())).collect()
+    };
+    let (lmap, pmap) = (by_digest(local), by_digest(peer));
+    let mut keys = BTreeSet::new();
+    for id in have {
+        keys.insert(lmap.get(&id.to_bytes()).expect("have id is local").clone());
+    }
+    for id in need {
+        keys.insert(pmap.get(&id.to_bytes()).expect("need id is the peer's").clone());
+    }
+    NegentropyCost {
+        bytes,
+        rounds,
+        keys,
+    }
+}
+
+/// A naive exchange: every entry's (length-prefixed key, 8-byte digest),
+/// one way, no framing.
+pub fn naive_bytes(entries: &[LeafEntry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| {
+            let k = e.key.len() as u64;
+            (64 - u64::from((k | 1).leading_zeros())).div_ceil(7) + k + 8
+        })
+        .sum()
+}
+
+/// A Cassandra-style fixed tree with `2^FIXED_TREE_DEPTH` leaves over the
+/// (keyed) key-hash space: the number of distinct keys (over both replicas)
+/// in the leaves that hold a divergent key, i.e. what it would stream.
+pub fn fixed_tree_streamed(
+    secret: &Secret,
+    a: &[LeafEntry],
+    b: &[LeafEntry],
+    divergent: &BTreeSet<Vec<u8>>,
+) -> u64 {
+    let leaf = |k: &[u8]| secret.placement(k) >> (64 - FIXED_TREE_DEPTH);
+    let dirty: HashSet<u64> = divergent.iter().map(|k| leaf(k)).collect();
+    let keys: HashSet<&[u8]> = a.iter().chain(b).map(|e| e.key.as_slice()).collect();
+    keys.into_iter().filter(|k| dirty.contains(&leaf(k))).count() as u64
+}
+
+/// Two replicas of N keys with the first `d` injected divergences.
+pub struct Fixture {
+    /// N.
+    pub n: usize,
+    /// Injected divergences so far.
+    pub d: usize,
+    /// The initiator.
+    pub a: MemStore,
+    /// The peer.
+    pub b: MemStore,
+    base: Vec<[u8; 16]>,
+    fresh_keys: StdRng,
+    /// The keys injected so far.
+    pub injected: BTreeSet<Vec<u8>>,
+    verified: Option<usize>,
+}
+
+fn base_version(i: usize) -> Version {
+    Version {
+        ms: T0 + i as u64,
+        logical: 0,
+        origin: NodeId::new(ORIGINS[i % 3]).expect("origin"),
+        seq: (i / 3) as u64 + 1,
+    }
+}
+
+fn newer_version(n: usize, j: usize) -> Version {
+    Version {
+        ms: T0 + n as u64 + 60_000 + j as u64,
+        logical: 0,
+        origin: NodeId::new(ORIGINS[j % 3]).expect("origin"),
+        seq: 10_000_000 + j as u64,
+    }
+}
+
+fn write_one(store: &MemStore, w: Write) {
+    let applied = store.write(vec![w]).expect("write");
+    assert_eq!(applied[0].decision, Decision::Apply, "injected write applies");
+}
+
+impl Fixture {
+    /// Loads N identical keys into two stores (the second a copy of the
+    /// first's backend).
+    pub fn new(n: usize) -> Fixture {
+        let mut rng = StdRng::seed_from_u64(0x6d65_6e64_0003);
+        let base: Vec<[u8; 16]> = (0..n)
+            .map(|_| {
+                let mut k = [0u8; 16];
+                rng.fill_bytes(&mut k);
+                k
+            })
+            .collect();
+        let a = empty_store("node-a");
+        for (c, chunk) in base.chunks(BATCH).enumerate() {
+            let writes = chunk
+                .iter()
+                .enumerate()
+                .map(|(o, k)| {
+                    let i = c * BATCH + o;
+                    Write::put(k.to_vec(), (i as u64).to_le_bytes().to_vec()).at(base_version(i))
+                })
+                .collect();
+            a.write(writes).expect("load");
+        }
+        let copy = a.backend().snapshot_copy().expect("copy backend");
+        let b = Store::open(copy, store_config("node-b")).expect("open copy");
+        assert_eq!(a.root(0).expect("root").count, n as u64, "all keys loaded");
+        Fixture {
+            n,
+            d: 0,
+            a,
+            b,
+            base,
+            fresh_keys: StdRng::seed_from_u64(0x6d65_6e64_0004),
+            injected: BTreeSet::new(),
+            verified: None,
+        }
+    }
+
+    /// Injects divergences `self.d..d`.
+    pub fn grow_to(&mut self, d: usize) {
+        assert!(d >= self.d && d <= self.n / 2, "d = {d} for N = {}", self.n);
+        for j in self.d..d {
+            let mut fresh = [0u8; 16];
+            self.fresh_keys.fill_bytes(&mut fresh);
+            let side = if (j / 4) % 2 == 0 { &self.a } else { &self.b };
+            let v = newer_version(self.n, j);
+            let key = match j % 4 {
+                0 => {
+                    let k = self.base[j].to_vec();
+                    write_one(side, Write::put(k.clone(), b"updated".to_vec()).at(v));
+                    k
+                }
+                1 => {
+                    write_one(&self.a, Write::put(fresh.to_vec(), b"only a".to_vec()).at(v));
+                    fresh.to_vec()
+                }
+                2 => {
+                    write_one(&self.b, Write::put(fresh.to_vec(), b"only b".to_vec()).at(v));
+                    fresh.to_vec()
+                }
+                _ => {
+                    let k = self.base[j].to_vec();
+                    write_one(side, Write::delete(k.clone()).at(v));
+                    k
+                }
+            };
+            assert!(self.injected.insert(key), "injected keys are distinct");
+        }
+        self.d = d;
+    }
+
+    /// Checks, once per `d`, that the injected set is the brute-force
+    /// difference and that mend finds exactly it.
+    pub fn verify(&mut self) {
+        if self.verified == Some(self.d) {
+            return;
+        }
+        let (la, lb) = (listing(&self.a), listing(&self.b));
+        assert_eq!(brute_force_diff(&la, &lb), self.injected, "brute-force diff");
+        let (divs, _) = mend_exchange(&self.a, &self.b);
+        assert_eq!(found_keys(&divs), self.injected, "mend finds the injected keys");
+        self.verified = Some(self.d);
+    }
+}
+
+/// The fixture for (n, d), reusing the one in `slot` when it can grow to d.
+fn fixture_for(slot: &mut Option<Fixture>, n: usize, d: usize) -> &mut Fixture {
+    if slot.as_ref().is_none_or(|f| f.n != n || f.d > d) {
+        *slot = None;
+        *slot = Some(Fixture::new(n));
+    }
+    let f = slot.as_mut().expect("fixture");
+    f.grow_to(d);
+    f
+}
+
+fn timing(c: &mut Criterion) {
+    let slot = RefCell::new(None);
+    let mut g = c.benchmark_group("exchange/diff");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for n in n_grid() {
+        for d in d_grid(n) {
+            g.bench_function(BenchmarkId::new(format!("N={n}"), format!("d={d}")), |bch| {
+                let mut slot = slot.borrow_mut();
+                let f = fixture_for(&mut slot, n, d);
+                f.verify();
+                bch.iter(|| black_box(mend_exchange(&f.a, &f.b)));
+            });
+        }
+    }
+    g.finish();
+}
+
+/// One row of the comparison table.
+struct Row {
+    n: usize,
+    d: usize,
+    mend: WireCost,
+    neg: NegentropyCost,
+    naive: u64,
+    fixed_streamed: u64,
+}
+
+/// One wiped-replica row.
+struct WipedRow {
+    n: usize,
+    label: &'static str,
+    mend: WireCost,
+    neg: NegentropyCost,
+    naive: u64,
+}
+
+fn median_time(f: &Fixture, runs: usize) -> Duration {
+    let mut ts: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(mend_exchange(&f.a, &f.b));
+            t.elapsed()
+        })
+        .collect();
+    ts.sort();
+    ts[runs / 2]
+}
+
+fn ratio(a: u64, b: u64) -> String {
+    if b == 0 { "-".into() } else { format!("{:.2}", a as f64 / b as f64) }
+}
+
+fn fmt_n(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+fn compare(_c: &mut Criterion) {
+    if std::env::var("MEND_BENCH_COMPARE").as_deref() != Ok("1") {
+        return;
+    }
+    let mut rows = Vec::new();
+    let mut wiped = Vec::new();
+    let mut times: BTreeMap<usize, Duration> = BTreeMap::new();
+    for n in n_grid() {
+        let started = Instant::now();
+        let mut f = Fixture::new(n);
+        eprintln!("compare: N = {n} loaded in {:.1?}", started.elapsed());
+
+        // Wiped replicas, before any divergence.
+        let full = listing(&f.a);
+        let empty = empty_store("node-wiped");
+        for (label, local, peer) in [
+            ("peer wiped (initiator full)", &f.a, &empty),
+            ("initiator wiped (peer full)", &empty, &f.a),
+        ] {
+            let (divs, mend) = mend_exchange(local, peer);
+            assert_eq!(divs.len(), n, "{label}: every key diverges");
+            let (ll, pl) = (listing(local), listing(peer));
+            let neg = negentropy_exchange(&ll, &pl);
+            assert_eq!(neg.keys.len(), n, "{label}: negentropy finds every key");
+            wiped.push(WipedRow {
+                n,
+                label,
+                mend,
+                neg,
+                naive: naive_bytes(&full),
+            });
+        }
+        drop(empty);
+
+        for d in d_grid(n) {
+            f.grow_to(d);
+            f.verify();
+            let (la, lb) = (listing(&f.a), listing(&f.b));
+            let (divs, mend) = mend_exchange(&f.a, &f.b);
+            assert_eq!(found_keys(&divs), f.injected, "mend result");
+            let neg = negentropy_exchange(&la, &lb);
+            assert_eq!(neg.keys, f.injected, "negentropy result");
+            let fixed_streamed = fixed_tree_streamed(f.a.secret(), &la, &lb, &f.injected);
+            if d == 100 {
+                times.insert(n, median_time(&f, 15));
+            }
+            rows.push(Row {
+                n,
+                d,
+                mend,
+                neg,
+                naive: naive_bytes(&la),
+                fixed_streamed,
+            });
+        }
+        eprintln!("compare: N = {n} done in {:.1?}", started.elapsed());
+    }
+    print_tables(&rows, &wiped, &times);
+}
+
+fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &BTreeMap<usize, Duration>) {
+    println!();
+    println!("#### Bytes and round trips per diff");
+    println!();
+    println!(
+        "| N | d | mend bytes | mend rounds | mend B/key | negentropy bytes | negentropy rounds | negentropy B/key | mend / negentropy | naive all-digests bytes | mend / naive | depth-15 overstreaming |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let d = r.d as u64;
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {:.1}× ({} entries) |",
+            fmt_n(r.n),
+            r.d,
+            r.mend.total(),
+            r.mend.rounds,
+            r.mend.total() as f64 / d as f64,
+            r.neg.bytes,
+            r.neg.rounds,
+            r.neg.bytes as f64 / d as f64,
+            ratio(r.mend.total(), r.neg.bytes),
+            r.naive,
+            ratio(r.mend.total(), r.naive),
+            r.fixed_streamed as f64 / d as f64,
+            r.fixed_streamed,
+        );
+    }
+    println!();
+    println!("#### Wiped replica (every key divergent)");
+    println!();
+    println!(
+        "| N | case | mend bytes | mend rounds | largest mend message | negentropy bytes | negentropy rounds | naive all-digests bytes | mend / naive |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for w in wiped {
+        let flag = if w.mend.largest > MESSAGE_BYTES_MAX as u64 {
+            " (over the 16 MiB MESSAGE_BYTES_MAX)"
+        } else {
+            ""
+        };
+        println!(
+            "| {} | {} | {} | {} | {}{} | {} | {} | {} | {} |",
+            fmt_n(w.n),
+            w.label,
+            w.mend.total(),
+            w.mend.rounds,
+            w.mend.largest,
+            flag,
+            w.neg.bytes,
+            w.neg.rounds,
+            w.naive,
+            ratio(w.mend.total(), w.naive),
+        );
+    }
+    println!();
+    println!("#### Where mend's bytes go (messages / bytes incl. framing)");
+    println!();
+    println!(
+        "| N | d | handshake req | handshake resp | probe req | probe resp | leaves req | leaf replies |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let cell = |c: &WireCost, k: Kind| {
+        let (m, b) = c.kind(k);
+        format!("{m} / {b}")
+    };
+    for r in rows {
+        let cells: Vec<String> = Kind::ALL.iter().map(|k| cell(&r.mend, *k)).collect();
+        println!("| {} | {} | {} |", fmt_n(r.n), r.d, cells.join(" | "));
+    }
+    for w in wiped {
+        let cells: Vec<String> = Kind::ALL.iter().map(|k| cell(&w.mend, *k)).collect();
+        println!("| {} | {} | {} |", fmt_n(w.n), w.label, cells.join(" | "));
+    }
+    println!();
+    println!("#### mend diff time, d = 100 (median of 15, same process)");
+    println!();
+    println!("| N | time |");
+    println!("|---|---|");
+    for (n, t) in times {
+        println!("| {} | {:.2?} |", fmt_n(*n), t);
+    }
+    if let (Some(small), Some(big)) = (times.get(&100_000), times.get(&1_000_000)) {
+        println!();
+        println!(
+            "Time ratio N = 1M / N = 100k at d = 100: {:.2}× (target <= 1.5×)",
+            big.as_secs_f64() / small.as_secs_f64()
+        );
+    }
+    println!();
+}
+
+criterion_group!(benches, timing, compare);

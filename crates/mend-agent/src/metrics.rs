@@ -1,0 +1,136 @@
+//! Prometheus metrics (the `prometheus-client` crate). Names follow the
+//! Prometheus conventions: a `mend_` prefix, base units in the name
+//! (`_seconds`, `_bytes`), `_total` on counters (added by the encoder).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels: peer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// Peer id or address.
+    pub peer: String,
+}
+
+/// Labels: peer and range.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerRange {
+    /// Peer id or address.
+    pub peer: String,
+    /// Range name.
+    pub range: String,
+}
+
+/// Labels: peer, range and category.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerRangeCategory {
+    /// Peer id or address.
+    pub peer: String,
+    /// Range name.
+    pub range: String,
+    /// Divergence category.
+    pub category: String,
+}
+
+fn rounds_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 20.0])
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    /// The registry they are registered in.
+    pub registry: Registry,
+    /// Writes applied through the Replica service.
+    pub writes: Counter,
+    /// Tree leaf updates (one per applied entry).
+    pub tree_updates: Counter,
+    /// Divergent keys found by the latest exchange.
+    pub divergent_keys: Family<PeerRangeCategory, Gauge>,
+    /// Age of the oldest divergence (now minus the newer write's timestamp).
+    pub oldest_divergence_seconds: Family<PeerRange, Gauge<f64, AtomicU64>>,
+    /// Exchanges run.
+    pub exchanges: Family<PeerLabel, Counter>,
+    /// Exchanges that failed.
+    pub exchange_errors: Family<PeerLabel, Counter>,
+    /// Round trips per exchange.
+    pub exchange_rounds: Family<PeerLabel, Histogram>,
+    /// Bytes sent by exchanges.
+    pub exchange_sent_bytes: Family<PeerLabel, Counter>,
+    /// Bytes received by exchanges.
+    pub exchange_received_bytes: Family<PeerLabel, Counter>,
+    /// Exchange wall time.
+    pub exchange_duration_seconds: Family<PeerLabel, Histogram>,
+    /// Keys written by repairs.
+    pub repaired_keys: Family<PeerLabel, Counter>,
+    /// Bytes streamed by repairs.
+    pub repaired_bytes: Family<PeerLabel, Counter>,
+    /// 1 while a drift budget is exceeded.
+    pub budget_exceeded: Family<PeerRange, Gauge>,
+    /// Time from first seeing a divergent key to seeing it converged.
+    pub convergence_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("mend");
+        let m = Metrics {
+            writes: Counter::default(),
+            tree_updates: Counter::default(),
+            divergent_keys: Family::default(),
+            oldest_divergence_seconds: Family::default(),
+            exchanges: Family::default(),
+            exchange_errors: Family::default(),
+            exchange_rounds: Family::new_with_constructor(rounds_histogram as fn() -> Histogram),
+            exchange_sent_bytes: Family::default(),
+            exchange_received_bytes: Family::default(),
+            exchange_duration_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            repaired_keys: Family::default(),
+            repaired_bytes: Family::default(),
+            budget_exceeded: Family::default(),
+            convergence_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            registry: Registry::default(),
+        };
+        r.register("writes", "Writes applied through the Replica service", m.writes.clone());
+        r.register("tree_updates", "Tree leaf updates (one per applied entry)", m.tree_updates.clone());
+        r.register("divergent_keys", "Divergent keys found by the latest exchange", m.divergent_keys.clone());
+        r.register(
+            "oldest_divergence_seconds",
+            "Age of the oldest divergence: now minus the newer write's timestamp",
+            m.oldest_divergence_seconds.clone(),
+        );
+        r.register("exchanges", "Exchanges run against a peer", m.exchanges.clone());
+        r.register("exchange_errors", "Exchanges that failed", m.exchange_errors.clone());
+        r.register("exchange_rounds", "Round trips per exchange", m.exchange_rounds.clone());
+        r.register("exchange_sent_bytes", "Bytes sent by exchanges", m.exchange_sent_bytes.clone());
+        r.register("exchange_received_bytes", "Bytes received by exchanges", m.exchange_received_bytes.clone());
+        r.register("exchange_duration_seconds", "Exchange wall time", m.exchange_duration_seconds.clone());
+        r.register("repaired_keys", "Keys written by repairs", m.repaired_keys.clone());
+        r.register("repaired_bytes", "Entry bytes streamed by repairs", m.repaired_bytes.clone());
+        r.register("budget_exceeded", "1 while the drift budget of a peer and range is exceeded", m.budget_exceeded.clone());
+        r.register(
+            "convergence_seconds",
+            "Time from first seeing a divergent key to seeing it converged",
+            m.convergence_seconds.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+}
+
+impl Metrics {
+    /// Renders the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)?;
+        Ok(s)
+    }
+}

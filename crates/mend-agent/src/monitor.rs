@@ -1,0 +1,257 @@
+//! Drift over time: a bounded history of exchanges per (peer, range), the
+//! keys seen divergent and for how many consecutive exchanges (transient vs
+//! persistent), time to convergence, and drift budgets with their state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use mend_core::classify::Category;
+
+use crate::config::Budget;
+use crate::exchange::DiffOutcome;
+use crate::metrics::{Metrics, PeerLabel, PeerRange, PeerRangeCategory};
+
+/// One exchange of one range, as kept in the history.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExchangeRecord {
+    /// When it ran, ms since the epoch.
+    pub at_ms: u64,
+    /// Divergent keys.
+    pub divergent_keys: u64,
+    /// Divergent keys by category.
+    pub by_category: BTreeMap<String, u64>,
+    /// Now minus the oldest newer-write timestamp among divergent keys, ms.
+    pub oldest_divergence_ms: u64,
+    /// Keys divergent in this and the previous exchange (in flight excluded).
+    pub persistent: u64,
+    /// Keys in flight or new since the previous exchange.
+    pub transient: u64,
+    /// Keys divergent last time and converged now.
+    pub converged: u64,
+    /// Round trips of the whole exchange.
+    pub rounds: u32,
+    /// Bytes sent by the whole exchange.
+    pub bytes_sent: u64,
+    /// Bytes received by the whole exchange.
+    pub bytes_received: u64,
+    /// Wall time of the whole exchange, ms.
+    pub elapsed_ms: u64,
+    /// What the playbook did.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    first_seen_ms: u64,
+    streak: u32,
+}
+
+/// Drift state of one (peer, range).
+#[derive(Debug, Default)]
+pub struct RangeDrift {
+    /// Oldest first, at most `history_max`.
+    pub history: VecDeque<ExchangeRecord>,
+    tracked: HashMap<Vec<u8>, Tracked>,
+    /// Budget currently exceeded.
+    pub budget_exceeded: bool,
+    /// When the budget state last flipped (0 = never).
+    pub budget_since_ms: u64,
+    /// Keys seen converging, and their total time to convergence.
+    pub converged_keys: u64,
+    /// Sum of times to convergence, ms.
+    pub convergence_ms_total: u64,
+}
+
+/// A budget state change.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetFlip {
+    /// Peer.
+    pub peer: String,
+    /// Range.
+    pub range: String,
+    /// New state.
+    pub exceeded: bool,
+    /// Divergent keys now.
+    pub divergent_keys: u64,
+    /// Oldest divergence now, ms.
+    pub oldest_divergence_ms: u64,
+    /// The budget.
+    pub divergent_keys_max: u64,
+    /// The budget.
+    pub oldest_divergence_ms_max: u64,
+}
+
+/// Drift state of every peer, and the latest report per peer.
+#[derive(Default)]
+pub struct Monitor {
+    ranges: Mutex<BTreeMap<(String, String), RangeDrift>>,
+    last: Mutex<BTreeMap<String, (u64, Arc<DiffOutcome>)>>,
+}
+
+/// A snapshot of one (peer, range) for the History RPC and /status.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftView {
+    /// Peer.
+    pub peer: String,
+    /// Range.
+    pub range: String,
+    /// Budget exceeded now.
+    pub budget_exceeded: bool,
+    /// Since when.
+    pub budget_since_ms: u64,
+    /// The history, oldest first.
+    pub records: Vec<ExchangeRecord>,
+    /// Keys seen converging.
+    pub converged_keys: u64,
+    /// Mean time to convergence, ms.
+    pub convergence_ms_mean: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Monitor {
+    /// Records an exchange against `peer`; returns budget flips.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        metrics: &Metrics,
+        peer: &str,
+        budget: Option<Budget>,
+        history_max: usize,
+        outcome: &Arc<DiffOutcome>,
+        now_ms: u64,
+        action: &str,
+    ) -> Vec<BudgetFlip> {
+        let mut flips = Vec::new();
+        let mut ranges = lock(&self.ranges);
+        for range in &outcome.ranges {
+            let drift = ranges.entry((peer.to_string(), range.clone())).or_default();
+            let keys: Vec<_> = outcome.keys.iter().filter(|k| &k.range == range).collect();
+            let mut rec = ExchangeRecord {
+                at_ms: now_ms,
+                divergent_keys: keys.len() as u64,
+                rounds: outcome.cost.rounds,
+                bytes_sent: outcome.cost.bytes_sent,
+                bytes_received: outcome.cost.bytes_received,
+                elapsed_ms: outcome.elapsed.as_millis() as u64,
+                action: action.to_string(),
+                ..Default::default()
+            };
+            let mut present = std::collections::HashSet::new();
+            for k in &keys {
+                *rec.by_category.entry(k.category.as_str().to_string()).or_default() += 1;
+                let newer_ms = [&k.div.local, &k.div.peer]
+                    .iter()
+                    .filter_map(|e| e.as_ref().map(|e| e.version.ms))
+                    .max()
+                    .unwrap_or(now_ms);
+                rec.oldest_divergence_ms = rec.oldest_divergence_ms.max(now_ms.saturating_sub(newer_ms));
+                present.insert(k.div.key.clone());
+                let t = drift.tracked.entry(k.div.key.clone()).or_insert(Tracked { first_seen_ms: now_ms, streak: 0 });
+                t.streak += 1;
+                if k.category != Category::InFlight && t.streak >= 2 {
+                    rec.persistent += 1;
+                } else {
+                    rec.transient += 1;
+                }
+            }
+            let gone: Vec<Vec<u8>> = drift.tracked.keys().filter(|k| !present.contains(*k)).cloned().collect();
+            for k in gone {
+                if let Some(t) = drift.tracked.remove(&k) {
+                    let ms = now_ms.saturating_sub(t.first_seen_ms);
+                    rec.converged += 1;
+                    drift.converged_keys += 1;
+                    drift.convergence_ms_total += ms;
+                    metrics.convergence_seconds.observe(ms as f64 / 1000.0);
+                }
+            }
+            for c in Category::ALL {
+                let n = rec.by_category.get(c.as_str()).copied().unwrap_or(0);
+                metrics
+                    .divergent_keys
+                    .get_or_create(&PeerRangeCategory { peer: peer.into(), range: range.clone(), category: c.as_str().into() })
+                    .set(n as i64);
+            }
+            let pr = PeerRange { peer: peer.into(), range: range.clone() };
+            metrics.oldest_divergence_seconds.get_or_create(&pr).set(rec.oldest_divergence_ms as f64 / 1000.0);
+            if let Some(b) = budget {
+                let counted = rec.divergent_keys - rec.by_category.get("in_flight").copied().unwrap_or(0);
+                let exceeded = counted > b.divergent_keys_max || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
+                if exceeded != drift.budget_exceeded || drift.budget_since_ms == 0 {
+                    if exceeded != drift.budget_exceeded {
+                        flips.push(BudgetFlip {
+                            peer: peer.into(),
+                            range: range.clone(),
+                            exceeded,
+                            divergent_keys: counted,
+                            oldest_divergence_ms: rec.oldest_divergence_ms,
+                            divergent_keys_max: b.divergent_keys_max,
+                            oldest_divergence_ms_max: b.oldest_divergence_ms_max,
+                        });
+                    }
+                    drift.budget_exceeded = exceeded;
+                    drift.budget_since_ms = now_ms;
+                }
+                metrics.budget_exceeded.get_or_create(&pr).set(exceeded as i64);
+            }
+            drift.history.push_back(rec);
+            while drift.history.len() > history_max {
+                drift.history.pop_front();
+            }
+        }
+        lock(&self.last).insert(peer.to_string(), (now_ms, outcome.clone()));
+        flips
+    }
+
+    /// Sets the playbook action of the latest record of `peer`.
+    pub fn set_action(&self, peer: &str, action: &str) {
+        for ((p, _), d) in lock(&self.ranges).iter_mut() {
+            if p == peer
+                && let Some(r) = d.history.back_mut()
+            {
+                r.action = action.to_string();
+            }
+        }
+    }
+
+    /// The drift state of `peer` (or every peer).
+    pub fn view(&self, peer: Option<&str>) -> Vec<DriftView> {
+        lock(&self.ranges)
+            .iter()
+            .filter(|((p, _), _)| peer.is_none_or(|x| x == p))
+            .map(|((p, r), d)| DriftView {
+                peer: p.clone(),
+                range: r.clone(),
+                budget_exceeded: d.budget_exceeded,
+                budget_since_ms: d.budget_since_ms,
+                records: d.history.iter().cloned().collect(),
+                converged_keys: d.converged_keys,
+                convergence_ms_mean: d.convergence_ms_total.checked_div(d.converged_keys).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The latest report for `peer`, or the most recent of any peer.
+    pub fn last(&self, peer: Option<&str>) -> Option<Arc<DiffOutcome>> {
+        let last = lock(&self.last);
+        match peer {
+            Some(p) => last.get(p).map(|(_, o)| o.clone()),
+            None => last.values().max_by_key(|(t, _)| *t).map(|(_, o)| o.clone()),
+        }
+    }
+}
+
+/// Records the cost counters of an exchange.
+pub fn observe_exchange(metrics: &Metrics, peer: &str, o: &DiffOutcome) {
+    let l = PeerLabel { peer: peer.into() };
+    metrics.exchanges.get_or_create(&l).inc();
+    metrics.exchange_rounds.get_or_create(&l).observe(o.cost.rounds as f64);
+    metrics.exchange_sent_bytes.get_or_create(&l).inc_by(o.cost.bytes_sent);
+    metrics.exchange_received_bytes.get_or_create(&l).inc_by(o.cost.bytes_received);
+    metrics.exchange_duration_seconds.get_or_create(&l).observe(o.elapsed.as_secs_f64());
+}

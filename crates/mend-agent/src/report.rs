@@ -1,0 +1,110 @@
+//! Reports: a diff outcome with its attribution (`sources`), as wire
+//! messages and as the JSON posted to webhooks.
+
+use serde_json::{Value, json};
+
+use mend_core::attribution::{Observed, Options, Source, attribute};
+use mend_core::classify::Category;
+use mend_core::exchange::EntrySummary;
+use mend_rpc::pb;
+
+use crate::exchange::DiffOutcome;
+
+/// Sources shown per report.
+pub const SOURCES_MAX: usize = 10;
+
+/// Attribution of a diff: the largest groups of divergent keys with hints.
+pub fn sources(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Vec<Source> {
+    let observed: Vec<Observed<'_>> =
+        o.keys.iter().map(|k| Observed { div: &k.div, category: k.category, behind: k.behind }).collect();
+    let opts = Options {
+        window_gap_ms,
+        sources_max: SOURCES_MAX,
+        now_ms,
+        local_node: o.local_node.clone(),
+        peer_node: o.peer_node.clone(),
+    };
+    attribute(&observed, &opts)
+}
+
+/// A source as a wire message.
+pub fn source_pb(s: &Source) -> pb::Source {
+    pb::Source {
+        category: s.category.as_str().into(),
+        origin: s.origin.clone(),
+        newer_side: s.newer_side.as_str().into(),
+        count: s.count,
+        first_ms: s.first_ms,
+        last_ms: s.last_ms,
+        seq_min: s.seq_min,
+        seq_max: s.seq_max,
+        seq_missing_on: s.seq_gaps.as_ref().map(|g| g.missing_on.as_str().to_string()).unwrap_or_default(),
+        seq_missing: s.seq_gaps.as_ref().map(|g| g.missing).unwrap_or(0),
+        seq_gaps: s
+            .seq_gaps
+            .as_ref()
+            .map(|g| g.ranges.iter().map(|(a, b)| pb::SeqRange { first: *a, last: *b }).collect())
+            .unwrap_or_default(),
+        hint: s.hint.clone(),
+    }
+}
+
+/// The summary message of a diff, with sources.
+pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
+    let by_category = Category::ALL
+        .iter()
+        .map(|c| pb::CategoryCount { category: c.as_str().into(), count: d.keys.iter().filter(|k| k.category == *c).count() as u64 })
+        .collect();
+    pb::DiffSummary {
+        in_sync: d.keys.is_empty(),
+        divergent_keys: d.keys.len() as u64,
+        by_category,
+        rounds: d.cost.rounds,
+        bytes_sent: d.cost.bytes_sent,
+        bytes_received: d.cost.bytes_received,
+        nodes_compared: d.cost.nodes_compared,
+        leaves_compared: d.cost.leaves_compared,
+        elapsed_ms: d.elapsed.as_millis() as u64,
+        local_node: d.local_node.clone(),
+        peer_node: d.peer_node.clone(),
+        ranges: d.ranges.clone(),
+        sources: sources.iter().map(source_pb).collect(),
+    }
+}
+
+fn side_json(e: &Option<EntrySummary>) -> Value {
+    match e {
+        Some(e) => json!({"ms": e.version.ms, "logical": e.version.logical, "origin": e.version.origin.as_str(), "seq": e.version.seq, "tombstone": e.tombstone}),
+        None => Value::Null,
+    }
+}
+
+/// The report as JSON (webhooks): the same fields as `mend diff --json`.
+pub fn to_json(d: &DiffOutcome, sources: &[Source]) -> Value {
+    let mut by_category = serde_json::Map::new();
+    for c in Category::ALL {
+        by_category.insert(c.as_str().into(), json!(d.keys.iter().filter(|k| k.category == c).count()));
+    }
+    json!({
+        "in_sync": d.keys.is_empty(),
+        "divergent_keys": d.keys.len(),
+        "by_category": by_category,
+        "sources": sources,
+        "keys": d.keys.iter().map(|k| json!({
+            "range": k.range,
+            "key": String::from_utf8_lossy(&k.div.key),
+            "key_hex": mend_core::record::hex(&k.div.key),
+            "category": k.category.as_str(),
+            "behind": k.behind.map(|s| s.as_str()),
+            "local": side_json(&k.div.local),
+            "peer": side_json(&k.div.peer),
+        })).collect::<Vec<_>>(),
+        "rounds": d.cost.rounds,
+        "bytes_sent": d.cost.bytes_sent,
+        "bytes_received": d.cost.bytes_received,
+        "elapsed_ms": d.elapsed.as_millis() as u64,
+        "local_node": d.local_node,
+        "peer_node": d.peer_node,
+        "ranges": d.ranges,
+    })
+}

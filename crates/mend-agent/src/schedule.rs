@@ -1,0 +1,164 @@
+//! Scheduled exchanges: one task per peer with an interval. Each run diffs,
+//! records drift and metrics, alerts on budget flips (warn log and an
+//! optional webhook POST of the report), and applies the playbook:
+//! automatic repair of the categories it names, only when the blast radius
+//! and the peer's health allow, verified afterwards by a re-diff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use mend_core::classify::Category;
+
+use crate::config::PeerConfig;
+use crate::exchange::{DiffOutcome, diff};
+use crate::monitor::{BudgetFlip, observe_exchange};
+use crate::repair::{RepairOptions, repair};
+use crate::state::AgentState;
+
+/// Window gap that splits attribution sources, ms.
+pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
+
+/// Spawns the scheduled-exchange tasks; they stop when `shutdown` changes.
+pub fn spawn(state: Arc<AgentState>, shutdown: watch::Receiver<bool>) {
+    for p in state.config.peers.clone() {
+        if p.interval_ms == 0 {
+            continue;
+        }
+        let state = state.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(p.interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => break,
+                }
+                run_once(&state, &p).await;
+            }
+        });
+    }
+}
+
+/// One scheduled exchange with `peer`, including the playbook.
+pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
+    let addr = state.resolve_peer(&peer.id);
+    let outcome = match diff(state, &addr, None).await {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            state.metrics.exchange_errors.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc();
+            tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange failed");
+            return;
+        }
+    };
+    observe_exchange(&state.metrics, &peer.id, &outcome);
+    let now = state.store.now_ms();
+    let flips = state.monitor.record(&state.metrics, &peer.id, peer.budget, state.config.history_max, &outcome, now, "report");
+    for f in flips {
+        alert(state, &f, &outcome, now).await;
+    }
+    let action = playbook(state, peer, &addr, &outcome).await;
+    state.monitor.set_action(&peer.id, &action);
+}
+
+async fn alert(state: &Arc<AgentState>, f: &BudgetFlip, outcome: &DiffOutcome, now: u64) {
+    if f.exceeded {
+        tracing::warn!(
+            peer = %f.peer, range = %f.range, divergent_keys = f.divergent_keys, oldest_divergence_ms = f.oldest_divergence_ms,
+            divergent_keys_max = f.divergent_keys_max, oldest_divergence_ms_max = f.oldest_divergence_ms_max,
+            "drift budget exceeded"
+        );
+    } else {
+        tracing::warn!(peer = %f.peer, range = %f.range, "drift budget back within limits");
+    }
+    let Some(url) = state.config.webhook_url.clone() else { return };
+    let srcs = crate::report::sources(outcome, now, SOURCE_WINDOW_GAP_MS);
+    let body = serde_json::json!({ "budget": f, "report": crate::report::to_json(outcome, &srcs) });
+    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
+    let client = reqwest::Client::builder().timeout(timeout).build();
+    let res = match client {
+        Ok(c) => c.post(&url).json(&body).send().await.map(|r| r.status()),
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(s) if s.is_success() => tracing::info!(%url, "budget alert delivered"),
+        Ok(s) => tracing::warn!(%url, status = %s, "budget alert rejected by webhook"),
+        Err(e) => tracing::warn!(%url, error = %e, "budget alert not delivered"),
+    }
+}
+
+/// Entries in a range as both sides last reported them (the larger).
+fn range_entries(state: &AgentState) -> u64 {
+    (0..state.store.ranges().specs().len() as u16).filter_map(|r| state.store.root(r).ok()).map(|a| a.count).sum()
+}
+
+/// Applies the playbook to an outcome; returns what it did, for the history.
+pub async fn playbook(state: &Arc<AgentState>, peer: &PeerConfig, addr: &str, o: &DiffOutcome) -> String {
+    let pb = &state.config.playbook;
+    let cats = pb.repair_categories();
+    let todo = o.keys.iter().filter(|k| cats.contains(&k.category)).count() as u64;
+    if todo == 0 {
+        return "report".into();
+    }
+    let entries = range_entries(state).max(1);
+    let share = o.keys.len() as f64 / entries as f64;
+    if share > pb.blast_radius_share_max {
+        let msg = format!(
+            "refused: {} divergent keys are {:.1}% of {} entries, above the blast radius of {:.1}%; needs a human (wrong peer or wiped replica?)",
+            o.keys.len(),
+            share * 100.0,
+            entries,
+            pb.blast_radius_share_max * 100.0
+        );
+        tracing::warn!(peer = %peer.id, "{msg}");
+        return msg;
+    }
+    if pb.require_healthy_peer && !healthy(addr, state.config.limits.rpc_timeout_ms).await {
+        let msg = "refused: peer is not healthy".to_string();
+        tracing::warn!(peer = %peer.id, "{msg}");
+        return msg;
+    }
+    let opts = RepairOptions { categories: cats.clone(), ..RepairOptions::default() };
+    let sum = match repair(state, addr, None, opts, None).await {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("repair failed: {}", e.message());
+            tracing::warn!(peer = %peer.id, "{msg}");
+            return msg;
+        }
+    };
+    state.metrics.repaired_keys.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc_by(sum.keys_repaired);
+    state.metrics.repaired_bytes.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc_by(sum.bytes_streamed);
+    // Postcondition: a re-diff shows none of the repaired keys still divergent.
+    let repaired: std::collections::HashSet<&[u8]> = sum.plan.iter().map(|p| p.key.as_slice()).collect();
+    match diff(state, addr, None).await {
+        Ok(after) => {
+            let left = after
+                .keys
+                .iter()
+                .filter(|k| repaired.contains(k.div.key.as_slice()) && k.category != Category::InFlight)
+                .count();
+            if left == 0 {
+                format!("repaired {} keys ({})", sum.keys_repaired, sum.repair_id)
+            } else {
+                let msg = format!("repair {} failed its postcondition: {left} repaired keys still differ", sum.repair_id);
+                tracing::warn!(peer = %peer.id, "{msg}");
+                msg
+            }
+        }
+        Err(e) => format!("repair {} not verified: {}", sum.repair_id, e.message()),
+    }
+}
+
+/// Asks the peer's standard health service whether it is SERVING.
+pub async fn healthy(addr: &str, timeout_ms: u64) -> bool {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok(ep) = tonic::transport::Endpoint::from_shared(addr.to_string()) else { return false };
+    let ep = ep.timeout(Duration::from_millis(timeout_ms)).connect_timeout(Duration::from_millis(timeout_ms));
+    let Ok(ch) = ep.connect().await else { return false };
+    let mut c = HealthClient::new(ch);
+    matches!(c.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await, Ok(r) if r.get_ref().status == 1)
+}
