@@ -4,7 +4,9 @@
 //! prefix, e.g. `cargo bench --bench benches -- store/`. Results and the
 //! commands that produced them are recorded in `BENCHMARKS.md`.
 
+#![allow(clippy::unwrap_used)]
+
 mod exchange;
 mod store;
 
-criterion::criterion_main!(store::benches, exchange::benches);
+criterion::criterion_main!(store::benches, exchange::benches, store::exp_benches);

@@ -6,8 +6,12 @@
 //! (16 random bytes each, explicit versions from three origins). Then `d`
 //! divergent keys are injected, in a fixed rotation: a newer version on one
 //! side (stale update), a key only on the initiator, a key only on the peer,
-//! a newer tombstone on one side (delete). The first `d` injections are the
-//! same for every `d`, so one fixture grows from d = 1 to d = 10 000.
+//! a newer tombstone on one side (delete). Updated and deleted keys are
+//! picked at random among the N; every injected version is newer than all
+//! base writes (divergence is recent), so negentropy, which orders items by
+//! timestamp, sees the new items clustered at the end. The first `d`
+//! injections are the same for every `d`, so one fixture grows from d = 1 to
+//! d = 10 000.
 //!
 //! [`mend_exchange`] runs the real exchange (handshake, then the sans-I/O
 //! [`Descent`] against [`respond_probe`] / [`respond_leaves`]) over an
@@ -24,7 +28,8 @@
 //!   the timed part. `MEND_BENCH_MAX_KEYS` caps N for quick runs.
 //! * `exchange/compare` (only with `MEND_BENCH_COMPARE=1`): prints markdown
 //!   tables comparing mend's bytes and rounds with negentropy 0.5.3 on the same
-//!   sets (items = (version ms, 32-byte keyed entry digest)), a naive listing
+//!   sets (items = (version ms, 32-byte keyed entry digest); also with every
+//!   timestamp 0, i.e. without time locality), a naive listing
 //!   of every (key, 8-byte digest), and a Cassandra-style fixed tree of depth
 //!   15, plus wiped-replica rows and mend's time at N = 100k vs 1M.
 //!
@@ -39,11 +44,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use mend_core::exchange::{
-    Descent, Divergence, Step, node_hash, respond_leaves, respond_probe,
-};
+use mend_core::exchange::{Descent, Divergence, Step, node_hash, respond_leaves, respond_probe};
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
 use mend_rpc::convert::{
     leaf_probe_from_pb, leaf_probe_to_pb, leaf_reply_from_pb, leaf_reply_to_pb, probe_from_pb,
@@ -387,7 +391,8 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
                     cost.rounds += 1;
                     cost.add(Kind::LeavesReq, pb_len::leaves_request(&req));
                     // The responder streams one message per reply.
-                    let served = respond_leaves(&pv, &leaf_probe_from_pb(req)).expect("respond_leaves");
+                    let served =
+                        respond_leaves(&pv, &leaf_probe_from_pb(req)).expect("respond_leaves");
                     let mut replies = Vec::with_capacity(served.len());
                     for rep in served {
                         let m = leaf_reply_to_pb(&rep);
@@ -449,13 +454,19 @@ pub struct NegentropyCost {
 }
 
 /// Reconciles the two listings with negentropy 0.5.3 (no frame size limit),
-/// items = (version ms, keyed entry digest).
-pub fn negentropy_exchange(local: &[LeafEntry], peer: &[LeafEntry]) -> NegentropyCost {
+/// items = (version ms, keyed entry digest), or (0, digest) when
+/// `timestamps` is false (no time locality: items in digest order).
+pub fn negentropy_exchange(
+    local: &[LeafEntry],
+    peer: &[LeafEntry],
+    timestamps: bool,
+) -> NegentropyCost {
     use negentropy::{Id, Negentropy, NegentropyStorageVector};
     let storage = |es: &[LeafEntry]| {
         let mut s = NegentropyStorageVector::with_capacity(es.len());
         for e in es {
-            s.insert(e.meta.version.ms, Id::from_byte_array(e.digest))
+            let ts = if timestamps { e.meta.version.ms } else { 0 };
+            s.insert(ts, Id::from_byte_array(e.digest))
                 .expect("negentropy insert");
         }
         s.seal().expect("negentropy seal");
@@ -491,7 +502,11 @@ pub fn negentropy_exchange(local: &[LeafEntry], peer: &[LeafEntry]) -> Negentrop
         keys.insert(lmap.get(&id.to_bytes()).expect("have id is local").clone());
     }
     for id in need {
-        keys.insert(pmap.get(&id.to_bytes()).expect("need id is the peer's").clone());
+        keys.insert(
+            pmap.get(&id.to_bytes())
+                .expect("need id is the peer's")
+                .clone(),
+        );
     }
     NegentropyCost {
         bytes,
@@ -524,7 +539,9 @@ pub fn fixed_tree_streamed(
     let leaf = |k: &[u8]| secret.placement(k) >> (64 - FIXED_TREE_DEPTH);
     let dirty: HashSet<u64> = divergent.iter().map(|k| leaf(k)).collect();
     let keys: HashSet<&[u8]> = a.iter().chain(b).map(|e| e.key.as_slice()).collect();
-    keys.into_iter().filter(|k| dirty.contains(&leaf(k))).count() as u64
+    keys.into_iter()
+        .filter(|k| dirty.contains(&leaf(k)))
+        .count() as u64
 }
 
 /// Two replicas of N keys with the first `d` injected divergences.
@@ -538,6 +555,9 @@ pub struct Fixture {
     /// The peer.
     pub b: MemStore,
     base: Vec<[u8; 16]>,
+    /// Base key indices in random order: injection `j` updates or deletes
+    /// `base[pick[j]]`, so touched keys are spread over key and time order.
+    pick: Vec<u32>,
     fresh_keys: StdRng,
     /// The keys injected so far.
     pub injected: BTreeSet<Vec<u8>>,
@@ -564,7 +584,11 @@ fn newer_version(n: usize, j: usize) -> Version {
 
 fn write_one(store: &MemStore, w: Write) {
     let applied = store.write(vec![w]).expect("write");
-    assert_eq!(applied[0].decision, Decision::Apply, "injected write applies");
+    assert_eq!(
+        applied[0].decision,
+        Decision::Apply,
+        "injected write applies"
+    );
 }
 
 impl Fixture {
@@ -591,6 +615,8 @@ impl Fixture {
                 .collect();
             a.write(writes).expect("load");
         }
+        let mut pick: Vec<u32> = (0..n as u32).collect();
+        pick.shuffle(&mut rng);
         let copy = a.backend().snapshot_copy().expect("copy backend");
         let b = Store::open(copy, store_config("node-b")).expect("open copy");
         assert_eq!(a.root(0).expect("root").count, n as u64, "all keys loaded");
@@ -600,6 +626,7 @@ impl Fixture {
             a,
             b,
             base,
+            pick,
             fresh_keys: StdRng::seed_from_u64(0x6d65_6e64_0004),
             injected: BTreeSet::new(),
             verified: None,
@@ -616,20 +643,26 @@ impl Fixture {
             let v = newer_version(self.n, j);
             let key = match j % 4 {
                 0 => {
-                    let k = self.base[j].to_vec();
+                    let k = self.base[self.pick[j] as usize].to_vec();
                     write_one(side, Write::put(k.clone(), b"updated".to_vec()).at(v));
                     k
                 }
                 1 => {
-                    write_one(&self.a, Write::put(fresh.to_vec(), b"only a".to_vec()).at(v));
+                    write_one(
+                        &self.a,
+                        Write::put(fresh.to_vec(), b"only a".to_vec()).at(v),
+                    );
                     fresh.to_vec()
                 }
                 2 => {
-                    write_one(&self.b, Write::put(fresh.to_vec(), b"only b".to_vec()).at(v));
+                    write_one(
+                        &self.b,
+                        Write::put(fresh.to_vec(), b"only b".to_vec()).at(v),
+                    );
                     fresh.to_vec()
                 }
                 _ => {
-                    let k = self.base[j].to_vec();
+                    let k = self.base[self.pick[j] as usize].to_vec();
                     write_one(side, Write::delete(k.clone()).at(v));
                     k
                 }
@@ -646,9 +679,17 @@ impl Fixture {
             return;
         }
         let (la, lb) = (listing(&self.a), listing(&self.b));
-        assert_eq!(brute_force_diff(&la, &lb), self.injected, "brute-force diff");
+        assert_eq!(
+            brute_force_diff(&la, &lb),
+            self.injected,
+            "brute-force diff"
+        );
         let (divs, _) = mend_exchange(&self.a, &self.b);
-        assert_eq!(found_keys(&divs), self.injected, "mend finds the injected keys");
+        assert_eq!(
+            found_keys(&divs),
+            self.injected,
+            "mend finds the injected keys"
+        );
         self.verified = Some(self.d);
     }
 }
@@ -672,12 +713,15 @@ fn timing(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for n in n_grid() {
         for d in d_grid(n) {
-            g.bench_function(BenchmarkId::new(format!("N={n}"), format!("d={d}")), |bch| {
-                let mut slot = slot.borrow_mut();
-                let f = fixture_for(&mut slot, n, d);
-                f.verify();
-                bch.iter(|| black_box(mend_exchange(&f.a, &f.b)));
-            });
+            g.bench_function(
+                BenchmarkId::new(format!("N={n}"), format!("d={d}")),
+                |bch| {
+                    let mut slot = slot.borrow_mut();
+                    let f = fixture_for(&mut slot, n, d);
+                    f.verify();
+                    bch.iter(|| black_box(mend_exchange(&f.a, &f.b)));
+                },
+            );
         }
     }
     g.finish();
@@ -689,6 +733,8 @@ struct Row {
     d: usize,
     mend: WireCost,
     neg: NegentropyCost,
+    /// Negentropy with every timestamp 0.
+    neg_flat: NegentropyCost,
     naive: u64,
     fixed_streamed: u64,
 }
@@ -715,7 +761,11 @@ fn median_time(f: &Fixture, runs: usize) -> Duration {
 }
 
 fn ratio(a: u64, b: u64) -> String {
-    if b == 0 { "-".into() } else { format!("{:.2}", a as f64 / b as f64) }
+    if b == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}", a as f64 / b as f64)
+    }
 }
 
 fn fmt_n(n: usize) -> String {
@@ -748,7 +798,7 @@ fn compare(_c: &mut Criterion) {
             let (divs, mend) = mend_exchange(local, peer);
             assert_eq!(divs.len(), n, "{label}: every key diverges");
             let (ll, pl) = (listing(local), listing(peer));
-            let neg = negentropy_exchange(&ll, &pl);
+            let neg = negentropy_exchange(&ll, &pl, true);
             assert_eq!(neg.keys.len(), n, "{label}: negentropy finds every key");
             wiped.push(WipedRow {
                 n,
@@ -766,8 +816,13 @@ fn compare(_c: &mut Criterion) {
             let (la, lb) = (listing(&f.a), listing(&f.b));
             let (divs, mend) = mend_exchange(&f.a, &f.b);
             assert_eq!(found_keys(&divs), f.injected, "mend result");
-            let neg = negentropy_exchange(&la, &lb);
+            let neg = negentropy_exchange(&la, &lb, true);
             assert_eq!(neg.keys, f.injected, "negentropy result");
+            let neg_flat = negentropy_exchange(&la, &lb, false);
+            assert_eq!(
+                neg_flat.keys, f.injected,
+                "negentropy (no timestamps) result"
+            );
             let fixed_streamed = fixed_tree_streamed(f.a.secret(), &la, &lb, &f.injected);
             if d == 100 {
                 times.insert(n, median_time(&f, 15));
@@ -777,6 +832,7 @@ fn compare(_c: &mut Criterion) {
                 d,
                 mend,
                 neg,
+                neg_flat,
                 naive: naive_bytes(&la),
                 fixed_streamed,
             });
@@ -791,13 +847,13 @@ fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &BTreeMap<usize, Durati
     println!("#### Bytes and round trips per diff");
     println!();
     println!(
-        "| N | d | mend bytes | mend rounds | mend B/key | negentropy bytes | negentropy rounds | negentropy B/key | mend / negentropy | naive all-digests bytes | mend / naive | depth-15 overstreaming |"
+        "| N | d | mend bytes | mend rounds | mend B/key | negentropy bytes | negentropy rounds | negentropy B/key | mend / negentropy | negentropy ts=0 bytes (rounds) | mend / negentropy ts=0 | naive all-digests bytes | mend / naive | depth-15 overstreaming |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let d = r.d as u64;
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {:.1}× ({} entries) |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} | {} ({}) | {} | {} | {} | {:.1}× ({} entries) |",
             fmt_n(r.n),
             r.d,
             r.mend.total(),
@@ -807,6 +863,9 @@ fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &BTreeMap<usize, Durati
             r.neg.rounds,
             r.neg.bytes as f64 / d as f64,
             ratio(r.mend.total(), r.neg.bytes),
+            r.neg_flat.bytes,
+            r.neg_flat.rounds,
+            ratio(r.mend.total(), r.neg_flat.bytes),
             r.naive,
             ratio(r.mend.total(), r.naive),
             r.fixed_streamed as f64 / d as f64,

@@ -261,3 +261,65 @@ fn rebuild(c: &mut Criterion) {
 }
 
 criterion_group!(benches, write_single, write_batched, rebuild);
+
+// ---- TEMPORARY EXPERIMENTS (removed before hand-off) ----
+fn emulate(db: &DB, get: bool, leaf: bool, big: bool) {
+    let data = db.cf_handle(Cf::Data.name()).expect("cf");
+    let leaves = db.cf_handle(Cf::Leaves.name()).expect("cf");
+    let meta = db.cf_handle(Cf::Meta.name()).expect("cf");
+    let wo = WriteOptions::default();
+    let rec = [7u8; 160];
+    for chunk in pairs().chunks(BATCH) {
+        let mut batch = WriteBatch::default();
+        for (k, v) in chunk {
+            let mut dk = Vec::with_capacity(22);
+            dk.extend_from_slice(&k[..6]);
+            dk.extend_from_slice(k);
+            if get {
+                black_box(db.get_cf(data, &dk).expect("get"));
+            }
+            if big {
+                batch.put_cf(data, &dk, &rec[..]);
+            } else {
+                batch.put_cf(data, &dk, v);
+            }
+            if leaf {
+                batch.put_cf(leaves, &k[..6], [1u8; 40]);
+            }
+        }
+        if leaf {
+            batch.put_cf(meta, b"clock", [0u8; 20]);
+        }
+        db.write_opt(batch, &wo).expect("write");
+    }
+}
+
+fn experiments(c: &mut Criterion) {
+    let mut g = slow_group(c, "exp");
+    for (name, get, leaf, big) in [
+        ("plain", false, false, false),
+        ("big", false, false, true),
+        ("big_leaf", false, true, true),
+        ("big_get", true, false, true),
+        ("big_get_leaf", true, true, true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| fresh(iters, open_plain, |db| emulate(db, get, leaf, big)))
+        });
+    }
+    g.bench_function("mend", |b| {
+        b.iter_custom(|iters| {
+            fresh(iters, open_store, |store| {
+                for chunk in pairs().chunks(BATCH) {
+                    let writes = chunk
+                        .iter()
+                        .map(|(k, v)| Write::put(k.to_vec(), v.to_vec()))
+                        .collect();
+                    store.write(writes).expect("mend write");
+                }
+            })
+        })
+    });
+    g.finish();
+}
+criterion_group!(exp_benches, experiments);

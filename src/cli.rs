@@ -45,6 +45,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Spot-check random keys on both sides and estimate the divergent share.
     Sample(SampleArgs),
+    /// Run a built-in drill in process: inject a fault between simulated
+    /// replicas and compare what mend diagnoses with what was injected.
+    Simulate(SimulateArgs),
 }
 
 /// Flags of `mend history`.
@@ -239,8 +242,12 @@ pub struct RepairArgs {
     #[arg(long)]
     pub range: Option<String>,
     /// Show the plan; write nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shadow")]
     pub dry_run: bool,
+    /// Apply the plan to RocksDB checkpoints of both stores, re-compare, report
+    /// the predicted outcome, and remove the checkpoints; the live stores are untouched.
+    #[arg(long)]
+    pub shadow: bool,
     /// Rate limit in bytes per second.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -313,6 +320,23 @@ pub struct StoreArgs {
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
     /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The scenario to run (see --list).
+    #[arg(long, required_unless_present = "list")]
+    pub scenario: Option<String>,
+    /// Seed every parameter of the drill derives from; the same seed replays it exactly.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// List the scenarios and exit.
+    #[arg(long, conflicts_with = "scenario")]
+    pub list: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

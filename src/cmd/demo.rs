@@ -122,6 +122,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             rate: None,
             rate_keys: None,
             categories: Vec::new(),
+            shadow: false,
             json: a.json,
         };
         let rep = super::repair::fetch(&ra, &indicatif::ProgressBar::hidden()).await?;

@@ -6,6 +6,7 @@ mod demo;
 mod diff;
 mod drift;
 mod repair;
+mod simulate;
 mod store;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(a) => drift::history(a),
         Command::Report(a) => drift::report(a),
         Command::Sample(a) => drift::sample(a),
+        Command::Simulate(a) => simulate::run(a),
     }
 }
 

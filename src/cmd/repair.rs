@@ -23,6 +23,7 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         rate_bytes_per_s: a.rate.unwrap_or(0),
         rate_keys_per_s: a.rate_keys.unwrap_or(0),
         categories: a.categories.clone(),
+        shadow: a.shadow,
     };
     let mut stream = c.repair(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
     let mut summary = None;
@@ -67,7 +68,21 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 "skipped": skipped,
                 "plan": plan,
                 "elapsed_ms": s.elapsed_ms,
+                "shadow": s.shadow.as_ref().map(|o| json!({
+                    "predicted_converged": o.predicted_converged,
+                    "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason})).collect::<Vec<_>>(),
+                })),
             }))?;
+        } else if let Some(o) = &s.shadow {
+            println!(
+                "SHADOW RUN: applied the plan of {} keys to checkpoints; {} would converge, {} would still differ; live stores untouched, checkpoints removed",
+                s.plan.len(),
+                o.predicted_converged,
+                o.predicted_remaining.len()
+            );
+            for k in o.predicted_remaining.iter().take(20) {
+                println!("  {:<28} {}", String::from_utf8_lossy(&k.key), k.reason);
+            }
         } else if s.dry_run {
             println!("DRY RUN: would repair {} keys; nothing written", s.plan.len());
             for k in s.plan.iter().take(20) {

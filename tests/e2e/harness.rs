@@ -22,6 +22,8 @@ pub struct AgentProc {
     pub dir: PathBuf,
     /// Its node id.
     pub node: String,
+    /// Its HTTP address, if started with `--http`.
+    pub http: Option<String>,
 }
 
 impl AgentProc {
@@ -45,7 +47,8 @@ impl AgentProc {
             .find_map(|w| w.strip_prefix("grpc="))
             .unwrap_or_else(|| panic!("agent {node} did not report its address: {line:?}"))
             .to_string();
-        AgentProc { child, addr, dir: dir.to_path_buf(), node: node.to_string() }
+        let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).filter(|h| *h != "off").map(String::from);
+        AgentProc { child, addr, dir: dir.to_path_buf(), node: node.to_string(), http }
     }
 
     /// Stops the agent with SIGTERM and waits for a clean exit.

@@ -2,7 +2,10 @@
 //! crash safety of the RocksDB-backed store under SIGKILL, and the `mend
 //! store` commands run as real processes against real data directories.
 
+#![allow(clippy::unwrap_used)]
+
 mod agents;
+mod diagnostics;
 mod harness;
 mod store_cli;
 mod store_crash;

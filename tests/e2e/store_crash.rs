@@ -111,6 +111,11 @@ fn crash_child() {
     let store = open_existing(Path::new(&dir), "crash-writer");
     let pool = POOL_KEYS_PER_ROUND * (round + 1);
     let mut out = std::io::stdout().lock();
+    // The harness has printed `test store_crash::crash_child ... ` without a
+    // newline: end that line so the first `try` starts one of its own.
+    if out.write_all(b"\n").and_then(|()| out.flush()).is_err() {
+        return;
+    }
     for n in 0u64.. {
         let count = if rng.random_ratio(1, 4) {
             rng.random_range(2..=BATCH_WRITES_MAX)
@@ -170,6 +175,8 @@ fn crash_child() {
 struct Transcript {
     /// Acks seen.
     acks: u64,
+    /// The call the last ack belonged to.
+    last_acked: Option<u64>,
     /// The last `try` whose call has not been acknowledged: it may or may
     /// not have been committed when the writer died.
     in_flight: Option<(u64, Vec<Planned>)>,
@@ -204,13 +211,21 @@ impl Transcript {
                     .and_then(|w| w.parse().ok())
                     .expect("ack number");
                 // The first ack of a call proves the whole batch committed.
-                if let Some((tried, writes)) = self.in_flight.take() {
-                    assert_eq!(
-                        tried, n,
-                        "{ctx}: ack of call {n} while {tried} was in flight"
-                    );
-                    state.extend(writes);
+                match self.in_flight.take() {
+                    Some((tried, writes)) => {
+                        assert_eq!(
+                            tried, n,
+                            "{ctx}: ack of call {n} while {tried} was in flight"
+                        );
+                        state.extend(writes);
+                    }
+                    None => assert_eq!(
+                        self.last_acked,
+                        Some(n),
+                        "{ctx}: ack of call {n} that was never tried"
+                    ),
                 }
+                self.last_acked = Some(n);
                 self.acks += 1;
             }
             _ => {}

@@ -18,6 +18,7 @@ pub mod sample;
 pub mod report;
 pub mod schedule;
 pub mod server;
+pub mod shadow;
 pub mod service;
 pub mod state;
 pub mod status;

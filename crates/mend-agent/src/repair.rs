@@ -44,6 +44,17 @@ pub struct RepairOptions {
     pub rate_keys_per_s: u64,
     /// Categories to repair; empty = [`DEFAULT_CATEGORIES`].
     pub categories: Vec<Category>,
+    /// Apply to checkpoints of both stores, not the live ones.
+    pub shadow: bool,
+}
+
+/// The predicted outcome of a shadow run.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowOutcome {
+    /// Planned keys that would be equal on both sides.
+    pub converged: u64,
+    /// Planned keys that would still differ, with why.
+    pub remaining: Vec<(Vec<u8>, String)>,
 }
 
 /// A key planned for repair.
@@ -78,6 +89,8 @@ pub struct RepairSummary {
     pub plan: Vec<Planned>,
     /// Wall time.
     pub elapsed: Duration,
+    /// The prediction, for shadow runs.
+    pub shadow: Option<ShadowOutcome>,
 }
 
 /// Paces a stream of work to byte and key rates: each call waits until the
@@ -173,6 +186,11 @@ pub async fn repair(
     let (planned, skipped) = plan(&d, &opts.categories);
     let mut sum = RepairSummary { dry_run: opts.dry_run, skipped, plan: planned.clone(), ..Default::default() };
     if opts.dry_run || planned.is_empty() {
+        sum.elapsed = started.elapsed();
+        return Ok(sum);
+    }
+    if opts.shadow {
+        sum.shadow = Some(shadow_run(state, addr, &planned).await?);
         sum.elapsed = started.elapsed();
         return Ok(sum);
     }
@@ -321,6 +339,102 @@ pub async fn repair(
     state.blocking(move |s| journal::put_header(s, &h)).await?;
     sum.elapsed = started.elapsed();
     Ok(sum)
+}
+
+/// Applies the plan to checkpoints of both stores (the peer's through
+/// `ShadowPush`) and compares the planned keys afterwards.
+async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) -> Result<ShadowOutcome, Status> {
+    use mend_core::exchange::EntrySummary;
+    use mend_rpc::convert::summary_from_pb;
+    use std::collections::HashMap;
+    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let to_peer: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Peer).map(|p| p.key.clone()).collect();
+    let to_local: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Local).map(|p| p.key.clone()).collect();
+    let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
+    let mut local_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
+    let summarize = |r: pb::LookupResponse, into: &mut HashMap<Vec<u8>, Option<EntrySummary>>| -> Result<(), Status> {
+        for x in r.results {
+            let e = match x.entry {
+                Some(e) if x.found => Some(summary_from_pb(e).map_err(|s| peer_err(addr, s))?),
+                _ => None,
+            };
+            into.insert(x.key, e);
+        }
+        Ok(())
+    };
+    // Peer side: push the local entries to a checkpoint of the peer.
+    if !to_peer.is_empty() {
+        let keys = to_peer.clone();
+        let recs = state.blocking(move |s| keys.iter().map(|k| s.get(k).map(|r| (k.clone(), r))).collect::<Result<Vec<_>, _>>()).await?;
+        let entries: Vec<pb::Entry> = recs
+            .into_iter()
+            .filter_map(|(key, r)| r.map(|r| pb::Entry { key, version: Some(version_to_pb(&r.meta.version)), tombstone: r.meta.tombstone, value: r.value }))
+            .collect();
+        let msgs: Vec<pb::PushRequest> =
+            entries.chunks(REPAIR_BATCH_KEYS).map(|c| pb::PushRequest { repair_id: String::new(), entries: c.to_vec() }).collect();
+        let r = peer.shadow_push(tokio_stream::iter(msgs)).await.map_err(|s| peer_err(addr, s))?.into_inner();
+        summarize(r, &mut peer_after)?;
+    }
+    // Local side: fetch the peer's entries and apply them to a local checkpoint.
+    if !to_local.is_empty() {
+        let mut writes = Vec::new();
+        for chunk in to_local.chunks(state.config.limits.fetch_keys_max) {
+            let mut stream = peer.fetch(pb::FetchRequest { keys: chunk.to_vec() }).await.map_err(|s| peer_err(addr, s))?.into_inner();
+            while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
+                if let (true, Some(e)) = (m.found, m.entry) {
+                    key_from_pb(&e.key).map_err(|s| peer_err(addr, s))?;
+                    let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version missing"))?)
+                        .map_err(|s| peer_err(addr, s))?;
+                    writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                }
+            }
+        }
+        let st = state.clone();
+        let after = tokio::task::spawn_blocking(move || crate::shadow::apply_to_checkpoint(&st, "local", writes))
+            .await
+            .map_err(from_join)?
+            .map_err(crate::status::from_store)?;
+        local_after.extend(after);
+    }
+    // The other side of each planned key is its live entry (unchanged).
+    let st = state.clone();
+    let keys: Vec<Vec<u8>> = to_peer.clone();
+    let live_local = tokio::task::spawn_blocking(move || {
+        keys.iter()
+            .map(|k| {
+                st.store.get(k).map(|r| {
+                    (
+                        k.clone(),
+                        r.map(|r| EntrySummary {
+                            hash: mend_core::exchange::entry_hash(&r.meta.digest(st.store.secret(), k)),
+                            key: k.clone(),
+                            version: r.meta.version,
+                            tombstone: r.meta.tombstone,
+                        }),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(from_join)?
+    .map_err(crate::status::from_store)?;
+    local_after.extend(live_local);
+    for chunk in to_local.chunks(state.config.limits.fetch_keys_max) {
+        let r = peer.lookup(pb::FetchRequest { keys: chunk.to_vec() }).await.map_err(|s| peer_err(addr, s))?.into_inner();
+        summarize(r, &mut peer_after)?;
+    }
+    let mut out = ShadowOutcome::default();
+    for p in planned {
+        let l = local_after.get(&p.key).cloned().flatten();
+        let r = peer_after.get(&p.key).cloned().flatten();
+        if l.as_ref().map(|e| e.hash) == r.as_ref().map(|e| e.hash) {
+            out.converged += 1;
+        } else {
+            out.remaining.push((p.key.clone(), format!("{} would still differ: the {} side's apply rule kept its entry", p.category.as_str(), p.behind.as_str())));
+        }
+    }
+    Ok(out)
 }
 
 async fn report(p: &Option<Progress>, done: u64, total: u64, bytes: u64) {

@@ -30,6 +30,8 @@
 //! number of `hint contains "..."` lines that its hint must contain. Lines
 //! starting with `#` and blank lines are ignored.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 

@@ -22,6 +22,8 @@
 //! `behind local|peer|none`, or the single line `agree`. Lines starting with
 //! `#` and blank lines are ignored.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 

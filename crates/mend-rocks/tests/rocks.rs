@@ -1,6 +1,8 @@
 //! The RocksDB backend passes the conformance suite, and opening paths that
 //! are not mend stores fails cleanly without creating anything.
 
+#![allow(clippy::unwrap_used)]
+
 use mend_rocks::RocksBackend;
 use mend_store::conformance::{Harness, config, run_all};
 use mend_store::{Store, StoreError, Write};

@@ -2,6 +2,8 @@
 //! keys on which they differ, with both sides' versions, in a bounded number
 //! of rounds, including when one side is empty.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use mend_core::exchange::run_local;

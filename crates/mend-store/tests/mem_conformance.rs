@@ -1,5 +1,7 @@
 //! The backend conformance suite on the in-memory backend.
 
+#![allow(clippy::unwrap_used)]
+
 use mend_store::MemBackend;
 use mend_store::conformance::{Harness, run_all};
 

@@ -5,6 +5,8 @@
 //! that differ in exactly a known key set differ in exactly those keys'
 //! buckets.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;

@@ -108,6 +108,7 @@ impl pb::operator_server::Operator for OperatorService {
             rate_bytes_per_s: if r.rate_bytes_per_s > 0 { r.rate_bytes_per_s } else { self.state.config.limits.repair_rate_bytes_per_s },
             rate_keys_per_s: if r.rate_keys_per_s > 0 { r.rate_keys_per_s } else { self.state.config.limits.repair_rate_keys_per_s },
             categories: categories(&r.categories)?,
+            shadow: r.shadow,
         };
         let addr = self.state.resolve_peer(&r.peer);
         let range = (!r.range.is_empty()).then_some(r.range);
@@ -138,6 +139,10 @@ impl pb::operator_server::Operator for OperatorService {
                         .map(|p| pb::PlannedKey { key: p.key, category: p.category.as_str().into(), behind: p.behind.as_str().into(), value_bytes: 0 })
                         .collect(),
                     elapsed_ms: s.elapsed.as_millis() as u64,
+                    shadow: s.shadow.map(|o| pb::ShadowOutcome {
+                        predicted_converged: o.converged,
+                        predicted_remaining: o.remaining.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+                    }),
                 })),
             });
             let _ = tx.send(msg).await;

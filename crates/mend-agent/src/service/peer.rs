@@ -26,6 +26,9 @@ use crate::status::{from_exchange, from_join, from_store};
 /// Most entries one `PushRequest` message may carry.
 pub const PUSH_ENTRIES_MAX: usize = 10_000;
 
+/// Most entries one shadow push may carry (they are held in memory).
+pub const SHADOW_ENTRIES_MAX: usize = 100_000;
+
 /// Depth of the bounded channels that feed server streams.
 const STREAM_DEPTH: usize = 16;
 
@@ -319,6 +322,38 @@ impl pb::peer_server::Peer for PeerService {
             })
             .await?;
         Ok(Response::new(pb::LookupResponse { results }))
+    }
+
+    async fn shadow_push(&self, req: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::LookupResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut writes = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            if writes.len() + msg.entries.len() > SHADOW_ENTRIES_MAX {
+                return Err(Status::invalid_argument(format!("a shadow push carries at most {SHADOW_ENTRIES_MAX} entries")));
+            }
+            for e in msg.entries {
+                key_from_pb(&e.key)?;
+                if !e.tombstone {
+                    value_from_pb(&e.value)?;
+                }
+                let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version: missing"))?)?;
+                writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+            }
+        }
+        let state = self.state.clone();
+        let after = tokio::task::spawn_blocking(move || crate::shadow::apply_to_checkpoint(&state, "peer", writes))
+            .await
+            .map_err(from_join)?
+            .map_err(from_store)?;
+        Ok(Response::new(pb::LookupResponse {
+            results: after
+                .into_iter()
+                .map(|(key, e)| match e {
+                    Some(e) => pb::LookupResult { key, found: true, entry: Some(mend_rpc::convert::summary_to_pb(&e)) },
+                    None => pb::LookupResult { key, found: false, entry: None },
+                })
+                .collect(),
+        }))
     }
 
     async fn undo_push(&self, req: Request<pb::UndoPushRequest>) -> Result<Response<pb::UndoResponse>, Status> {
