@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod exchange;
+mod repair;
 mod store;
 
-criterion::criterion_main!(store::benches, exchange::benches, store::exp_benches);
+criterion::criterion_main!(store::benches, exchange::benches, store::exp_benches, repair::benches);

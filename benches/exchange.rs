@@ -748,16 +748,42 @@ struct WipedRow {
     naive: u64,
 }
 
-fn median_time(f: &Fixture, runs: usize) -> Duration {
-    let mut ts: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(mend_exchange(&f.a, &f.b));
-            t.elapsed()
+/// Runs of each fixture in [`interleaved_times`].
+const TIME_RUNS: usize = 61;
+
+/// The d used to compare diff time across N.
+const TIME_D: usize = 100;
+
+/// Median [`mend_exchange`] time of each N at d = `TIME_D`, the fixtures
+/// held side by side and their runs interleaved, so load from other
+/// processes hits every N alike.
+fn interleaved_times() -> Vec<(usize, Duration)> {
+    let fixtures: Vec<Fixture> = n_grid()
+        .into_iter()
+        .filter(|&n| TIME_D <= n / 2)
+        .map(|n| {
+            let mut f = Fixture::new(n);
+            f.grow_to(TIME_D);
+            f.verify();
+            f
         })
         .collect();
-    ts.sort();
-    ts[runs / 2]
+    let mut samples = vec![Vec::with_capacity(TIME_RUNS); fixtures.len()];
+    for _ in 0..TIME_RUNS {
+        for (f, s) in fixtures.iter().zip(&mut samples) {
+            let t = Instant::now();
+            black_box(mend_exchange(&f.a, &f.b));
+            s.push(t.elapsed());
+        }
+    }
+    fixtures
+        .iter()
+        .zip(samples)
+        .map(|(f, mut s)| {
+            s.sort();
+            (f.n, s[s.len() / 2])
+        })
+        .collect()
 }
 
 fn ratio(a: u64, b: u64) -> String {
@@ -782,7 +808,6 @@ fn compare(_c: &mut Criterion) {
     }
     let mut rows = Vec::new();
     let mut wiped = Vec::new();
-    let mut times: BTreeMap<usize, Duration> = BTreeMap::new();
     for n in n_grid() {
         let started = Instant::now();
         let mut f = Fixture::new(n);
@@ -824,9 +849,6 @@ fn compare(_c: &mut Criterion) {
                 "negentropy (no timestamps) result"
             );
             let fixed_streamed = fixed_tree_streamed(f.a.secret(), &la, &lb, &f.injected);
-            if d == 100 {
-                times.insert(n, median_time(&f, 15));
-            }
             rows.push(Row {
                 n,
                 d,
@@ -839,10 +861,16 @@ fn compare(_c: &mut Criterion) {
         }
         eprintln!("compare: N = {n} done in {:.1?}", started.elapsed());
     }
+    let started = Instant::now();
+    let times = interleaved_times();
+    eprintln!(
+        "compare: interleaved timing done in {:.1?}",
+        started.elapsed()
+    );
     print_tables(&rows, &wiped, &times);
 }
 
-fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &BTreeMap<usize, Duration>) {
+fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &[(usize, Duration)]) {
     println!();
     println!("#### Bytes and round trips per diff");
     println!();
@@ -919,19 +947,18 @@ fn print_tables(rows: &[Row], wiped: &[WipedRow], times: &BTreeMap<usize, Durati
         println!("| {} | {} | {} |", fmt_n(w.n), w.label, cells.join(" | "));
     }
     println!();
-    println!("#### mend diff time, d = 100 (median of 15, same process)");
+    println!(
+        "#### mend diff time, d = {TIME_D} (median of {TIME_RUNS} interleaved runs, one process)"
+    );
     println!();
-    println!("| N | time |");
-    println!("|---|---|");
+    println!("| N | median time | vs N = 100k |");
+    println!("|---|---|---|");
+    let base = times.iter().find(|(n, _)| *n == 100_000).map(|(_, t)| *t);
     for (n, t) in times {
-        println!("| {} | {:.2?} |", fmt_n(*n), t);
-    }
-    if let (Some(small), Some(big)) = (times.get(&100_000), times.get(&1_000_000)) {
-        println!();
-        println!(
-            "Time ratio N = 1M / N = 100k at d = 100: {:.2}× (target <= 1.5×)",
-            big.as_secs_f64() / small.as_secs_f64()
-        );
+        let rel = base.map_or("-".into(), |b| {
+            format!("{:.2}×", t.as_secs_f64() / b.as_secs_f64())
+        });
+        println!("| {} | {:.2?} | {} |", fmt_n(*n), t, rel);
     }
     println!();
 }

@@ -263,28 +263,54 @@ fn rebuild(c: &mut Criterion) {
 criterion_group!(benches, write_single, write_batched, rebuild);
 
 // ---- TEMPORARY EXPERIMENTS (removed before hand-off) ----
-fn emulate(db: &DB, get: bool, leaf: bool, big: bool) {
+fn open_variant(path: &Path, vec_leaves: bool, bloom: bool) -> DB {
+    let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
+    let mut dbo = mend_rocks::db_options();
+    if vec_leaves {
+        dbo.set_allow_concurrent_memtable_write(false);
+    }
+    let cfs = Cf::ALL.iter().map(|cf| {
+        let mut o = mend_rocks::cf_options(&cache);
+        if vec_leaves && matches!(cf, Cf::Leaves | Cf::Meta) {
+            o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+        }
+        if bloom && *cf == Cf::Data {
+            o.set_memtable_prefix_bloom_ratio(0.1);
+            o.set_memtable_whole_key_filtering(true);
+        }
+        ColumnFamilyDescriptor::new(cf.name(), o)
+    });
+    DB::open_cf_descriptors(&dbo, path, cfs).expect("open variant")
+}
+
+fn emulate(db: &DB, single: bool, get: bool, leaf: bool, multiget: bool) {
     let data = db.cf_handle(Cf::Data.name()).expect("cf");
     let leaves = db.cf_handle(Cf::Leaves.name()).expect("cf");
     let meta = db.cf_handle(Cf::Meta.name()).expect("cf");
     let wo = WriteOptions::default();
     let rec = [7u8; 160];
-    for chunk in pairs().chunks(BATCH) {
+    let per = if single { 1 } else { BATCH };
+    for chunk in pairs().chunks(per) {
         let mut batch = WriteBatch::default();
-        for (k, v) in chunk {
-            let mut dk = Vec::with_capacity(22);
-            dk.extend_from_slice(&k[..6]);
-            dk.extend_from_slice(k);
-            if get {
-                black_box(db.get_cf(data, &dk).expect("get"));
+        let dks: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|(k, _)| {
+                let mut dk = Vec::with_capacity(22);
+                dk.extend_from_slice(&k[..6]);
+                dk.extend_from_slice(k);
+                dk
+            })
+            .collect();
+        if get && multiget {
+            black_box(db.batched_multi_get_cf(data, &dks, false));
+        }
+        for dk in &dks {
+            if get && !multiget {
+                black_box(db.get_cf(data, dk).expect("get"));
             }
-            if big {
-                batch.put_cf(data, &dk, &rec[..]);
-            } else {
-                batch.put_cf(data, &dk, v);
-            }
+            batch.put_cf(data, dk, &rec[..]);
             if leaf {
-                batch.put_cf(leaves, &k[..6], [1u8; 40]);
+                batch.put_cf(leaves, &dk[..6], [1u8; 40]);
             }
         }
         if leaf {
@@ -294,32 +320,59 @@ fn emulate(db: &DB, get: bool, leaf: bool, big: bool) {
     }
 }
 
-fn experiments(c: &mut Criterion) {
-    let mut g = slow_group(c, "exp");
-    for (name, get, leaf, big) in [
-        ("plain", false, false, false),
-        ("big", false, false, true),
-        ("big_leaf", false, true, true),
-        ("big_get", true, false, true),
-        ("big_get_leaf", true, true, true),
-    ] {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| fresh(iters, open_plain, |db| emulate(db, get, leaf, big)))
-        });
-    }
-    g.bench_function("mend", |b| {
-        b.iter_custom(|iters| {
-            fresh(iters, open_store, |store| {
-                for chunk in pairs().chunks(BATCH) {
-                    let writes = chunk
-                        .iter()
-                        .map(|(k, v)| Write::put(k.to_vec(), v.to_vec()))
-                        .collect();
-                    store.write(writes).expect("mend write");
+fn experiments(_c: &mut Criterion) {
+    let Ok(rounds) = std::env::var("MEND_EXP_ROUNDS") else { return };
+    let rounds: usize = rounds.parse().expect("rounds");
+    let only = std::env::var("MEND_EXP_ONLY").unwrap_or_default();
+    // name, single, get, leaf, multiget, vec_leaves, bloom
+    let variants = [
+        ("s_plain", true, false, false, false, false, false),
+        ("s_emul", true, true, true, false, false, false),
+        ("s_emul_vec", true, true, true, false, true, false),
+        ("s_emul_bloom", true, true, true, false, false, true),
+        ("s_emul_both", true, true, true, false, true, true),
+        ("s_noget_vec", true, false, true, false, true, false),
+        ("s_get_only", true, true, false, false, false, false),
+        ("b_plain", false, false, false, false, false, false),
+        ("b_emul", false, true, true, false, false, false),
+        ("b_emul_both", false, true, true, false, true, true),
+        ("b_emul_both_mg", false, true, true, true, true, true),
+        ("b_noget_vec", false, false, true, false, true, false),
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + 2];
+    for _ in 0..rounds {
+        for (i, &(name, single, get, leaf, mg, vl, bl)) in variants.iter().enumerate() {
+            if !only.is_empty() && !only.split(',').any(|o| o == name) {
+                continue;
+            }
+            let t = fresh(1, |p| open_variant(p, vl, bl), |db| emulate(db, single, get, leaf, mg));
+            times[i].push(t.as_secs_f64());
+        }
+        if only.is_empty() || only.contains("s_mend") {
+            let t = fresh(1, open_store, |store| {
+                for (k, v) in pairs() {
+                    store.write(vec![Write::put(k.to_vec(), v.to_vec())]).expect("w");
                 }
-            })
-        })
-    });
-    g.finish();
+            });
+            times[variants.len()].push(t.as_secs_f64());
+        }
+        if only.is_empty() || only.contains("b_mend") {
+            let t = fresh(1, open_store, |store| {
+                for chunk in pairs().chunks(BATCH) {
+                    let w = chunk.iter().map(|(k, v)| Write::put(k.to_vec(), v.to_vec())).collect();
+                    store.write(w).expect("w");
+                }
+            });
+            times[variants.len() + 1].push(t.as_secs_f64());
+        }
+    }
+    let names: Vec<&str> = variants.iter().map(|v| v.0).chain(["s_mend", "b_mend"]).collect();
+    for (n, mut t) in names.into_iter().zip(times) {
+        if t.is_empty() {
+            continue;
+        }
+        t.sort_by(|a, b| a.partial_cmp(b).expect("nan"));
+        eprintln!("EXP {n:16} median {:.3}s  all {:?}", t[t.len() / 2], t);
+    }
 }
 criterion_group!(exp_benches, experiments);

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => code,
@@ -20,5 +21,17 @@ fn main() -> ExitCode {
             eprintln!("mend: {}", output::one_line(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Restores the default SIGPIPE action (Rust ignores it), so `mend ... |
+/// head` ends quietly like other command-line tools instead of panicking in
+/// `println!` on a closed pipe.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; setting a
+    // signal disposition to its default has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

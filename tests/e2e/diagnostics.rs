@@ -306,7 +306,7 @@ async fn sampling_estimates_the_divergent_share() {
     assert!((0.1..0.3).contains(&share), "true share is 0.2, estimated {share}: {v}");
     for k in v["keys"].as_array().unwrap() {
         let n: u64 = k["key"].as_str().unwrap()[4..].parse().unwrap();
-        assert!(n % 5 == 0 && n < 2000, "{k}");
+        assert!(n.is_multiple_of(5) && n < 2000, "{k}");
         assert_eq!(k["category"], "stale");
     }
     a.stop();

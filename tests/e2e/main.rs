@@ -6,6 +6,7 @@
 
 mod agents;
 mod diagnostics;
+mod simulate;
 mod harness;
 mod store_cli;
 mod store_crash;

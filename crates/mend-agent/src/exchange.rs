@@ -30,7 +30,8 @@ pub async fn connect(addr: &str, timeout_ms: u64) -> Result<Peer, Status> {
     let ep = Endpoint::from_shared(addr.to_string())
         .map_err(|e| Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
         .connect_timeout(Duration::from_millis(timeout_ms))
-        .timeout(Duration::from_millis(timeout_ms));
+        .timeout(Duration::from_millis(timeout_ms))
+        .tcp_nodelay(true);
     let ch = ep
         .connect()
         .await

@@ -11,6 +11,9 @@ use mend_store::{Store, StoreConfig, StoreError, Write};
 
 use crate::state::AgentState;
 
+/// A key and its entry after a shadow write (`None`: absent).
+pub type KeyEntry = (Vec<u8>, Option<EntrySummary>);
+
 /// Removes a directory when dropped (the checkpoint, whatever happens).
 struct Cleanup(PathBuf);
 
@@ -26,7 +29,7 @@ impl Drop for Cleanup {
 
 /// Applies `writes` to a checkpoint of the agent's store and returns the
 /// resulting entry of each written key (`None` if absent). Blocking.
-pub fn apply_to_checkpoint(state: &AgentState, tag: &str, writes: Vec<Write>) -> Result<Vec<(Vec<u8>, Option<EntrySummary>)>, StoreError> {
+pub fn apply_to_checkpoint(state: &AgentState, tag: &str, writes: Vec<Write>) -> Result<Vec<KeyEntry>, StoreError> {
     let data_dir = &state.config.data_dir;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "mend".into());

@@ -26,6 +26,10 @@ use crate::tree::RangeTree;
 pub use read::{LeafEntry, RangeStats, Stats};
 pub use verify::{RangeVerify, VerifyReport};
 
+/// Derives extra rows from the outcomes of a write batch, committed in the
+/// same batch (see [`Store::write_with_extra`]).
+pub type ExtraRows<'a> = &'a dyn Fn(&[Applied]) -> Vec<Op>;
+
 /// A source of wall-clock milliseconds (injectable for tests and simulation).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -349,7 +353,7 @@ impl<B: Backend> Store<B> {
     pub fn write_with_extra(
         &self,
         writes: Vec<Write>,
-        extra: &dyn Fn(&[Applied]) -> Vec<Op>,
+        extra: ExtraRows<'_>,
     ) -> Result<Vec<Applied>, StoreError> {
         self.write_inner_extra(writes, true, Some(extra))
     }
@@ -362,7 +366,7 @@ impl<B: Backend> Store<B> {
         &self,
         writes: Vec<Write>,
         capture: bool,
-        extra: Option<&dyn Fn(&[Applied]) -> Vec<Op>>,
+        extra: Option<ExtraRows<'_>>,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut located = Vec::with_capacity(writes.len());
         for w in &writes {

@@ -1,0 +1,120 @@
+//! Repair over gRPC on loopback between two in-process agents with RocksDB
+//! in temporary directories: unthrottled throughput (MB/s of entry bytes
+//! streamed, 1 KiB values), throttled accuracy (achieved / set rate), and
+//! overstreaming (bytes streamed / bytes of the divergent entries).
+//!
+//! `MEND_BENCH_REPAIR_KEYS` sets the number of divergent keys (default 50 000).
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use mend_agent::repair::{RepairOptions, repair};
+use mend_agent::{AgentConfig, RunningAgent};
+use mend_core::Secret;
+use mend_store::Write;
+use mend_core::{NodeId, Version};
+
+/// Bytes per value.
+const VALUE_BYTES: usize = 1024;
+
+fn keys() -> u64 {
+    std::env::var("MEND_BENCH_REPAIR_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
+}
+
+async fn agent(dir: &std::path::Path, name: &str) -> RunningAgent {
+    let cfg = AgentConfig {
+        node_id: name.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join(name),
+        ..AgentConfig::default()
+    };
+    mend_agent::start(cfg, Secret::development()).await.unwrap()
+}
+
+/// Two agents; `a` holds `n` keys with 1 KiB values that `b` lacks.
+/// Returns them and the bytes of the divergent entries (key + value + version).
+async fn setup(dir: &std::path::Path, n: u64) -> (RunningAgent, RunningAgent, u64) {
+    let a = agent(dir, "a").await;
+    let b = agent(dir, "b").await;
+    let origin = NodeId::new("bench").unwrap();
+    let mut entry_bytes = 0u64;
+    let mut i = 0;
+    while i < n {
+        let writes: Vec<Write> = (i..(i + 2000).min(n))
+            .map(|k| {
+                let key = format!("repair-{k:09}").into_bytes();
+                let value = vec![(k % 251) as u8; VALUE_BYTES];
+                entry_bytes += (key.len() + value.len() + 8 + 4 + 8 + origin.as_str().len()) as u64;
+                Write::put(key, value).at(Version { ms: 1_700_000_000_000 + k, logical: 0, origin: origin.clone(), seq: k })
+            })
+            .collect();
+        let s = a.state.store.clone();
+        tokio::task::spawn_blocking(move || s.write(writes).unwrap()).await.unwrap();
+        i += 2000;
+    }
+    (a, b, entry_bytes)
+}
+
+/// One repair of `n` keys; returns (elapsed, bytes streamed, entry bytes).
+fn one_repair(rt: &tokio::runtime::Runtime, n: u64, rate: u64) -> (Duration, u64, u64, u64) {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, entry_bytes) = setup(dir.path(), n).await;
+        let peer = format!("http://{}", b.addr);
+        let opts = RepairOptions { rate_bytes_per_s: rate, ..RepairOptions::default() };
+        // A repair diffs first; time that diff alone on the same state and
+        // subtract it, so the figure is the streaming and applying.
+        let t = Instant::now();
+        let d = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+        let diff_time = t.elapsed();
+        assert_eq!(d.keys.len() as u64, n);
+        let t = Instant::now();
+        let s = repair(&a.state, &peer, None, opts, None).await.unwrap();
+        let all = t.elapsed();
+        assert_eq!(s.keys_to_peer, n, "every divergent key repaired");
+        let after = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+        assert!(after.keys.is_empty(), "converged");
+        a.stop().await.unwrap();
+        b.stop().await.unwrap();
+        (all.saturating_sub(diff_time), s.bytes_streamed, entry_bytes, s.keys_repaired)
+    })
+}
+
+/// Criterion group: unthrottled repair throughput.
+pub fn bench_repair(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let n = keys();
+    let mut g = c.benchmark_group("repair");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(n * VALUE_BYTES as u64));
+    g.bench_function(format!("unthrottled/{n}x1KiB"), |bch| {
+        bch.iter_custom(|iters| (0..iters).map(|_| one_repair(&rt, n, 0).0).sum())
+    });
+    g.finish();
+}
+
+/// Prints the repair figures of BENCHMARKS.md (run with `MEND_BENCH_REPAIR_REPORT=1`).
+pub fn report(_: &mut Criterion) {
+    if std::env::var("MEND_BENCH_REPAIR_REPORT").is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let n = keys();
+    let (t, streamed, entry, repaired) = one_repair(&rt, n, 0);
+    let mbps = streamed as f64 / t.as_secs_f64() / 1e6;
+    println!("| repair, unthrottled, {n} keys x 1 KiB (diff excluded) | {:.1} MB/s | {repaired} keys in {:.2} s |", mbps, t.as_secs_f64());
+    println!("| overstreaming (bytes streamed / divergent entry bytes) | {:.3} | {streamed} / {entry} |", streamed as f64 / entry as f64);
+    for rate in [2_000_000u64, 8_000_000] {
+        let n2 = (rate * 3 / 1100).min(n);
+        let (t, streamed, _, _) = one_repair(&rt, n2, rate);
+        let achieved = streamed as f64 / t.as_secs_f64();
+        println!(
+            "| repair throttled at {:.0} MB/s, {n2} keys (diff excluded) | {:.2} MB/s | achieved/set = {:.3} |",
+            rate as f64 / 1e6,
+            achieved / 1e6,
+            achieved / rate as f64
+        );
+    }
+}
+
+criterion::criterion_group!(benches, bench_repair, report);
