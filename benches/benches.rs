@@ -10,4 +10,9 @@ mod exchange;
 mod repair;
 mod store;
 
-criterion::criterion_main!(store::benches, exchange::benches, store::exp_benches, repair::benches);
+criterion::criterion_main!(
+    store::benches,
+    exchange::benches,
+    store::exp_benches,
+    repair::benches
+);

@@ -11,14 +11,17 @@ use criterion::{Criterion, Throughput};
 use mend_agent::repair::{RepairOptions, repair};
 use mend_agent::{AgentConfig, RunningAgent};
 use mend_core::Secret;
-use mend_store::Write;
 use mend_core::{NodeId, Version};
+use mend_store::Write;
 
 /// Bytes per value.
 const VALUE_BYTES: usize = 1024;
 
 fn keys() -> u64 {
-    std::env::var("MEND_BENCH_REPAIR_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
+    std::env::var("MEND_BENCH_REPAIR_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000)
 }
 
 async fn agent(dir: &std::path::Path, name: &str) -> RunningAgent {
@@ -45,11 +48,18 @@ async fn setup(dir: &std::path::Path, n: u64) -> (RunningAgent, RunningAgent, u6
                 let key = format!("repair-{k:09}").into_bytes();
                 let value = vec![(k % 251) as u8; VALUE_BYTES];
                 entry_bytes += (key.len() + value.len() + 8 + 4 + 8 + origin.as_str().len()) as u64;
-                Write::put(key, value).at(Version { ms: 1_700_000_000_000 + k, logical: 0, origin: origin.clone(), seq: k })
+                Write::put(key, value).at(Version {
+                    ms: 1_700_000_000_000 + k,
+                    logical: 0,
+                    origin: origin.clone(),
+                    seq: k,
+                })
             })
             .collect();
         let s = a.state.store.clone();
-        tokio::task::spawn_blocking(move || s.write(writes).unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || s.write(writes).unwrap())
+            .await
+            .unwrap();
         i += 2000;
     }
     (a, b, entry_bytes)
@@ -61,28 +71,44 @@ fn one_repair(rt: &tokio::runtime::Runtime, n: u64, rate: u64) -> (Duration, u64
         let dir = tempfile::tempdir().unwrap();
         let (a, b, entry_bytes) = setup(dir.path(), n).await;
         let peer = format!("http://{}", b.addr);
-        let opts = RepairOptions { rate_bytes_per_s: rate, ..RepairOptions::default() };
+        let opts = RepairOptions {
+            rate_bytes_per_s: rate,
+            ..RepairOptions::default()
+        };
         // A repair diffs first; time that diff alone on the same state and
         // subtract it, so the figure is the streaming and applying.
         let t = Instant::now();
-        let d = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+        let d = mend_agent::exchange::diff(&a.state, &peer, None)
+            .await
+            .unwrap();
         let diff_time = t.elapsed();
         assert_eq!(d.keys.len() as u64, n);
         let t = Instant::now();
         let s = repair(&a.state, &peer, None, opts, None).await.unwrap();
         let all = t.elapsed();
         assert_eq!(s.keys_to_peer, n, "every divergent key repaired");
-        let after = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+        let after = mend_agent::exchange::diff(&a.state, &peer, None)
+            .await
+            .unwrap();
         assert!(after.keys.is_empty(), "converged");
         a.stop().await.unwrap();
         b.stop().await.unwrap();
-        (all.saturating_sub(diff_time), s.bytes_streamed, entry_bytes, s.keys_repaired)
+        (
+            all.saturating_sub(diff_time),
+            s.bytes_streamed,
+            entry_bytes,
+            s.keys_repaired,
+        )
     })
 }
 
 /// Criterion group: unthrottled repair throughput.
 pub fn bench_repair(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let n = keys();
     let mut g = c.benchmark_group("repair");
     g.sample_size(10);
@@ -98,12 +124,23 @@ pub fn report(_: &mut Criterion) {
     if std::env::var("MEND_BENCH_REPAIR_REPORT").is_err() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let n = keys();
     let (t, streamed, entry, repaired) = one_repair(&rt, n, 0);
     let mbps = streamed as f64 / t.as_secs_f64() / 1e6;
-    println!("| repair, unthrottled, {n} keys x 1 KiB (diff excluded) | {:.1} MB/s | {repaired} keys in {:.2} s |", mbps, t.as_secs_f64());
-    println!("| overstreaming (bytes streamed / divergent entry bytes) | {:.3} | {streamed} / {entry} |", streamed as f64 / entry as f64);
+    println!(
+        "| repair, unthrottled, {n} keys x 1 KiB (diff excluded) | {:.1} MB/s | {repaired} keys in {:.2} s |",
+        mbps,
+        t.as_secs_f64()
+    );
+    println!(
+        "| overstreaming (bytes streamed / divergent entry bytes) | {:.3} | {streamed} / {entry} |",
+        streamed as f64 / entry as f64
+    );
     for rate in [2_000_000u64, 8_000_000] {
         let n2 = (rate * 3 / 1100).min(n);
         let (t, streamed, _, _) = one_repair(&rt, n2, rate);

@@ -321,7 +321,9 @@ fn emulate(db: &DB, single: bool, get: bool, leaf: bool, multiget: bool) {
 }
 
 fn experiments(_c: &mut Criterion) {
-    let Ok(rounds) = std::env::var("MEND_EXP_ROUNDS") else { return };
+    let Ok(rounds) = std::env::var("MEND_EXP_ROUNDS") else {
+        return;
+    };
     let rounds: usize = rounds.parse().expect("rounds");
     let only = std::env::var("MEND_EXP_ONLY").unwrap_or_default();
     // name, single, get, leaf, multiget, vec_leaves, bloom
@@ -345,13 +347,19 @@ fn experiments(_c: &mut Criterion) {
             if !only.is_empty() && !only.split(',').any(|o| o == name) {
                 continue;
             }
-            let t = fresh(1, |p| open_variant(p, vl, bl), |db| emulate(db, single, get, leaf, mg));
+            let t = fresh(
+                1,
+                |p| open_variant(p, vl, bl),
+                |db| emulate(db, single, get, leaf, mg),
+            );
             times[i].push(t.as_secs_f64());
         }
         if only.is_empty() || only.contains("s_mend") {
             let t = fresh(1, open_store, |store| {
                 for (k, v) in pairs() {
-                    store.write(vec![Write::put(k.to_vec(), v.to_vec())]).expect("w");
+                    store
+                        .write(vec![Write::put(k.to_vec(), v.to_vec())])
+                        .expect("w");
                 }
             });
             times[variants.len()].push(t.as_secs_f64());
@@ -359,14 +367,21 @@ fn experiments(_c: &mut Criterion) {
         if only.is_empty() || only.contains("b_mend") {
             let t = fresh(1, open_store, |store| {
                 for chunk in pairs().chunks(BATCH) {
-                    let w = chunk.iter().map(|(k, v)| Write::put(k.to_vec(), v.to_vec())).collect();
+                    let w = chunk
+                        .iter()
+                        .map(|(k, v)| Write::put(k.to_vec(), v.to_vec()))
+                        .collect();
                     store.write(w).expect("w");
                 }
             });
             times[variants.len() + 1].push(t.as_secs_f64());
         }
     }
-    let names: Vec<&str> = variants.iter().map(|v| v.0).chain(["s_mend", "b_mend"]).collect();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v.0)
+        .chain(["s_mend", "b_mend"])
+        .collect();
     for (n, mut t) in names.into_iter().zip(times) {
         if t.is_empty() {
             continue;
@@ -375,4 +390,121 @@ fn experiments(_c: &mut Criterion) {
         eprintln!("EXP {n:16} median {:.3}s  all {:?}", t[t.len() / 2], t);
     }
 }
-criterion_group!(exp_benches, experiments);
+fn rebuild_experiments(_c: &mut Criterion) {
+    use mend_core::{Agg, Record, digest::value_hash};
+    use mend_store::Backend;
+    let Ok(rounds) = std::env::var("MEND_EXP_REBUILD") else {
+        return;
+    };
+    let rounds: usize = rounds.parse().expect("rounds");
+    let f = rebuild_fixture();
+    let be = f.store.backend();
+    let secret = f.store.secret().clone();
+    let names = [
+        "raw_scan",
+        "backend_scan",
+        "+decode_meta",
+        "+value_hash",
+        "+entry_digest",
+        "rebuild_leaves",
+        "raw_scan_par256",
+        "backend_scan_par256",
+        "digest_only_par",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..rounds {
+        for (i, _) in names.iter().enumerate() {
+            let t = Instant::now();
+            match i {
+                0 => {
+                    black_box(raw_scan(&f.raw));
+                }
+                1..=4 => {
+                    let mut agg = Agg::default();
+                    let mut n = 0u64;
+                    be.scan(Cf::Data, &[], None, &mut |k, v| {
+                        n += (k.len() + v.len()) as u64;
+                        if i >= 2 {
+                            let (mut meta, at) = Record::decode_meta(v).expect("meta");
+                            if i >= 3 {
+                                meta.value_hash = value_hash(&v[at..]);
+                            }
+                            if i >= 4 {
+                                agg.add_digest(&meta.digest(&secret, &k[6..]));
+                            }
+                            black_box(&meta);
+                        }
+                        true
+                    })
+                    .expect("scan");
+                    black_box((agg, n));
+                }
+                5 => {
+                    black_box(f.store.rebuild_leaves(0).expect("rebuild"));
+                }
+                6 | 7 | 8 => {
+                    let spans = 256u32;
+                    let per = 65536 / spans;
+                    let next = std::sync::atomic::AtomicU32::new(0);
+                    let work = |s: u32| -> u64 {
+                        let lo = mend_store::keys::bucket_key(0, s * per);
+                        let hi = mend_store::keys::bucket_end(0, ((s + 1) * per) as u64);
+                        let mut n = 0u64;
+                        if i == 6 {
+                            let cf = f.raw.cf_handle(Cf::Data.name()).expect("cf");
+                            let mut ro = rocksdb::ReadOptions::default();
+                            ro.set_iterate_upper_bound(hi);
+                            let mut it = f.raw.raw_iterator_cf_opt(cf, ro);
+                            it.seek(&lo);
+                            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                                n += (k.len() + v.len()) as u64;
+                                it.next();
+                            }
+                        } else {
+                            be.scan(Cf::Data, &lo, Some(&hi), &mut |k, v| {
+                                if i == 8 {
+                                    let (mut meta, at) = Record::decode_meta(v).expect("meta");
+                                    meta.value_hash = value_hash(&v[at..]);
+                                    n = n.wrapping_add(meta.digest(&secret, &k[6..])[0] as u64);
+                                } else {
+                                    n += (k.len() + v.len()) as u64;
+                                }
+                                true
+                            })
+                            .expect("scan");
+                        }
+                        n
+                    };
+                    let tot: u64 = std::thread::scope(|sc| {
+                        let hs: Vec<_> = (0..2)
+                            .map(|_| {
+                                sc.spawn(|| {
+                                    let mut t = 0u64;
+                                    loop {
+                                        let s =
+                                            next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        if s >= spans {
+                                            break t;
+                                        }
+                                        t = t.wrapping_add(work(s));
+                                    }
+                                })
+                            })
+                            .collect();
+                        hs.into_iter()
+                            .map(|h| h.join().expect("join"))
+                            .fold(0, u64::wrapping_add)
+                    });
+                    black_box(tot);
+                }
+                _ => unreachable!(),
+            }
+            times[i].push(t.elapsed().as_secs_f64());
+        }
+    }
+    for (n, mut t) in names.into_iter().zip(times) {
+        t.sort_by(|a, b| a.partial_cmp(b).expect("nan"));
+        eprintln!("EXPR {n:20} median {:.3}s  all {:?}", t[t.len() / 2], t);
+    }
+}
+criterion_group!(exp_benches, experiments, rebuild_experiments);

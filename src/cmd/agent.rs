@@ -13,7 +13,8 @@ use crate::cli::AgentArgs;
 fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
     let mut c = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
             AgentConfig::from_toml(&text).with_context(|| format!("config {}", p.display()))?
         }
         None => AgentConfig::default(),
@@ -38,7 +39,12 @@ fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--peer {p:?}: expected ID=ADDR"))?;
         c.peers.retain(|x| x.id != id);
-        c.peers.push(PeerConfig { id: id.to_string(), address: addr.to_string(), interval_ms: 0, budget: None });
+        c.peers.push(PeerConfig {
+            id: id.to_string(),
+            address: addr.to_string(),
+            interval_ms: 0,
+            budget: None,
+        });
     }
     c.validate()?;
     Ok(c)
@@ -49,7 +55,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let config = build_config(&a)?;
@@ -57,8 +64,14 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async move {
         let mut agent = mend_agent::start(config.clone(), secret).await?;
-        let http = agent.http_addr.map(|h| h.to_string()).unwrap_or_else(|| "off".into());
-        println!("mend agent {} listening on grpc={} http={}", config.node_id, agent.addr, http);
+        let http = agent
+            .http_addr
+            .map(|h| h.to_string())
+            .unwrap_or_else(|| "off".into());
+        println!(
+            "mend agent {} listening on grpc={} http={}",
+            config.node_id, agent.addr, http
+        );
         std::io::stdout().flush()?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -69,7 +82,10 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        agent.stop().await.map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+        agent
+            .stop()
+            .await
+            .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -18,19 +18,29 @@ use crate::output::print_json;
 
 /// Connects to an agent's Replica service.
 pub async fn replica(addr: &str) -> anyhow::Result<ReplicaClient<Channel>> {
-    let c = ReplicaClient::connect(uri(addr)).await.with_context(|| format!("cannot reach agent at {addr}"))?;
-    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX).max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
+    let c = ReplicaClient::connect(uri(addr))
+        .await
+        .with_context(|| format!("cannot reach agent at {addr}"))?;
+    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 
 /// Connects to an agent's Operator service.
 pub async fn operator(addr: &str) -> anyhow::Result<OperatorClient<Channel>> {
-    let c = OperatorClient::connect(uri(addr)).await.with_context(|| format!("cannot reach agent at {addr}"))?;
+    let c = OperatorClient::connect(uri(addr))
+        .await
+        .with_context(|| format!("cannot reach agent at {addr}"))?;
     Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 
 fn version(v: &VersionArgs) -> Option<pb::Version> {
     match (v.version_ms, &v.origin) {
-        (Some(ms), Some(o)) => Some(pb::Version { ms, logical: 0, origin: o.clone(), seq: v.seq }),
+        (Some(ms), Some(o)) => Some(pb::Version {
+            ms,
+            logical: 0,
+            origin: o.clone(),
+            seq: v.seq,
+        }),
         _ => None,
     }
 }
@@ -47,18 +57,34 @@ fn print_write(r: &pb::WriteResult, as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         print_json(&json!({"decision": r.decision, "version": version_json(&r.version)}))?;
     } else {
-        let v = r.version.as_ref().map(|v| format!("{}.{}@{}#{}", v.ms, v.logical, v.origin, v.seq)).unwrap_or_default();
+        let v = r
+            .version
+            .as_ref()
+            .map(|v| format!("{}.{}@{}#{}", v.ms, v.logical, v.origin, v.seq))
+            .unwrap_or_default();
         println!("{} {v}", r.decision);
     }
-    Ok(if r.decision == "conflict" { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if r.decision == "conflict" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `mend put`.
 pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = replica(&a.agent).await?;
-        let req = pb::PutRequest { key: a.key.into_bytes(), value: a.value.into_bytes(), version: version(&a.version) };
-        let r = c.put(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        let req = pb::PutRequest {
+            key: a.key.into_bytes(),
+            value: a.value.into_bytes(),
+            version: version(&a.version),
+        };
+        let r = c
+            .put(req)
+            .await
+            .map_err(|s| status_err(&a.agent, s))?
+            .into_inner();
         print_write(&r, a.json)
     })
 }
@@ -67,8 +93,15 @@ pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
 pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = replica(&a.agent).await?;
-        let req = pb::DeleteRequest { key: a.key.into_bytes(), version: version(&a.version) };
-        let r = c.delete(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        let req = pb::DeleteRequest {
+            key: a.key.into_bytes(),
+            version: version(&a.version),
+        };
+        let r = c
+            .delete(req)
+            .await
+            .map_err(|s| status_err(&a.agent, s))?
+            .into_inner();
         print_write(&r, a.json)
     })
 }
@@ -77,7 +110,13 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
 pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = replica(&a.agent).await?;
-        let r = c.get(pb::GetRequest { key: a.key.clone().into_bytes() }).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        let r = c
+            .get(pb::GetRequest {
+                key: a.key.clone().into_bytes(),
+            })
+            .await
+            .map_err(|s| status_err(&a.agent, s))?
+            .into_inner();
         if a.json {
             print_json(&json!({
                 "key": a.key, "found": r.found, "tombstone": r.tombstone,
@@ -87,12 +126,20 @@ pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         } else if !r.found {
             println!("(not found)");
         } else if r.tombstone {
-            let v = r.version.as_ref().map(|v| format!("{}@{}", v.ms, v.origin)).unwrap_or_default();
+            let v = r
+                .version
+                .as_ref()
+                .map(|v| format!("{}@{}", v.ms, v.origin))
+                .unwrap_or_default();
             println!("(deleted at {v})");
         } else {
             println!("{}", String::from_utf8_lossy(&r.value));
         }
-        Ok(if r.found && !r.tombstone { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if r.found && !r.tombstone {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }
 
@@ -114,7 +161,11 @@ pub fn load_value(seed: u64, i: u64, len: usize) -> Vec<u8> {
 
 /// `mend load`: the same versioned writes to every agent.
 pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(a.value_bytes <= mend_core::limits::VALUE_BYTES_MAX, "--value-bytes exceeds {}", mend_core::limits::VALUE_BYTES_MAX);
+    anyhow::ensure!(
+        a.value_bytes <= mend_core::limits::VALUE_BYTES_MAX,
+        "--value-bytes exceeds {}",
+        mend_core::limits::VALUE_BYTES_MAX
+    );
     runtime()?.block_on(async {
         let mut clients = Vec::new();
         for ag in &a.agents {

@@ -17,19 +17,37 @@ use crate::cli::{DemoArgs, RepairArgs};
 use crate::output::print_json;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn v(ms: u64, origin: &str, seq: u64) -> Option<pb::Version> {
-    Some(pb::Version { ms, logical: 0, origin: origin.into(), seq })
+    Some(pb::Version {
+        ms,
+        logical: 0,
+        origin: origin.into(),
+        seq,
+    })
 }
 
 fn put(key: &str, value: &str, version: Option<pb::Version>) -> pb::BatchWrite {
-    pb::BatchWrite { key: key.into(), value: value.into(), delete: false, version }
+    pb::BatchWrite {
+        key: key.into(),
+        value: value.into(),
+        delete: false,
+        version,
+    }
 }
 
 fn del(key: &str, version: Option<pb::Version>) -> pb::BatchWrite {
-    pb::BatchWrite { key: key.into(), value: Vec::new(), delete: true, version }
+    pb::BatchWrite {
+        key: key.into(),
+        value: Vec::new(),
+        delete: true,
+        version,
+    }
 }
 
 /// Runs the demo.

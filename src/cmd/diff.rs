@@ -25,7 +25,10 @@ pub struct Received {
 pub async fn fetch(agent: &str, peer: &str, range: Option<String>) -> anyhow::Result<Received> {
     let mut c = operator(agent).await?;
     let mut stream = c
-        .diff(pb::DiffRequest { peer: peer.to_string(), range: range.unwrap_or_default() })
+        .diff(pb::DiffRequest {
+            peer: peer.to_string(),
+            range: range.unwrap_or_default(),
+        })
         .await
         .map_err(|s| status_err(agent, s))?
         .into_inner();
@@ -38,7 +41,8 @@ pub async fn fetch(agent: &str, peer: &str, range: Option<String>) -> anyhow::Re
             None => {}
         }
     }
-    let summary = summary.ok_or_else(|| anyhow::anyhow!("agent {agent}: diff stream ended without a summary"))?;
+    let summary = summary
+        .ok_or_else(|| anyhow::anyhow!("agent {agent}: diff stream ended without a summary"))?;
     Ok(Received { keys, summary })
 }
 
@@ -58,7 +62,11 @@ fn side_json(e: &Option<pb::EntryVersion>) -> Value {
 /// The JSON report of a diff.
 pub fn to_json(r: &Received) -> Value {
     let s = &r.summary;
-    let by_category: BTreeMap<_, _> = s.by_category.iter().map(|c| (c.category.clone(), c.count)).collect();
+    let by_category: BTreeMap<_, _> = s
+        .by_category
+        .iter()
+        .map(|c| (c.category.clone(), c.count))
+        .collect();
     let keys: Vec<Value> = r
         .keys
         .iter()
@@ -103,7 +111,13 @@ fn short_version(e: &Option<pb::EntryVersion>) -> String {
     match e {
         Some(e) if e.present => {
             let v = e.version.clone().unwrap_or_default();
-            format!("{}{}@{}#{}", if e.tombstone { "DEL " } else { "" }, v.ms, v.origin, v.seq)
+            format!(
+                "{}{}@{}#{}",
+                if e.tombstone { "DEL " } else { "" },
+                v.ms,
+                v.origin,
+                v.seq
+            )
         }
         _ => "-".into(),
     }
@@ -150,10 +164,17 @@ pub fn print_human(r: &Received, show: usize) {
         }
     }
     println!();
-    println!("  {:<28} {:<20} {:<7} {:<32} {:<32}", "key", "category", "behind", "local", "peer");
+    println!(
+        "  {:<28} {:<20} {:<7} {:<32} {:<32}",
+        "key", "category", "behind", "local", "peer"
+    );
     for k in r.keys.iter().take(show) {
         let key = String::from_utf8_lossy(&k.key);
-        let key: String = if key.chars().count() > 28 { key.chars().take(27).chain(['…']).collect() } else { key.into() };
+        let key: String = if key.chars().count() > 28 {
+            key.chars().take(27).chain(['…']).collect()
+        } else {
+            key.into()
+        };
         println!(
             "  {:<28} {:<20} {:<7} {:<32} {:<32}",
             key,
@@ -177,6 +198,10 @@ pub fn run(a: DiffArgs) -> anyhow::Result<ExitCode> {
         } else {
             print_human(&r, a.show);
         }
-        Ok(if r.summary.in_sync { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if r.summary.in_sync {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }

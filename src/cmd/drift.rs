@@ -14,7 +14,13 @@ use crate::output::print_json;
 
 fn ago(now: u64, at: u64) -> String {
     let s = now.saturating_sub(at) / 1000;
-    if s < 120 { format!("{s}s ago") } else if s < 7200 { format!("{}m ago", s / 60) } else { format!("{}h ago", s / 3600) }
+    if s < 120 {
+        format!("{s}s ago")
+    } else if s < 7200 {
+        format!("{}m ago", s / 60)
+    } else {
+        format!("{}h ago", s / 3600)
+    }
 }
 
 /// `mend history`.
@@ -86,27 +92,38 @@ pub fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = operator(&a.agent).await?;
         let mut stream = c
-            .report(pb::ReportRequest { peer: a.peer.clone().unwrap_or_default() })
+            .report(pb::ReportRequest {
+                peer: a.peer.clone().unwrap_or_default(),
+            })
             .await
             .map_err(|s| status_err(&a.agent, s))?
             .into_inner();
         let mut keys = Vec::new();
         let mut summary = None;
-        while let Some(ev) = stream.message().await.map_err(|s| status_err(&a.agent, s))? {
+        while let Some(ev) = stream
+            .message()
+            .await
+            .map_err(|s| status_err(&a.agent, s))?
+        {
             match ev.event {
                 Some(pb::diff_event::Event::Key(k)) => keys.push(k),
                 Some(pb::diff_event::Event::Summary(s)) => summary = Some(s),
                 None => {}
             }
         }
-        let summary = summary.ok_or_else(|| anyhow::anyhow!("agent {}: report ended without a summary", a.agent))?;
+        let summary = summary
+            .ok_or_else(|| anyhow::anyhow!("agent {}: report ended without a summary", a.agent))?;
         let r = Received { keys, summary };
         if a.json {
             print_json(&to_json(&r))?;
         } else {
             print_human(&r, a.show);
         }
-        Ok(if r.summary.in_sync { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if r.summary.in_sync {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }
 

@@ -36,7 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A tokio runtime for client commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Normalises an agent address to a URI.

@@ -25,9 +25,17 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         categories: a.categories.clone(),
         shadow: a.shadow,
     };
-    let mut stream = c.repair(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+    let mut stream = c
+        .repair(req)
+        .await
+        .map_err(|s| status_err(&a.agent, s))?
+        .into_inner();
     let mut summary = None;
-    while let Some(ev) = stream.message().await.map_err(|s| status_err(&a.agent, s))? {
+    while let Some(ev) = stream
+        .message()
+        .await
+        .map_err(|s| status_err(&a.agent, s))?
+    {
         match ev.event {
             Some(pb::repair_event::Event::Progress(p)) => {
                 bar.set_length(p.keys_total);
@@ -38,7 +46,8 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         }
     }
     bar.finish_and_clear();
-    summary.ok_or_else(|| anyhow::anyhow!("agent {}: repair stream ended without a summary", a.agent))
+    summary
+        .ok_or_else(|| anyhow::anyhow!("agent {}: repair stream ended without a summary", a.agent))
 }
 
 /// `mend repair`.

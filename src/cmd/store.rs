@@ -17,12 +17,11 @@ fn open(a: &StoreArgs) -> anyhow::Result<Store<RocksBackend>> {
     let secret = crate::secret::load(a.secret_file.as_deref(), |_| {})?;
     let backend = RocksBackend::open_existing(&a.data_dir)?;
     let node = NodeId::new("mend-cli").context("node id")?;
-    let store = Store::open(backend, StoreConfig::new(node, secret, None))
-        .map_err(|e| match e {
-            mend_store::StoreError::NotAStore { why, .. } => anyhow::anyhow!(
-                "{} is not a mend store: {why}",
-                a.data_dir.display()
-            ),
+    let store =
+        Store::open(backend, StoreConfig::new(node, secret, None)).map_err(|e| match e {
+            mend_store::StoreError::NotAStore { why, .. } => {
+                anyhow::anyhow!("{} is not a mend store: {why}", a.data_dir.display())
+            }
             e => e.into(),
         })?;
     Ok(store)
@@ -39,7 +38,10 @@ pub fn run(c: StoreCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for rv in &r.ranges {
                     match rv.first_bad_bucket {
-                        None => println!("ok    range {:<16} root {} ({} entries)", rv.name, rv.root, rv.entries),
+                        None => println!(
+                            "ok    range {:<16} root {} ({} entries)",
+                            rv.name, rv.root, rv.entries
+                        ),
                         Some(b) => println!(
                             "BAD   range {:<16} first disagreeing bucket {b} ({} buckets differ)",
                             rv.name, rv.bad_buckets
@@ -49,7 +51,9 @@ pub fn run(c: StoreCommand) -> anyhow::Result<ExitCode> {
             }
             if !r.ok() {
                 if !a.json {
-                    eprintln!("mend: tree does not match the data; `mend store rebuild` recomputes it");
+                    eprintln!(
+                        "mend: tree does not match the data; `mend store rebuild` recomputes it"
+                    );
                 }
                 return Ok(ExitCode::from(1));
             }

@@ -14,7 +14,13 @@ fn tmp() -> tempfile::TempDir {
 
 /// Two agents with the same 3000 keys, then divergence of every category
 /// injected between them; returns (a, b, expected key → (category, behind)).
-async fn diverged(dir: &std::path::Path) -> (AgentProc, AgentProc, BTreeMap<String, (String, Option<String>)>) {
+async fn diverged(
+    dir: &std::path::Path,
+) -> (
+    AgentProc,
+    AgentProc,
+    BTreeMap<String, (String, Option<String>)>,
+) {
     let a = AgentProc::start("node-a", &dir.join("a"), &[]);
     let b = AgentProc::start("node-b", &dir.join("b"), &[]);
     let t = now_ms();
@@ -70,7 +76,10 @@ fn found(v: &Value) -> BTreeMap<String, (String, Option<String>)> {
         .map(|k| {
             (
                 k["key"].as_str().unwrap_or_default().to_string(),
-                (k["category"].as_str().unwrap_or_default().to_string(), k["behind"].as_str().map(String::from)),
+                (
+                    k["category"].as_str().unwrap_or_default().to_string(),
+                    k["behind"].as_str().map(String::from),
+                ),
             )
         })
         .collect()
@@ -91,7 +100,12 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
     assert_eq!(v["by_category"]["missing"], 3);
     let rounds = v["rounds"].as_u64().unwrap_or(99);
     assert!(rounds <= 4 + 2, "rounds {rounds} > ceil(log16(65536)) + 2");
-    let lost = v["keys"].as_array().unwrap().iter().find(|k| k["key"] == "lost-1").unwrap();
+    let lost = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "lost-1")
+        .unwrap();
     assert_eq!(lost["local"]["origin"], "node-c");
     assert_eq!(lost["local"]["seq"], 10);
     assert_eq!(lost["peer"], Value::Null);
@@ -111,7 +125,12 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
     assert_eq!(rep["keys_repaired"], 7, "{rep}");
     assert_eq!(rep["keys_to_local"], 2);
     assert_eq!(rep["keys_to_peer"], 5);
-    let skipped: Vec<&str> = rep["skipped"].as_array().unwrap().iter().filter_map(|s| s["key"].as_str()).collect();
+    let skipped: Vec<&str> = rep["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["key"].as_str())
+        .collect();
     assert_eq!(skipped.len(), 3, "{rep}");
     for k in ["conflict", "future", "fresh"] {
         assert!(skipped.contains(&k), "{k} skipped: {rep}");
@@ -119,7 +138,11 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
     let id = rep["repair_id"].as_str().unwrap().to_string();
     let (_, after) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
     let left: Vec<String> = found(&after).into_keys().collect();
-    assert_eq!(left, vec!["conflict", "fresh", "future"], "only what needs a human or time is left");
+    assert_eq!(
+        left,
+        vec!["conflict", "fresh", "future"],
+        "only what needs a human or time is left"
+    );
 
     // A second repair moves nothing.
     let (_, rep2) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr]);
@@ -131,7 +154,11 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
     assert_eq!(code, 0, "{u}");
     assert_eq!(u["restored"], 7, "{u}");
     let (_, restored) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
-    assert_eq!(found(&restored), exp, "undo brings back exactly the original divergence");
+    assert_eq!(
+        found(&restored),
+        exp,
+        "undo brings back exactly the original divergence"
+    );
     let out = mend(&["undo", "--agent", &a.addr, &id]);
     assert_eq!(out.status.code(), Some(2), "a second undo is refused");
     a.stop();
@@ -146,22 +173,52 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
     let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
     let old = now_ms() - 600_000;
-    let keys: Vec<_> = (0..60).map(|i| put(&format!("race-{i:03}"), "from a", ver(old + i, "node-a", i + 1))).collect();
+    let keys: Vec<_> = (0..60)
+        .map(|i| {
+            put(
+                &format!("race-{i:03}"),
+                "from a",
+                ver(old + i, "node-a", i + 1),
+            )
+        })
+        .collect();
     write(&a, keys).await;
     let (aa, ba) = (a.addr.clone(), b.addr.clone());
-    let repair = tokio::task::spawn_blocking(move || mend_json(&["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "40"]));
+    let repair = tokio::task::spawn_blocking(move || {
+        mend_json(&["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "40"])
+    });
     // Newer writes land at b while the repair paces itself at 40 keys/s.
-    let newer: Vec<_> = (30..60).map(|i| put(&format!("race-{i:03}"), "newer at b", ver(old + 500_000, "node-b", i))).collect();
+    let newer: Vec<_> = (30..60)
+        .map(|i| {
+            put(
+                &format!("race-{i:03}"),
+                "newer at b",
+                ver(old + 500_000, "node-b", i),
+            )
+        })
+        .collect();
     write(&b, newer).await;
     let (code, rep) = repair.await.unwrap();
     assert_eq!(code, 0, "{rep}");
     let mut c = b.replica().await;
     for i in 30..60 {
-        let r = c.get(pb::GetRequest { key: format!("race-{i:03}").into_bytes() }).await.unwrap().into_inner();
+        let r = c
+            .get(pb::GetRequest {
+                key: format!("race-{i:03}").into_bytes(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.value, b"newer at b", "race-{i:03} kept the newer write");
     }
     for i in 0..30 {
-        let r = c.get(pb::GetRequest { key: format!("race-{i:03}").into_bytes() }).await.unwrap().into_inner();
+        let r = c
+            .get(pb::GetRequest {
+                key: format!("race-{i:03}").into_bytes(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.value, b"from a", "race-{i:03} repaired");
     }
     a.stop();
@@ -176,10 +233,30 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
     let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
     let old = now_ms() - 600_000;
-    write(&a, (0..400).map(|i| put(&format!("k-{i:04}"), &"v".repeat(200), ver(old + i, "node-a", i + 1))).collect()).await;
+    write(
+        &a,
+        (0..400)
+            .map(|i| {
+                put(
+                    &format!("k-{i:04}"),
+                    &"v".repeat(200),
+                    ver(old + i, "node-a", i + 1),
+                )
+            })
+            .collect(),
+    )
+    .await;
     let (aa, ba) = (a.addr.clone(), b.addr.clone());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "100"])
+        .args([
+            "repair",
+            "--agent",
+            &aa,
+            "--peer",
+            &ba,
+            "--rate-keys",
+            "100",
+        ])
         .env("MEND_CLUSTER_SECRET", SECRET)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -188,7 +265,13 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     // Wait until b has received some of the repair, then kill it.
     let mut c = b.replica().await;
     loop {
-        let r = c.get(pb::GetRequest { key: b"k-0000".to_vec() }).await.unwrap().into_inner();
+        let r = c
+            .get(pb::GetRequest {
+                key: b"k-0000".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         if r.found {
             break;
         }
@@ -197,9 +280,14 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     let bdir = b.dir.clone();
     b.kill();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(2), "stdout {:?}", String::from_utf8_lossy(&out.stdout));
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("mend: "), "{err}");
@@ -207,7 +295,13 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     a.stop();
     for dir in [adir, bdir] {
         let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
-        assert_eq!(v.status.code(), Some(0), "verify {}: {}", dir.display(), String::from_utf8_lossy(&v.stdout));
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "verify {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&v.stdout)
+        );
     }
 }
 
@@ -223,24 +317,69 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
     let long_key = vec![b'k'; 4097];
     let big = vec![0u8; 4 * 1024 * 1024 + 1];
     let cases: Vec<(pb::PutRequest, Code)> = vec![
-        (pb::PutRequest { key: vec![], value: b"v".to_vec(), version: None }, Code::InvalidArgument),
-        (pb::PutRequest { key: long_key, value: b"v".to_vec(), version: None }, Code::InvalidArgument),
-        (pb::PutRequest { key: b"k".to_vec(), value: big, version: None }, Code::InvalidArgument),
-        (pb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), version: ver(1, "bad origin", 1) }, Code::InvalidArgument),
+        (
+            pb::PutRequest {
+                key: vec![],
+                value: b"v".to_vec(),
+                version: None,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::PutRequest {
+                key: long_key,
+                value: b"v".to_vec(),
+                version: None,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::PutRequest {
+                key: b"k".to_vec(),
+                value: big,
+                version: None,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                version: ver(1, "bad origin", 1),
+            },
+            Code::InvalidArgument,
+        ),
     ];
     for (req, code) in cases {
         let e = r.put(req).await.unwrap_err();
         assert_eq!(e.code(), code, "{e:?}");
     }
-    let too_many: Vec<_> = (0..10_001).map(|i| put(&format!("b{i}"), "v", None)).collect();
-    let e = r.write_batch(pb::WriteBatchRequest { writes: too_many }).await.unwrap_err();
+    let too_many: Vec<_> = (0..10_001)
+        .map(|i| put(&format!("b{i}"), "v", None))
+        .collect();
+    let e = r
+        .write_batch(pb::WriteBatchRequest { writes: too_many })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let mixed = vec![put("good", "v", None), put("", "v", None)];
-    assert!(r.write_batch(pb::WriteBatchRequest { writes: mixed }).await.is_err());
-    let got = r.get(pb::GetRequest { key: b"good".to_vec() }).await.unwrap().into_inner();
+    assert!(
+        r.write_batch(pb::WriteBatchRequest { writes: mixed })
+            .await
+            .is_err()
+    );
+    let got = r
+        .get(pb::GetRequest {
+            key: b"good".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!got.found, "a rejected batch writes nothing");
 
-    let mut p = PeerClient::connect(format!("http://{}", a.addr)).await.unwrap();
+    let mut p = PeerClient::connect(format!("http://{}", a.addr))
+        .await
+        .unwrap();
     let fp = {
         let s = mend_core::Secret::from_bytes(SECRET.as_bytes());
         s.fingerprint().to_vec()
@@ -249,24 +388,98 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
         protocol_version: version,
         node_id: "t".into(),
         secret_fingerprint: fp,
-        ranges: vec![pb::RangeShape { name: name.into(), fanout, depth: 4 }],
+        ranges: vec![pb::RangeShape {
+            name: name.into(),
+            fanout,
+            depth: 4,
+        }],
         only_shared: false,
     };
-    assert_eq!(p.handshake(hs(9, fp.clone(), 16, "default")).await.unwrap_err().code(), Code::FailedPrecondition);
-    assert_eq!(p.handshake(hs(1, vec![0; 8], 16, "default")).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_eq!(p.handshake(hs(1, fp.clone(), 4, "default")).await.unwrap_err().code(), Code::FailedPrecondition);
-    assert_eq!(p.handshake(hs(1, fp.clone(), 16, "nope")).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        p.handshake(hs(9, fp.clone(), 16, "default"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        p.handshake(hs(1, vec![0; 8], 16, "default"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        p.handshake(hs(1, fp.clone(), 4, "default"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        p.handshake(hs(1, fp.clone(), 16, "nope"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     assert!(p.handshake(hs(1, fp, 16, "default")).await.is_ok());
-    let bad_probe = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 9, parents: vec![0], hashes: vec![0; 16] }] };
-    assert_eq!(p.probe(bad_probe).await.unwrap_err().code(), Code::InvalidArgument);
-    let bad_parent = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 1, parents: vec![7], hashes: vec![0; 16] }] };
-    assert_eq!(p.probe(bad_parent).await.unwrap_err().code(), Code::InvalidArgument);
-    let short = pb::ProbeRequest { range: "default".into(), probes: vec![pb::Probe { level: 2, parents: vec![1], hashes: vec![0; 3] }] };
-    assert_eq!(p.probe(short).await.unwrap_err().code(), Code::InvalidArgument);
-    let bad_leaves = pb::LeavesRequest { range: "default".into(), queries: vec![pb::BucketQuery { first: 70_000, count: 1, hashes: vec![] }] };
-    assert_eq!(p.leaves(bad_leaves).await.unwrap_err().code(), Code::InvalidArgument);
-    let bad_push = tokio_stream::iter(vec![pb::PushRequest { repair_id: "".into(), entries: vec![] }]);
-    assert_eq!(p.push(bad_push).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_probe = pb::ProbeRequest {
+        range: "default".into(),
+        probes: vec![pb::Probe {
+            level: 9,
+            parents: vec![0],
+            hashes: vec![0; 16],
+        }],
+    };
+    assert_eq!(
+        p.probe(bad_probe).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_parent = pb::ProbeRequest {
+        range: "default".into(),
+        probes: vec![pb::Probe {
+            level: 1,
+            parents: vec![7],
+            hashes: vec![0; 16],
+        }],
+    };
+    assert_eq!(
+        p.probe(bad_parent).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let short = pb::ProbeRequest {
+        range: "default".into(),
+        probes: vec![pb::Probe {
+            level: 2,
+            parents: vec![1],
+            hashes: vec![0; 3],
+        }],
+    };
+    assert_eq!(
+        p.probe(short).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_leaves = pb::LeavesRequest {
+        range: "default".into(),
+        queries: vec![pb::BucketQuery {
+            first: 70_000,
+            count: 1,
+            hashes: vec![],
+        }],
+    };
+    assert_eq!(
+        p.leaves(bad_leaves).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_push = tokio_stream::iter(vec![pb::PushRequest {
+        repair_id: "".into(),
+        entries: vec![],
+    }]);
+    assert_eq!(
+        p.push(bad_push).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     // Still serving, still empty.
     let (code, st) = mend_json(&["status", "--agent", &a.addr]);
@@ -282,18 +495,42 @@ async fn reflection_and_health_are_served() {
     use tonic_health::pb::health_client::HealthClient;
     let d = tmp();
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr)).unwrap().connect().await.unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut h = HealthClient::new(ch.clone());
-    let r = h.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await.unwrap().into_inner();
+    let r = h
+        .check(HealthCheckRequest {
+            service: "mend.v1.Peer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.status, 1, "SERVING");
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request::MessageRequest};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+    };
     let mut c = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut s = c.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut s = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let msg = s.message().await.unwrap().unwrap();
     let text = format!("{msg:?}");
-    for svc in ["mend.v1.Replica", "mend.v1.Peer", "mend.v1.Operator", "grpc.health.v1.Health"] {
+    for svc in [
+        "mend.v1.Replica",
+        "mend.v1.Peer",
+        "mend.v1.Operator",
+        "grpc.health.v1.Health",
+    ] {
         assert!(text.contains(svc), "{svc} listed: {text}");
     }
     a.stop();

@@ -40,25 +40,100 @@ async fn live_faults_get_the_right_category_origin_and_window() {
     }
     // Propagation outage: 20 writes via node-c reach node-a and node-c, never node-b.
     let w0 = t - 600_000;
-    let outage: Vec<_> = (0..20).map(|i| put(&format!("order-{i:03}"), "o", ver(w0 + i * 500, "node-c", 5000 + i))).collect();
+    let outage: Vec<_> = (0..20)
+        .map(|i| {
+            put(
+                &format!("order-{i:03}"),
+                "o",
+                ver(w0 + i * 500, "node-c", 5000 + i),
+            )
+        })
+        .collect();
     write(&a, outage.clone()).await;
     write(&c, outage).await;
     // Clock skew at node-a: stamped a minute ahead.
-    write(&a, (0..3).map(|i| put(&format!("skewed-{i}"), "s", ver(t + 60_000 + i, "node-a", 900 + i))).collect()).await;
+    write(
+        &a,
+        (0..3)
+            .map(|i| {
+                put(
+                    &format!("skewed-{i}"),
+                    "s",
+                    ver(t + 60_000 + i, "node-a", 900 + i),
+                )
+            })
+            .collect(),
+    )
+    .await;
     // Lost deletes from node-a.
-    write(&a, (0..4).map(|i| del(&format!("key-{:06}", 100 + i), ver(t - 300_000 + i, "node-a", 700 + i))).collect()).await;
+    write(
+        &a,
+        (0..4)
+            .map(|i| {
+                del(
+                    &format!("key-{:06}", 100 + i),
+                    ver(t - 300_000 + i, "node-a", 700 + i),
+                )
+            })
+            .collect(),
+    )
+    .await;
     // Same-version conflicts.
-    write(&a, (0..2).map(|i| put(&format!("cfl-{i}"), "one", ver(t - 200_000, "node-b", 50 + i))).collect()).await;
-    write(&b, (0..2).map(|i| put(&format!("cfl-{i}"), "two", ver(t - 200_000, "node-b", 50 + i))).collect()).await;
+    write(
+        &a,
+        (0..2)
+            .map(|i| {
+                put(
+                    &format!("cfl-{i}"),
+                    "one",
+                    ver(t - 200_000, "node-b", 50 + i),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    write(
+        &b,
+        (0..2)
+            .map(|i| {
+                put(
+                    &format!("cfl-{i}"),
+                    "two",
+                    ver(t - 200_000, "node-b", 50 + i),
+                )
+            })
+            .collect(),
+    )
+    .await;
     // Replication lag: seconds-old writes still on their way.
-    write(&a, (0..2).map(|i| put(&format!("lag-{i}"), "l", ver(now_ms(), "node-a", 990 + i))).collect()).await;
+    write(
+        &a,
+        (0..2)
+            .map(|i| put(&format!("lag-{i}"), "l", ver(now_ms(), "node-a", 990 + i)))
+            .collect(),
+    )
+    .await;
 
     let (code, v) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
     assert_eq!(code, 1);
     let cat = &v["by_category"];
     assert_eq!(
-        (&cat["missing"], &cat["future_version"], &cat["unpropagated_delete"], &cat["conflict"], &cat["in_flight"], &cat["stale"]),
-        (&Value::from(20), &Value::from(3), &Value::from(4), &Value::from(2), &Value::from(2), &Value::from(0)),
+        (
+            &cat["missing"],
+            &cat["future_version"],
+            &cat["unpropagated_delete"],
+            &cat["conflict"],
+            &cat["in_flight"],
+            &cat["stale"]
+        ),
+        (
+            &Value::from(20),
+            &Value::from(3),
+            &Value::from(4),
+            &Value::from(2),
+            &Value::from(2),
+            &Value::from(0)
+        ),
         "{cat}"
     );
     let srcs = sources(&v);
@@ -66,9 +141,15 @@ async fn live_faults_get_the_right_category_origin_and_window() {
     assert_eq!(outage["count"], 20);
     assert_eq!(outage["first_ms"], w0);
     assert_eq!(outage["last_ms"], w0 + 19 * 500);
-    assert_eq!((outage["seq_min"].as_u64(), outage["seq_max"].as_u64()), (Some(5000), Some(5019)));
+    assert_eq!(
+        (outage["seq_min"].as_u64(), outage["seq_max"].as_u64()),
+        (Some(5000), Some(5019))
+    );
     assert_eq!(outage["seq_missing_on"], "peer");
-    assert!(outage["hint"].as_str().unwrap().contains("node-c"), "{outage}");
+    assert!(
+        outage["hint"].as_str().unwrap().contains("node-c"),
+        "{outage}"
+    );
     let skew = source(&srcs, "future_version", "node-a");
     assert_eq!(skew["count"], 3);
     assert!(skew["hint"].as_str().unwrap().contains("clock"), "{skew}");
@@ -82,15 +163,27 @@ async fn live_faults_get_the_right_category_origin_and_window() {
     assert_eq!(cv["by_category"]["missing"], 22);
     let csrcs = sources(&cv);
     let from_c = source(&csrcs, "missing", "node-c");
-    assert_eq!((from_c["count"].as_u64(), from_c["first_ms"].as_u64()), (Some(20), Some(w0)));
+    assert_eq!(
+        (from_c["count"].as_u64(), from_c["first_ms"].as_u64()),
+        (Some(20), Some(w0))
+    );
     let from_b = source(&csrcs, "missing", "node-b");
-    assert_eq!((from_b["count"].as_u64(), from_b["newer_side"].as_str()), (Some(2), Some("peer")));
+    assert_eq!(
+        (from_b["count"].as_u64(), from_b["newer_side"].as_str()),
+        (Some(2), Some("peer"))
+    );
 
     // A wiped replica: every key missing on it, each attributed to its origin.
     let wiped = AgentProc::start("node-d", &d.path().join("d"), &[]);
     let (_, wv) = mend_json(&["diff", "--agent", &b.addr, "--peer", &wiped.addr]);
     assert_eq!(wv["by_category"]["missing"], 1002, "{}", wv["by_category"]);
-    assert!(wv["keys"].as_array().unwrap().iter().all(|k| k["behind"] == "peer"));
+    assert!(
+        wv["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["behind"] == "peer")
+    );
     for x in [a, b, c, wiped] {
         x.stop();
     }
@@ -113,14 +206,20 @@ async fn webhook() -> (String, mpsc::Receiver<Value>) {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
                     let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
-                        let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
+                        let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len])
+                            .unwrap_or(Value::Null);
                         let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                         let _ = tx.send(body).await;
                         return;
@@ -133,7 +232,10 @@ async fn webhook() -> (String, mpsc::Receiver<Value>) {
 }
 
 async fn next_alert(rx: &mut mpsc::Receiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("alert within 30 s").expect("alert")
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("alert within 30 s")
+        .expect("alert")
 }
 
 /// Polls `f` until it returns true or 30 s pass (a condition, not a fixed wait).
@@ -170,10 +272,20 @@ async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
     // Load node-a before it starts exchanging: 10 writes node-b never got.
     let loader = AgentProc::start("node-a", &a_dir, &[]);
     let mut base = base_data(1000, t0);
-    base.extend((0..10).map(|i| put(&format!("new-{i}"), "n", ver(now_ms() - 600_000 + i, "node-a", 10 + i))));
+    base.extend((0..10).map(|i| {
+        put(
+            &format!("new-{i}"),
+            "n",
+            ver(now_ms() - 600_000 + i, "node-a", 10 + i),
+        )
+    }));
     write(&loader, base).await;
     loader.stop();
-    let a = AgentProc::start("node-a", &a_dir, &["--config", cfg.to_str().unwrap(), "--http", "127.0.0.1:0"]);
+    let a = AgentProc::start(
+        "node-a",
+        &a_dir,
+        &["--config", cfg.to_str().unwrap(), "--http", "127.0.0.1:0"],
+    );
 
     let first = next_alert(&mut alerts).await;
     assert_eq!(first["budget"]["exceeded"], true, "{first}");
@@ -181,13 +293,25 @@ async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
     assert_eq!(first["report"]["by_category"]["missing"], 10);
     assert_eq!(first["report"]["sources"][0]["origin"], "node-a");
     let back = next_alert(&mut alerts).await;
-    assert_eq!(back["budget"]["exceeded"], false, "the playbook's repair brings the budget back: {back}");
+    assert_eq!(
+        back["budget"]["exceeded"], false,
+        "the playbook's repair brings the budget back: {back}"
+    );
 
     let (code, h) = mend_json(&["history", "--agent", &a.addr]);
     assert_eq!(code, 0);
     let recs = h["peers"][0]["records"].as_array().unwrap();
-    assert!(recs.iter().any(|r| r["action"].as_str().unwrap_or("").starts_with("repaired 10 keys")), "{h}");
-    assert!(h["peers"][0]["converged_keys"].as_u64().unwrap() >= 10, "{h}");
+    assert!(
+        recs.iter().any(|r| r["action"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("repaired 10 keys")),
+        "{h}"
+    );
+    assert!(
+        h["peers"][0]["converged_keys"].as_u64().unwrap() >= 10,
+        "{h}"
+    );
     let (_, st) = mend_json(&["status", "--agent", &a.addr]);
     assert_eq!(st["repairs"].as_array().unwrap().len(), 1, "{st}");
 
@@ -201,19 +325,45 @@ async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
             .iter()
             .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(x) | prometheus_parse::Value::Gauge(x) | prometheus_parse::Value::Untyped(x) => x,
+                prometheus_parse::Value::Counter(x)
+                | prometheus_parse::Value::Gauge(x)
+                | prometheus_parse::Value::Untyped(x) => x,
                 _ => 0.0,
             })
             .sum()
     };
-    assert!(get("mend_exchanges_total", Some(("peer", "node-b"))) >= 2.0, "{body}");
-    assert_eq!(get("mend_repaired_keys_total", Some(("peer", "node-b"))), 10.0, "{body}");
+    assert!(
+        get("mend_exchanges_total", Some(("peer", "node-b"))) >= 2.0,
+        "{body}"
+    );
+    assert_eq!(
+        get("mend_repaired_keys_total", Some(("peer", "node-b"))),
+        10.0,
+        "{body}"
+    );
     assert_eq!(get("mend_budget_exceeded", Some(("peer", "node-b"))), 0.0);
-    assert_eq!(get("mend_divergent_keys", Some(("category", "missing"))), 0.0);
-    assert_eq!(get("mend_writes_total", None), 0.0, "this agent process took no client writes");
-    assert!(scrape.samples.iter().any(|s| s.metric == "mend_exchange_duration_seconds"), "histogram exported");
-    assert_eq!(reqwest_get(&format!("http://{http}/healthz")).await.trim(), "ok");
-    let status: Value = serde_json::from_str(&reqwest_get(&format!("http://{http}/status")).await).unwrap();
+    assert_eq!(
+        get("mend_divergent_keys", Some(("category", "missing"))),
+        0.0
+    );
+    assert_eq!(
+        get("mend_writes_total", None),
+        0.0,
+        "this agent process took no client writes"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "mend_exchange_duration_seconds"),
+        "histogram exported"
+    );
+    assert_eq!(
+        reqwest_get(&format!("http://{http}/healthz")).await.trim(),
+        "ok"
+    );
+    let status: Value =
+        serde_json::from_str(&reqwest_get(&format!("http://{http}/status")).await).unwrap();
     assert_eq!(status["node_id"], "node-a");
     assert_eq!(status["budgets"][0]["exceeded"], false, "{status}");
     a.stop();
@@ -221,7 +371,12 @@ async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
 }
 
 async fn reqwest_get(url: &str) -> String {
-    reqwest::get(url).await.expect("GET").text().await.expect("body")
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,23 +387,46 @@ async fn the_playbook_refuses_automatic_repair_beyond_the_blast_radius() {
     let (hook, mut alerts) = webhook().await;
     let wiped = AgentProc::start("node-w", &d.path().join("w"), &[]);
     let cfg = config(d.path(), &wiped, &hook, 0.01);
-    let a = AgentProc::start("node-a", &d.path().join("a"), &["--config", cfg.to_str().unwrap()]);
+    let a = AgentProc::start(
+        "node-a",
+        &d.path().join("a"),
+        &["--config", cfg.to_str().unwrap()],
+    );
     write(&a, base_data(300, now_ms() - 7_200_000)).await;
     let alert = next_alert(&mut alerts).await;
     assert_eq!(alert["budget"]["exceeded"], true);
     let addr = a.addr.clone();
     wait_for("a refused playbook action", || {
         let (_, h) = mend_json(&["history", "--agent", &addr]);
-        h["peers"][0]["records"].as_array().is_some_and(|r| r.iter().any(|x| x["action"].as_str().unwrap_or("").starts_with("refused")))
+        h["peers"][0]["records"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|x| x["action"].as_str().unwrap_or("").starts_with("refused"))
+        })
     })
     .await;
     let (_, h) = mend_json(&["history", "--agent", &a.addr]);
-    let refused = h["peers"][0]["records"].as_array().unwrap().iter().find(|x| x["action"].as_str().unwrap_or("").starts_with("refused")).unwrap().clone();
-    assert!(refused["action"].as_str().unwrap().contains("blast radius"), "{refused}");
+    let refused = h["peers"][0]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"].as_str().unwrap_or("").starts_with("refused"))
+        .unwrap()
+        .clone();
+    assert!(
+        refused["action"].as_str().unwrap().contains("blast radius"),
+        "{refused}"
+    );
     let (_, st) = mend_json(&["status", "--agent", &wiped.addr]);
-    assert_eq!(st["ranges"][0]["entries"], 0, "nothing was pushed to the wiped peer");
+    assert_eq!(
+        st["ranges"][0]["entries"], 0,
+        "nothing was pushed to the wiped peer"
+    );
     let (_, ast) = mend_json(&["status", "--agent", &a.addr]);
-    assert_eq!(ast["repairs"].as_array().unwrap().len(), 0, "no repair was journaled");
+    assert_eq!(
+        ast["repairs"].as_array().unwrap().len(),
+        0,
+        "no repair was journaled"
+    );
     a.stop();
     wiped.stop();
 }
@@ -264,13 +442,28 @@ async fn a_shadow_run_predicts_the_outcome_and_leaves_both_stores_untouched() {
     write(&a, base.clone()).await;
     write(&b, base).await;
     let old = now_ms() - 600_000;
-    write(&a, (0..5).map(|i| put(&format!("only-a-{i}"), "x", ver(old + i, "node-a", i + 1))).collect()).await;
-    write(&b, (0..2).map(|i| put(&format!("only-b-{i}"), "y", ver(old + i, "node-b", i + 1))).collect()).await;
+    write(
+        &a,
+        (0..5)
+            .map(|i| put(&format!("only-a-{i}"), "x", ver(old + i, "node-a", i + 1)))
+            .collect(),
+    )
+    .await;
+    write(
+        &b,
+        (0..2)
+            .map(|i| put(&format!("only-b-{i}"), "y", ver(old + i, "node-b", i + 1)))
+            .collect(),
+    )
+    .await;
     let (_, before) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
     let (code, s) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr, "--shadow"]);
     assert_eq!(code, 0, "{s}");
     assert_eq!(s["shadow"]["predicted_converged"], 7, "{s}");
-    assert_eq!(s["shadow"]["predicted_remaining"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        s["shadow"]["predicted_remaining"].as_array().unwrap().len(),
+        0
+    );
     assert_eq!(s["repair_id"], Value::Null, "a shadow run journals nothing");
     let (_, after) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
     assert_eq!(before["keys"], after["keys"], "live stores untouched");
@@ -295,15 +488,34 @@ async fn sampling_estimates_the_divergent_share() {
     let base = base_data(2000, now_ms() - 7_200_000);
     write(&a, base.clone()).await;
     write(&b, base).await;
-    let (code, clean) = mend_json(&["sample", "--agent", &a.addr, "--peer", &b.addr, "--keys", "500"]);
+    let (code, clean) = mend_json(&[
+        "sample", "--agent", &a.addr, "--peer", &b.addr, "--keys", "500",
+    ]);
     assert_eq!((code, &clean["divergent"]), (0, &Value::from(0)), "{clean}");
     let old = now_ms() - 600_000;
-    write(&b, (0..400).map(|i| put(&format!("key-{:06}", i * 5), "changed", ver(old + i, "node-b", i + 1))).collect()).await;
-    let (code, v) = mend_json(&["sample", "--agent", &a.addr, "--peer", &b.addr, "--keys", "2000", "--seed", "3"]);
+    write(
+        &b,
+        (0..400)
+            .map(|i| {
+                put(
+                    &format!("key-{:06}", i * 5),
+                    "changed",
+                    ver(old + i, "node-b", i + 1),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let (code, v) = mend_json(&[
+        "sample", "--agent", &a.addr, "--peer", &b.addr, "--keys", "2000", "--seed", "3",
+    ]);
     assert_eq!(code, 1);
     let share = v["share"].as_f64().unwrap();
     assert!(v["ci_low"].as_f64().unwrap() <= share && share <= v["ci_high"].as_f64().unwrap());
-    assert!((0.1..0.3).contains(&share), "true share is 0.2, estimated {share}: {v}");
+    assert!(
+        (0.1..0.3).contains(&share),
+        "true share is 0.2, estimated {share}: {v}"
+    );
     for k in v["keys"].as_array().unwrap() {
         let n: u64 = k["key"].as_str().unwrap()[4..].parse().unwrap();
         assert!(n.is_multiple_of(5) && n < 2000, "{k}");

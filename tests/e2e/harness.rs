@@ -30,25 +30,44 @@ impl AgentProc {
     /// Starts `mend agent` on an ephemeral port over `dir`, with extra args.
     pub fn start(node: &str, dir: &Path, extra: &[&str]) -> AgentProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mend"));
-        cmd.args(["agent", "--node-id", node, "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env("MEND_CLUSTER_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "agent",
+            "--node-id",
+            node,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn mend agent");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read agent banner");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read agent banner");
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
             .unwrap_or_else(|| panic!("agent {node} did not report its address: {line:?}"))
             .to_string();
-        let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).filter(|h| *h != "off").map(String::from);
-        AgentProc { child, addr, dir: dir.to_path_buf(), node: node.to_string(), http }
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .filter(|h| *h != "off")
+            .map(String::from);
+        AgentProc {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            node: node.to_string(),
+            http,
+        }
     }
 
     /// Stops the agent with SIGTERM and waits for a clean exit.
@@ -69,7 +88,9 @@ impl AgentProc {
 
     /// A Replica client.
     pub async fn replica(&self) -> ReplicaClient<tonic::transport::Channel> {
-        ReplicaClient::connect(format!("http://{}", self.addr)).await.expect("connect replica")
+        ReplicaClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect replica")
     }
 }
 
@@ -117,33 +138,63 @@ pub fn mend_json(args: &[&str]) -> (i32, serde_json::Value) {
 
 /// A version.
 pub fn ver(ms: u64, origin: &str, seq: u64) -> Option<pb::Version> {
-    Some(pb::Version { ms, logical: 0, origin: origin.into(), seq })
+    Some(pb::Version {
+        ms,
+        logical: 0,
+        origin: origin.into(),
+        seq,
+    })
 }
 
 /// A versioned put for a batch.
 pub fn put(key: &str, value: &str, version: Option<pb::Version>) -> pb::BatchWrite {
-    pb::BatchWrite { key: key.into(), value: value.into(), delete: false, version }
+    pb::BatchWrite {
+        key: key.into(),
+        value: value.into(),
+        delete: false,
+        version,
+    }
 }
 
 /// A versioned delete for a batch.
 pub fn del(key: &str, version: Option<pb::Version>) -> pb::BatchWrite {
-    pb::BatchWrite { key: key.into(), value: Vec::new(), delete: true, version }
+    pb::BatchWrite {
+        key: key.into(),
+        value: Vec::new(),
+        delete: true,
+        version,
+    }
 }
 
 /// Writes a batch to an agent.
 pub async fn write(a: &AgentProc, writes: Vec<pb::BatchWrite>) {
     let mut c = a.replica().await;
     for chunk in writes.chunks(5000) {
-        c.write_batch(pb::WriteBatchRequest { writes: chunk.to_vec() }).await.expect("write batch");
+        c.write_batch(pb::WriteBatchRequest {
+            writes: chunk.to_vec(),
+        })
+        .await
+        .expect("write batch");
     }
 }
 
 /// Now in ms.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The same `n` versioned keys for every agent.
 pub fn base_data(n: u64, ms: u64) -> Vec<pb::BatchWrite> {
-    (0..n).map(|i| put(&format!("key-{i:06}"), &format!("value-{i}"), ver(ms + i / 100, "loader", i + 1))).collect()
+    (0..n)
+        .map(|i| {
+            put(
+                &format!("key-{i:06}"),
+                &format!("value-{i}"),
+                ver(ms + i / 100, "loader", i + 1),
+            )
+        })
+        .collect()
 }

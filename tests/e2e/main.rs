@@ -6,7 +6,7 @@
 
 mod agents;
 mod diagnostics;
-mod simulate;
 mod harness;
+mod simulate;
 mod store_cli;
 mod store_crash;

@@ -180,8 +180,6 @@ pub struct AgentConfig {
     pub webhook_url: Option<String>,
 }
 
-
-
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
@@ -249,34 +247,76 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         NodeId::new(self.node_id.clone())
             .map_err(|_| bad("node_id", &self.node_id, "1..=64 printable ASCII bytes"))?;
-        RangeMap::new(self.ranges.clone()).map_err(|e| bad("ranges", "(see message)", e.to_string()))?;
+        RangeMap::new(self.ranges.clone())
+            .map_err(|e| bad("ranges", "(see message)", e.to_string()))?;
         in_range("settle_ms", self.settle_ms, 0, 86_400_000)?;
         in_range("clock_skew_ms", self.clock_skew_ms, 0, 86_400_000)?;
-        in_range("limits.batch_writes_max", self.limits.batch_writes_max as u64, 1, 100_000)?;
-        in_range("limits.rpc_timeout_ms", self.limits.rpc_timeout_ms, 100, 600_000)?;
-        in_range("limits.fetch_keys_max", self.limits.fetch_keys_max as u64, 1, 100_000)?;
-        in_range("limits.diff_keys_max", self.limits.diff_keys_max as u64, 1, 10_000_000)?;
+        in_range(
+            "limits.batch_writes_max",
+            self.limits.batch_writes_max as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "limits.rpc_timeout_ms",
+            self.limits.rpc_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "limits.fetch_keys_max",
+            self.limits.fetch_keys_max as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "limits.diff_keys_max",
+            self.limits.diff_keys_max as u64,
+            1,
+            10_000_000,
+        )?;
         let mut ids = std::collections::HashSet::new();
         for p in &self.peers {
-            NodeId::new(p.id.clone()).map_err(|_| bad("peers.id", &p.id, "1..=64 printable ASCII bytes"))?;
+            NodeId::new(p.id.clone())
+                .map_err(|_| bad("peers.id", &p.id, "1..=64 printable ASCII bytes"))?;
             if !ids.insert(p.id.clone()) {
                 return Err(bad("peers.id", &p.id, "peer ids must be unique"));
             }
             if p.address.is_empty() {
-                return Err(bad("peers.address", &p.id, "an address host:port is required"));
+                return Err(bad(
+                    "peers.address",
+                    &p.id,
+                    "an address host:port is required",
+                ));
             }
             if p.interval_ms != 0 && !(1_000..=86_400_000).contains(&p.interval_ms) {
-                return Err(bad("peers.interval_ms", p.interval_ms, "0 (off) or 1000..=86400000"));
+                return Err(bad(
+                    "peers.interval_ms",
+                    p.interval_ms,
+                    "0 (off) or 1000..=86400000",
+                ));
             }
         }
         let pb = &self.playbook;
-        for (name, a) in [("playbook.conflict", pb.conflict), ("playbook.future_version", pb.future_version), ("playbook.in_flight", pb.in_flight)] {
+        for (name, a) in [
+            ("playbook.conflict", pb.conflict),
+            ("playbook.future_version", pb.future_version),
+            ("playbook.in_flight", pb.in_flight),
+        ] {
             if a == Action::Repair {
-                return Err(bad(name, "\"repair\"", "only \"report\" is allowed for this category"));
+                return Err(bad(
+                    name,
+                    "\"repair\"",
+                    "only \"report\" is allowed for this category",
+                ));
             }
         }
         if !(0.0..=1.0).contains(&pb.blast_radius_share_max) {
-            return Err(bad("playbook.blast_radius_share_max", pb.blast_radius_share_max, "must be in 0.0..=1.0"));
+            return Err(bad(
+                "playbook.blast_radius_share_max",
+                pb.blast_radius_share_max,
+                "must be in 0.0..=1.0",
+            ));
         }
         in_range("history_max", self.history_max as u64, 1, 10_000)?;
         if let Some(u) = &self.webhook_url
@@ -298,13 +338,15 @@ mod tests {
         assert!(AgentConfig::default().validate().is_ok());
         let c = AgentConfig::from_toml("settle_ms = 99999999999").unwrap();
         let e = c.validate().unwrap_err();
-        assert!(e.to_string().contains("settle_ms") && e.to_string().contains("99999999999"), "{e}");
+        assert!(
+            e.to_string().contains("settle_ms") && e.to_string().contains("99999999999"),
+            "{e}"
+        );
         let e = AgentConfig::from_toml("nonsense = 1").unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
-        let c = AgentConfig::from_toml(
-            "[[ranges]]\nname = \"a\"\nshape = { fanout = 3, depth = 2 }\n",
-        )
-        .unwrap();
+        let c =
+            AgentConfig::from_toml("[[ranges]]\nname = \"a\"\nshape = { fanout = 3, depth = 2 }\n")
+                .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("fanout"));
     }
 }

@@ -11,9 +11,9 @@ use serde::Serialize;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+use mend_core::EntryMeta;
 use mend_core::classify::{Category, Side, classify};
 use mend_core::exchange::{Descent, Divergence, EntrySummary, Step};
-use mend_core::EntryMeta;
 use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
 use mend_rpc::pb::peer_client::PeerClient;
 use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, pb};
@@ -109,7 +109,11 @@ pub fn meta_of(e: &EntrySummary) -> EntryMeta {
 }
 
 /// Handshakes with `peer` and diffs `range` (or every range both serve).
-pub async fn diff(state: &Arc<AgentState>, addr: &str, range: Option<&str>) -> Result<DiffOutcome, Status> {
+pub async fn diff(
+    state: &Arc<AgentState>,
+    addr: &str,
+    range: Option<&str>,
+) -> Result<DiffOutcome, Status> {
     let started = Instant::now();
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
     let mut cost = Cost::default();
@@ -130,27 +134,38 @@ pub async fn diff(state: &Arc<AgentState>, addr: &str, range: Option<&str>) -> R
         secret_fingerprint: state.secret.fingerprint().to_vec(),
         ranges: wanted
             .iter()
-            .map(|s| pb::RangeShape { name: s.name.clone(), fanout: s.shape.fanout, depth: s.shape.depth })
+            .map(|s| pb::RangeShape {
+                name: s.name.clone(),
+                fanout: s.shape.fanout,
+                depth: s.shape.depth,
+            })
             .collect(),
         only_shared: range.is_none(),
     };
     cost.rounds += 1;
     cost.bytes_sent += wire(&hs);
-    let resp = peer.handshake(hs).await.map_err(|s| peer_err(addr, s))?.into_inner();
+    let resp = peer
+        .handshake(hs)
+        .await
+        .map_err(|s| peer_err(addr, s))?
+        .into_inner();
     cost.bytes_received += wire(&resp);
     if resp.ranges.is_empty() {
-        return Err(Status::failed_precondition(format!("peer {addr} serves none of this agent's ranges")));
+        return Err(Status::failed_precondition(format!(
+            "peer {addr} serves none of this agent's ranges"
+        )));
     }
     let now = state.store.now_ms();
     let policy = state.config.policy();
     let mut keys = Vec::new();
     let mut names = Vec::new();
     for rr in resp.ranges {
-        let id = state
-            .store
-            .ranges()
-            .by_name(&rr.name)
-            .ok_or_else(|| Status::invalid_argument(format!("peer {addr} answered for unknown range {:?}", rr.name)))?;
+        let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "peer {addr} answered for unknown range {:?}",
+                rr.name
+            ))
+        })?;
         let divs = descend(state, &mut peer, addr, id, &rr.name, rr.root, &mut cost).await?;
         if keys.len() + divs.len() > state.config.limits.diff_keys_max {
             return Err(Status::resource_exhausted(format!(
@@ -159,9 +174,19 @@ pub async fn diff(state: &Arc<AgentState>, addr: &str, range: Option<&str>) -> R
             )));
         }
         for d in divs {
-            let c = classify(d.local.as_ref().map(meta_of).as_ref(), d.peer.as_ref().map(meta_of).as_ref(), now, &policy);
+            let c = classify(
+                d.local.as_ref().map(meta_of).as_ref(),
+                d.peer.as_ref().map(meta_of).as_ref(),
+                now,
+                &policy,
+            );
             if let Some(c) = c {
-                keys.push(DivergentKey { range: rr.name.clone(), div: d, category: c.category, behind: c.behind });
+                keys.push(DivergentKey {
+                    range: rr.name.clone(),
+                    div: d,
+                    category: c.category,
+                    behind: c.behind,
+                });
             }
         }
         names.push(rr.name);
@@ -197,13 +222,24 @@ async fn descend(
         match step {
             Step::Done => break,
             Step::Probe(ps) => {
-                let req = pb::ProbeRequest { range: name.to_string(), probes: ps.iter().map(probe_to_pb).collect() };
+                let req = pb::ProbeRequest {
+                    range: name.to_string(),
+                    probes: ps.iter().map(probe_to_pb).collect(),
+                };
                 cost.rounds += 1;
                 cost.bytes_sent += wire(&req);
-                let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?.into_inner();
+                let resp = peer
+                    .probe(req)
+                    .await
+                    .map_err(|s| peer_err(addr, s))?
+                    .into_inner();
                 cost.bytes_received += wire(&resp);
                 if resp.replies.len() != ps.len() {
-                    return Err(Status::internal(format!("peer {addr} answered {} of {} probes", resp.replies.len(), ps.len())));
+                    return Err(Status::internal(format!(
+                        "peer {addr} answered {} of {} probes",
+                        resp.replies.len(),
+                        ps.len()
+                    )));
                 }
                 let replies = resp
                     .replies
@@ -227,7 +263,11 @@ async fn descend(
                     let req = leaf_probe_to_pb(name, lp);
                     cost.rounds += 1;
                     cost.bytes_sent += wire(&req);
-                    let mut stream = peer.leaves(req).await.map_err(|s| peer_err(addr, s))?.into_inner();
+                    let mut stream = peer
+                        .leaves(req)
+                        .await
+                        .map_err(|s| peer_err(addr, s))?
+                        .into_inner();
                     let mut replies = Vec::new();
                     while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
                         cost.bytes_received += wire(&m);

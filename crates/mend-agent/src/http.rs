@@ -50,15 +50,34 @@ async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
                     "divergent_keys_max": b.divergent_keys_max, "oldest_divergence_ms_max": b.oldest_divergence_ms_max,
                 })).collect::<Vec<_>>(),
             });
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e.message().to_string()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.message().to_string(),
+        ),
     }
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     match state.metrics.encode() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::from("encoding failed")),
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::from("encoding failed"),
+        ),
     }
 }

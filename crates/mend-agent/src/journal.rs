@@ -91,7 +91,9 @@ pub fn entry_ops(id: &str, keys: &[Vec<u8>], outcomes: &[Applied]) -> Vec<Op> {
 /// Writes a header row.
 pub fn put_header(store: &AgentStore, h: &RepairHeader) -> Result<(), StoreError> {
     let raw = serde_json::to_vec(h).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.backend().write(vec![Op::Put(Cf::Journal, header_key(&h.id), raw)], false)
+    store
+        .backend()
+        .write(vec![Op::Put(Cf::Journal, header_key(&h.id), raw)], false)
 }
 
 /// Reads a header row.
@@ -108,16 +110,21 @@ pub fn get_header(store: &AgentStore, id: &str) -> Result<Option<RepairHeader>, 
 pub fn list(store: &AgentStore) -> Result<Vec<RepairHeader>, StoreError> {
     let mut out = Vec::new();
     let mut bad = None;
-    store.backend().scan(Cf::Journal, b"h", Some(b"i"), &mut |_, v| match serde_json::from_slice(v) {
-        Ok(h) => {
-            out.push(h);
-            true
-        }
-        Err(e) => {
-            bad = Some(e.to_string());
-            false
-        }
-    })?;
+    store.backend().scan(
+        Cf::Journal,
+        b"h",
+        Some(b"i"),
+        &mut |_, v| match serde_json::from_slice(v) {
+            Ok(h) => {
+                out.push(h);
+                true
+            }
+            Err(e) => {
+                bad = Some(e.to_string());
+                false
+            }
+        },
+    )?;
     if let Some(e) = bad {
         return Err(StoreError::Corrupt(format!("journal header: {e}")));
     }
@@ -143,13 +150,16 @@ pub fn undo_here(store: &AgentStore, id: &str) -> Result<UndoOutcome, StoreError
         *last = 1;
     }
     let mut rows = Vec::new();
-    store.backend().scan(Cf::Journal, &prefix, Some(&end), &mut |k, v| {
-        rows.push((k[prefix.len()..].to_vec(), v.to_vec()));
-        true
-    })?;
+    store
+        .backend()
+        .scan(Cf::Journal, &prefix, Some(&end), &mut |k, v| {
+            rows.push((k[prefix.len()..].to_vec(), v.to_vec()));
+            true
+        })?;
     let mut out = UndoOutcome::default();
     for (key, row) in rows {
-        let (before, after) = decode_row(&row).map_err(|e| StoreError::Corrupt(format!("journal row: {e}")))?;
+        let (before, after) =
+            decode_row(&row).map_err(|e| StoreError::Corrupt(format!("journal row: {e}")))?;
         if store.compare_and_restore(&key, Some(&after), before.as_ref())? {
             out.restored += 1;
         } else {
@@ -169,7 +179,11 @@ fn decode_row(row: &[u8]) -> Result<(Option<Record>, mend_core::EntryMeta), &'st
     if rest.len() < len {
         return Err("short before-image");
     }
-    let before = if has { Some(Record::decode(&rest[..len]).map_err(|_| "before-image")?) } else { None };
+    let before = if has {
+        Some(Record::decode(&rest[..len]).map_err(|_| "before-image")?)
+    } else {
+        None
+    };
     let (after, _) = Record::decode_meta(&rest[len..]).map_err(|_| "after-image")?;
     Ok((before, after))
 }

@@ -14,12 +14,12 @@ pub mod journal;
 pub mod metrics;
 pub mod monitor;
 pub mod repair;
-pub mod sample;
 pub mod report;
+pub mod sample;
 pub mod schedule;
 pub mod server;
-pub mod shadow;
 pub mod service;
+pub mod shadow;
 pub mod state;
 pub mod status;
 

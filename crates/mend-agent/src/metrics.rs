@@ -93,30 +93,80 @@ impl Default for Metrics {
             exchange_rounds: Family::new_with_constructor(rounds_histogram as fn() -> Histogram),
             exchange_sent_bytes: Family::default(),
             exchange_received_bytes: Family::default(),
-            exchange_duration_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            exchange_duration_seconds: Family::new_with_constructor(
+                seconds_histogram as fn() -> Histogram,
+            ),
             repaired_keys: Family::default(),
             repaired_bytes: Family::default(),
             budget_exceeded: Family::default(),
             convergence_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             registry: Registry::default(),
         };
-        r.register("writes", "Writes applied through the Replica service", m.writes.clone());
-        r.register("tree_updates", "Tree leaf updates (one per applied entry)", m.tree_updates.clone());
-        r.register("divergent_keys", "Divergent keys found by the latest exchange", m.divergent_keys.clone());
+        r.register(
+            "writes",
+            "Writes applied through the Replica service",
+            m.writes.clone(),
+        );
+        r.register(
+            "tree_updates",
+            "Tree leaf updates (one per applied entry)",
+            m.tree_updates.clone(),
+        );
+        r.register(
+            "divergent_keys",
+            "Divergent keys found by the latest exchange",
+            m.divergent_keys.clone(),
+        );
         r.register(
             "oldest_divergence_seconds",
             "Age of the oldest divergence: now minus the newer write's timestamp",
             m.oldest_divergence_seconds.clone(),
         );
-        r.register("exchanges", "Exchanges run against a peer", m.exchanges.clone());
-        r.register("exchange_errors", "Exchanges that failed", m.exchange_errors.clone());
-        r.register("exchange_rounds", "Round trips per exchange", m.exchange_rounds.clone());
-        r.register("exchange_sent_bytes", "Bytes sent by exchanges", m.exchange_sent_bytes.clone());
-        r.register("exchange_received_bytes", "Bytes received by exchanges", m.exchange_received_bytes.clone());
-        r.register("exchange_duration_seconds", "Exchange wall time", m.exchange_duration_seconds.clone());
-        r.register("repaired_keys", "Keys written by repairs", m.repaired_keys.clone());
-        r.register("repaired_bytes", "Entry bytes streamed by repairs", m.repaired_bytes.clone());
-        r.register("budget_exceeded", "1 while the drift budget of a peer and range is exceeded", m.budget_exceeded.clone());
+        r.register(
+            "exchanges",
+            "Exchanges run against a peer",
+            m.exchanges.clone(),
+        );
+        r.register(
+            "exchange_errors",
+            "Exchanges that failed",
+            m.exchange_errors.clone(),
+        );
+        r.register(
+            "exchange_rounds",
+            "Round trips per exchange",
+            m.exchange_rounds.clone(),
+        );
+        r.register(
+            "exchange_sent_bytes",
+            "Bytes sent by exchanges",
+            m.exchange_sent_bytes.clone(),
+        );
+        r.register(
+            "exchange_received_bytes",
+            "Bytes received by exchanges",
+            m.exchange_received_bytes.clone(),
+        );
+        r.register(
+            "exchange_duration_seconds",
+            "Exchange wall time",
+            m.exchange_duration_seconds.clone(),
+        );
+        r.register(
+            "repaired_keys",
+            "Keys written by repairs",
+            m.repaired_keys.clone(),
+        );
+        r.register(
+            "repaired_bytes",
+            "Entry bytes streamed by repairs",
+            m.repaired_bytes.clone(),
+        );
+        r.register(
+            "budget_exceeded",
+            "1 while the drift budget of a peer and range is exceeded",
+            m.budget_exceeded.clone(),
+        );
         r.register(
             "convergence_seconds",
             "Time from first seeing a divergent key to seeing it converged",

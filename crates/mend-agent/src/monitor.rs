@@ -144,15 +144,22 @@ impl Monitor {
             };
             let mut present = std::collections::HashSet::new();
             for k in &keys {
-                *rec.by_category.entry(k.category.as_str().to_string()).or_default() += 1;
+                *rec.by_category
+                    .entry(k.category.as_str().to_string())
+                    .or_default() += 1;
                 let newer_ms = [&k.div.local, &k.div.peer]
                     .iter()
                     .filter_map(|e| e.as_ref().map(|e| e.version.ms))
                     .max()
                     .unwrap_or(now_ms);
-                rec.oldest_divergence_ms = rec.oldest_divergence_ms.max(now_ms.saturating_sub(newer_ms));
+                rec.oldest_divergence_ms = rec
+                    .oldest_divergence_ms
+                    .max(now_ms.saturating_sub(newer_ms));
                 present.insert(k.div.key.clone());
-                let t = drift.tracked.entry(k.div.key.clone()).or_insert(Tracked { first_seen_ms: now_ms, streak: 0 });
+                let t = drift.tracked.entry(k.div.key.clone()).or_insert(Tracked {
+                    first_seen_ms: now_ms,
+                    streak: 0,
+                });
                 t.streak += 1;
                 if k.category != Category::InFlight && t.streak >= 2 {
                     rec.persistent += 1;
@@ -160,7 +167,12 @@ impl Monitor {
                     rec.transient += 1;
                 }
             }
-            let gone: Vec<Vec<u8>> = drift.tracked.keys().filter(|k| !present.contains(*k)).cloned().collect();
+            let gone: Vec<Vec<u8>> = drift
+                .tracked
+                .keys()
+                .filter(|k| !present.contains(*k))
+                .cloned()
+                .collect();
             for k in gone {
                 if let Some(t) = drift.tracked.remove(&k) {
                     let ms = now_ms.saturating_sub(t.first_seen_ms);
@@ -174,14 +186,26 @@ impl Monitor {
                 let n = rec.by_category.get(c.as_str()).copied().unwrap_or(0);
                 metrics
                     .divergent_keys
-                    .get_or_create(&PeerRangeCategory { peer: peer.into(), range: range.clone(), category: c.as_str().into() })
+                    .get_or_create(&PeerRangeCategory {
+                        peer: peer.into(),
+                        range: range.clone(),
+                        category: c.as_str().into(),
+                    })
                     .set(n as i64);
             }
-            let pr = PeerRange { peer: peer.into(), range: range.clone() };
-            metrics.oldest_divergence_seconds.get_or_create(&pr).set(rec.oldest_divergence_ms as f64 / 1000.0);
+            let pr = PeerRange {
+                peer: peer.into(),
+                range: range.clone(),
+            };
+            metrics
+                .oldest_divergence_seconds
+                .get_or_create(&pr)
+                .set(rec.oldest_divergence_ms as f64 / 1000.0);
             if let Some(b) = budget {
-                let counted = rec.divergent_keys - rec.by_category.get("in_flight").copied().unwrap_or(0);
-                let exceeded = counted > b.divergent_keys_max || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
+                let counted =
+                    rec.divergent_keys - rec.by_category.get("in_flight").copied().unwrap_or(0);
+                let exceeded = counted > b.divergent_keys_max
+                    || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
                 if exceeded != drift.budget_exceeded || drift.budget_since_ms == 0 {
                     if exceeded != drift.budget_exceeded {
                         flips.push(BudgetFlip {
@@ -197,7 +221,10 @@ impl Monitor {
                     drift.budget_exceeded = exceeded;
                     drift.budget_since_ms = now_ms;
                 }
-                metrics.budget_exceeded.get_or_create(&pr).set(exceeded as i64);
+                metrics
+                    .budget_exceeded
+                    .get_or_create(&pr)
+                    .set(exceeded as i64);
             }
             drift.history.push_back(rec);
             while drift.history.len() > history_max {
@@ -231,7 +258,10 @@ impl Monitor {
                 budget_since_ms: d.budget_since_ms,
                 records: d.history.iter().cloned().collect(),
                 converged_keys: d.converged_keys,
-                convergence_ms_mean: d.convergence_ms_total.checked_div(d.converged_keys).unwrap_or(0),
+                convergence_ms_mean: d
+                    .convergence_ms_total
+                    .checked_div(d.converged_keys)
+                    .unwrap_or(0),
             })
             .collect()
     }
@@ -241,7 +271,10 @@ impl Monitor {
         let last = lock(&self.last);
         match peer {
             Some(p) => last.get(p).map(|(_, o)| o.clone()),
-            None => last.values().max_by_key(|(t, _)| *t).map(|(_, o)| o.clone()),
+            None => last
+                .values()
+                .max_by_key(|(t, _)| *t)
+                .map(|(_, o)| o.clone()),
         }
     }
 }
@@ -250,8 +283,20 @@ impl Monitor {
 pub fn observe_exchange(metrics: &Metrics, peer: &str, o: &DiffOutcome) {
     let l = PeerLabel { peer: peer.into() };
     metrics.exchanges.get_or_create(&l).inc();
-    metrics.exchange_rounds.get_or_create(&l).observe(o.cost.rounds as f64);
-    metrics.exchange_sent_bytes.get_or_create(&l).inc_by(o.cost.bytes_sent);
-    metrics.exchange_received_bytes.get_or_create(&l).inc_by(o.cost.bytes_received);
-    metrics.exchange_duration_seconds.get_or_create(&l).observe(o.elapsed.as_secs_f64());
+    metrics
+        .exchange_rounds
+        .get_or_create(&l)
+        .observe(o.cost.rounds as f64);
+    metrics
+        .exchange_sent_bytes
+        .get_or_create(&l)
+        .inc_by(o.cost.bytes_sent);
+    metrics
+        .exchange_received_bytes
+        .get_or_create(&l)
+        .inc_by(o.cost.bytes_received);
+    metrics
+        .exchange_duration_seconds
+        .get_or_create(&l)
+        .observe(o.elapsed.as_secs_f64());
 }

@@ -31,7 +31,11 @@ pub const REPAIR_BATCH_KEYS: usize = 256;
 pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
 
 /// Categories repaired when the request names none.
-pub const DEFAULT_CATEGORIES: [Category; 3] = [Category::Missing, Category::Stale, Category::UnpropagatedDelete];
+pub const DEFAULT_CATEGORIES: [Category; 3] = [
+    Category::Missing,
+    Category::Stale,
+    Category::UnpropagatedDelete,
+];
 
 /// What a repair should do.
 #[derive(Debug, Clone, Default)]
@@ -107,7 +111,13 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer for the given rates (0 = unlimited).
     pub fn new(bytes_per_s: u64, keys_per_s: u64) -> Pacer {
-        Pacer { start: Instant::now(), bytes_per_s, keys_per_s, bytes: 0, keys: 0 }
+        Pacer {
+            start: Instant::now(),
+            bytes_per_s,
+            keys_per_s,
+            bytes: 0,
+            keys: 0,
+        }
     }
 
     /// Accounts for `bytes` and `keys` about to be sent, waiting first if
@@ -115,10 +125,14 @@ impl Pacer {
     pub async fn take(&mut self, bytes: u64, keys: u64) {
         let mut due = Duration::ZERO;
         if self.bytes_per_s > 0 {
-            due = due.max(Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_s as f64));
+            due = due.max(Duration::from_secs_f64(
+                self.bytes as f64 / self.bytes_per_s as f64,
+            ));
         }
         if self.keys_per_s > 0 {
-            due = due.max(Duration::from_secs_f64(self.keys as f64 / self.keys_per_s as f64));
+            due = due.max(Duration::from_secs_f64(
+                self.keys as f64 / self.keys_per_s as f64,
+            ));
         }
         self.bytes += bytes;
         self.keys += keys;
@@ -135,7 +149,9 @@ impl Pacer {
 }
 
 fn skip_reason(k: &DivergentKey, selected: &[Category]) -> Option<String> {
-    let origin = |e: &Option<mend_core::exchange::EntrySummary>| e.as_ref().map(|e| e.version.origin.to_string());
+    let origin = |e: &Option<mend_core::exchange::EntrySummary>| {
+        e.as_ref().map(|e| e.version.origin.to_string())
+    };
     match k.category {
         _ if !selected.contains(&k.category) && !matches!(k.category, Category::Conflict | Category::FutureVersion | Category::InFlight) => {
             Some(format!("{}: category not selected for repair", k.category.as_str()))
@@ -154,7 +170,11 @@ fn skip_reason(k: &DivergentKey, selected: &[Category]) -> Option<String> {
 
 /// Plans a repair from a diff: what moves where, and what is skipped.
 pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
-    let selected: Vec<Category> = if categories.is_empty() { DEFAULT_CATEGORIES.to_vec() } else { categories.to_vec() };
+    let selected: Vec<Category> = if categories.is_empty() {
+        DEFAULT_CATEGORIES.to_vec()
+    } else {
+        categories.to_vec()
+    };
     let mut planned = Vec::new();
     let mut skipped = Vec::new();
     for k in &d.keys {
@@ -163,8 +183,15 @@ pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec
             continue;
         }
         match k.behind {
-            Some(side) => planned.push(Planned { key: k.div.key.clone(), category: k.category, behind: side }),
-            None => skipped.push((k.div.key.clone(), format!("{}: no side is behind", k.category.as_str()))),
+            Some(side) => planned.push(Planned {
+                key: k.div.key.clone(),
+                category: k.category,
+                behind: side,
+            }),
+            None => skipped.push((
+                k.div.key.clone(),
+                format!("{}: no side is behind", k.category.as_str()),
+            )),
         }
     }
     (planned, skipped)
@@ -184,7 +211,12 @@ pub async fn repair(
     let started = Instant::now();
     let d = diff(state, addr, range).await?;
     let (planned, skipped) = plan(&d, &opts.categories);
-    let mut sum = RepairSummary { dry_run: opts.dry_run, skipped, plan: planned.clone(), ..Default::default() };
+    let mut sum = RepairSummary {
+        dry_run: opts.dry_run,
+        skipped,
+        plan: planned.clone(),
+        ..Default::default()
+    };
     if opts.dry_run || planned.is_empty() {
         sum.elapsed = started.elapsed();
         return Ok(sum);
@@ -209,8 +241,16 @@ pub async fn repair(
     let h2 = header.clone();
     state.blocking(move |s| journal::put_header(s, &h2)).await?;
     let total = planned.len() as u64;
-    let to_peer: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Peer).map(|p| p.key.clone()).collect();
-    let to_local: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Local).map(|p| p.key.clone()).collect();
+    let to_peer: Vec<Vec<u8>> = planned
+        .iter()
+        .filter(|p| p.behind == Side::Peer)
+        .map(|p| p.key.clone())
+        .collect();
+    let to_local: Vec<Vec<u8>> = planned
+        .iter()
+        .filter(|p| p.behind == Side::Local)
+        .map(|p| p.key.clone())
+        .collect();
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
     let mut done = 0u64;
@@ -226,12 +266,22 @@ pub async fn repair(
         let mut first = true;
         for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
             let keys = chunk.to_vec();
-            let recs = state.blocking(move |s| keys.iter().map(|k| s.get(k).map(|r| (k.clone(), r))).collect::<Result<Vec<_>, _>>()).await?;
-            let mut msg = pb::PushRequest { repair_id: if first { id.clone() } else { String::new() }, entries: Vec::new() };
+            let recs = state
+                .blocking(move |s| {
+                    keys.iter()
+                        .map(|k| s.get(k).map(|r| (k.clone(), r)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            let mut msg = pb::PushRequest {
+                repair_id: if first { id.clone() } else { String::new() },
+                entries: Vec::new(),
+            };
             first = false;
             for (key, rec) in recs {
                 let Some(rec) = rec else {
-                    sum.skipped.push((key, "gone locally since the diff (purged)".into()));
+                    sum.skipped
+                        .push((key, "gone locally since the diff (purged)".into()));
                     continue;
                 };
                 msg.entries.push(pb::Entry {
@@ -243,7 +293,13 @@ pub async fn repair(
                 let size = msg.encoded_len();
                 if size >= REPAIR_BATCH_BYTES || msg.entries.len() >= REPAIR_BATCH_KEYS {
                     let n = msg.entries.len() as u64;
-                    let out = std::mem::replace(&mut msg, pb::PushRequest { repair_id: String::new(), entries: Vec::new() });
+                    let out = std::mem::replace(
+                        &mut msg,
+                        pb::PushRequest {
+                            repair_id: String::new(),
+                            entries: Vec::new(),
+                        },
+                    );
                     let bytes = out.encoded_len() as u64 + GRPC_FRAME_BYTES;
                     pacer.take(bytes, n).await;
                     sum.bytes_streamed += bytes;
@@ -267,17 +323,35 @@ pub async fn repair(
             }
         }
         drop(tx);
-        let resp = call.await.map_err(from_join)?.map_err(|s| peer_err(addr, s))?.into_inner();
+        let resp = call
+            .await
+            .map_err(from_join)?
+            .map_err(|s| peer_err(addr, s))?
+            .into_inner();
         sum.keys_to_peer = resp.applied;
         for o in resp.not_applied {
-            sum.skipped.push((o.key, format!("peer kept its entry ({}): it changed since the diff", o.decision)));
+            sum.skipped.push((
+                o.key,
+                format!(
+                    "peer kept its entry ({}): it changed since the diff",
+                    o.decision
+                ),
+            ));
         }
     }
 
     // Peer → local: fetch the peer's entries and apply them here, journaled.
-    for chunk in to_local.chunks(state.config.limits.fetch_keys_max.min(REPAIR_BATCH_KEYS * 16)) {
+    for chunk in to_local.chunks(
+        state
+            .config
+            .limits
+            .fetch_keys_max
+            .min(REPAIR_BATCH_KEYS * 16),
+    ) {
         let mut stream = peer
-            .fetch(pb::FetchRequest { keys: chunk.to_vec() })
+            .fetch(pb::FetchRequest {
+                keys: chunk.to_vec(),
+            })
             .await
             .map_err(|s| peer_err(addr, s))?
             .into_inner();
@@ -296,15 +370,27 @@ pub async fn repair(
                         if !e.tombstone {
                             value_from_pb(&e.value).map_err(|s| peer_err(addr, s))?;
                         }
-                        let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version missing"))?)
+                        let v =
+                            version_from_pb(e.version.ok_or_else(|| {
+                                Status::invalid_argument("entry.version missing")
+                            })?)
                             .map_err(|s| peer_err(addr, s))?;
                         batch_bytes += e.value.len();
-                        batch.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                        batch.push(Write {
+                            key: e.key,
+                            value: (!e.tombstone).then_some(e.value),
+                            version: Some(v),
+                        });
                     }
-                    _ => sum.skipped.push((m.key, "gone at the peer since the diff (purged)".into())),
+                    _ => sum
+                        .skipped
+                        .push((m.key, "gone at the peer since the diff (purged)".into())),
                 }
             }
-            if (end && !batch.is_empty()) || batch.len() >= REPAIR_BATCH_KEYS || batch_bytes >= REPAIR_BATCH_BYTES {
+            if (end && !batch.is_empty())
+                || batch.len() >= REPAIR_BATCH_KEYS
+                || batch_bytes >= REPAIR_BATCH_BYTES
+            {
                 let writes = std::mem::take(&mut batch);
                 batch_bytes = 0;
                 let n = writes.len() as u64;
@@ -313,14 +399,21 @@ pub async fn repair(
                 let outs = state
                     .blocking(move |s| {
                         let ks = keys.clone();
-                        s.write_with_extra(writes, &|o| journal::entry_ops(&rid, &ks, o)).map(|o| (keys, o))
+                        s.write_with_extra(writes, &|o| journal::entry_ops(&rid, &ks, o))
+                            .map(|o| (keys, o))
                     })
                     .await?;
                 for (k, a) in outs.0.into_iter().zip(outs.1) {
                     if a.decision == Decision::Apply {
                         sum.keys_to_local += 1;
                     } else {
-                        sum.skipped.push((k, format!("kept the local entry ({}): it changed since the diff", crate::service::decision_str(a.decision))));
+                        sum.skipped.push((
+                            k,
+                            format!(
+                                "kept the local entry ({}): it changed since the diff",
+                                crate::service::decision_str(a.decision)
+                            ),
+                        ));
                     }
                 }
                 done += n;
@@ -343,16 +436,30 @@ pub async fn repair(
 
 /// Applies the plan to checkpoints of both stores (the peer's through
 /// `ShadowPush`) and compares the planned keys afterwards.
-async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) -> Result<ShadowOutcome, Status> {
+async fn shadow_run(
+    state: &Arc<AgentState>,
+    addr: &str,
+    planned: &[Planned],
+) -> Result<ShadowOutcome, Status> {
     use mend_core::exchange::EntrySummary;
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
-    let to_peer: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Peer).map(|p| p.key.clone()).collect();
-    let to_local: Vec<Vec<u8>> = planned.iter().filter(|p| p.behind == Side::Local).map(|p| p.key.clone()).collect();
+    let to_peer: Vec<Vec<u8>> = planned
+        .iter()
+        .filter(|p| p.behind == Side::Peer)
+        .map(|p| p.key.clone())
+        .collect();
+    let to_local: Vec<Vec<u8>> = planned
+        .iter()
+        .filter(|p| p.behind == Side::Local)
+        .map(|p| p.key.clone())
+        .collect();
     let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
     let mut local_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
-    let summarize = |r: pb::LookupResponse, into: &mut HashMap<Vec<u8>, Option<EntrySummary>>| -> Result<(), Status> {
+    let summarize = |r: pb::LookupResponse,
+                     into: &mut HashMap<Vec<u8>, Option<EntrySummary>>|
+     -> Result<(), Status> {
         for x in r.results {
             let e = match x.entry {
                 Some(e) if x.found => Some(summary_from_pb(e).map_err(|s| peer_err(addr, s))?),
@@ -365,35 +472,72 @@ async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) ->
     // Peer side: push the local entries to a checkpoint of the peer.
     if !to_peer.is_empty() {
         let keys = to_peer.clone();
-        let recs = state.blocking(move |s| keys.iter().map(|k| s.get(k).map(|r| (k.clone(), r))).collect::<Result<Vec<_>, _>>()).await?;
+        let recs = state
+            .blocking(move |s| {
+                keys.iter()
+                    .map(|k| s.get(k).map(|r| (k.clone(), r)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         let entries: Vec<pb::Entry> = recs
             .into_iter()
-            .filter_map(|(key, r)| r.map(|r| pb::Entry { key, version: Some(version_to_pb(&r.meta.version)), tombstone: r.meta.tombstone, value: r.value }))
+            .filter_map(|(key, r)| {
+                r.map(|r| pb::Entry {
+                    key,
+                    version: Some(version_to_pb(&r.meta.version)),
+                    tombstone: r.meta.tombstone,
+                    value: r.value,
+                })
+            })
             .collect();
-        let msgs: Vec<pb::PushRequest> =
-            entries.chunks(REPAIR_BATCH_KEYS).map(|c| pb::PushRequest { repair_id: String::new(), entries: c.to_vec() }).collect();
-        let r = peer.shadow_push(tokio_stream::iter(msgs)).await.map_err(|s| peer_err(addr, s))?.into_inner();
+        let msgs: Vec<pb::PushRequest> = entries
+            .chunks(REPAIR_BATCH_KEYS)
+            .map(|c| pb::PushRequest {
+                repair_id: String::new(),
+                entries: c.to_vec(),
+            })
+            .collect();
+        let r = peer
+            .shadow_push(tokio_stream::iter(msgs))
+            .await
+            .map_err(|s| peer_err(addr, s))?
+            .into_inner();
         summarize(r, &mut peer_after)?;
     }
     // Local side: fetch the peer's entries and apply them to a local checkpoint.
     if !to_local.is_empty() {
         let mut writes = Vec::new();
         for chunk in to_local.chunks(state.config.limits.fetch_keys_max) {
-            let mut stream = peer.fetch(pb::FetchRequest { keys: chunk.to_vec() }).await.map_err(|s| peer_err(addr, s))?.into_inner();
+            let mut stream = peer
+                .fetch(pb::FetchRequest {
+                    keys: chunk.to_vec(),
+                })
+                .await
+                .map_err(|s| peer_err(addr, s))?
+                .into_inner();
             while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
                 if let (true, Some(e)) = (m.found, m.entry) {
                     key_from_pb(&e.key).map_err(|s| peer_err(addr, s))?;
-                    let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version missing"))?)
-                        .map_err(|s| peer_err(addr, s))?;
-                    writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                    let v = version_from_pb(
+                        e.version
+                            .ok_or_else(|| Status::invalid_argument("entry.version missing"))?,
+                    )
+                    .map_err(|s| peer_err(addr, s))?;
+                    writes.push(Write {
+                        key: e.key,
+                        value: (!e.tombstone).then_some(e.value),
+                        version: Some(v),
+                    });
                 }
             }
         }
         let st = state.clone();
-        let after = tokio::task::spawn_blocking(move || crate::shadow::apply_to_checkpoint(&st, "local", writes))
-            .await
-            .map_err(from_join)?
-            .map_err(crate::status::from_store)?;
+        let after = tokio::task::spawn_blocking(move || {
+            crate::shadow::apply_to_checkpoint(&st, "local", writes)
+        })
+        .await
+        .map_err(from_join)?
+        .map_err(crate::status::from_store)?;
         local_after.extend(after);
     }
     // The other side of each planned key is its live entry (unchanged).
@@ -406,7 +550,9 @@ async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) ->
                     (
                         k.clone(),
                         r.map(|r| EntrySummary {
-                            hash: mend_core::exchange::entry_hash(&r.meta.digest(st.store.secret(), k)),
+                            hash: mend_core::exchange::entry_hash(
+                                &r.meta.digest(st.store.secret(), k),
+                            ),
                             key: k.clone(),
                             version: r.meta.version,
                             tombstone: r.meta.tombstone,
@@ -421,7 +567,13 @@ async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) ->
     .map_err(crate::status::from_store)?;
     local_after.extend(live_local);
     for chunk in to_local.chunks(state.config.limits.fetch_keys_max) {
-        let r = peer.lookup(pb::FetchRequest { keys: chunk.to_vec() }).await.map_err(|s| peer_err(addr, s))?.into_inner();
+        let r = peer
+            .lookup(pb::FetchRequest {
+                keys: chunk.to_vec(),
+            })
+            .await
+            .map_err(|s| peer_err(addr, s))?
+            .into_inner();
         summarize(r, &mut peer_after)?;
     }
     let mut out = ShadowOutcome::default();
@@ -431,7 +583,14 @@ async fn shadow_run(state: &Arc<AgentState>, addr: &str, planned: &[Planned]) ->
         if l.as_ref().map(|e| e.hash) == r.as_ref().map(|e| e.hash) {
             out.converged += 1;
         } else {
-            out.remaining.push((p.key.clone(), format!("{} would still differ: the {} side's apply rule kept its entry", p.category.as_str(), p.behind.as_str())));
+            out.remaining.push((
+                p.key.clone(),
+                format!(
+                    "{} would still differ: the {} side's apply rule kept its entry",
+                    p.category.as_str(),
+                    p.behind.as_str()
+                ),
+            ));
         }
     }
     Ok(out)
@@ -444,7 +603,10 @@ async fn report(p: &Option<Progress>, done: u64, total: u64, bytes: u64) {
 }
 
 fn rand_suffix() -> u16 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     (t ^ (t >> 16)) as u16
 }
 
@@ -463,7 +625,9 @@ pub struct UndoSummary {
 /// before-images, then asks the peer to restore its own.
 pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, Status> {
     if !journal::valid_id(&id) {
-        return Err(Status::invalid_argument("repair id must be 1..=64 printable ASCII bytes"));
+        return Err(Status::invalid_argument(
+            "repair id must be 1..=64 printable ASCII bytes",
+        ));
     }
     let id2 = id.clone();
     let header = state
@@ -471,20 +635,30 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
         .await?
         .ok_or_else(|| Status::not_found(format!("no repair {id} in this agent's journal")))?;
     if !header.initiator {
-        return Err(Status::failed_precondition(format!("repair {id} was run by another agent; undo it there")));
+        return Err(Status::failed_precondition(format!(
+            "repair {id} was run by another agent; undo it there"
+        )));
     }
     if header.undone {
-        return Err(Status::failed_precondition(format!("repair {id} was already undone")));
+        return Err(Status::failed_precondition(format!(
+            "repair {id} was already undone"
+        )));
     }
     let mut out = UndoSummary::default();
     let mut peer = connect(&header.peer, state.config.limits.rpc_timeout_ms).await?;
     let resp = peer
-        .undo_push(pb::UndoPushRequest { repair_id: id.clone() })
+        .undo_push(pb::UndoPushRequest {
+            repair_id: id.clone(),
+        })
         .await
         .map_err(|s| peer_err(&header.peer, s))?
         .into_inner();
     out.restored_peer = resp.restored;
-    out.skipped.extend(resp.skipped.into_iter().map(|s| ("peer".to_string(), s.key, s.reason)));
+    out.skipped.extend(
+        resp.skipped
+            .into_iter()
+            .map(|s| ("peer".to_string(), s.key, s.reason)),
+    );
     let id2 = id.clone();
     let local = state
         .blocking(move |s| {
@@ -496,6 +670,11 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
         })
         .await?;
     out.restored_local = local.restored;
-    out.skipped.extend(local.skipped.into_iter().map(|(k, r)| ("local".to_string(), k, r)));
+    out.skipped.extend(
+        local
+            .skipped
+            .into_iter()
+            .map(|(k, r)| ("local".to_string(), k, r)),
+    );
     Ok(out)
 }

@@ -15,8 +15,15 @@ pub const SOURCES_MAX: usize = 10;
 
 /// Attribution of a diff: the largest groups of divergent keys with hints.
 pub fn sources(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Vec<Source> {
-    let observed: Vec<Observed<'_>> =
-        o.keys.iter().map(|k| Observed { div: &k.div, category: k.category, behind: k.behind }).collect();
+    let observed: Vec<Observed<'_>> = o
+        .keys
+        .iter()
+        .map(|k| Observed {
+            div: &k.div,
+            category: k.category,
+            behind: k.behind,
+        })
+        .collect();
     let opts = Options {
         window_gap_ms,
         sources_max: SOURCES_MAX,
@@ -38,12 +45,24 @@ pub fn source_pb(s: &Source) -> pb::Source {
         last_ms: s.last_ms,
         seq_min: s.seq_min,
         seq_max: s.seq_max,
-        seq_missing_on: s.seq_gaps.as_ref().map(|g| g.missing_on.as_str().to_string()).unwrap_or_default(),
+        seq_missing_on: s
+            .seq_gaps
+            .as_ref()
+            .map(|g| g.missing_on.as_str().to_string())
+            .unwrap_or_default(),
         seq_missing: s.seq_gaps.as_ref().map(|g| g.missing).unwrap_or(0),
         seq_gaps: s
             .seq_gaps
             .as_ref()
-            .map(|g| g.ranges.iter().map(|(a, b)| pb::SeqRange { first: *a, last: *b }).collect())
+            .map(|g| {
+                g.ranges
+                    .iter()
+                    .map(|(a, b)| pb::SeqRange {
+                        first: *a,
+                        last: *b,
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         hint: s.hint.clone(),
     }
@@ -53,7 +72,10 @@ pub fn source_pb(s: &Source) -> pb::Source {
 pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
     let by_category = Category::ALL
         .iter()
-        .map(|c| pb::CategoryCount { category: c.as_str().into(), count: d.keys.iter().filter(|k| k.category == *c).count() as u64 })
+        .map(|c| pb::CategoryCount {
+            category: c.as_str().into(),
+            count: d.keys.iter().filter(|k| k.category == *c).count() as u64,
+        })
         .collect();
     pb::DiffSummary {
         in_sync: d.keys.is_empty(),
@@ -74,7 +96,9 @@ pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
 
 fn side_json(e: &Option<EntrySummary>) -> Value {
     match e {
-        Some(e) => json!({"ms": e.version.ms, "logical": e.version.logical, "origin": e.version.origin.as_str(), "seq": e.version.seq, "tombstone": e.tombstone}),
+        Some(e) => {
+            json!({"ms": e.version.ms, "logical": e.version.logical, "origin": e.version.origin.as_str(), "seq": e.version.seq, "tombstone": e.tombstone})
+        }
         None => Value::Null,
     }
 }
@@ -83,7 +107,10 @@ fn side_json(e: &Option<EntrySummary>) -> Value {
 pub fn to_json(d: &DiffOutcome, sources: &[Source]) -> Value {
     let mut by_category = serde_json::Map::new();
     for c in Category::ALL {
-        by_category.insert(c.as_str().into(), json!(d.keys.iter().filter(|k| k.category == c).count()));
+        by_category.insert(
+            c.as_str().into(),
+            json!(d.keys.iter().filter(|k| k.category == c).count()),
+        );
     }
     json!({
         "in_sync": d.keys.is_empty(),

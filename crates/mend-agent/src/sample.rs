@@ -47,7 +47,10 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     (((c - h) / d).max(0.0), ((c + h) / d).min(1.0))
 }
 
-fn local_summary(state: &AgentState, key: &[u8]) -> Result<Option<EntrySummary>, mend_store::StoreError> {
+fn local_summary(
+    state: &AgentState,
+    key: &[u8],
+) -> Result<Option<EntrySummary>, mend_store::StoreError> {
     Ok(state.store.get(key)?.map(|r| EntrySummary {
         key: key.to_vec(),
         hash: entry_hash(&r.meta.digest(state.store.secret(), key)),
@@ -57,7 +60,12 @@ fn local_summary(state: &AgentState, key: &[u8]) -> Result<Option<EntrySummary>,
 }
 
 /// Samples `n` keys (half local, half peer) and compares them.
-pub async fn sample(state: &Arc<AgentState>, addr: &str, n: u32, seed: u64) -> Result<SampleOutcome, Status> {
+pub async fn sample(
+    state: &Arc<AgentState>,
+    addr: &str,
+    n: u32,
+    seed: u64,
+) -> Result<SampleOutcome, Status> {
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
     let specs = state.store.ranges().specs().to_vec();
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);
@@ -71,13 +79,28 @@ pub async fn sample(state: &Arc<AgentState>, addr: &str, n: u32, seed: u64) -> R
             .blocking(move |s| s.sample_entries(id, per_range, seed))
             .await?
             .into_iter()
-            .map(|e| EntrySummary { hash: entry_hash(&e.digest), key: e.key, version: e.meta.version, tombstone: e.meta.tombstone })
+            .map(|e| EntrySummary {
+                hash: entry_hash(&e.digest),
+                key: e.key,
+                version: e.meta.version,
+                tombstone: e.meta.tombstone,
+            })
             .collect();
         for chunk in local.chunks(state.config.limits.fetch_keys_max) {
-            let req = pb::FetchRequest { keys: chunk.iter().map(|e| e.key.clone()).collect() };
-            let resp = peer.lookup(req).await.map_err(|s| peer_err(addr, s))?.into_inner();
+            let req = pb::FetchRequest {
+                keys: chunk.iter().map(|e| e.key.clone()).collect(),
+            };
+            let resp = peer
+                .lookup(req)
+                .await
+                .map_err(|s| peer_err(addr, s))?
+                .into_inner();
             if resp.results.len() != chunk.len() {
-                return Err(Status::internal(format!("peer {addr} answered {} of {} lookups", resp.results.len(), chunk.len())));
+                return Err(Status::internal(format!(
+                    "peer {addr} answered {} of {} lookups",
+                    resp.results.len(),
+                    chunk.len()
+                )));
             }
             for (mine, r) in chunk.iter().zip(resp.results) {
                 let theirs = match r.entry {
@@ -88,14 +111,21 @@ pub async fn sample(state: &Arc<AgentState>, addr: &str, n: u32, seed: u64) -> R
             }
         }
         // Peer draws, looked up here.
-        let req = pb::PeerSampleRequest { range: spec.name.clone(), count: per_range as u32, seed };
+        let req = pb::PeerSampleRequest {
+            range: spec.name.clone(),
+            count: per_range as u32,
+            seed,
+        };
         let drawn = match peer.sample(req).await {
             Ok(r) => r.into_inner().entries,
             Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
             Err(s) => return Err(peer_err(addr, s)),
         };
-        let theirs: Vec<EntrySummary> =
-            drawn.into_iter().map(summary_from_pb).collect::<Result<_, _>>().map_err(|s| peer_err(addr, s))?;
+        let theirs: Vec<EntrySummary> = drawn
+            .into_iter()
+            .map(summary_from_pb)
+            .collect::<Result<_, _>>()
+            .map_err(|s| peer_err(addr, s))?;
         let st = state.clone();
         let looked = tokio::task::spawn_blocking(move || {
             theirs
@@ -116,15 +146,43 @@ pub async fn sample(state: &Arc<AgentState>, addr: &str, n: u32, seed: u64) -> R
         if l.as_ref().map(|e| e.hash) == p.as_ref().map(|e| e.hash) {
             continue;
         }
-        let Some(c) = classify(l.as_ref().map(meta_of).as_ref(), p.as_ref().map(meta_of).as_ref(), now, &policy) else {
+        let Some(c) = classify(
+            l.as_ref().map(meta_of).as_ref(),
+            p.as_ref().map(meta_of).as_ref(),
+            now,
+            &policy,
+        ) else {
             continue;
         };
-        let key = l.as_ref().or(p.as_ref()).map(|e| e.key.clone()).unwrap_or_default();
-        keys.push(DivergentKey { range, div: Divergence { key, local: l, peer: p }, category: c.category, behind: c.behind });
+        let key = l
+            .as_ref()
+            .or(p.as_ref())
+            .map(|e| e.key.clone())
+            .unwrap_or_default();
+        keys.push(DivergentKey {
+            range,
+            div: Divergence {
+                key,
+                local: l,
+                peer: p,
+            },
+            category: c.category,
+            behind: c.behind,
+        });
     }
     let (ci_low, ci_high) = wilson(keys.len() as u64, sampled);
-    let share = if sampled == 0 { 0.0 } else { keys.len() as f64 / sampled as f64 };
-    Ok(SampleOutcome { sampled, keys, share, ci_low, ci_high })
+    let share = if sampled == 0 {
+        0.0
+    } else {
+        keys.len() as f64 / sampled as f64
+    };
+    Ok(SampleOutcome {
+        sampled,
+        keys,
+        share,
+        ci_low,
+        ci_high,
+    })
 }
 
 #[cfg(test)]
@@ -138,6 +196,6 @@ mod tests {
         assert!(lo > 0.004 && hi < 0.02, "{lo} {hi}");
         assert_eq!(wilson(0, 0), (0.0, 1.0));
         let (lo, _) = wilson(0, 500);
-        assert_eq!(lo, 0.0);
+        assert!(lo.abs() < 1e-12, "{lo}");
     }
 }

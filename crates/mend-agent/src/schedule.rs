@@ -48,14 +48,28 @@ pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
     let outcome = match diff(state, &addr, None).await {
         Ok(o) => Arc::new(o),
         Err(e) => {
-            state.metrics.exchange_errors.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc();
+            state
+                .metrics
+                .exchange_errors
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.id.clone(),
+                })
+                .inc();
             tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange failed");
             return;
         }
     };
     observe_exchange(&state.metrics, &peer.id, &outcome);
     let now = state.store.now_ms();
-    let flips = state.monitor.record(&state.metrics, &peer.id, peer.budget, state.config.history_max, &outcome, now, "report");
+    let flips = state.monitor.record(
+        &state.metrics,
+        &peer.id,
+        peer.budget,
+        state.config.history_max,
+        &outcome,
+        now,
+        "report",
+    );
     for f in flips {
         alert(state, &f, &outcome, now).await;
     }
@@ -73,7 +87,9 @@ async fn alert(state: &Arc<AgentState>, f: &BudgetFlip, outcome: &DiffOutcome, n
     } else {
         tracing::warn!(peer = %f.peer, range = %f.range, "drift budget back within limits");
     }
-    let Some(url) = state.config.webhook_url.clone() else { return };
+    let Some(url) = state.config.webhook_url.clone() else {
+        return;
+    };
     let srcs = crate::report::sources(outcome, now, SOURCE_WINDOW_GAP_MS);
     let body = serde_json::json!({ "budget": f, "report": crate::report::to_json(outcome, &srcs) });
     let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
@@ -91,11 +107,19 @@ async fn alert(state: &Arc<AgentState>, f: &BudgetFlip, outcome: &DiffOutcome, n
 
 /// Entries in a range as both sides last reported them (the larger).
 fn range_entries(state: &AgentState) -> u64 {
-    (0..state.store.ranges().specs().len() as u16).filter_map(|r| state.store.root(r).ok()).map(|a| a.count).sum()
+    (0..state.store.ranges().specs().len() as u16)
+        .filter_map(|r| state.store.root(r).ok())
+        .map(|a| a.count)
+        .sum()
 }
 
 /// Applies the playbook to an outcome; returns what it did, for the history.
-pub async fn playbook(state: &Arc<AgentState>, peer: &PeerConfig, addr: &str, o: &DiffOutcome) -> String {
+pub async fn playbook(
+    state: &Arc<AgentState>,
+    peer: &PeerConfig,
+    addr: &str,
+    o: &DiffOutcome,
+) -> String {
     let pb = &state.config.playbook;
     let cats = pb.repair_categories();
     let todo = o.keys.iter().filter(|k| cats.contains(&k.category)).count() as u64;
@@ -120,7 +144,10 @@ pub async fn playbook(state: &Arc<AgentState>, peer: &PeerConfig, addr: &str, o:
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
     }
-    let opts = RepairOptions { categories: cats.clone(), ..RepairOptions::default() };
+    let opts = RepairOptions {
+        categories: cats.clone(),
+        ..RepairOptions::default()
+    };
     let sum = match repair(state, addr, None, opts, None).await {
         Ok(s) => s,
         Err(e) => {
@@ -129,21 +156,39 @@ pub async fn playbook(state: &Arc<AgentState>, peer: &PeerConfig, addr: &str, o:
             return msg;
         }
     };
-    state.metrics.repaired_keys.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc_by(sum.keys_repaired);
-    state.metrics.repaired_bytes.get_or_create(&crate::metrics::PeerLabel { peer: peer.id.clone() }).inc_by(sum.bytes_streamed);
+    state
+        .metrics
+        .repaired_keys
+        .get_or_create(&crate::metrics::PeerLabel {
+            peer: peer.id.clone(),
+        })
+        .inc_by(sum.keys_repaired);
+    state
+        .metrics
+        .repaired_bytes
+        .get_or_create(&crate::metrics::PeerLabel {
+            peer: peer.id.clone(),
+        })
+        .inc_by(sum.bytes_streamed);
     // Postcondition: a re-diff shows none of the repaired keys still divergent.
-    let repaired: std::collections::HashSet<&[u8]> = sum.plan.iter().map(|p| p.key.as_slice()).collect();
+    let repaired: std::collections::HashSet<&[u8]> =
+        sum.plan.iter().map(|p| p.key.as_slice()).collect();
     match diff(state, addr, None).await {
         Ok(after) => {
             let left = after
                 .keys
                 .iter()
-                .filter(|k| repaired.contains(k.div.key.as_slice()) && k.category != Category::InFlight)
+                .filter(|k| {
+                    repaired.contains(k.div.key.as_slice()) && k.category != Category::InFlight
+                })
                 .count();
             if left == 0 {
                 format!("repaired {} keys ({})", sum.keys_repaired, sum.repair_id)
             } else {
-                let msg = format!("repair {} failed its postcondition: {left} repaired keys still differ", sum.repair_id);
+                let msg = format!(
+                    "repair {} failed its postcondition: {left} repaired keys still differ",
+                    sum.repair_id
+                );
                 tracing::warn!(peer = %peer.id, "{msg}");
                 msg
             }
@@ -156,9 +201,15 @@ pub async fn playbook(state: &Arc<AgentState>, peer: &PeerConfig, addr: &str, o:
 pub async fn healthy(addr: &str, timeout_ms: u64) -> bool {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let Ok(ep) = tonic::transport::Endpoint::from_shared(addr.to_string()) else { return false };
-    let ep = ep.timeout(Duration::from_millis(timeout_ms)).connect_timeout(Duration::from_millis(timeout_ms));
-    let Ok(ch) = ep.connect().await else { return false };
+    let Ok(ep) = tonic::transport::Endpoint::from_shared(addr.to_string()) else {
+        return false;
+    };
+    let ep = ep
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect_timeout(Duration::from_millis(timeout_ms));
+    let Ok(ch) = ep.connect().await else {
+        return false;
+    };
     let mut c = HealthClient::new(ch);
     matches!(c.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await, Ok(r) if r.get_ref().status == 1)
 }

@@ -107,7 +107,8 @@ impl RunningAgent {
 /// Opens the store and starts serving.
 pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, StartError> {
     config.validate()?;
-    let node_id = NodeId::new(config.node_id.clone()).map_err(|e| StartError::Other(e.to_string()))?;
+    let node_id =
+        NodeId::new(config.node_id.clone()).map_err(|e| StartError::Other(e.to_string()))?;
     let dir = config.data_dir.clone();
     let mut sc = StoreConfig::new(node_id.clone(), secret.clone(), Some(config.ranges.clone()));
     sc.tombstone_grace_ms = config.tombstone_grace_ms;
@@ -118,7 +119,10 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     })
     .await
     .map_err(|e| StartError::Other(e.to_string()))?
-    .map_err(|source| StartError::Store { path: config.data_dir.display().to_string(), source })?;
+    .map_err(|source| StartError::Store {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let state = Arc::new(AgentState {
         store: Arc::new(store),
         node_id,
@@ -128,16 +132,34 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         started: Instant::now(),
         config: config.clone(),
     });
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let http_addr = match config.http {
-        Some(h) => Some(crate::http::serve(h, state.clone()).await.map_err(|source| StartError::Bind { addr: h, source })?),
+        Some(h) => Some(
+            crate::http::serve(h, state.clone())
+                .await
+                .map_err(|source| StartError::Bind { addr: h, source })?,
+        ),
         None => None,
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<ReplicaServer<ReplicaService>>().await;
-    health_reporter.set_serving::<PeerServer<PeerService>>().await;
-    health_reporter.set_serving::<OperatorServer<OperatorService>>().await;
+    health_reporter
+        .set_serving::<ReplicaServer<ReplicaService>>()
+        .await;
+    health_reporter
+        .set_serving::<PeerServer<PeerService>>()
+        .await;
+    health_reporter
+        .set_serving::<OperatorServer<OperatorService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -171,14 +193,24 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     tracing::info!(node = %state.node_id, %addr, "agent serving");
     let (stop_schedules, schedules) = watch::channel(false);
     crate::schedule::spawn(state.clone(), schedules);
-    Ok(RunningAgent { addr, http_addr, state, shutdown: Some(tx), stop_schedules, task })
+    Ok(RunningAgent {
+        addr,
+        http_addr,
+        state,
+        shutdown: Some(tx),
+        stop_schedules,
+        task,
+    })
 }
 
 /// The status message.
 pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Status> {
     let mut ranges = Vec::new();
     for (id, spec) in state.store.ranges().specs().iter().enumerate() {
-        let root = state.store.root(id as u16).map_err(crate::status::from_store)?;
+        let root = state
+            .store
+            .root(id as u16)
+            .map_err(crate::status::from_store)?;
         ranges.push(pb::RangeStatus {
             name: spec.name.clone(),
             fanout: spec.shape.fanout,
@@ -192,8 +224,20 @@ pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Statu
         node_id: state.node_id.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
         ranges,
-        peers: state.config.peers.iter().map(|p| pb::PeerInfo { id: p.id.clone(), address: p.address.clone() }).collect(),
-        repairs: repairs.into_iter().filter(|h| h.initiator).map(|h| h.id).collect(),
+        peers: state
+            .config
+            .peers
+            .iter()
+            .map(|p| pb::PeerInfo {
+                id: p.id.clone(),
+                address: p.address.clone(),
+            })
+            .collect(),
+        repairs: repairs
+            .into_iter()
+            .filter(|h| h.initiator)
+            .map(|h| h.id)
+            .collect(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         budgets: state
             .monitor

@@ -29,15 +29,29 @@ impl Drop for Cleanup {
 
 /// Applies `writes` to a checkpoint of the agent's store and returns the
 /// resulting entry of each written key (`None` if absent). Blocking.
-pub fn apply_to_checkpoint(state: &AgentState, tag: &str, writes: Vec<Write>) -> Result<Vec<KeyEntry>, StoreError> {
+pub fn apply_to_checkpoint(
+    state: &AgentState,
+    tag: &str,
+    writes: Vec<Write>,
+) -> Result<Vec<KeyEntry>, StoreError> {
     let data_dir = &state.config.data_dir;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "mend".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "mend".into());
     let dir = data_dir.with_file_name(format!("{name}.shadow-{tag}-{nanos}"));
     state.store.backend().checkpoint(&dir)?;
     let _cleanup = Cleanup(dir.clone());
     let backend = RocksBackend::open_existing(&dir)?;
-    let mut cfg = StoreConfig::new(state.node_id.clone(), state.secret.clone(), Some(state.config.ranges.clone()));
+    let mut cfg = StoreConfig::new(
+        state.node_id.clone(),
+        state.secret.clone(),
+        Some(state.config.ranges.clone()),
+    );
     cfg.clock = state.store.config().clock.clone();
     let shadow = Store::open(backend, cfg)?;
     let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();

@@ -10,11 +10,14 @@ use mend_store::StoreError;
 pub fn from_store(e: StoreError) -> Status {
     match &e {
         StoreError::Input(_) => Status::invalid_argument(e.to_string()),
-        StoreError::Backend { retryable: true, .. } | StoreError::Locked { .. } => Status::unavailable(e.to_string()),
-        StoreError::Corrupt(_) => Status::data_loss(e.to_string()),
-        StoreError::SecretMismatch { .. } | StoreError::ParamsMismatch(_) | StoreError::NotAStore { .. } => {
-            Status::failed_precondition(e.to_string())
+        StoreError::Backend {
+            retryable: true, ..
         }
+        | StoreError::Locked { .. } => Status::unavailable(e.to_string()),
+        StoreError::Corrupt(_) => Status::data_loss(e.to_string()),
+        StoreError::SecretMismatch { .. }
+        | StoreError::ParamsMismatch(_)
+        | StoreError::NotAStore { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Backend { .. } => Status::internal(e.to_string()),
     }
 }

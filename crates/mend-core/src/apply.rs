@@ -67,11 +67,26 @@ mod tests {
     #[test]
     fn newer_wins_equal_is_duplicate_or_conflict() {
         assert_eq!(decide(None, &m(1, "a", b"x")), Decision::Apply);
-        assert_eq!(decide(Some(&m(1, "a", b"x")), &m(2, "a", b"y")), Decision::Apply);
-        assert_eq!(decide(Some(&m(2, "a", b"x")), &m(1, "a", b"y")), Decision::Stale);
-        assert_eq!(decide(Some(&m(1, "a", b"x")), &m(1, "b", b"y")), Decision::Apply);
-        assert_eq!(decide(Some(&m(1, "a", b"x")), &m(1, "a", b"x")), Decision::Duplicate);
-        assert_eq!(decide(Some(&m(1, "a", b"x")), &m(1, "a", b"z")), Decision::Conflict);
+        assert_eq!(
+            decide(Some(&m(1, "a", b"x")), &m(2, "a", b"y")),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(Some(&m(2, "a", b"x")), &m(1, "a", b"y")),
+            Decision::Stale
+        );
+        assert_eq!(
+            decide(Some(&m(1, "a", b"x")), &m(1, "b", b"y")),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(Some(&m(1, "a", b"x")), &m(1, "a", b"x")),
+            Decision::Duplicate
+        );
+        assert_eq!(
+            decide(Some(&m(1, "a", b"x")), &m(1, "a", b"z")),
+            Decision::Conflict
+        );
         let mut t = m(1, "a", b"");
         t.tombstone = true;
         assert_eq!(decide(Some(&m(1, "a", b"")), &t), Decision::Conflict);

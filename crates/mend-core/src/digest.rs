@@ -63,7 +63,10 @@ impl Secret {
 
     /// The fingerprint as hex.
     pub fn fingerprint_hex(&self) -> String {
-        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+        self.fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The 64-bit placement hash of a key; its top bits choose the bucket.

@@ -80,7 +80,11 @@ pub trait TreeView {
     /// `fanout` per parent, in order.
     fn child_hashes(&self, level: u32, parents: &[u32]) -> Result<Vec<NodeHash>, ExchangeError>;
     /// The entries of each bucket in `first..first + count`, in bucket order.
-    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError>;
+    fn entries(
+        &self,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError>;
 }
 
 /// Errors of the exchange.
@@ -166,7 +170,10 @@ pub fn respond_probe(view: &dyn TreeView, p: &Probe) -> Result<ProbeReply, Excha
     let shape = view.shape();
     let f = shape.fanout as usize;
     if p.level == 0 || p.level > shape.depth {
-        return Err(proto(format!("probe level {} outside 1..={}", p.level, shape.depth)));
+        return Err(proto(format!(
+            "probe level {} outside 1..={}",
+            p.level, shape.depth
+        )));
     }
     if p.hashes.len() > PROBE_HASHES_MAX || p.hashes.len() != p.parents.len() * f {
         return Err(proto(format!(
@@ -205,14 +212,22 @@ pub fn respond_probe(view: &dyn TreeView, p: &Probe) -> Result<ProbeReply, Excha
 
 /// Answers a leaf probe from the local entries, one reply per query that has
 /// something to report.
-pub fn respond_leaves(view: &dyn TreeView, lp: &LeafProbe) -> Result<Vec<LeafReply>, ExchangeError> {
+pub fn respond_leaves(
+    view: &dyn TreeView,
+    lp: &LeafProbe,
+) -> Result<Vec<LeafReply>, ExchangeError> {
     let shape = view.shape();
     if lp.queries.len() > LEAF_QUERIES_MAX {
-        return Err(proto(format!("{} bucket queries, at most {LEAF_QUERIES_MAX}", lp.queries.len())));
+        return Err(proto(format!(
+            "{} bucket queries, at most {LEAF_QUERIES_MAX}",
+            lp.queries.len()
+        )));
     }
     let total: usize = lp.queries.iter().map(|q| q.hashes.len()).sum();
     if total > LEAF_DIGESTS_MAX {
-        return Err(proto(format!("{total} entry hashes, at most {LEAF_DIGESTS_MAX}")));
+        return Err(proto(format!(
+            "{total} entry hashes, at most {LEAF_DIGESTS_MAX}"
+        )));
     }
     let mut out = Vec::new();
     for (qi, q) in lp.queries.iter().enumerate() {
@@ -292,7 +307,11 @@ pub struct Descent {
 
 impl Descent {
     /// Starts a descent given both roots. Returns the first step.
-    pub fn start(view: &dyn TreeView, local_root: NodeHash, peer_root: NodeHash) -> Result<(Descent, Step), ExchangeError> {
+    pub fn start(
+        view: &dyn TreeView,
+        local_root: NodeHash,
+        peer_root: NodeHash,
+    ) -> Result<(Descent, Step), ExchangeError> {
         let shape = view.shape();
         let mut d = Descent {
             shape,
@@ -321,7 +340,12 @@ impl Descent {
 
     /// Classifies compared nodes at `level` (index, local hash, peer hash)
     /// that differ, and decides the next step.
-    fn after_compare(&mut self, view: &dyn TreeView, level: u32, differing: Vec<(u32, NodeHash, NodeHash)>) -> Result<Step, ExchangeError> {
+    fn after_compare(
+        &mut self,
+        view: &dyn TreeView,
+        level: u32,
+        differing: Vec<(u32, NodeHash, NodeHash)>,
+    ) -> Result<Step, ExchangeError> {
         let mut descend = Vec::new();
         for (idx, mine, theirs) in differing {
             let span = self.shape.leaf_span(level, idx);
@@ -355,10 +379,18 @@ impl Descent {
     }
 
     /// Feeds the replies to the last [`Step::Probe`], in the same order.
-    pub fn on_probe_replies(&mut self, view: &dyn TreeView, replies: Vec<ProbeReply>) -> Result<Step, ExchangeError> {
+    pub fn on_probe_replies(
+        &mut self,
+        view: &dyn TreeView,
+        replies: Vec<ProbeReply>,
+    ) -> Result<Step, ExchangeError> {
         let sent = std::mem::take(&mut self.sent);
         if replies.len() != sent.len() {
-            return Err(proto(format!("{} probe replies for {} probes", replies.len(), sent.len())));
+            return Err(proto(format!(
+                "{} probe replies for {} probes",
+                replies.len(),
+                sent.len()
+            )));
         }
         let f = self.shape.fanout;
         let fu = f as usize;
@@ -430,8 +462,12 @@ impl Descent {
         let mut probes = Vec::new();
         let mut cur = LeafProbe::default();
         let mut digests = 0usize;
-        let push = |q: BucketQuery, probes: &mut Vec<LeafProbe>, cur: &mut LeafProbe, digests: &mut usize| {
-            if cur.queries.len() >= LEAF_QUERIES_MAX || *digests + q.hashes.len() > LEAF_DIGESTS_MAX {
+        let push = |q: BucketQuery,
+                    probes: &mut Vec<LeafProbe>,
+                    cur: &mut LeafProbe,
+                    digests: &mut usize| {
+            if cur.queries.len() >= LEAF_QUERIES_MAX || *digests + q.hashes.len() > LEAF_DIGESTS_MAX
+            {
                 probes.push(std::mem::take(cur));
                 *digests = 0;
             }
@@ -440,7 +476,16 @@ impl Descent {
         };
         for (first, count) in std::mem::take(&mut self.peer_only_spans) {
             self.stats.leaves_compared += count as u64;
-            push(BucketQuery { first, count, hashes: Vec::new() }, &mut probes, &mut cur, &mut digests);
+            push(
+                BucketQuery {
+                    first,
+                    count,
+                    hashes: Vec::new(),
+                },
+                &mut probes,
+                &mut cur,
+                &mut digests,
+            );
         }
         let buckets = std::mem::take(&mut self.both_buckets);
         for b in buckets {
@@ -449,7 +494,16 @@ impl Descent {
             for (_, entries) in view.entries(b, 1)? {
                 hashes.extend(entries.iter().map(|e| e.hash));
             }
-            push(BucketQuery { first: b, count: 1, hashes }, &mut probes, &mut cur, &mut digests);
+            push(
+                BucketQuery {
+                    first: b,
+                    count: 1,
+                    hashes,
+                },
+                &mut probes,
+                &mut cur,
+                &mut digests,
+            );
         }
         if !cur.queries.is_empty() {
             probes.push(cur);
@@ -463,10 +517,18 @@ impl Descent {
 
     /// Feeds the replies to the last [`Step::Leaves`]: `replies[i]` answers
     /// probe `i`.
-    pub fn on_leaf_replies(&mut self, view: &dyn TreeView, replies: Vec<Vec<LeafReply>>) -> Result<Step, ExchangeError> {
+    pub fn on_leaf_replies(
+        &mut self,
+        view: &dyn TreeView,
+        replies: Vec<Vec<LeafReply>>,
+    ) -> Result<Step, ExchangeError> {
         let sent = std::mem::take(&mut self.sent_leaves);
         if replies.len() != sent.len() {
-            return Err(proto(format!("{} leaf replies for {} leaf probes", replies.len(), sent.len())));
+            return Err(proto(format!(
+                "{} leaf replies for {} leaf probes",
+                replies.len(),
+                sent.len()
+            )));
         }
         for (lp, rs) in sent.iter().zip(replies) {
             for r in rs {
@@ -505,7 +567,11 @@ impl Descent {
         let k = e.key.clone();
         self.found
             .entry(k.clone())
-            .or_insert_with(|| Divergence { key: k, local: None, peer: None })
+            .or_insert_with(|| Divergence {
+                key: k,
+                local: None,
+                peer: None,
+            })
             .local = Some(e);
     }
 
@@ -513,7 +579,11 @@ impl Descent {
         let k = e.key.clone();
         self.found
             .entry(k.clone())
-            .or_insert_with(|| Divergence { key: k, local: None, peer: None })
+            .or_insert_with(|| Divergence {
+                key: k,
+                local: None,
+                peer: None,
+            })
             .peer = Some(e);
     }
 
@@ -538,7 +608,12 @@ pub struct LocalRun {
 
 /// Runs a whole exchange between two in-process trees (tests, simulation,
 /// benchmarks): the same state machine the gRPC client drives.
-pub fn run_local(local: &dyn TreeView, peer: &dyn TreeView, local_root: NodeHash, peer_root: NodeHash) -> Result<LocalRun, ExchangeError> {
+pub fn run_local(
+    local: &dyn TreeView,
+    peer: &dyn TreeView,
+    local_root: NodeHash,
+    peer_root: NodeHash,
+) -> Result<LocalRun, ExchangeError> {
     if local.shape() != peer.shape() {
         return Err(proto("tree shapes differ"));
     }
@@ -549,12 +624,18 @@ pub fn run_local(local: &dyn TreeView, peer: &dyn TreeView, local_root: NodeHash
             Step::Done => break,
             Step::Probe(ps) => {
                 rounds += 1;
-                let replies = ps.iter().map(|p| respond_probe(peer, p)).collect::<Result<Vec<_>, _>>()?;
+                let replies = ps
+                    .iter()
+                    .map(|p| respond_probe(peer, p))
+                    .collect::<Result<Vec<_>, _>>()?;
                 d.on_probe_replies(local, replies)?
             }
             Step::Leaves(lps) => {
                 rounds += 1;
-                let replies = lps.iter().map(|p| respond_leaves(peer, p)).collect::<Result<Vec<_>, _>>()?;
+                let replies = lps
+                    .iter()
+                    .map(|p| respond_leaves(peer, p))
+                    .collect::<Result<Vec<_>, _>>()?;
                 d.on_leaf_replies(local, replies)?
             }
         };

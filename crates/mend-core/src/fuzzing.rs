@@ -1,7 +1,10 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and by `cargo test`,
 //! which runs them on fixed seeds so they stay exercised.
 
-use crate::exchange::{BucketQuery, EntrySummary, ExchangeError, LeafProbe, NodeHash, Probe, TreeView, respond_leaves, respond_probe};
+use crate::exchange::{
+    BucketQuery, EntrySummary, ExchangeError, LeafProbe, NodeHash, Probe, TreeView, respond_leaves,
+    respond_probe,
+};
 use crate::record::Record;
 use crate::shape::TreeShape;
 use crate::version::{NodeId, Version};
@@ -18,23 +21,42 @@ struct Fixed;
 
 impl TreeView for Fixed {
     fn shape(&self) -> TreeShape {
-        TreeShape { fanout: 4, depth: 3 }
+        TreeShape {
+            fanout: 4,
+            depth: 3,
+        }
     }
     fn child_hashes(&self, level: u32, parents: &[u32]) -> Result<Vec<NodeHash>, ExchangeError> {
         let f = self.shape().fanout;
-        if level >= self.shape().depth || parents.iter().any(|p| *p as u64 >= self.shape().nodes_at(level)) {
+        if level >= self.shape().depth
+            || parents
+                .iter()
+                .any(|p| *p as u64 >= self.shape().nodes_at(level))
+        {
             return Err(ExchangeError::Local("out of bounds".into()));
         }
-        Ok(parents.iter().flat_map(|p| (0..f).map(move |c| (*p as u64 * 31 + c as u64) % 3)).collect())
+        Ok(parents
+            .iter()
+            .flat_map(|p| (0..f).map(move |c| (*p as u64 * 31 + c as u64) % 3))
+            .collect())
     }
-    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+    fn entries(
+        &self,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
         let origin = NodeId::new("fuzz").map_err(|e| ExchangeError::Local(e.to_string()))?;
         Ok((first..first.saturating_add(count).min(64))
             .filter(|b| b % 3 == 0)
             .map(|b| {
                 let e = EntrySummary {
                     key: vec![b as u8 + 1],
-                    version: Version { ms: b as u64, logical: 0, origin: origin.clone(), seq: 0 },
+                    version: Version {
+                        ms: b as u64,
+                        logical: 0,
+                        origin: origin.clone(),
+                        seq: 0,
+                    },
                     tombstone: false,
                     hash: b as u64,
                 };
@@ -45,7 +67,9 @@ impl TreeView for Fixed {
 }
 
 fn u32s(d: &[u8]) -> Vec<u32> {
-    d.chunks(4).map(|c| c.iter().fold(0u32, |a, b| (a << 8) | *b as u32)).collect()
+    d.chunks(4)
+        .map(|c| c.iter().fold(0u32, |a, b| (a << 8) | *b as u32))
+        .collect()
 }
 
 /// Interprets `data` as a probe and a leaf probe and answers both from a
@@ -58,7 +82,14 @@ pub fn respond_arbitrary(data: &[u8]) {
     let mid = (data.len() / 2).max(1);
     let parents: Vec<u32> = u32s(&data[1..mid]).into_iter().map(|x| x % 80).collect();
     let hashes: Vec<u64> = data[mid..].iter().map(|b| (*b % 4) as u64).collect();
-    let _ = respond_probe(&Fixed, &Probe { level, parents, hashes: hashes.clone() });
+    let _ = respond_probe(
+        &Fixed,
+        &Probe {
+            level,
+            parents,
+            hashes: hashes.clone(),
+        },
+    );
     let queries = data
         .chunks(3)
         .map(|c| BucketQuery {
@@ -90,7 +121,12 @@ mod tests {
             respond_arbitrary(&data);
         }
         let r = Record::live(
-            Version { ms: 1, logical: 2, origin: NodeId::new("n").unwrap_or_else(|_| unreachable!()), seq: 3 },
+            Version {
+                ms: 1,
+                logical: 2,
+                origin: NodeId::new("n").unwrap_or_else(|_| unreachable!()),
+                seq: 3,
+            },
             b"v".to_vec(),
         );
         record_roundtrip(&r.encode());

@@ -71,7 +71,10 @@ impl RangeMap {
                 )));
             }
             if !names.insert(s.name.clone()) {
-                return Err(CoreError::Ranges(format!("duplicate range name {:?}", s.name)));
+                return Err(CoreError::Ranges(format!(
+                    "duplicate range name {:?}",
+                    s.name
+                )));
             }
             s.shape.validate()?;
             if let Some(end) = &s.end
@@ -111,7 +114,10 @@ impl RangeMap {
 
     /// The id of the range named `name`.
     pub fn by_name(&self, name: &str) -> Option<u16> {
-        self.specs.iter().position(|s| s.name == name).map(|i| i as u16)
+        self.specs
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| i as u16)
     }
 
     /// The id of the range containing `key`.
@@ -150,7 +156,10 @@ mod tests {
         assert_eq!(m.lookup(b"lzz").unwrap(), 1);
         assert_eq!(m.lookup(b"m").unwrap(), 0);
         assert_eq!(m.lookup(b"zz").unwrap(), 0);
-        assert!(matches!(m.lookup(b"0"), Err(CoreError::KeyOutsideRanges { .. })));
+        assert!(matches!(
+            m.lookup(b"0"),
+            Err(CoreError::KeyOutsideRanges { .. })
+        ));
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl Record {
         let origin = self.meta.version.origin.as_str().as_bytes();
         let mut out = Vec::with_capacity(55 + origin.len() + self.value.len());
         out.push(FORMAT);
-        out.push(if self.meta.tombstone { FLAG_TOMBSTONE } else { 0 });
+        out.push(if self.meta.tombstone {
+            FLAG_TOMBSTONE
+        } else {
+            0
+        });
         out.extend_from_slice(&self.meta.version.ms.to_be_bytes());
         out.extend_from_slice(&self.meta.version.logical.to_be_bytes());
         out.extend_from_slice(&self.meta.version.seq.to_be_bytes());
@@ -98,10 +102,21 @@ impl Record {
             return Err(CoreError::Malformed("record header"));
         }
         let tombstone = b[1] & FLAG_TOMBSTONE != 0;
-        let ms = u64::from_be_bytes(b[2..10].try_into().map_err(|_| CoreError::Malformed("ms"))?);
-        let logical =
-            u32::from_be_bytes(b[10..14].try_into().map_err(|_| CoreError::Malformed("logical"))?);
-        let seq = u64::from_be_bytes(b[14..22].try_into().map_err(|_| CoreError::Malformed("seq"))?);
+        let ms = u64::from_be_bytes(
+            b[2..10]
+                .try_into()
+                .map_err(|_| CoreError::Malformed("ms"))?,
+        );
+        let logical = u32::from_be_bytes(
+            b[10..14]
+                .try_into()
+                .map_err(|_| CoreError::Malformed("logical"))?,
+        );
+        let seq = u64::from_be_bytes(
+            b[14..22]
+                .try_into()
+                .map_err(|_| CoreError::Malformed("seq"))?,
+        );
         let n = b[22] as usize;
         let hash_at = 23 + n;
         let value_at = hash_at + 32;

@@ -51,7 +51,10 @@ impl TreeShape {
         if self.depth == 0 || self.depth > DEPTH_MAX {
             return Err(err("depth must be in 1..=8"));
         }
-        if (self.fanout as u64).checked_pow(self.depth).is_none_or(|b| b > BUCKETS_MAX) {
+        if (self.fanout as u64)
+            .checked_pow(self.depth)
+            .is_none_or(|b| b > BUCKETS_MAX)
+        {
             return Err(err("fanout^depth must be at most 2^24 buckets"));
         }
         Ok(())

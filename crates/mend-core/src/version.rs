@@ -88,7 +88,11 @@ impl Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}@{}#{}", self.ms, self.logical, self.origin, self.seq)
+        write!(
+            f,
+            "{}.{}@{}#{}",
+            self.ms, self.logical, self.origin, self.seq
+        )
     }
 }
 

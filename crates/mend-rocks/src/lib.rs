@@ -66,12 +66,17 @@ impl std::fmt::Debug for RocksBackend {
 
 fn map_err(path: &Path, e: rocksdb::Error) -> StoreError {
     let msg = e.to_string();
-    if msg.contains("lock") && (msg.contains("LOCK") || msg.contains("Resource temporarily unavailable")) {
+    if msg.contains("lock")
+        && (msg.contains("LOCK") || msg.contains("Resource temporarily unavailable"))
+    {
         return StoreError::Locked {
             path: path.display().to_string(),
         };
     }
-    let retryable = matches!(e.kind(), ErrorKind::Busy | ErrorKind::TryAgain | ErrorKind::TimedOut);
+    let retryable = matches!(
+        e.kind(),
+        ErrorKind::Busy | ErrorKind::TryAgain | ErrorKind::TimedOut
+    );
     StoreError::Backend {
         message: msg,
         retryable,
@@ -132,8 +137,10 @@ impl RocksBackend {
     /// Creates a RocksDB checkpoint (hard-linked SST files) at `dir`, which
     /// must not exist yet. Shadow runs apply repairs to such a copy.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
-        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| map_err(&self.path, e))?;
-        cp.create_checkpoint(dir).map_err(|e| map_err(&self.path, e))
+        let cp =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| map_err(&self.path, e))?;
+        cp.create_checkpoint(dir)
+            .map_err(|e| map_err(&self.path, e))
     }
 
     /// Flushes memtables to SST files.
@@ -146,16 +153,17 @@ impl RocksBackend {
     }
 
     fn handle(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(cf.name()).ok_or_else(|| StoreError::Corrupt(format!(
-            "column family {:?} is missing",
-            cf.name()
-        )))
+        self.db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {:?} is missing", cf.name())))
     }
 }
 
 impl Backend for RocksBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.handle(cf)?, key).map_err(|e| map_err(&self.path, e))
+        self.db
+            .get_cf(self.handle(cf)?, key)
+            .map_err(|e| map_err(&self.path, e))
     }
 
     fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
@@ -168,10 +176,18 @@ impl Backend for RocksBackend {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db.write_opt(b, &wo).map_err(|e| map_err(&self.path, e))
+        self.db
+            .write_opt(b, &wo)
+            .map_err(|e| map_err(&self.path, e))
     }
 
-    fn scan(&self, cf: Cf, start: &[u8], end: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
         let mut ro = ReadOptions::default();
         if let Some(e) = end {
             ro.set_iterate_upper_bound(e.to_vec());
@@ -179,7 +195,9 @@ impl Backend for RocksBackend {
         let mut it = self.db.raw_iterator_cf_opt(self.handle(cf)?, ro);
         it.seek(start);
         while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
             if !visit(k, v) {
                 return Ok(());
             }
@@ -194,7 +212,9 @@ impl Backend for RocksBackend {
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_bytes(&e.path()),

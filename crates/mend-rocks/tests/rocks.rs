@@ -49,7 +49,11 @@ fn opening_non_stores_fails_without_creating_anything() {
 #[test]
 fn a_second_open_of_a_live_store_reports_the_lock() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(RocksBackend::open_or_create(d.path()).unwrap(), config("n1", 5)).unwrap();
+    let s = Store::open(
+        RocksBackend::open_or_create(d.path()).unwrap(),
+        config("n1", 5),
+    )
+    .unwrap();
     s.write(vec![Write::put("k", "v")]).unwrap();
     let e = RocksBackend::open_existing(d.path()).unwrap_err();
     assert!(matches!(e, StoreError::Locked { .. }), "{e}");
@@ -59,21 +63,47 @@ fn a_second_open_of_a_live_store_reports_the_lock() {
 fn corrupt_leaf_rows_and_params_are_typed_errors() {
     let d = tempfile::tempdir().unwrap();
     {
-        let s = Store::open(RocksBackend::open_or_create(d.path()).unwrap(), config("n1", 5)).unwrap();
+        let s = Store::open(
+            RocksBackend::open_or_create(d.path()).unwrap(),
+            config("n1", 5),
+        )
+        .unwrap();
         s.write(vec![Write::put("k", "v")]).unwrap();
         use mend_store::Backend;
         s.backend()
-            .write(vec![mend_store::Op::Put(mend_store::Cf::Leaves, vec![0, 0, 0, 0, 0, 1], vec![1, 2, 3])], true)
+            .write(
+                vec![mend_store::Op::Put(
+                    mend_store::Cf::Leaves,
+                    vec![0, 0, 0, 0, 0, 1],
+                    vec![1, 2, 3],
+                )],
+                true,
+            )
             .unwrap();
     }
-    let e = Store::open(RocksBackend::open_existing(d.path()).unwrap(), config("n1", 5)).unwrap_err();
+    let e = Store::open(
+        RocksBackend::open_existing(d.path()).unwrap(),
+        config("n1", 5),
+    )
+    .unwrap_err();
     assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
     {
         let b = RocksBackend::open_existing(d.path()).unwrap();
         use mend_store::Backend;
-        b.write(vec![mend_store::Op::Put(mend_store::Cf::Meta, b"params".to_vec(), b"{not json".to_vec())], true)
-            .unwrap();
+        b.write(
+            vec![mend_store::Op::Put(
+                mend_store::Cf::Meta,
+                b"params".to_vec(),
+                b"{not json".to_vec(),
+            )],
+            true,
+        )
+        .unwrap();
     }
-    let e = Store::open(RocksBackend::open_existing(d.path()).unwrap(), config("n1", 5)).unwrap_err();
+    let e = Store::open(
+        RocksBackend::open_existing(d.path()).unwrap(),
+        config("n1", 5),
+    )
+    .unwrap_err();
     assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
 }

@@ -5,7 +5,9 @@
 use tonic::Status;
 
 use mend_core::error::{check_key, check_value};
-use mend_core::exchange::{BucketQuery, EntrySummary, LeafProbe, LeafReply, NodeStatus, Probe, ProbeReply};
+use mend_core::exchange::{
+    BucketQuery, EntrySummary, LeafProbe, LeafReply, NodeStatus, Probe, ProbeReply,
+};
 use mend_core::{NodeId, Version};
 
 use crate::pb;
@@ -67,7 +69,10 @@ pub fn pack_status(s: &[NodeStatus]) -> Vec<u8> {
 /// Unpacks `n` node statuses.
 pub fn unpack_status(b: &[u8], n: usize) -> Result<Vec<NodeStatus>, Status> {
     if b.len() != n.div_ceil(4) {
-        return Err(invalid("status", format!("{} bytes for {n} nodes", b.len())));
+        return Err(invalid(
+            "status",
+            format!("{} bytes for {n} nodes", b.len()),
+        ));
     }
     (0..n)
         .map(|i| match (b[i / 4] >> ((i % 4) * 2)) & 3 {
@@ -93,7 +98,10 @@ pub fn pack_bits(bits: &[bool]) -> Vec<u8> {
 /// Unpacks `n` flags.
 pub fn unpack_bits(b: &[u8], n: usize) -> Result<Vec<bool>, Status> {
     if b.len() != n.div_ceil(8) {
-        return Err(invalid("bitmap", format!("{} bytes for {n} flags", b.len())));
+        return Err(invalid(
+            "bitmap",
+            format!("{} bytes for {n} flags", b.len()),
+        ));
     }
     Ok((0..n).map(|i| b[i / 8] & (1 << (i % 8)) != 0).collect())
 }
@@ -176,7 +184,10 @@ pub fn summary_to_pb(e: &EntrySummary) -> pb::EntrySummary {
 /// A wire entry summary to the domain.
 pub fn summary_from_pb(e: pb::EntrySummary) -> Result<EntrySummary, Status> {
     key_from_pb(&e.key)?;
-    let version = version_from_pb(e.version.ok_or_else(|| invalid("entry.version", "missing"))?)?;
+    let version = version_from_pb(
+        e.version
+            .ok_or_else(|| invalid("entry.version", "missing"))?,
+    )?;
     Ok(EntrySummary {
         key: e.key,
         version,
@@ -203,7 +214,11 @@ pub fn leaf_reply_from_pb(r: pb::LeafReply, probe: &LeafProbe) -> Result<LeafRep
     Ok(LeafReply {
         query: r.query,
         lacking: unpack_bits(&r.lacking, q.hashes.len())?,
-        extra: r.extra.into_iter().map(summary_from_pb).collect::<Result<_, _>>()?,
+        extra: r
+            .extra
+            .into_iter()
+            .map(summary_from_pb)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -213,8 +228,17 @@ mod tests {
 
     #[test]
     fn bit_packing_roundtrips_and_rejects_bad_lengths() {
-        let s = vec![NodeStatus::Same, NodeStatus::Differs, NodeStatus::Empty, NodeStatus::Differs, NodeStatus::Same];
-        assert_eq!(unpack_status(&pack_status(&s), s.len()).ok(), Some(s.clone()));
+        let s = vec![
+            NodeStatus::Same,
+            NodeStatus::Differs,
+            NodeStatus::Empty,
+            NodeStatus::Differs,
+            NodeStatus::Same,
+        ];
+        assert_eq!(
+            unpack_status(&pack_status(&s), s.len()).ok(),
+            Some(s.clone())
+        );
         assert!(unpack_status(&[0xff, 0xff], 5).is_err());
         assert!(unpack_status(&[0], 5).is_err());
         let b = vec![true, false, true, true, false, false, false, false, true];
@@ -224,7 +248,15 @@ mod tests {
 
     #[test]
     fn versions_from_the_wire_are_validated() {
-        let bad = pb::Version { ms: 1, logical: 0, origin: "has space".into(), seq: 0 };
-        assert_eq!(version_from_pb(bad).map_err(|s| s.code()).err(), Some(tonic::Code::InvalidArgument));
+        let bad = pb::Version {
+            ms: 1,
+            logical: 0,
+            origin: "has space".into(),
+            seq: 0,
+        };
+        assert_eq!(
+            version_from_pb(bad).map_err(|s| s.code()).err(),
+            Some(tonic::Code::InvalidArgument)
+        );
     }
 }

@@ -40,7 +40,11 @@ pub fn ranges() -> Vec<RangeSpec> {
 
 /// A config for node `node` with a fixed clock at `now`.
 pub fn config(node: &str, now: u64) -> StoreConfig {
-    let mut c = StoreConfig::new(NodeId::new(node).unwrap(), Secret::from_bytes(b"test"), Some(ranges()));
+    let mut c = StoreConfig::new(
+        NodeId::new(node).unwrap(),
+        Secret::from_bytes(b"test"),
+        Some(ranges()),
+    );
     c.clock = std::sync::Arc::new(move || now);
     c
 }
@@ -77,7 +81,10 @@ fn put_get_delete<H: Harness>(h: &mut H) {
     assert_eq!(r.value, b"v1");
     let d = s.write(vec![Write::delete("k1")]).unwrap();
     assert_eq!(d[0].decision, Decision::Apply);
-    assert!(d[0].version.order(&a[0].version).is_gt(), "local stamps increase");
+    assert!(
+        d[0].version.order(&a[0].version).is_gt(),
+        "local stamps increase"
+    );
     assert_eq!(d[0].version.seq, a[0].version.seq + 1);
     let t = s.get(b"k1").unwrap().unwrap();
     assert!(t.meta.tombstone);
@@ -88,22 +95,41 @@ fn put_get_delete<H: Harness>(h: &mut H) {
 
 fn apply_rule<H: Harness>(h: &mut H) {
     let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
-    s.write(vec![Write::put("k", "new").at(v(500, "x", 1))]).unwrap();
-    let stale = s.write(vec![Write::put("k", "old").at(v(400, "x", 0))]).unwrap();
+    s.write(vec![Write::put("k", "new").at(v(500, "x", 1))])
+        .unwrap();
+    let stale = s
+        .write(vec![Write::put("k", "old").at(v(400, "x", 0))])
+        .unwrap();
     assert_eq!(stale[0].decision, Decision::Stale);
-    let dup = s.write(vec![Write::put("k", "new").at(v(500, "x", 1))]).unwrap();
+    let dup = s
+        .write(vec![Write::put("k", "new").at(v(500, "x", 1))])
+        .unwrap();
     assert_eq!(dup[0].decision, Decision::Duplicate);
-    let conflict = s.write(vec![Write::put("k", "other").at(v(500, "x", 1))]).unwrap();
+    let conflict = s
+        .write(vec![Write::put("k", "other").at(v(500, "x", 1))])
+        .unwrap();
     assert_eq!(conflict[0].decision, Decision::Conflict);
-    assert_eq!(s.get(b"k").unwrap().unwrap().value, b"new", "conflict never overwrites");
-    let newer = s.write(vec![Write::delete("k").at(v(600, "y", 9))]).unwrap();
+    assert_eq!(
+        s.get(b"k").unwrap().unwrap().value,
+        b"new",
+        "conflict never overwrites"
+    );
+    let newer = s
+        .write(vec![Write::delete("k").at(v(600, "y", 9))])
+        .unwrap();
     assert_eq!(newer[0].decision, Decision::Apply);
     assert!(s.get(b"k").unwrap().unwrap().meta.tombstone);
     // Within one batch, later writes are decided against earlier ones.
     let b = s
-        .write(vec![Write::put("q", "1").at(v(10, "x", 1)), Write::put("q", "0").at(v(5, "x", 0))])
+        .write(vec![
+            Write::put("q", "1").at(v(10, "x", 1)),
+            Write::put("q", "0").at(v(5, "x", 0)),
+        ])
         .unwrap();
-    assert_eq!((b[0].decision, b[1].decision), (Decision::Apply, Decision::Stale));
+    assert_eq!(
+        (b[0].decision, b[1].decision),
+        (Decision::Apply, Decision::Stale)
+    );
     assert!(s.verify().unwrap().ok());
 }
 
@@ -123,14 +149,21 @@ fn tree_matches_rebuild_and_survives_reopen<H: Harness>(h: &mut H) {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.ranges.iter().map(|r| r.entries).sum::<u64>(), 300);
     let roots: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
-    let seq_before = s.write(vec![Write::put("a-last", "x")]).unwrap()[0].version.seq;
+    let seq_before = s.write(vec![Write::put("a-last", "x")]).unwrap()[0]
+        .version
+        .seq;
     let roots_after_last: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
     assert_ne!(roots, roots_after_last);
     let b = h.reopen(into_backend(s));
     let s = Store::open(b, config("n1", 1000)).unwrap();
     let reopened: Vec<_> = (0..2).map(|r| s.root(r).unwrap()).collect();
-    assert_eq!(roots_after_last, reopened, "persisted tree equals the live one");
-    let seq_after = s.write(vec![Write::put("a-more", "x")]).unwrap()[0].version.seq;
+    assert_eq!(
+        roots_after_last, reopened,
+        "persisted tree equals the live one"
+    );
+    let seq_after = s.write(vec![Write::put("a-more", "x")]).unwrap()[0]
+        .version
+        .seq;
     assert_eq!(seq_after, seq_before + 1, "sequence numbers survive reopen");
     for r in 0..2 {
         let rebuilt = s.rebuild_leaves(r).unwrap();
@@ -175,7 +208,10 @@ fn bad_input_writes_nothing<H: Harness>(h: &mut H) {
         let e = s.write(bad).unwrap_err();
         assert!(matches!(e, StoreError::Input(_)), "{e}");
     }
-    assert!(s.get(b"ok").unwrap().is_none(), "a rejected batch writes nothing");
+    assert!(
+        s.get(b"ok").unwrap().is_none(),
+        "a rejected batch writes nothing"
+    );
     assert!(s.root(0).unwrap().is_empty());
     // A store whose ranges leave a gap rejects keys in it.
     let mut c = config("n1", 1000);
@@ -187,7 +223,13 @@ fn bad_input_writes_nothing<H: Harness>(h: &mut H) {
     }]);
     let s = Store::open(h.fresh(), c).unwrap();
     let e = s.write(vec![Write::put("a", "1")]).unwrap_err();
-    assert!(matches!(e, StoreError::Input(mend_core::CoreError::KeyOutsideRanges { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            StoreError::Input(mend_core::CoreError::KeyOutsideRanges { .. })
+        ),
+        "{e}"
+    );
 }
 
 fn reopen_checks_parameters<H: Harness>(h: &mut H) {
@@ -215,11 +257,16 @@ fn purge_keeps_tree_right<H: Harness>(h: &mut H) {
     let mut c = config("n1", 10_000);
     c.tombstone_grace_ms = 1000;
     let s = Store::open(h.fresh(), c).unwrap();
-    s.write(vec![Write::put("old", "1").at(v(100, "x", 1))]).unwrap();
-    s.write(vec![Write::delete("old").at(v(200, "x", 2))]).unwrap();
-    s.write(vec![Write::delete("young").at(v(9_500, "x", 3))]).unwrap();
-    s.write(vec![Write::delete("revived").at(v(300, "x", 4))]).unwrap();
-    s.write(vec![Write::put("revived", "again").at(v(400, "x", 5))]).unwrap();
+    s.write(vec![Write::put("old", "1").at(v(100, "x", 1))])
+        .unwrap();
+    s.write(vec![Write::delete("old").at(v(200, "x", 2))])
+        .unwrap();
+    s.write(vec![Write::delete("young").at(v(9_500, "x", 3))])
+        .unwrap();
+    s.write(vec![Write::delete("revived").at(v(300, "x", 4))])
+        .unwrap();
+    s.write(vec![Write::put("revived", "again").at(v(400, "x", 5))])
+        .unwrap();
     assert_eq!(s.purge_tombstones().unwrap(), 1);
     assert!(s.get(b"old").unwrap().is_none());
     assert!(s.get(b"young").unwrap().unwrap().meta.tombstone);
@@ -230,11 +277,17 @@ fn purge_keeps_tree_right<H: Harness>(h: &mut H) {
 
 fn restore_is_compare_and_set<H: Harness>(h: &mut H) {
     let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
-    s.write(vec![Write::put("k", "before").at(v(100, "x", 1))]).unwrap();
-    let a = s.write_capturing(vec![Write::put("k", "repaired").at(v(200, "y", 1))]).unwrap();
+    s.write(vec![Write::put("k", "before").at(v(100, "x", 1))])
+        .unwrap();
+    let a = s
+        .write_capturing(vec![Write::put("k", "repaired").at(v(200, "y", 1))])
+        .unwrap();
     let before = a[0].before.clone().unwrap();
     let now = s.get(b"k").unwrap().unwrap().meta;
-    assert!(s.compare_and_restore(b"k", Some(&now), Some(&before)).unwrap());
+    assert!(
+        s.compare_and_restore(b"k", Some(&now), Some(&before))
+            .unwrap()
+    );
     assert_eq!(s.get(b"k").unwrap().unwrap().value, b"before");
     // Restoring again against a stale expectation does nothing.
     assert!(!s.compare_and_restore(b"k", Some(&now), None).unwrap());
@@ -245,7 +298,8 @@ fn restore_is_compare_and_set<H: Harness>(h: &mut H) {
 fn leaf_listing<H: Harness>(h: &mut H) {
     let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
     let keys: Vec<String> = (0..40).map(|i| format!("key{i}")).collect();
-    s.write(keys.iter().map(|k| Write::put(k.as_str(), "v")).collect()).unwrap();
+    s.write(keys.iter().map(|k| Write::put(k.as_str(), "v")).collect())
+        .unwrap();
     let shape = s.shape(0).unwrap();
     let all: Vec<u32> = (0..shape.buckets() as u32).collect();
     let listed = s.leaf_entries(0, &all).unwrap();
@@ -267,4 +321,3 @@ fn leaf_listing<H: Harness>(h: &mut H) {
 fn into_backend<B: Backend>(s: Store<B>) -> B {
     s.into_backend()
 }
-

@@ -27,7 +27,9 @@ pub enum StoreError {
         path: String,
     },
     /// The store was created with another cluster secret.
-    #[error("store was created with secret fingerprint {stored}, but this secret's fingerprint is {given}")]
+    #[error(
+        "store was created with secret fingerprint {stored}, but this secret's fingerprint is {given}"
+    )]
     SecretMismatch {
         /// Fingerprint recorded in the store.
         stored: String,
@@ -53,6 +55,12 @@ pub enum StoreError {
 impl StoreError {
     /// True if retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Backend { retryable: true, .. })
+        matches!(
+            self,
+            StoreError::Backend {
+                retryable: true,
+                ..
+            }
+        )
     }
 }

@@ -16,7 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use mend_core::error::{check_key, check_value};
-use mend_core::{Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret, Version, decide};
+use mend_core::{
+    Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret, Version, decide,
+};
 
 use crate::backend::{Backend, Cf, Op};
 use crate::error::StoreError;
@@ -225,7 +227,9 @@ impl<B: Backend> Store<B> {
                 if let Some(want) = &cfg.ranges
                     && *want != p.ranges
                 {
-                    return Err(StoreError::ParamsMismatch(describe_mismatch(&p.ranges, want)));
+                    return Err(StoreError::ParamsMismatch(describe_mismatch(
+                        &p.ranges, want,
+                    )));
                 }
                 p
             }
@@ -251,7 +255,10 @@ impl<B: Backend> Store<B> {
                     ranges,
                 };
                 let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
-                backend.write(vec![Op::Put(Cf::Meta, keys::META_PARAMS.to_vec(), raw)], true)?;
+                backend.write(
+                    vec![Op::Put(Cf::Meta, keys::META_PARAMS.to_vec(), raw)],
+                    true,
+                )?;
                 p
             }
         };
@@ -329,7 +336,11 @@ impl<B: Backend> Store<B> {
     pub fn locate(&self, key: &[u8]) -> Result<(u16, u32, Vec<u8>), StoreError> {
         check_key(key)?;
         let range = self.ranges.lookup(key)?;
-        let shape = self.ranges.get(range).map(|s| s.shape).ok_or_else(|| corrupt("range id"))?;
+        let shape = self
+            .ranges
+            .get(range)
+            .map(|s| s.shape)
+            .ok_or_else(|| corrupt("range id"))?;
         let bucket = shape.bucket_of(self.secret.placement(key));
         Ok((range, bucket, keys::data_key(range, bucket, key)))
     }
@@ -435,7 +446,11 @@ impl<B: Backend> Store<B> {
                 }
                 leaf.add_digest(&record.meta.digest(&self.secret, &w.key));
                 if record.meta.tombstone {
-                    ops.push(Op::Put(Cf::Tombstones, keys::tombstone_key(version.ms, &dkey), Vec::new()));
+                    ops.push(Op::Put(
+                        Cf::Tombstones,
+                        keys::tombstone_key(version.ms, &dkey),
+                        Vec::new(),
+                    ));
                 }
                 ops.push(Op::Put(Cf::Data, dkey.clone(), record.encode()));
                 pending.insert(dkey, (record.meta.clone(), record));
@@ -493,7 +508,11 @@ impl<B: Backend> Store<B> {
         }
         let _st = self.writer()?;
         let current = match self.backend.get(Cf::Data, &dkey)? {
-            Some(raw) => Some(Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?.0),
+            Some(raw) => Some(
+                Record::decode_meta(&raw)
+                    .map_err(|e| corrupt(e.to_string()))?
+                    .0,
+            ),
             None => None,
         };
         if current.as_ref() != expected {
@@ -508,7 +527,11 @@ impl<B: Backend> Store<B> {
             Some(r) => {
                 leaf.add_digest(&r.meta.digest(&self.secret, key));
                 if r.meta.tombstone {
-                    ops.push(Op::Put(Cf::Tombstones, keys::tombstone_key(r.meta.version.ms, &dkey), Vec::new()));
+                    ops.push(Op::Put(
+                        Cf::Tombstones,
+                        keys::tombstone_key(r.meta.version.ms, &dkey),
+                        Vec::new(),
+                    ));
                 }
                 ops.push(Op::Put(Cf::Data, dkey, r.encode()));
             }
@@ -559,7 +582,11 @@ fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<Range
             match Agg::decode(v) {
                 Some(a) => leaves[b as usize] = a,
                 None => {
-                    bad = Some(format!("range {:?}: leaf {b} has {} bytes, not 40", spec.name, v.len()));
+                    bad = Some(format!(
+                        "range {:?}: leaf {b} has {} bytes, not 40",
+                        spec.name,
+                        v.len()
+                    ));
                     return false;
                 }
             }
@@ -574,7 +601,11 @@ fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<Range
 
 fn describe_mismatch(stored: &[RangeSpec], want: &[RangeSpec]) -> String {
     if stored.len() != want.len() {
-        return format!("store has {} ranges, configuration has {}", stored.len(), want.len());
+        return format!(
+            "store has {} ranges, configuration has {}",
+            stored.len(),
+            want.len()
+        );
     }
     for (s, w) in stored.iter().zip(want) {
         if s != w {

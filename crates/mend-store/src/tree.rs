@@ -24,7 +24,11 @@ impl RangeTree {
 
     /// Builds a tree from its leaves (`leaves.len()` must equal the bucket count).
     pub fn from_leaves(shape: TreeShape, leaves: Vec<Agg>) -> RangeTree {
-        assert_eq!(leaves.len() as u64, shape.buckets(), "leaf count must match shape");
+        assert_eq!(
+            leaves.len() as u64,
+            shape.buckets(),
+            "leaf count must match shape"
+        );
         let mut levels = vec![leaves];
         for l in (0..shape.depth).rev() {
             let below = &levels[levels.len() - 1];
@@ -55,7 +59,10 @@ impl RangeTree {
 
     /// Node `index` at `level`, or `None` if out of bounds.
     pub fn node(&self, level: u32, index: u32) -> Option<Agg> {
-        self.levels.get(level as usize)?.get(index as usize).copied()
+        self.levels
+            .get(level as usize)?
+            .get(index as usize)
+            .copied()
     }
 
     /// Sets leaf `bucket` to `new`, updating every ancestor by the difference
@@ -76,7 +83,10 @@ impl RangeTree {
 
     /// Approximate heap bytes held by the tree.
     pub fn memory_bytes(&self) -> usize {
-        self.levels.iter().map(|l| l.len() * std::mem::size_of::<Agg>()).sum()
+        self.levels
+            .iter()
+            .map(|l| l.len() * std::mem::size_of::<Agg>())
+            .sum()
     }
 }
 

@@ -1,8 +1,8 @@
 //! [`RangeView`]: the store seen as one range's tree, for the sans-I/O
 //! exchange in `mend_core::exchange`.
 
-use mend_core::exchange::{EntrySummary, ExchangeError, NodeHash, TreeView, entry_hash, node_hash};
 use mend_core::TreeShape;
+use mend_core::exchange::{EntrySummary, ExchangeError, NodeHash, TreeView, entry_hash, node_hash};
 
 use crate::backend::Backend;
 use crate::store::Store;
@@ -18,12 +18,19 @@ impl<'a, B: Backend> RangeView<'a, B> {
     /// A view of range `range`.
     pub fn new(store: &'a Store<B>, range: u16) -> Result<RangeView<'a, B>, crate::StoreError> {
         let shape = store.shape(range)?;
-        Ok(RangeView { store, range, shape })
+        Ok(RangeView {
+            store,
+            range,
+            shape,
+        })
     }
 
     /// The root's wire hash.
     pub fn root_hash(&self) -> Result<NodeHash, ExchangeError> {
-        self.store.root(self.range).map(|a| node_hash(&a)).map_err(local)
+        self.store
+            .root(self.range)
+            .map(|a| node_hash(&a))
+            .map_err(local)
     }
 }
 
@@ -37,13 +44,23 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
     }
 
     fn child_hashes(&self, level: u32, parents: &[u32]) -> Result<Vec<NodeHash>, ExchangeError> {
-        let aggs = self.store.child_aggs(self.range, level, parents).map_err(local)?;
+        let aggs = self
+            .store
+            .child_aggs(self.range, level, parents)
+            .map_err(local)?;
         Ok(aggs.iter().map(node_hash).collect())
     }
 
-    fn entries(&self, first: u32, count: u32) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+    fn entries(
+        &self,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
         let buckets: Vec<u32> = (first..first.saturating_add(count)).collect();
-        let listed = self.store.leaf_entries_nonempty(self.range, &buckets).map_err(local)?;
+        let listed = self
+            .store
+            .leaf_entries_nonempty(self.range, &buckets)
+            .map_err(local)?;
         Ok(listed
             .into_iter()
             .map(|(b, es)| {

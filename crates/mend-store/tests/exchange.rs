@@ -20,21 +20,35 @@ fn store(node: &str, shape: TreeShape) -> Store<MemBackend> {
 }
 
 fn v(ms: u64, seq: u64) -> Version {
-    Version { ms, logical: 0, origin: NodeId::new("origin").unwrap(), seq }
+    Version {
+        ms,
+        logical: 0,
+        origin: NodeId::new("origin").unwrap(),
+        seq,
+    }
 }
 
 fn load(s: &Store<MemBackend>, n: u64) {
-    let writes: Vec<Write> = (0..n).map(|i| Write::put(format!("key-{i:07}"), format!("value-{i}")).at(v(1_000 + i, i))).collect();
+    let writes: Vec<Write> = (0..n)
+        .map(|i| Write::put(format!("key-{i:07}"), format!("value-{i}")).at(v(1_000 + i, i)))
+        .collect();
     for c in writes.chunks(1000) {
         s.write(c.to_vec()).unwrap();
     }
 }
 
-fn diff(a: &Store<MemBackend>, b: &Store<MemBackend>) -> (BTreeSet<Vec<u8>>, u32, Vec<mend_core::exchange::Divergence>) {
+fn diff(
+    a: &Store<MemBackend>,
+    b: &Store<MemBackend>,
+) -> (BTreeSet<Vec<u8>>, u32, Vec<mend_core::exchange::Divergence>) {
     let la = RangeView::new(a, 0).unwrap();
     let lb = RangeView::new(b, 0).unwrap();
     let run = run_local(&la, &lb, la.root_hash().unwrap(), lb.root_hash().unwrap()).unwrap();
-    (run.divergences.iter().map(|d| d.key.clone()).collect(), run.rounds, run.divergences)
+    (
+        run.divergences.iter().map(|d| d.key.clone()).collect(),
+        run.rounds,
+        run.divergences,
+    )
 }
 
 #[test]
@@ -45,24 +59,33 @@ fn finds_exactly_the_injected_keys_with_both_versions() {
     load(&b, 5000);
     let mut expected = BTreeSet::new();
     // Missing on b: written only to a.
-    a.write(vec![Write::put("only-a", "x").at(v(9_000, 1))]).unwrap();
+    a.write(vec![Write::put("only-a", "x").at(v(9_000, 1))])
+        .unwrap();
     expected.insert(b"only-a".to_vec());
     // Missing on a.
-    b.write(vec![Write::put("only-b", "y").at(v(9_001, 2))]).unwrap();
+    b.write(vec![Write::put("only-b", "y").at(v(9_001, 2))])
+        .unwrap();
     expected.insert(b"only-b".to_vec());
     // Stale on b: a newer update reached only a.
-    a.write(vec![Write::put("key-0000010", "newer").at(v(9_002, 3))]).unwrap();
+    a.write(vec![Write::put("key-0000010", "newer").at(v(9_002, 3))])
+        .unwrap();
     expected.insert(b"key-0000010".to_vec());
     // A delete that reached only b.
-    b.write(vec![Write::delete("key-0000020").at(v(9_003, 4))]).unwrap();
+    b.write(vec![Write::delete("key-0000020").at(v(9_003, 4))])
+        .unwrap();
     expected.insert(b"key-0000020".to_vec());
     // Conflict: same version, different value.
-    a.write(vec![Write::put("conflict", "one").at(v(9_004, 5))]).unwrap();
-    b.write(vec![Write::put("conflict", "two").at(v(9_004, 5))]).unwrap();
+    a.write(vec![Write::put("conflict", "one").at(v(9_004, 5))])
+        .unwrap();
+    b.write(vec![Write::put("conflict", "two").at(v(9_004, 5))])
+        .unwrap();
     expected.insert(b"conflict".to_vec());
     let (found, rounds, divs) = diff(&a, &b);
     assert_eq!(found, expected);
-    assert!(rounds <= 3 + 2, "rounds {rounds} exceed ceil(log16 4096) + 2");
+    assert!(
+        rounds <= 3 + 2,
+        "rounds {rounds} exceed ceil(log16 4096) + 2"
+    );
     let stale = divs.iter().find(|d| d.key == b"key-0000010").unwrap();
     assert_eq!(stale.local.as_ref().unwrap().version.ms, 9_002);
     assert_eq!(stale.peer.as_ref().unwrap().version.ms, 1_010);
@@ -92,7 +115,8 @@ fn a_single_difference_takes_at_most_three_rounds_at_depth_four() {
     let (a, b) = (store("a", shape), store("b", shape));
     load(&a, 3000);
     load(&b, 3000);
-    b.write(vec![Write::put("key-0000007", "changed").at(v(50_000, 9))]).unwrap();
+    b.write(vec![Write::put("key-0000007", "changed").at(v(50_000, 9))])
+        .unwrap();
     let (found, rounds, _) = diff(&a, &b);
     assert_eq!(found.len(), 1);
     assert!(rounds <= 4, "rounds {rounds}");

@@ -17,13 +17,27 @@ use mend_store::{MemBackend, RangeTree, Store, StoreConfig, Write};
 fn ranges() -> Vec<RangeSpec> {
     let shape = TreeShape::new(4, 3).unwrap();
     vec![
-        RangeSpec { name: "low".into(), start: Vec::new(), end: Some(b"k5".to_vec()), shape },
-        RangeSpec { name: "high".into(), start: b"k5".to_vec(), end: None, shape },
+        RangeSpec {
+            name: "low".into(),
+            start: Vec::new(),
+            end: Some(b"k5".to_vec()),
+            shape,
+        },
+        RangeSpec {
+            name: "high".into(),
+            start: b"k5".to_vec(),
+            end: None,
+            shape,
+        },
     ]
 }
 
 fn store(node: &str) -> Store<MemBackend> {
-    let cfg = StoreConfig::new(NodeId::new(node).unwrap(), Secret::from_bytes(b"prop"), Some(ranges()));
+    let cfg = StoreConfig::new(
+        NodeId::new(node).unwrap(),
+        Secret::from_bytes(b"prop"),
+        Some(ranges()),
+    );
     Store::open(MemBackend::new(), cfg).unwrap()
 }
 
@@ -31,15 +45,26 @@ fn store(node: &str) -> Store<MemBackend> {
 enum Op {
     Put(u8, u8),
     Delete(u8),
-    Replicated { key: u8, ms: u64, origin: u8, value: Option<u8> },
+    Replicated {
+        key: u8,
+        ms: u64,
+        origin: u8,
+        value: Option<u8>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..40, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
         (0u8..40).prop_map(Op::Delete),
-        (0u8..40, 0u64..50, 0u8..3, proptest::option::of(any::<u8>()))
-            .prop_map(|(key, ms, origin, value)| Op::Replicated { key, ms, origin, value }),
+        (0u8..40, 0u64..50, 0u8..3, proptest::option::of(any::<u8>())).prop_map(
+            |(key, ms, origin, value)| Op::Replicated {
+                key,
+                ms,
+                origin,
+                value
+            }
+        ),
     ]
 }
 
@@ -51,8 +76,18 @@ fn to_write(op: &Op) -> Write {
     match op {
         Op::Put(k, v) => Write::put(key(*k), vec![*v]),
         Op::Delete(k) => Write::delete(key(*k)),
-        Op::Replicated { key: k, ms, origin, value } => {
-            let v = Version { ms: *ms, logical: 0, origin: NodeId::new(format!("o{origin}")).unwrap(), seq: *ms };
+        Op::Replicated {
+            key: k,
+            ms,
+            origin,
+            value,
+        } => {
+            let v = Version {
+                ms: *ms,
+                logical: 0,
+                origin: NodeId::new(format!("o{origin}")).unwrap(),
+                seq: *ms,
+            };
             match value {
                 Some(x) => Write::put(key(*k), vec![*x]).at(v),
                 None => Write::delete(key(*k)).at(v),
@@ -67,7 +102,10 @@ fn assert_tree_matches_rebuild(s: &Store<MemBackend>) {
         let rebuilt = RangeTree::from_leaves(shape, s.rebuild_leaves(r).unwrap());
         assert_eq!(rebuilt.root(), s.root(r).unwrap(), "range {r}");
         let all: Vec<u32> = (0..shape.buckets() as u32).collect();
-        assert_eq!(rebuilt.leaves(), s.node_aggs(r, shape.depth, &all).unwrap().as_slice());
+        assert_eq!(
+            rebuilt.leaves(),
+            s.node_aggs(r, shape.depth, &all).unwrap().as_slice()
+        );
     }
     assert!(s.verify().unwrap().ok());
 }

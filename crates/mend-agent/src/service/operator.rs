@@ -37,7 +37,11 @@ impl OperatorService {
 
 fn entry_version(e: &Option<EntrySummary>) -> pb::EntryVersion {
     match e {
-        Some(e) => pb::EntryVersion { present: true, version: Some(version_to_pb(&e.version)), tombstone: e.tombstone },
+        Some(e) => pb::EntryVersion {
+            present: true,
+            version: Some(version_to_pb(&e.version)),
+            tombstone: e.tombstone,
+        },
         None => pb::EntryVersion::default(),
     }
 }
@@ -48,7 +52,10 @@ fn side_str(s: Option<Side>) -> String {
 
 fn categories(v: &[String]) -> Result<Vec<Category>, Status> {
     v.iter()
-        .map(|c| Category::parse(c).ok_or_else(|| Status::invalid_argument(format!("unknown category {c:?}"))))
+        .map(|c| {
+            Category::parse(c)
+                .ok_or_else(|| Status::invalid_argument(format!("unknown category {c:?}")))
+        })
         .collect()
 }
 
@@ -66,25 +73,40 @@ pub fn key_pb(k: &crate::exchange::DivergentKey) -> pb::DivergentKey {
 
 /// Streams a report: the keys, then the summary with its sources.
 fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        tokio::spawn(async move {
-            let srcs = crate::report::sources(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
-            for k in &d.keys {
-                let ev = key_pb(k);
-                if tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Key(ev)) })).await.is_err() {
-                    return;
-                }
+    let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+    tokio::spawn(async move {
+        let srcs = crate::report::sources(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
+        for k in &d.keys {
+            let ev = key_pb(k);
+            if tx
+                .send(Ok(pb::DiffEvent {
+                    event: Some(pb::diff_event::Event::Key(ev)),
+                }))
+                .await
+                .is_err()
+            {
+                return;
             }
-            let _ = tx.send(Ok(pb::DiffEvent { event: Some(pb::diff_event::Event::Summary(crate::report::summary_pb(&d, &srcs))) })).await;
-        });
-        Box::pin(ReceiverStream::new(rx))
+        }
+        let _ = tx
+            .send(Ok(pb::DiffEvent {
+                event: Some(pb::diff_event::Event::Summary(crate::report::summary_pb(
+                    &d, &srcs,
+                ))),
+            }))
+            .await;
+    });
+    Box::pin(ReceiverStream::new(rx))
 }
 
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorService {
     type DiffStream = BoxStream<pb::DiffEvent>;
 
-    async fn diff(&self, req: Request<pb::DiffRequest>) -> Result<Response<Self::DiffStream>, Status> {
+    async fn diff(
+        &self,
+        req: Request<pb::DiffRequest>,
+    ) -> Result<Response<Self::DiffStream>, Status> {
         let r = req.into_inner();
         if r.peer.is_empty() {
             return Err(Status::invalid_argument("peer: required"));
@@ -98,15 +120,26 @@ impl pb::operator_server::Operator for OperatorService {
 
     type RepairStream = BoxStream<pb::RepairEvent>;
 
-    async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<Self::RepairStream>, Status> {
+    async fn repair(
+        &self,
+        req: Request<pb::RepairRequest>,
+    ) -> Result<Response<Self::RepairStream>, Status> {
         let r = req.into_inner();
         if r.peer.is_empty() {
             return Err(Status::invalid_argument("peer: required"));
         }
         let opts = RepairOptions {
             dry_run: r.dry_run,
-            rate_bytes_per_s: if r.rate_bytes_per_s > 0 { r.rate_bytes_per_s } else { self.state.config.limits.repair_rate_bytes_per_s },
-            rate_keys_per_s: if r.rate_keys_per_s > 0 { r.rate_keys_per_s } else { self.state.config.limits.repair_rate_keys_per_s },
+            rate_bytes_per_s: if r.rate_bytes_per_s > 0 {
+                r.rate_bytes_per_s
+            } else {
+                self.state.config.limits.repair_rate_bytes_per_s
+            },
+            rate_keys_per_s: if r.rate_keys_per_s > 0 {
+                r.rate_keys_per_s
+            } else {
+                self.state.config.limits.repair_rate_keys_per_s
+            },
             categories: categories(&r.categories)?,
             shadow: r.shadow,
         };
@@ -118,8 +151,16 @@ impl pb::operator_server::Operator for OperatorService {
         let tx2 = tx.clone();
         tokio::spawn(async move {
             while let Some((done, total, bytes)) = prx.recv().await {
-                let ev = pb::RepairProgress { keys_done: done, keys_total: total, bytes_streamed: bytes };
-                let _ = tx2.send(Ok(pb::RepairEvent { event: Some(pb::repair_event::Event::Progress(ev)) })).await;
+                let ev = pb::RepairProgress {
+                    keys_done: done,
+                    keys_total: total,
+                    bytes_streamed: bytes,
+                };
+                let _ = tx2
+                    .send(Ok(pb::RepairEvent {
+                        event: Some(pb::repair_event::Event::Progress(ev)),
+                    }))
+                    .await;
             }
         });
         tokio::spawn(async move {
@@ -132,16 +173,29 @@ impl pb::operator_server::Operator for OperatorService {
                     keys_to_local: s.keys_to_local,
                     keys_to_peer: s.keys_to_peer,
                     bytes_streamed: s.bytes_streamed,
-                    skipped: s.skipped.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+                    skipped: s
+                        .skipped
+                        .into_iter()
+                        .map(|(key, reason)| pb::SkippedKey { key, reason })
+                        .collect(),
                     plan: s
                         .plan
                         .into_iter()
-                        .map(|p| pb::PlannedKey { key: p.key, category: p.category.as_str().into(), behind: p.behind.as_str().into(), value_bytes: 0 })
+                        .map(|p| pb::PlannedKey {
+                            key: p.key,
+                            category: p.category.as_str().into(),
+                            behind: p.behind.as_str().into(),
+                            value_bytes: 0,
+                        })
                         .collect(),
                     elapsed_ms: s.elapsed.as_millis() as u64,
                     shadow: s.shadow.map(|o| pb::ShadowOutcome {
                         predicted_converged: o.converged,
-                        predicted_remaining: o.remaining.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+                        predicted_remaining: o
+                            .remaining
+                            .into_iter()
+                            .map(|(key, reason)| pb::SkippedKey { key, reason })
+                            .collect(),
                     }),
                 })),
             });
@@ -152,7 +206,10 @@ impl pb::operator_server::Operator for OperatorService {
 
     type ReportStream = BoxStream<pb::DiffEvent>;
 
-    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<Self::ReportStream>, Status> {
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
         let peer = req.into_inner().peer;
         let peer = (!peer.is_empty()).then_some(peer);
         let d = self.state.monitor.last(peer.as_deref()).ok_or_else(|| {
@@ -161,12 +218,21 @@ impl pb::operator_server::Operator for OperatorService {
                 None => "no scheduled exchange has run yet (set interval_ms on a peer)".into(),
             })
         })?;
-        Ok(Response::new(stream_report((*d).clone(), self.state.store.now_ms())))
+        Ok(Response::new(stream_report(
+            (*d).clone(),
+            self.state.store.now_ms(),
+        )))
     }
 
-    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
         let peer = req.into_inner().peer;
-        let views = self.state.monitor.view((!peer.is_empty()).then_some(peer.as_str()));
+        let views = self
+            .state
+            .monitor
+            .view((!peer.is_empty()).then_some(peer.as_str()));
         let peers = views
             .into_iter()
             .map(|v| pb::PeerHistory {
@@ -182,7 +248,11 @@ impl pb::operator_server::Operator for OperatorService {
                     .map(|r| pb::ExchangeRecord {
                         at_ms: r.at_ms,
                         divergent_keys: r.divergent_keys,
-                        by_category: r.by_category.into_iter().map(|(category, count)| pb::CategoryCount { category, count }).collect(),
+                        by_category: r
+                            .by_category
+                            .into_iter()
+                            .map(|(category, count)| pb::CategoryCount { category, count })
+                            .collect(),
                         oldest_divergence_ms: r.oldest_divergence_ms,
                         persistent: r.persistent,
                         transient: r.transient,
@@ -199,13 +269,19 @@ impl pb::operator_server::Operator for OperatorService {
         Ok(Response::new(pb::HistoryResponse { peers }))
     }
 
-    async fn sample(&self, req: Request<pb::SampleRequest>) -> Result<Response<pb::SampleResponse>, Status> {
+    async fn sample(
+        &self,
+        req: Request<pb::SampleRequest>,
+    ) -> Result<Response<pb::SampleResponse>, Status> {
         let r = req.into_inner();
         if r.peer.is_empty() {
             return Err(Status::invalid_argument("peer: required"));
         }
         if r.keys == 0 || r.keys > crate::sample::SAMPLE_KEYS_MAX {
-            return Err(Status::invalid_argument(format!("keys must be in 1..={}", crate::sample::SAMPLE_KEYS_MAX)));
+            return Err(Status::invalid_argument(format!(
+                "keys must be in 1..={}",
+                crate::sample::SAMPLE_KEYS_MAX
+            )));
         }
         let addr = self.state.resolve_peer(&r.peer);
         let s = crate::sample::sample(&self.state, &addr, r.keys, r.seed).await?;
@@ -219,7 +295,10 @@ impl pb::operator_server::Operator for OperatorService {
         }))
     }
 
-    async fn undo(&self, req: Request<pb::UndoRequest>) -> Result<Response<pb::UndoResponse>, Status> {
+    async fn undo(
+        &self,
+        req: Request<pb::UndoRequest>,
+    ) -> Result<Response<pb::UndoResponse>, Status> {
         let id = req.into_inner().repair_id;
         let out = undo(&self.state, id).await?;
         Ok(Response::new(pb::UndoResponse {
@@ -227,12 +306,18 @@ impl pb::operator_server::Operator for OperatorService {
             skipped: out
                 .skipped
                 .into_iter()
-                .map(|(side, key, reason)| pb::SkippedKey { key, reason: format!("{side}: {reason}") })
+                .map(|(side, key, reason)| pb::SkippedKey {
+                    key,
+                    reason: format!("{side}: {reason}"),
+                })
                 .collect(),
         }))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(crate::server::status(&self.state).await?))
     }
 }

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use mend_core::exchange::{respond_leaves, respond_probe};
 use mend_rpc::convert::{
-    key_from_pb, leaf_probe_from_pb, leaf_reply_to_pb, probe_from_pb, probe_reply_to_pb, value_from_pb,
-    version_from_pb, version_to_pb,
+    key_from_pb, leaf_probe_from_pb, leaf_reply_to_pb, probe_from_pb, probe_reply_to_pb,
+    value_from_pb, version_from_pb, version_to_pb,
 };
 use mend_rpc::{PROTOCOL_VERSION, pb};
 use mend_store::{RangeView, Write};
@@ -44,11 +44,9 @@ impl PeerService {
     }
 
     fn range_id(&self, name: &str) -> Result<u16, Status> {
-        self.state
-            .store
-            .ranges()
-            .by_name(name)
-            .ok_or_else(|| Status::not_found(format!("no range named {name:?} on {}", self.state.node_id)))
+        self.state.store.ranges().by_name(name).ok_or_else(|| {
+            Status::not_found(format!("no range named {name:?} on {}", self.state.node_id))
+        })
     }
 }
 
@@ -56,7 +54,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
-    async fn handshake(&self, req: Request<pb::HandshakeRequest>) -> Result<Response<pb::HandshakeResponse>, Status> {
+    async fn handshake(
+        &self,
+        req: Request<pb::HandshakeRequest>,
+    ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let r = req.into_inner();
         if r.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -76,7 +77,10 @@ impl pb::peer_server::Peer for PeerService {
                 if r.only_shared {
                     continue;
                 }
-                return Err(Status::not_found(format!("no range named {:?} on {}", want.name, self.state.node_id)));
+                return Err(Status::not_found(format!(
+                    "no range named {:?} on {}",
+                    want.name, self.state.node_id
+                )));
             };
             let shape = self.state.store.shape(id).map_err(from_store)?;
             if shape.fanout != want.fanout || shape.depth != want.depth {
@@ -100,7 +104,10 @@ impl pb::peer_server::Peer for PeerService {
         }))
     }
 
-    async fn probe(&self, req: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
         let r = req.into_inner();
         let id = self.range_id(&r.range)?;
         let store = self.state.store.clone();
@@ -119,7 +126,10 @@ impl pb::peer_server::Peer for PeerService {
 
     type LeavesStream = BoxStream<pb::LeafReply>;
 
-    async fn leaves(&self, req: Request<pb::LeavesRequest>) -> Result<Response<Self::LeavesStream>, Status> {
+    async fn leaves(
+        &self,
+        req: Request<pb::LeavesRequest>,
+    ) -> Result<Response<Self::LeavesStream>, Status> {
         let r = req.into_inner();
         let id = self.range_id(&r.range)?;
         let lp = leaf_probe_from_pb(r);
@@ -143,11 +153,17 @@ impl pb::peer_server::Peer for PeerService {
 
     type FetchStream = BoxStream<pb::FetchedEntry>;
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
         let keys = req.into_inner().keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
-            return Err(Status::invalid_argument(format!("{} keys exceed fetch_keys_max = {max}", keys.len())));
+            return Err(Status::invalid_argument(format!(
+                "{} keys exceed fetch_keys_max = {max}",
+                keys.len()
+            )));
         }
         for k in &keys {
             key_from_pb(k)?;
@@ -169,7 +185,11 @@ impl pb::peer_server::Peer for PeerService {
                             value: r.value,
                         }),
                     }),
-                    Ok(None) => Ok(pb::FetchedEntry { key, found: false, entry: None }),
+                    Ok(None) => Ok(pb::FetchedEntry {
+                        key,
+                        found: false,
+                        entry: None,
+                    }),
                     Err(e) => Err(from_store(e)),
                 };
                 let stop = msg.is_err();
@@ -181,7 +201,10 @@ impl pb::peer_server::Peer for PeerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn push(&self, req: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::PushResponse>, Status> {
+    async fn push(
+        &self,
+        req: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
         let mut stream = req.into_inner();
         let mut id: Option<String> = None;
         let mut applied = 0u64;
@@ -196,13 +219,17 @@ impl pb::peer_server::Peer for PeerService {
             let rid = match &id {
                 Some(i) => {
                     if !msg.repair_id.is_empty() && msg.repair_id != *i {
-                        return Err(Status::invalid_argument("repair_id changed within one push"));
+                        return Err(Status::invalid_argument(
+                            "repair_id changed within one push",
+                        ));
                     }
                     i.clone()
                 }
                 None => {
                     if !journal::valid_id(&msg.repair_id) {
-                        return Err(Status::invalid_argument("repair_id must be 1..=64 printable ASCII bytes"));
+                        return Err(Status::invalid_argument(
+                            "repair_id must be 1..=64 printable ASCII bytes",
+                        ));
                     }
                     let h = RepairHeader {
                         id: msg.repair_id.clone(),
@@ -215,9 +242,11 @@ impl pb::peer_server::Peer for PeerService {
                     };
                     let store = self.state.store.clone();
                     let hh = h.clone();
-                    tokio::task::spawn_blocking(move || match journal::get_header(&store, &hh.id)? {
-                        Some(_) => Ok(()),
-                        None => journal::put_header(&store, &hh),
+                    tokio::task::spawn_blocking(move || {
+                        match journal::get_header(&store, &hh.id)? {
+                            Some(_) => Ok(()),
+                            None => journal::put_header(&store, &hh),
+                        }
                     })
                     .await
                     .map_err(from_join)?
@@ -232,8 +261,15 @@ impl pb::peer_server::Peer for PeerService {
                 if !e.tombstone {
                     value_from_pb(&e.value)?;
                 }
-                let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version: missing"))?)?;
-                writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                let v = version_from_pb(
+                    e.version
+                        .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
+                )?;
+                writes.push(Write {
+                    key: e.key,
+                    value: (!e.tombstone).then_some(e.value),
+                    version: Some(v),
+                });
             }
             let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
             let store = self.state.store.clone();
@@ -250,7 +286,10 @@ impl pb::peer_server::Peer for PeerService {
                 if a.decision == mend_core::Decision::Apply {
                     applied += 1;
                 } else {
-                    not_applied.push(pb::KeyOutcome { key: k, decision: decision_str(a.decision).into() });
+                    not_applied.push(pb::KeyOutcome {
+                        key: k,
+                        decision: decision_str(a.decision).into(),
+                    });
                 }
             }
         }
@@ -267,16 +306,28 @@ impl pb::peer_server::Peer for PeerService {
             .map_err(from_join)?
             .map_err(from_store)?;
         }
-        Ok(Response::new(pb::PushResponse { applied, not_applied }))
+        Ok(Response::new(pb::PushResponse {
+            applied,
+            not_applied,
+        }))
     }
 
-    async fn sample(&self, req: Request<pb::PeerSampleRequest>) -> Result<Response<pb::EntrySummaries>, Status> {
+    async fn sample(
+        &self,
+        req: Request<pb::PeerSampleRequest>,
+    ) -> Result<Response<pb::EntrySummaries>, Status> {
         let r = req.into_inner();
         let id = self.range_id(&r.range)?;
         if r.count == 0 || r.count > crate::sample::SAMPLE_KEYS_MAX {
-            return Err(Status::invalid_argument(format!("count must be in 1..={}", crate::sample::SAMPLE_KEYS_MAX)));
+            return Err(Status::invalid_argument(format!(
+                "count must be in 1..={}",
+                crate::sample::SAMPLE_KEYS_MAX
+            )));
         }
-        let drawn = self.state.blocking(move |s| s.sample_entries(id, r.count as usize, r.seed)).await?;
+        let drawn = self
+            .state
+            .blocking(move |s| s.sample_entries(id, r.count as usize, r.seed))
+            .await?;
         Ok(Response::new(pb::EntrySummaries {
             entries: drawn
                 .into_iter()
@@ -290,11 +341,17 @@ impl pb::peer_server::Peer for PeerService {
         }))
     }
 
-    async fn lookup(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::LookupResponse>, Status> {
+    async fn lookup(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
         let keys = req.into_inner().keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
-            return Err(Status::invalid_argument(format!("{} keys exceed fetch_keys_max = {max}", keys.len())));
+            return Err(Status::invalid_argument(format!(
+                "{} keys exceed fetch_keys_max = {max}",
+                keys.len()
+            )));
         }
         for k in &keys {
             key_from_pb(k)?;
@@ -308,14 +365,20 @@ impl pb::peer_server::Peer for PeerService {
                             Some(r) => pb::LookupResult {
                                 found: true,
                                 entry: Some(pb::EntrySummary {
-                                    hash: mend_core::exchange::entry_hash(&r.meta.digest(s.secret(), &key)),
+                                    hash: mend_core::exchange::entry_hash(
+                                        &r.meta.digest(s.secret(), &key),
+                                    ),
                                     key: key.clone(),
                                     version: Some(version_to_pb(&r.meta.version)),
                                     tombstone: r.meta.tombstone,
                                 }),
                                 key,
                             },
-                            None => pb::LookupResult { key, found: false, entry: None },
+                            None => pb::LookupResult {
+                                key,
+                                found: false,
+                                entry: None,
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>, mend_store::StoreError>>()
@@ -324,42 +387,69 @@ impl pb::peer_server::Peer for PeerService {
         Ok(Response::new(pb::LookupResponse { results }))
     }
 
-    async fn shadow_push(&self, req: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::LookupResponse>, Status> {
+    async fn shadow_push(
+        &self,
+        req: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
         let mut stream = req.into_inner();
         let mut writes = Vec::new();
         while let Some(msg) = stream.message().await? {
             if writes.len() + msg.entries.len() > SHADOW_ENTRIES_MAX {
-                return Err(Status::invalid_argument(format!("a shadow push carries at most {SHADOW_ENTRIES_MAX} entries")));
+                return Err(Status::invalid_argument(format!(
+                    "a shadow push carries at most {SHADOW_ENTRIES_MAX} entries"
+                )));
             }
             for e in msg.entries {
                 key_from_pb(&e.key)?;
                 if !e.tombstone {
                     value_from_pb(&e.value)?;
                 }
-                let v = version_from_pb(e.version.ok_or_else(|| Status::invalid_argument("entry.version: missing"))?)?;
-                writes.push(Write { key: e.key, value: (!e.tombstone).then_some(e.value), version: Some(v) });
+                let v = version_from_pb(
+                    e.version
+                        .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
+                )?;
+                writes.push(Write {
+                    key: e.key,
+                    value: (!e.tombstone).then_some(e.value),
+                    version: Some(v),
+                });
             }
         }
         let state = self.state.clone();
-        let after = tokio::task::spawn_blocking(move || crate::shadow::apply_to_checkpoint(&state, "peer", writes))
-            .await
-            .map_err(from_join)?
-            .map_err(from_store)?;
+        let after = tokio::task::spawn_blocking(move || {
+            crate::shadow::apply_to_checkpoint(&state, "peer", writes)
+        })
+        .await
+        .map_err(from_join)?
+        .map_err(from_store)?;
         Ok(Response::new(pb::LookupResponse {
             results: after
                 .into_iter()
                 .map(|(key, e)| match e {
-                    Some(e) => pb::LookupResult { key, found: true, entry: Some(mend_rpc::convert::summary_to_pb(&e)) },
-                    None => pb::LookupResult { key, found: false, entry: None },
+                    Some(e) => pb::LookupResult {
+                        key,
+                        found: true,
+                        entry: Some(mend_rpc::convert::summary_to_pb(&e)),
+                    },
+                    None => pb::LookupResult {
+                        key,
+                        found: false,
+                        entry: None,
+                    },
                 })
                 .collect(),
         }))
     }
 
-    async fn undo_push(&self, req: Request<pb::UndoPushRequest>) -> Result<Response<pb::UndoResponse>, Status> {
+    async fn undo_push(
+        &self,
+        req: Request<pb::UndoPushRequest>,
+    ) -> Result<Response<pb::UndoResponse>, Status> {
         let id = req.into_inner().repair_id;
         if !journal::valid_id(&id) {
-            return Err(Status::invalid_argument("repair_id must be 1..=64 printable ASCII bytes"));
+            return Err(Status::invalid_argument(
+                "repair_id must be 1..=64 printable ASCII bytes",
+            ));
         }
         let out = self
             .state
@@ -381,7 +471,11 @@ impl pb::peer_server::Peer for PeerService {
             Some(Err(m)) => Err(Status::failed_precondition(m)),
             Some(Ok(o)) => Ok(Response::new(pb::UndoResponse {
                 restored: o.restored,
-                skipped: o.skipped.into_iter().map(|(key, reason)| pb::SkippedKey { key, reason }).collect(),
+                skipped: o
+                    .skipped
+                    .into_iter()
+                    .map(|(key, reason)| pb::SkippedKey { key, reason })
+                    .collect(),
             })),
         }
     }

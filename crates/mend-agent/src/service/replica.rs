@@ -27,7 +27,10 @@ impl ReplicaService {
         let n = writes.len() as u64;
         let out = self.state.blocking(move |s| s.write(writes)).await?;
         self.state.metrics.writes.inc_by(n);
-        let applied = out.iter().filter(|a| a.decision == mend_core::Decision::Apply).count() as u64;
+        let applied = out
+            .iter()
+            .filter(|a| a.decision == mend_core::Decision::Apply)
+            .count() as u64;
         self.state.metrics.tree_updates.inc_by(applied);
         Ok(out)
     }
@@ -41,7 +44,9 @@ fn result(a: &Applied) -> pb::WriteResult {
 }
 
 fn one(mut v: Vec<Applied>) -> Result<pb::WriteResult, Status> {
-    v.pop().map(|a| result(&a)).ok_or_else(|| Status::internal("store returned no result"))
+    v.pop()
+        .map(|a| result(&a))
+        .ok_or_else(|| Status::internal("store returned no result"))
 }
 
 #[tonic::async_trait]
@@ -51,15 +56,26 @@ impl pb::replica_server::Replica for ReplicaService {
         key_from_pb(&r.key)?;
         value_from_pb(&r.value)?;
         let version = opt_version_from_pb(r.version)?;
-        let w = Write { key: r.key, value: Some(r.value), version };
+        let w = Write {
+            key: r.key,
+            value: Some(r.value),
+            version,
+        };
         Ok(Response::new(one(self.apply(vec![w]).await?)?))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResult>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::WriteResult>, Status> {
         let r = req.into_inner();
         key_from_pb(&r.key)?;
         let version = opt_version_from_pb(r.version)?;
-        let w = Write { key: r.key, value: None, version };
+        let w = Write {
+            key: r.key,
+            value: None,
+            version,
+        };
         Ok(Response::new(one(self.apply(vec![w]).await?)?))
     }
 
@@ -78,7 +94,10 @@ impl pb::replica_server::Replica for ReplicaService {
         }))
     }
 
-    async fn write_batch(&self, req: Request<pb::WriteBatchRequest>) -> Result<Response<pb::WriteBatchResponse>, Status> {
+    async fn write_batch(
+        &self,
+        req: Request<pb::WriteBatchRequest>,
+    ) -> Result<Response<pb::WriteBatchResponse>, Status> {
         let r = req.into_inner();
         let max = self.state.config.limits.batch_writes_max;
         if r.writes.len() > max {
@@ -100,6 +119,8 @@ impl pb::replica_server::Replica for ReplicaService {
             });
         }
         let out = self.apply(writes).await?;
-        Ok(Response::new(pb::WriteBatchResponse { results: out.iter().map(result).collect() }))
+        Ok(Response::new(pb::WriteBatchResponse {
+            results: out.iter().map(result).collect(),
+        }))
     }
 }

@@ -66,7 +66,9 @@ impl<B: Backend> Store<B> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let (_, _, dkey) = self.locate(key)?;
         match self.backend.get(Cf::Data, &dkey)? {
-            Some(raw) => Ok(Some(Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?)),
+            Some(raw) => Ok(Some(
+                Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?,
+            )),
             None => Ok(None),
         }
     }
@@ -87,25 +89,39 @@ impl<B: Backend> Store<B> {
 
     /// Aggregates of nodes `indices` at `level` of range `range`, read from
     /// one consistent state.
-    pub fn node_aggs(&self, range: u16, level: u32, indices: &[u32]) -> Result<Vec<Agg>, StoreError> {
+    pub fn node_aggs(
+        &self,
+        range: u16,
+        level: u32,
+        indices: &[u32],
+    ) -> Result<Vec<Agg>, StoreError> {
         self.shape(range)?;
         let trees = self.trees_read()?;
         let t = &trees[range as usize];
         indices
             .iter()
             .map(|i| {
-                t.node(level, *i)
-                    .ok_or_else(|| bad_request(format!("node {i} at level {level} is outside the tree")))
+                t.node(level, *i).ok_or_else(|| {
+                    bad_request(format!("node {i} at level {level} is outside the tree"))
+                })
             })
             .collect()
     }
 
     /// Aggregates of all children of `parents` at `level` (children at
     /// `level + 1`), in order: `fanout` per parent.
-    pub fn child_aggs(&self, range: u16, level: u32, parents: &[u32]) -> Result<Vec<Agg>, StoreError> {
+    pub fn child_aggs(
+        &self,
+        range: u16,
+        level: u32,
+        parents: &[u32],
+    ) -> Result<Vec<Agg>, StoreError> {
         let shape = self.shape(range)?;
         if level >= shape.depth {
-            return Err(bad_request(format!("level {level} has no children (depth {})", shape.depth)));
+            return Err(bad_request(format!(
+                "level {level} has no children (depth {})",
+                shape.depth
+            )));
         }
         let mut idx = Vec::with_capacity(parents.len() * shape.fanout as usize);
         for p in parents {
@@ -118,7 +134,11 @@ impl<B: Backend> Store<B> {
 
     /// The entries of each of `buckets` of range `range`, in key order per
     /// bucket, from one consistent state.
-    pub fn leaf_entries(&self, range: u16, buckets: &[u32]) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+    pub fn leaf_entries(
+        &self,
+        range: u16,
+        buckets: &[u32],
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
         let shape = self.shape(range)?;
         let _trees = self.trees_read()?;
         let mut out = Vec::with_capacity(buckets.len());
@@ -156,7 +176,11 @@ impl<B: Backend> Store<B> {
     /// Like [`Store::leaf_entries`] for many buckets at once, skipping buckets
     /// whose leaf is empty (no scan) and returning only non-empty ones. Spans
     /// of buckets are listed with one scan.
-    pub fn leaf_entries_nonempty(&self, range: u16, buckets: &[u32]) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+    pub fn leaf_entries_nonempty(
+        &self,
+        range: u16,
+        buckets: &[u32],
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
         let shape = self.shape(range)?;
         let trees = self.trees_read()?;
         let leaves = trees[range as usize].leaves();
@@ -174,7 +198,10 @@ impl<B: Backend> Store<B> {
                 continue;
             }
             let mut j = i + 1;
-            while j < buckets.len() && buckets[j] == buckets[j - 1].wrapping_add(1) && (buckets[j] as u64) < shape.buckets() {
+            while j < buckets.len()
+                && buckets[j] == buckets[j - 1].wrapping_add(1)
+                && (buckets[j] as u64) < shape.buckets()
+            {
                 j += 1;
             }
             let last = buckets[j - 1];
@@ -190,7 +217,11 @@ impl<B: Backend> Store<B> {
                     match Record::decode_meta(v) {
                         Ok((meta, _)) => {
                             let digest = meta.digest(&self.secret, key);
-                            let e = LeafEntry { key: key.to_vec(), meta, digest };
+                            let e = LeafEntry {
+                                key: key.to_vec(),
+                                meta,
+                                digest,
+                            };
                             match out.last_mut() {
                                 Some((lb, es)) if *lb == bucket => es.push(e),
                                 _ => out.push((bucket, vec![e])),
@@ -215,7 +246,12 @@ impl<B: Backend> Store<B> {
     /// Up to `n` entries of range `range` drawn uniformly at random (with
     /// replacement) by descending the tree by its entry counts, so no scan
     /// is needed; `seed` makes the draw reproducible.
-    pub fn sample_entries(&self, range: u16, n: usize, seed: u64) -> Result<Vec<LeafEntry>, StoreError> {
+    pub fn sample_entries(
+        &self,
+        range: u16,
+        n: usize,
+        seed: u64,
+    ) -> Result<Vec<LeafEntry>, StoreError> {
         let shape = self.shape(range)?;
         let mut picks: Vec<(u32, u64)> = Vec::with_capacity(n);
         {

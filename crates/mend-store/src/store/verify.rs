@@ -152,7 +152,11 @@ impl<B: Backend> Store<B> {
             )?;
             for (b, a) in rebuilt.iter().enumerate() {
                 if !a.is_empty() {
-                    ops.push(Op::Put(Cf::Leaves, keys::bucket_key(id, b as u32), a.encode().to_vec()));
+                    ops.push(Op::Put(
+                        Cf::Leaves,
+                        keys::bucket_key(id, b as u32),
+                        a.encode().to_vec(),
+                    ));
                 }
             }
             let mut trees = self.trees_write()?;
@@ -185,14 +189,23 @@ impl<B: Backend> Store<B> {
                 let trees = self.trees_read()?;
                 for idx_key in chunk {
                     ops.push(Op::Delete(Cf::Tombstones, idx_key.clone()));
-                    let Some(dkey) = idx_key.get(8..) else { continue };
-                    let Some((range, bucket, key)) = keys::split_data_key(dkey) else { continue };
-                    let Some(raw) = self.backend.get(Cf::Data, dkey)? else { continue };
-                    let (meta, _) = Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?;
+                    let Some(dkey) = idx_key.get(8..) else {
+                        continue;
+                    };
+                    let Some((range, bucket, key)) = keys::split_data_key(dkey) else {
+                        continue;
+                    };
+                    let Some(raw) = self.backend.get(Cf::Data, dkey)? else {
+                        continue;
+                    };
+                    let (meta, _) =
+                        Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?;
                     if !meta.tombstone || meta.version.ms >= cutoff {
                         continue;
                     }
-                    let Some(tree) = trees.get(range as usize) else { continue };
+                    let Some(tree) = trees.get(range as usize) else {
+                        continue;
+                    };
                     let leaf = leaf_updates
                         .entry((range, bucket))
                         .or_insert_with(|| tree.leaves()[bucket as usize]);
