@@ -7,12 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod exchange;
-mod repair;
+mod e2e;
 mod store;
 
 criterion::criterion_main!(
     store::benches,
     exchange::benches,
     store::exp_benches,
-    repair::benches
+    e2e::benches
 );

@@ -1,9 +1,13 @@
-//! Repair over gRPC on loopback between two in-process agents with RocksDB
-//! in temporary directories: unthrottled throughput (MB/s of entry bytes
-//! streamed, 1 KiB values), throttled accuracy (achieved / set rate), and
-//! overstreaming (bytes streamed / bytes of the divergent entries).
+//! End to end over gRPC on loopback between two in-process agents with
+//! RocksDB in temporary directories:
+//! * a diff with its full diagnosis (classification and attribution) at
+//!   N = 100k and 1M keys with d = 100 divergent keys;
+//! * repair: unthrottled throughput (MB/s of entry bytes streamed, 1 KiB
+//!   values), throttled accuracy (achieved / set rate), and overstreaming
+//!   (bytes streamed / bytes of the divergent entries).
 //!
-//! `MEND_BENCH_REPAIR_KEYS` sets the number of divergent keys (default 50 000).
+//! `MEND_BENCH_REPAIR_KEYS` sets the number of divergent keys of the repair
+//! benches (default 50 000); `MEND_BENCH_MAX_KEYS` caps N of the diff bench.
 
 use std::time::{Duration, Instant};
 
@@ -154,4 +158,81 @@ pub fn report(_: &mut Criterion) {
     }
 }
 
-criterion::criterion_group!(benches, bench_repair, report);
+/// Two agents sharing `n` keys (100-byte values) of which `d` differ: d/2
+/// updated at `a`, d/2 missing at `b`.
+async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, RunningAgent) {
+    let a = agent(dir, "a").await;
+    let b = agent(dir, "b").await;
+    let origin = NodeId::new("loader").unwrap();
+    for side in [&a, &b] {
+        let mut i = 0;
+        while i < n {
+            let writes: Vec<Write> = (i..(i + 5000).min(n))
+                .map(|k| {
+                    Write::put(format!("key-{k:09}").into_bytes(), vec![(k % 251) as u8; 100])
+                        .at(Version { ms: 1_700_000_000_000 + k, logical: 0, origin: origin.clone(), seq: k })
+                })
+                .collect();
+            let s = side.state.store.clone();
+            tokio::task::spawn_blocking(move || s.write(writes).unwrap()).await.unwrap();
+            i += 5000;
+        }
+    }
+    let step = n / d;
+    let fault = NodeId::new("node-c").unwrap();
+    let upd: Vec<Write> = (0..d / 2)
+        .map(|j| {
+            let k = j * step;
+            Write::put(format!("key-{k:09}").into_bytes(), b"newer".to_vec())
+                .at(Version { ms: 1_790_000_000_000 + j, logical: 0, origin: fault.clone(), seq: j })
+        })
+        .collect();
+    let miss: Vec<Write> = (d / 2..d)
+        .map(|j| {
+            Write::put(format!("extra-{j:09}").into_bytes(), b"lost".to_vec())
+                .at(Version { ms: 1_790_000_000_000 + j, logical: 0, origin: fault.clone(), seq: j })
+        })
+        .collect();
+    let s = a.state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        s.write(upd).unwrap();
+        s.write(miss).unwrap();
+    })
+    .await
+    .unwrap();
+    (a, b)
+}
+
+/// Criterion group: a diff with its full diagnosis over gRPC.
+pub fn bench_diff(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let mut g = c.benchmark_group("e2e_diff");
+    g.sample_size(10);
+    for n in [100_000u64, 1_000_000] {
+        if n > max {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = rt.block_on(diverged(dir.path(), n, 100));
+        let peer = format!("http://{}", b.addr);
+        g.bench_function(format!("diagnosed/N={n}/d=100"), |bch| {
+            bch.iter(|| {
+                rt.block_on(async {
+                    let d = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+                    assert_eq!(d.keys.len(), 100);
+                    let srcs = mend_agent::report::sources(&d, a.state.store.now_ms(), 60_000);
+                    assert!(!srcs.is_empty());
+                    (d.cost.bytes_sent + d.cost.bytes_received, srcs.len())
+                })
+            })
+        });
+        rt.block_on(async {
+            a.stop().await.unwrap();
+            b.stop().await.unwrap();
+        });
+    }
+    g.finish();
+}
+
+criterion::criterion_group!(benches, bench_diff, bench_repair, report);
