@@ -56,10 +56,9 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
         first: u32,
         count: u32,
     ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
-        let buckets: Vec<u32> = (first..first.saturating_add(count)).collect();
         let listed = self
             .store
-            .leaf_entries_nonempty(self.range, &buckets)
+            .leaf_entries_span(self.range, first, count)
             .map_err(local)?;
         Ok(listed
             .into_iter()

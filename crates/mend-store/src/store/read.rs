@@ -173,70 +173,39 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
-    /// Like [`Store::leaf_entries`] for many buckets at once, skipping buckets
-    /// whose leaf is empty (no scan) and returning only non-empty ones. Spans
-    /// of buckets are listed with one scan.
-    pub fn leaf_entries_nonempty(
-        &self,
-        range: u16,
-        buckets: &[u32],
-    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+    /// The entries of buckets `first..first + count` of range `range`, listed
+    /// with one scan (memory proportional to the entries found, not to the
+    /// span), grouped by bucket; empty buckets are omitted.
+    pub fn leaf_entries_span(&self, range: u16, first: u32, count: u32) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
         let shape = self.shape(range)?;
-        let trees = self.trees_read()?;
-        let leaves = trees[range as usize].leaves();
+        let end = first as u64 + count as u64;
+        if count == 0 || end > shape.buckets() {
+            return Err(bad_request(format!("buckets {first}+{count} are outside the tree")));
+        }
+        let _trees = self.trees_read()?;
         let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
         let mut bad = None;
-        // Contiguous runs of requested non-empty buckets are scanned at once.
-        let mut i = 0;
-        while i < buckets.len() {
-            let b = buckets[i];
-            if b as u64 >= shape.buckets() {
-                return Err(bad_request(format!("bucket {b} is outside the tree")));
-            }
-            if leaves[b as usize].is_empty() {
-                i += 1;
-                continue;
-            }
-            let mut j = i + 1;
-            while j < buckets.len()
-                && buckets[j] == buckets[j - 1].wrapping_add(1)
-                && (buckets[j] as u64) < shape.buckets()
-            {
-                j += 1;
-            }
-            let last = buckets[j - 1];
-            self.backend.scan(
-                Cf::Data,
-                &keys::bucket_key(range, b),
-                Some(&keys::bucket_end(range, last as u64 + 1)),
-                &mut |k, v| {
-                    let Some((_, bucket, key)) = keys::split_data_key(k) else {
-                        bad = Some("short data key".to_string());
-                        return false;
-                    };
-                    match Record::decode_meta(v) {
-                        Ok((meta, _)) => {
-                            let digest = meta.digest(&self.secret, key);
-                            let e = LeafEntry {
-                                key: key.to_vec(),
-                                meta,
-                                digest,
-                            };
-                            match out.last_mut() {
-                                Some((lb, es)) if *lb == bucket => es.push(e),
-                                _ => out.push((bucket, vec![e])),
-                            }
-                            true
-                        }
-                        Err(e) => {
-                            bad = Some(format!("bucket {bucket}: {e}"));
-                            false
-                        }
+        self.backend.scan(Cf::Data, &keys::bucket_key(range, first), Some(&keys::bucket_end(range, end)), &mut |k, v| {
+            let Some((_, bucket, key)) = keys::split_data_key(k) else {
+                bad = Some("short data key".to_string());
+                return false;
+            };
+            match Record::decode_meta(v) {
+                Ok((meta, _)) => {
+                    let digest = meta.digest(&self.secret, key);
+                    let e = LeafEntry { key: key.to_vec(), meta, digest };
+                    match out.last_mut() {
+                        Some((lb, es)) if *lb == bucket => es.push(e),
+                        _ => out.push((bucket, vec![e])),
                     }
-                },
-            )?;
-            i = j;
-        }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(format!("bucket {bucket}: {e}"));
+                    false
+                }
+            }
+        })?;
         if let Some(why) = bad {
             return Err(corrupt(why));
         }
