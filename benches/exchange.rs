@@ -411,9 +411,8 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
 /// Every entry of range 0, in bucket order.
 fn listing(store: &MemStore) -> Vec<LeafEntry> {
     let buckets = store.shape(0).expect("shape").buckets() as u32;
-    let all: Vec<u32> = (0..buckets).collect();
     store
-        .leaf_entries_nonempty(0, &all)
+        .leaf_entries_span(0, 0, buckets)
         .expect("listing")
         .into_iter()
         .flat_map(|(_, es)| es)
