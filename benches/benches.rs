@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod exchange;
 mod e2e;
+mod exchange;
 mod store;
 
 criterion::criterion_main!(

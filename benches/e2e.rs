@@ -169,12 +169,22 @@ async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, Runni
         while i < n {
             let writes: Vec<Write> = (i..(i + 5000).min(n))
                 .map(|k| {
-                    Write::put(format!("key-{k:09}").into_bytes(), vec![(k % 251) as u8; 100])
-                        .at(Version { ms: 1_700_000_000_000 + k, logical: 0, origin: origin.clone(), seq: k })
+                    Write::put(
+                        format!("key-{k:09}").into_bytes(),
+                        vec![(k % 251) as u8; 100],
+                    )
+                    .at(Version {
+                        ms: 1_700_000_000_000 + k,
+                        logical: 0,
+                        origin: origin.clone(),
+                        seq: k,
+                    })
                 })
                 .collect();
             let s = side.state.store.clone();
-            tokio::task::spawn_blocking(move || s.write(writes).unwrap()).await.unwrap();
+            tokio::task::spawn_blocking(move || s.write(writes).unwrap())
+                .await
+                .unwrap();
             i += 5000;
         }
     }
@@ -183,14 +193,22 @@ async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, Runni
     let upd: Vec<Write> = (0..d / 2)
         .map(|j| {
             let k = j * step;
-            Write::put(format!("key-{k:09}").into_bytes(), b"newer".to_vec())
-                .at(Version { ms: 1_790_000_000_000 + j, logical: 0, origin: fault.clone(), seq: j })
+            Write::put(format!("key-{k:09}").into_bytes(), b"newer".to_vec()).at(Version {
+                ms: 1_790_000_000_000 + j,
+                logical: 0,
+                origin: fault.clone(),
+                seq: j,
+            })
         })
         .collect();
     let miss: Vec<Write> = (d / 2..d)
         .map(|j| {
-            Write::put(format!("extra-{j:09}").into_bytes(), b"lost".to_vec())
-                .at(Version { ms: 1_790_000_000_000 + j, logical: 0, origin: fault.clone(), seq: j })
+            Write::put(format!("extra-{j:09}").into_bytes(), b"lost".to_vec()).at(Version {
+                ms: 1_790_000_000_000 + j,
+                logical: 0,
+                origin: fault.clone(),
+                seq: j,
+            })
         })
         .collect();
     let s = a.state.store.clone();
@@ -205,8 +223,15 @@ async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, Runni
 
 /// Criterion group: a diff with its full diagnosis over gRPC.
 pub fn bench_diff(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let mut g = c.benchmark_group("e2e_diff");
     g.sample_size(10);
     for n in [100_000u64, 1_000_000] {
@@ -219,7 +244,9 @@ pub fn bench_diff(c: &mut Criterion) {
         g.bench_function(format!("diagnosed/N={n}/d=100"), |bch| {
             bch.iter(|| {
                 rt.block_on(async {
-                    let d = mend_agent::exchange::diff(&a.state, &peer, None).await.unwrap();
+                    let d = mend_agent::exchange::diff(&a.state, &peer, None)
+                        .await
+                        .unwrap();
                     assert_eq!(d.keys.len(), 100);
                     let srcs = mend_agent::report::sources(&d, a.state.store.now_ms(), 60_000);
                     assert!(!srcs.is_empty());

@@ -176,36 +176,52 @@ impl<B: Backend> Store<B> {
     /// The entries of buckets `first..first + count` of range `range`, listed
     /// with one scan (memory proportional to the entries found, not to the
     /// span), grouped by bucket; empty buckets are omitted.
-    pub fn leaf_entries_span(&self, range: u16, first: u32, count: u32) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+    pub fn leaf_entries_span(
+        &self,
+        range: u16,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
         let shape = self.shape(range)?;
         let end = first as u64 + count as u64;
         if count == 0 || end > shape.buckets() {
-            return Err(bad_request(format!("buckets {first}+{count} are outside the tree")));
+            return Err(bad_request(format!(
+                "buckets {first}+{count} are outside the tree"
+            )));
         }
         let _trees = self.trees_read()?;
         let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
         let mut bad = None;
-        self.backend.scan(Cf::Data, &keys::bucket_key(range, first), Some(&keys::bucket_end(range, end)), &mut |k, v| {
-            let Some((_, bucket, key)) = keys::split_data_key(k) else {
-                bad = Some("short data key".to_string());
-                return false;
-            };
-            match Record::decode_meta(v) {
-                Ok((meta, _)) => {
-                    let digest = meta.digest(&self.secret, key);
-                    let e = LeafEntry { key: key.to_vec(), meta, digest };
-                    match out.last_mut() {
-                        Some((lb, es)) if *lb == bucket => es.push(e),
-                        _ => out.push((bucket, vec![e])),
+        self.backend.scan(
+            Cf::Data,
+            &keys::bucket_key(range, first),
+            Some(&keys::bucket_end(range, end)),
+            &mut |k, v| {
+                let Some((_, bucket, key)) = keys::split_data_key(k) else {
+                    bad = Some("short data key".to_string());
+                    return false;
+                };
+                match Record::decode_meta(v) {
+                    Ok((meta, _)) => {
+                        let digest = meta.digest(&self.secret, key);
+                        let e = LeafEntry {
+                            key: key.to_vec(),
+                            meta,
+                            digest,
+                        };
+                        match out.last_mut() {
+                            Some((lb, es)) if *lb == bucket => es.push(e),
+                            _ => out.push((bucket, vec![e])),
+                        }
+                        true
                     }
-                    true
+                    Err(e) => {
+                        bad = Some(format!("bucket {bucket}: {e}"));
+                        false
+                    }
                 }
-                Err(e) => {
-                    bad = Some(format!("bucket {bucket}: {e}"));
-                    false
-                }
-            }
-        })?;
+            },
+        )?;
         if let Some(why) = bad {
             return Err(corrupt(why));
         }
