@@ -37,6 +37,15 @@ pub const LEAF_QUERIES_MAX: usize = 4_096;
 /// Most entry digests one [`LeafProbe`] carries in total.
 pub const LEAF_DIGESTS_MAX: usize = 262_144;
 
+/// Approximate bytes of entries per [`LeafReply`] (1 MiB): a query whose
+/// entries exceed it (a span over a wiped replica) is answered with several
+/// replies, each well under the gRPC message limit. An entry costs its key
+/// plus [`LEAF_ENTRY_OVERHEAD_BYTES`].
+pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes an entry adds to a reply besides its key (version, origin, hash, framing).
+pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = 96;
+
 /// A truncated node hash (0 for an empty node).
 pub type NodeHash = u64;
 
@@ -154,12 +163,14 @@ pub struct LeafProbe {
     pub queries: Vec<BucketQuery>,
 }
 
-/// The responder's answer for one query of a [`LeafProbe`].
+/// The responder's answer for one query of a [`LeafProbe`]; a query may get
+/// several (continuations carry an empty `lacking`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafReply {
     /// Index of the query answered.
     pub query: u32,
-    /// Per hash of the query: true where the responder lacks that entry.
+    /// Per hash of the query: true where the responder lacks that entry
+    /// (empty in continuation replies).
     pub lacking: Vec<bool>,
     /// The responder's entries the initiator lacks.
     pub extra: Vec<EntrySummary>,
@@ -247,13 +258,35 @@ pub fn respond_leaves(
             }
         }
         let lacking: Vec<bool> = q.hashes.iter().map(|h| !mine_set.contains(h)).collect();
-        if !extra.is_empty() || lacking.iter().any(|x| *x) {
-            out.push(LeafReply {
-                query: qi as u32,
-                lacking,
-                extra,
-            });
+        if extra.is_empty() && !lacking.iter().any(|x| *x) {
+            continue;
         }
+        // Split the entries so no reply exceeds LEAF_REPLY_BYTES_MAX.
+        let mut first = LeafReply {
+            query: qi as u32,
+            lacking,
+            extra: Vec::new(),
+        };
+        let mut cur = &mut first;
+        let mut rest: Vec<LeafReply> = Vec::new();
+        let mut bytes = 0usize;
+        for e in extra {
+            let size = e.key.len() + LEAF_ENTRY_OVERHEAD_BYTES;
+            if bytes + size > LEAF_REPLY_BYTES_MAX && !cur.extra.is_empty() {
+                rest.push(LeafReply {
+                    query: qi as u32,
+                    lacking: Vec::new(),
+                    extra: Vec::new(),
+                });
+                let last = rest.len() - 1;
+                cur = &mut rest[last];
+                bytes = 0;
+            }
+            bytes += size;
+            cur.extra.push(e);
+        }
+        out.push(first);
+        out.extend(rest);
     }
     Ok(out)
 }
@@ -536,7 +569,7 @@ impl Descent {
                     .queries
                     .get(r.query as usize)
                     .ok_or_else(|| proto(format!("leaf reply for unknown query {}", r.query)))?;
-                if r.lacking.len() != q.hashes.len() {
+                if r.lacking.len() != q.hashes.len() && !r.lacking.is_empty() {
                     return Err(proto("leaf reply flags do not match the query"));
                 }
                 for e in r.extra {

@@ -213,7 +213,12 @@ pub fn leaf_reply_from_pb(r: pb::LeafReply, probe: &LeafProbe) -> Result<LeafRep
         .ok_or_else(|| invalid("leaf_reply.query", format!("no query {}", r.query)))?;
     Ok(LeafReply {
         query: r.query,
-        lacking: unpack_bits(&r.lacking, q.hashes.len())?,
+        // An empty bitmap marks a continuation reply of the same query.
+        lacking: if r.lacking.is_empty() {
+            Vec::new()
+        } else {
+            unpack_bits(&r.lacking, q.hashes.len())?
+        },
         extra: r
             .extra
             .into_iter()

@@ -176,3 +176,33 @@ fn random_divergence_is_found_exactly() {
         assert_eq!(found, expected, "round {round}");
     }
 }
+
+#[test]
+fn a_wiped_initiator_gets_the_listing_in_replies_under_the_size_limit() {
+    // Proves a span answer larger than LEAF_REPLY_BYTES_MAX is split, and
+    // the initiator still finds every key.
+    use mend_core::exchange::{BucketQuery, LEAF_REPLY_BYTES_MAX, LeafProbe, respond_leaves};
+    let shape = TreeShape::new(16, 2).unwrap();
+    let (full, empty) = (store("a", shape), store("b", shape));
+    let big: Vec<Write> = (0..1500u64)
+        .map(|i| Write::put(format!("{i:04}-{}", "k".repeat(1000)), "v").at(v(10 + i, i)))
+        .collect();
+    full.write(big).unwrap();
+    let view = RangeView::new(&full, 0).unwrap();
+    let lp = LeafProbe {
+        queries: vec![BucketQuery {
+            first: 0,
+            count: 256,
+            hashes: vec![],
+        }],
+    };
+    let replies = respond_leaves(&view, &lp).unwrap();
+    assert!(replies.len() >= 2, "split into {} replies", replies.len());
+    for r in &replies {
+        let bytes: usize = r.extra.iter().map(|e| e.key.len() + 96).sum();
+        assert!(bytes <= LEAF_REPLY_BYTES_MAX, "{bytes}");
+    }
+    let (found, _, divs) = diff(&empty, &full);
+    assert_eq!(found.len(), 1500);
+    assert!(divs.iter().all(|d| d.local.is_none() && d.peer.is_some()));
+}
