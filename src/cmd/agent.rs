@@ -63,6 +63,9 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM right after the banner must shut down gracefully.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut agent = mend_agent::start(config.clone(), secret).await?;
         let http = agent
             .http_addr
@@ -73,9 +76,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             config.node_id, agent.addr, http
         );
         std::io::stdout().flush()?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             r = agent.wait() => {
                 r.map_err(|e| anyhow::anyhow!("server failed: {e}"))?;
