@@ -13,6 +13,5 @@ mod store;
 criterion::criterion_main!(
     store::benches,
     exchange::benches,
-    store::exp_benches,
     e2e::benches
 );
