@@ -10,8 +10,4 @@ mod e2e;
 mod exchange;
 mod store;
 
-criterion::criterion_main!(
-    store::benches,
-    exchange::benches,
-    e2e::benches
-);
+criterion::criterion_main!(store::benches, exchange::benches, e2e::benches);
