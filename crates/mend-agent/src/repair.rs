@@ -15,12 +15,12 @@ use tonic::Status;
 
 use mend_core::Decision;
 use mend_core::classify::{Category, Side};
-use mend_rpc::convert::{key_from_pb, value_from_pb, version_from_pb, version_to_pb};
+use mend_rpc::convert::version_to_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
-use mend_store::Write;
 
 use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, peer_err};
 use crate::journal::{self, RepairHeader};
+use crate::service::peer::write_from_pb;
 use crate::state::AgentState;
 use crate::status::from_join;
 
@@ -197,6 +197,15 @@ pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec
     (planned, skipped)
 }
 
+/// The planned keys whose `behind` side is `side`.
+fn keys_behind(planned: &[Planned], side: Side) -> Vec<Vec<u8>> {
+    planned
+        .iter()
+        .filter(|p| p.behind == side)
+        .map(|p| p.key.clone())
+        .collect()
+}
+
 /// Progress callback: (keys done, keys total, bytes streamed).
 pub type Progress = mpsc::Sender<(u64, u64, u64)>;
 
@@ -241,16 +250,8 @@ pub async fn repair(
     let h2 = header.clone();
     state.blocking(move |s| journal::put_header(s, &h2)).await?;
     let total = planned.len() as u64;
-    let to_peer: Vec<Vec<u8>> = planned
-        .iter()
-        .filter(|p| p.behind == Side::Peer)
-        .map(|p| p.key.clone())
-        .collect();
-    let to_local: Vec<Vec<u8>> = planned
-        .iter()
-        .filter(|p| p.behind == Side::Local)
-        .map(|p| p.key.clone())
-        .collect();
+    let to_peer = keys_behind(&planned, Side::Peer);
+    let to_local = keys_behind(&planned, Side::Local);
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
     let mut done = 0u64;
@@ -366,21 +367,8 @@ pub async fn repair(
                 sum.bytes_streamed += bytes;
                 match m.entry {
                     Some(e) if m.found => {
-                        key_from_pb(&e.key).map_err(|s| peer_err(addr, s))?;
-                        if !e.tombstone {
-                            value_from_pb(&e.value).map_err(|s| peer_err(addr, s))?;
-                        }
-                        let v =
-                            version_from_pb(e.version.ok_or_else(|| {
-                                Status::invalid_argument("entry.version missing")
-                            })?)
-                            .map_err(|s| peer_err(addr, s))?;
                         batch_bytes += e.value.len();
-                        batch.push(Write {
-                            key: e.key,
-                            value: (!e.tombstone).then_some(e.value),
-                            version: Some(v),
-                        });
+                        batch.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
                     }
                     _ => sum
                         .skipped
@@ -445,16 +433,8 @@ async fn shadow_run(
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
     let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
-    let to_peer: Vec<Vec<u8>> = planned
-        .iter()
-        .filter(|p| p.behind == Side::Peer)
-        .map(|p| p.key.clone())
-        .collect();
-    let to_local: Vec<Vec<u8>> = planned
-        .iter()
-        .filter(|p| p.behind == Side::Local)
-        .map(|p| p.key.clone())
-        .collect();
+    let to_peer = keys_behind(planned, Side::Peer);
+    let to_local = keys_behind(planned, Side::Local);
     let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
     let mut local_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
     let summarize = |r: pb::LookupResponse,
@@ -517,17 +497,7 @@ async fn shadow_run(
                 .into_inner();
             while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
                 if let (true, Some(e)) = (m.found, m.entry) {
-                    key_from_pb(&e.key).map_err(|s| peer_err(addr, s))?;
-                    let v = version_from_pb(
-                        e.version
-                            .ok_or_else(|| Status::invalid_argument("entry.version missing"))?,
-                    )
-                    .map_err(|s| peer_err(addr, s))?;
-                    writes.push(Write {
-                        key: e.key,
-                        value: (!e.tombstone).then_some(e.value),
-                        version: Some(v),
-                    });
+                    writes.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
                 }
             }
         }
@@ -545,21 +515,7 @@ async fn shadow_run(
     let keys: Vec<Vec<u8>> = to_peer.clone();
     let live_local = tokio::task::spawn_blocking(move || {
         keys.iter()
-            .map(|k| {
-                st.store.get(k).map(|r| {
-                    (
-                        k.clone(),
-                        r.map(|r| EntrySummary {
-                            hash: mend_core::exchange::entry_hash(
-                                &r.meta.digest(st.store.secret(), k),
-                            ),
-                            key: k.clone(),
-                            version: r.meta.version,
-                            tombstone: r.meta.tombstone,
-                        }),
-                    )
-                })
-            })
+            .map(|k| st.store.summary(k).map(|e| (k.clone(), e)))
             .collect::<Result<Vec<_>, _>>()
     })
     .await

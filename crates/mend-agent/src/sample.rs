@@ -47,18 +47,6 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     (((c - h) / d).max(0.0), ((c + h) / d).min(1.0))
 }
 
-fn local_summary(
-    state: &AgentState,
-    key: &[u8],
-) -> Result<Option<EntrySummary>, mend_store::StoreError> {
-    Ok(state.store.get(key)?.map(|r| EntrySummary {
-        key: key.to_vec(),
-        hash: entry_hash(&r.meta.digest(state.store.secret(), key)),
-        version: r.meta.version,
-        tombstone: r.meta.tombstone,
-    }))
-}
-
 /// Samples `n` keys (half local, half peer) and compares them.
 pub async fn sample(
     state: &Arc<AgentState>,
@@ -130,7 +118,7 @@ pub async fn sample(
         let looked = tokio::task::spawn_blocking(move || {
             theirs
                 .into_iter()
-                .map(|t| local_summary(&st, &t.key).map(|m| (m, t)))
+                .map(|t| st.store.summary(&t.key).map(|m| (m, t)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

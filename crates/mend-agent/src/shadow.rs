@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use mend_core::exchange::{EntrySummary, entry_hash};
+use mend_core::exchange::EntrySummary;
 use mend_rocks::RocksBackend;
 use mend_store::{Store, StoreConfig, StoreError, Write};
 
@@ -58,12 +58,7 @@ pub fn apply_to_checkpoint(
     shadow.write(writes)?;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let e = shadow.get(&k)?.map(|r| EntrySummary {
-            hash: entry_hash(&r.meta.digest(shadow.secret(), &k)),
-            key: k.clone(),
-            version: r.meta.version,
-            tombstone: r.meta.tombstone,
-        });
+        let e = shadow.summary(&k)?;
         out.push((k, e));
     }
     drop(shadow);

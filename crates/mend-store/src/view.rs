@@ -34,6 +34,19 @@ impl<'a, B: Backend> RangeView<'a, B> {
     }
 }
 
+impl<B: Backend> Store<B> {
+    /// The exchange summary (version, tombstone flag, 8-byte entry hash) of
+    /// `key`'s current entry, if any.
+    pub fn summary(&self, key: &[u8]) -> Result<Option<EntrySummary>, crate::StoreError> {
+        Ok(self.get(key)?.map(|r| EntrySummary {
+            hash: entry_hash(&r.meta.digest(self.secret(), key)),
+            key: key.to_vec(),
+            version: r.meta.version,
+            tombstone: r.meta.tombstone,
+        }))
+    }
+}
+
 fn local(e: crate::StoreError) -> ExchangeError {
     ExchangeError::Local(e.to_string())
 }

@@ -32,6 +32,24 @@ pub const SHADOW_ENTRIES_MAX: usize = 100_000;
 /// Depth of the bounded channels that feed server streams.
 const STREAM_DEPTH: usize = 16;
 
+/// A replicated entry from the wire as a versioned write, validated: key and
+/// value within limits, a version present and well formed.
+pub fn write_from_pb(e: pb::Entry) -> Result<Write, Status> {
+    key_from_pb(&e.key)?;
+    if !e.tombstone {
+        value_from_pb(&e.value)?;
+    }
+    let v = version_from_pb(
+        e.version
+            .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
+    )?;
+    Ok(Write {
+        key: e.key,
+        value: (!e.tombstone).then_some(e.value),
+        version: Some(v),
+    })
+}
+
 /// Implementation of `mend.v1.Peer`.
 pub struct PeerService {
     state: Arc<AgentState>,
@@ -257,19 +275,7 @@ impl pb::peer_server::Peer for PeerService {
             };
             let mut writes = Vec::with_capacity(msg.entries.len());
             for e in msg.entries {
-                key_from_pb(&e.key)?;
-                if !e.tombstone {
-                    value_from_pb(&e.value)?;
-                }
-                let v = version_from_pb(
-                    e.version
-                        .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
-                )?;
-                writes.push(Write {
-                    key: e.key,
-                    value: (!e.tombstone).then_some(e.value),
-                    version: Some(v),
-                });
+                writes.push(write_from_pb(e)?);
             }
             let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
             let store = self.state.store.clone();
@@ -361,17 +367,10 @@ impl pb::peer_server::Peer for PeerService {
             .blocking(move |s| {
                 keys.into_iter()
                     .map(|key| {
-                        Ok(match s.get(&key)? {
-                            Some(r) => pb::LookupResult {
+                        Ok(match s.summary(&key)? {
+                            Some(e) => pb::LookupResult {
                                 found: true,
-                                entry: Some(pb::EntrySummary {
-                                    hash: mend_core::exchange::entry_hash(
-                                        &r.meta.digest(s.secret(), &key),
-                                    ),
-                                    key: key.clone(),
-                                    version: Some(version_to_pb(&r.meta.version)),
-                                    tombstone: r.meta.tombstone,
-                                }),
+                                entry: Some(mend_rpc::convert::summary_to_pb(&e)),
                                 key,
                             },
                             None => pb::LookupResult {
@@ -400,19 +399,7 @@ impl pb::peer_server::Peer for PeerService {
                 )));
             }
             for e in msg.entries {
-                key_from_pb(&e.key)?;
-                if !e.tombstone {
-                    value_from_pb(&e.value)?;
-                }
-                let v = version_from_pb(
-                    e.version
-                        .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
-                )?;
-                writes.push(Write {
-                    key: e.key,
-                    value: (!e.tombstone).then_some(e.value),
-                    version: Some(v),
-                });
+                writes.push(write_from_pb(e)?);
             }
         }
         let state = self.state.clone();
