@@ -1,5 +1,6 @@
 //! Scheduled exchanges: one task per peer with an interval. Each run diffs,
-//! records drift and metrics, alerts on budget flips (warn log and an
+//! records drift and metrics, applies the playbook, then alerts on budget
+//! flips with what the playbook did (warn log and an
 //! optional webhook POST of the report), and applies the playbook:
 //! automatic repair of the categories it names, only when the blast radius
 //! and the peer's health allow, verified afterwards by a re-diff.
@@ -70,14 +71,21 @@ pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
         now,
         "report",
     );
-    for f in flips {
-        alert(state, &f, &outcome, now).await;
-    }
+    // The playbook runs before alerts go out, so an alert says what was done.
     let action = playbook(state, peer, &addr, &outcome).await;
     state.monitor.set_action(&peer.id, &action);
+    for f in flips {
+        alert(state, &f, &outcome, now, &action).await;
+    }
 }
 
-async fn alert(state: &Arc<AgentState>, f: &BudgetFlip, outcome: &DiffOutcome, now: u64) {
+async fn alert(
+    state: &Arc<AgentState>,
+    f: &BudgetFlip,
+    outcome: &DiffOutcome,
+    now: u64,
+    action: &str,
+) {
     if f.exceeded {
         tracing::warn!(
             peer = %f.peer, range = %f.range, divergent_keys = f.divergent_keys, oldest_divergence_ms = f.oldest_divergence_ms,
@@ -91,7 +99,7 @@ async fn alert(state: &Arc<AgentState>, f: &BudgetFlip, outcome: &DiffOutcome, n
         return;
     };
     let srcs = crate::report::sources(outcome, now, SOURCE_WINDOW_GAP_MS);
-    let body = serde_json::json!({ "budget": f, "report": crate::report::to_json(outcome, &srcs) });
+    let body = serde_json::json!({ "budget": f, "action": action, "report": crate::report::to_json(outcome, &srcs) });
     let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
     let client = reqwest::Client::builder().timeout(timeout).build();
     let res = match client {
