@@ -33,9 +33,8 @@
 //!   of every (key, 8-byte digest), and a Cassandra-style fixed tree of depth
 //!   15, plus wiped-replica rows and mend's time at N = 100k vs 1M.
 //!
-//! The root package cannot name `prost::Message` (prost is only a dependency
-//! of mend-rpc), so encoded lengths come from [`pb_len`], a direct
-//! transcription of protobuf's encoding rules for the exchange messages.
+//! Encoded lengths are prost's `encoded_len()` of the very messages the
+//! agent would send.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -99,129 +98,9 @@ fn d_grid(n: usize) -> impl Iterator<Item = usize> {
     D_GRID.into_iter().filter(move |&d| d <= n / 2)
 }
 
-/// Protobuf encoded lengths of the exchange messages (proto3 as prost
-/// encodes it: default scalars omitted, repeated scalars packed, every field
-/// number below 16 so every tag is one byte).
-pub mod pb_len {
-    use mend_rpc::pb;
-
-    fn varint(v: u64) -> u64 {
-        (64 - u64::from((v | 1).leading_zeros())).div_ceil(7)
-    }
-
-    /// A length-delimited field of `len` payload bytes.
-    fn delimited(len: u64) -> u64 {
-        1 + varint(len) + len
-    }
-
-    fn uint(v: u64) -> u64 {
-        if v == 0 { 0 } else { 1 + varint(v) }
-    }
-
-    fn bytes(len: usize) -> u64 {
-        if len == 0 { 0 } else { delimited(len as u64) }
-    }
-
-    fn boolean(b: bool) -> u64 {
-        if b { 2 } else { 0 }
-    }
-
-    fn fixed64(v: u64) -> u64 {
-        if v == 0 { 0 } else { 9 }
-    }
-
-    fn packed_fixed64(n: usize) -> u64 {
-        if n == 0 { 0 } else { delimited(8 * n as u64) }
-    }
-
-    fn packed_u32(vs: &[u32]) -> u64 {
-        if vs.is_empty() {
-            0
-        } else {
-            delimited(vs.iter().map(|v| varint(u64::from(*v))).sum())
-        }
-    }
-
-    fn messages(lens: impl Iterator<Item = u64>) -> u64 {
-        lens.map(delimited).sum()
-    }
-
-    /// `mend.v1.Version`.
-    pub fn version(v: &pb::Version) -> u64 {
-        uint(v.ms) + uint(u64::from(v.logical)) + bytes(v.origin.len()) + uint(v.seq)
-    }
-
-    /// `mend.v1.EntrySummary`.
-    pub fn entry_summary(e: &pb::EntrySummary) -> u64 {
-        bytes(e.key.len())
-            + e.version.as_ref().map_or(0, |v| delimited(version(v)))
-            + boolean(e.tombstone)
-            + fixed64(e.hash)
-    }
-
-    /// `mend.v1.LeafReply`.
-    pub fn leaf_reply(r: &pb::LeafReply) -> u64 {
-        uint(u64::from(r.query))
-            + bytes(r.lacking.len())
-            + messages(r.extra.iter().map(entry_summary))
-    }
-
-    /// `mend.v1.Probe`.
-    pub fn probe(p: &pb::Probe) -> u64 {
-        uint(u64::from(p.level)) + packed_u32(&p.parents) + packed_fixed64(p.hashes.len())
-    }
-
-    /// `mend.v1.ProbeRequest`.
-    pub fn probe_request(r: &pb::ProbeRequest) -> u64 {
-        bytes(r.range.len()) + messages(r.probes.iter().map(probe))
-    }
-
-    /// `mend.v1.ProbeReply`.
-    pub fn probe_reply(r: &pb::ProbeReply) -> u64 {
-        bytes(r.status.len()) + packed_fixed64(r.next.len())
-    }
-
-    /// `mend.v1.ProbeResponse`.
-    pub fn probe_response(r: &pb::ProbeResponse) -> u64 {
-        messages(r.replies.iter().map(probe_reply))
-    }
-
-    /// `mend.v1.BucketQuery`.
-    pub fn bucket_query(q: &pb::BucketQuery) -> u64 {
-        uint(u64::from(q.first)) + uint(u64::from(q.count)) + packed_fixed64(q.hashes.len())
-    }
-
-    /// `mend.v1.LeavesRequest`.
-    pub fn leaves_request(r: &pb::LeavesRequest) -> u64 {
-        bytes(r.range.len()) + messages(r.queries.iter().map(bucket_query))
-    }
-
-    /// `mend.v1.RangeShape`.
-    pub fn range_shape(s: &pb::RangeShape) -> u64 {
-        bytes(s.name.len()) + uint(u64::from(s.fanout)) + uint(u64::from(s.depth))
-    }
-
-    /// `mend.v1.HandshakeRequest`.
-    pub fn handshake_request(h: &pb::HandshakeRequest) -> u64 {
-        uint(u64::from(h.protocol_version))
-            + bytes(h.node_id.len())
-            + bytes(h.secret_fingerprint.len())
-            + messages(h.ranges.iter().map(range_shape))
-            + boolean(h.only_shared)
-    }
-
-    /// `mend.v1.RangeRoot`.
-    pub fn range_root(r: &pb::RangeRoot) -> u64 {
-        bytes(r.name.len()) + fixed64(r.root) + uint(r.entries)
-    }
-
-    /// `mend.v1.HandshakeResponse`.
-    pub fn handshake_response(h: &pb::HandshakeResponse) -> u64 {
-        uint(u64::from(h.protocol_version))
-            + bytes(h.node_id.len())
-            + messages(h.ranges.iter().map(range_root))
-            + uint(h.now_ms)
-    }
+/// Protobuf encoded length of a message, as prost encodes it.
+fn pb_len(m: &impl prost::Message) -> u64 {
+    m.encoded_len() as u64
 }
 
 /// Message kinds on mend's wire, for the per-kind breakdown.
@@ -334,7 +213,7 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
         only_shared: true,
     };
     cost.rounds += 1;
-    cost.add(Kind::HandshakeReq, pb_len::handshake_request(&hs));
+    cost.add(Kind::HandshakeReq, pb_len(&hs));
     let peer_root = peer.root(0).expect("peer root");
     let resp = pb::HandshakeResponse {
         protocol_version: PROTOCOL_VERSION,
@@ -346,7 +225,7 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
         }],
         now_ms: peer.now_ms(),
     };
-    cost.add(Kind::HandshakeResp, pb_len::handshake_response(&resp));
+    cost.add(Kind::HandshakeResp, pb_len(&resp));
 
     let local_root = lv.root_hash().expect("local root");
     let (mut descent, mut step) =
@@ -360,7 +239,7 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
                     probes: ps.iter().map(probe_to_pb).collect(),
                 };
                 cost.rounds += 1;
-                cost.add(Kind::ProbeReq, pb_len::probe_request(&req));
+                cost.add(Kind::ProbeReq, pb_len(&req));
                 // The responder.
                 let resp = pb::ProbeResponse {
                     replies: req
@@ -373,7 +252,7 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
                         })
                         .collect(),
                 };
-                cost.add(Kind::ProbeResp, pb_len::probe_response(&resp));
+                cost.add(Kind::ProbeResp, pb_len(&resp));
                 let replies = resp
                     .replies
                     .into_iter()
@@ -389,14 +268,14 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
                 for lp in &lps {
                     let req = leaf_probe_to_pb(RANGE, lp);
                     cost.rounds += 1;
-                    cost.add(Kind::LeavesReq, pb_len::leaves_request(&req));
+                    cost.add(Kind::LeavesReq, pb_len(&req));
                     // The responder streams one message per reply.
                     let served =
                         respond_leaves(&pv, &leaf_probe_from_pb(req)).expect("respond_leaves");
                     let mut replies = Vec::with_capacity(served.len());
                     for rep in served {
                         let m = leaf_reply_to_pb(&rep);
-                        cost.add(Kind::LeafReply, pb_len::leaf_reply(&m));
+                        cost.add(Kind::LeafReply, pb_len(&m));
                         replies.push(leaf_reply_from_pb(m, lp).expect("leaf reply"));
                     }
                     all.push(replies);

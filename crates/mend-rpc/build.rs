@@ -2,7 +2,10 @@
 //! `protoc` (no system install), plus a file descriptor set for reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): a build-script binary compiled in
+    // one checkout can be reused from a shared target directory by another.
+    let manifest = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_dir = manifest.join("../../proto");
     let file = proto_dir.join("mend/v1/mend.proto");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed={}", file.display());

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mend_rpc::pb;
+use mend_rpc::{PROTOCOL_VERSION, pb};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -403,27 +403,31 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
         Code::FailedPrecondition
     );
     assert_eq!(
-        p.handshake(hs(1, vec![0; 8], 16, "default"))
+        p.handshake(hs(PROTOCOL_VERSION, vec![0; 8], 16, "default"))
             .await
             .unwrap_err()
             .code(),
         Code::PermissionDenied
     );
     assert_eq!(
-        p.handshake(hs(1, fp.clone(), 4, "default"))
+        p.handshake(hs(PROTOCOL_VERSION, fp.clone(), 4, "default"))
             .await
             .unwrap_err()
             .code(),
         Code::FailedPrecondition
     );
     assert_eq!(
-        p.handshake(hs(1, fp.clone(), 16, "nope"))
+        p.handshake(hs(PROTOCOL_VERSION, fp.clone(), 16, "nope"))
             .await
             .unwrap_err()
             .code(),
         Code::NotFound
     );
-    assert!(p.handshake(hs(1, fp, 16, "default")).await.is_ok());
+    assert!(
+        p.handshake(hs(PROTOCOL_VERSION, fp, 16, "default"))
+            .await
+            .is_ok()
+    );
     let bad_probe = pb::ProbeRequest {
         range: "default".into(),
         probes: vec![pb::Probe {

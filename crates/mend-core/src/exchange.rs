@@ -43,8 +43,9 @@ pub const LEAF_DIGESTS_MAX: usize = 262_144;
 /// plus [`LEAF_ENTRY_OVERHEAD_BYTES`].
 pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
 
-/// Bytes an entry adds to a reply besides its key (version, origin, hash, framing).
-pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = 96;
+/// Most bytes an entry adds to a reply besides its key, in the packed
+/// encoding (version, origin-table slot, framing).
+pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = crate::packed::PACKED_ENTRY_OVERHEAD_MAX;
 
 /// A truncated node hash (0 for an empty node).
 pub type NodeHash = u64;
@@ -77,7 +78,10 @@ pub struct EntrySummary {
     pub version: Version,
     /// True for a tombstone.
     pub tombstone: bool,
-    /// [`entry_hash`] of its digest: equal iff the entries are equal.
+    /// [`entry_hash`] of its digest: equal iff the entries are equal. Zero
+    /// on the entries a peer lists in a [`LeafReply`]: there the hash says
+    /// nothing the listing does not ("differs from every entry I hold in
+    /// that bucket"), so it is not sent (see [`crate::packed`]).
     pub hash: u64,
 }
 
@@ -172,7 +176,8 @@ pub struct LeafReply {
     /// Per hash of the query: true where the responder lacks that entry
     /// (empty in continuation replies).
     pub lacking: Vec<bool>,
-    /// The responder's entries the initiator lacks.
+    /// The responder's entries the initiator lacks, in key order per bucket,
+    /// with `hash` zero (see [`EntrySummary::hash`]).
     pub extra: Vec<EntrySummary>,
 }
 
@@ -250,9 +255,10 @@ pub fn respond_leaves(
         let mut mine_set = HashSet::new();
         let mut extra = Vec::new();
         for (_, entries) in view.entries(q.first, q.count)? {
-            for e in entries {
+            for mut e in entries {
                 mine_set.insert(e.hash);
                 if !theirs.contains(&e.hash) {
+                    e.hash = 0;
                     extra.push(e);
                 }
             }

@@ -16,6 +16,15 @@ pub fn record_roundtrip(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as a packed entry list; if it decodes, encoding the
+/// entries and decoding again must give the same entries.
+pub fn packed_roundtrip(data: &[u8]) {
+    if let Ok(entries) = crate::packed::decode(data) {
+        let again = crate::packed::decode(&crate::packed::encode(&entries));
+        assert_eq!(again.ok(), Some(entries), "packed entries re-encode");
+    }
+}
+
 /// A small fixed tree for [`respond_arbitrary`].
 struct Fixed;
 
@@ -119,6 +128,7 @@ mod tests {
                 .collect();
             record_roundtrip(&data);
             respond_arbitrary(&data);
+            packed_roundtrip(&data);
         }
         let r = Record::live(
             Version {

@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod hlc;
 pub mod limits;
+pub mod packed;
 pub mod range;
 pub mod record;
 pub mod shape;

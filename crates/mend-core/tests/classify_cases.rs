@@ -46,7 +46,10 @@ struct Case {
 
 #[test]
 fn check_all_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/classify");
+    let dir = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("testdata/classify");
     let mut paths: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.map(|e| e.path()))

@@ -201,7 +201,11 @@ pub fn leaf_reply_to_pb(r: &LeafReply) -> pb::LeafReply {
     pb::LeafReply {
         query: r.query,
         lacking: pack_bits(&r.lacking),
-        extra: r.extra.iter().map(summary_to_pb).collect(),
+        extra: if r.extra.is_empty() {
+            Vec::new()
+        } else {
+            mend_core::packed::encode(&r.extra)
+        },
     }
 }
 
@@ -219,11 +223,11 @@ pub fn leaf_reply_from_pb(r: pb::LeafReply, probe: &LeafProbe) -> Result<LeafRep
         } else {
             unpack_bits(&r.lacking, q.hashes.len())?
         },
-        extra: r
-            .extra
-            .into_iter()
-            .map(summary_from_pb)
-            .collect::<Result<_, _>>()?,
+        extra: if r.extra.is_empty() {
+            Vec::new()
+        } else {
+            mend_core::packed::decode(&r.extra).map_err(|e| invalid("leaf_reply.extra", e))?
+        },
     })
 }
 

@@ -19,7 +19,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mend
 
 /// Version of the exchange protocol; peers with another version are refused
 /// at handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest gRPC message the agent decodes or encodes (16 MiB): a 4 MiB value
 /// plus framing fits with room; larger messages are refused with
