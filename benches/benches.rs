@@ -6,8 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod digest;
 mod e2e;
 mod exchange;
+mod repair;
+mod scale;
 mod store;
 
-criterion::criterion_main!(store::benches, exchange::benches, e2e::benches);
+criterion::criterion_main!(
+    digest::benches,
+    store::benches,
+    repair::benches,
+    exchange::benches,
+    e2e::benches,
+    scale::benches
+);

@@ -188,7 +188,7 @@ async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, Runni
             i += 5000;
         }
     }
-    let step = n / d;
+    let step = n / d.max(1);
     let fault = NodeId::new("node-c").unwrap();
     let upd: Vec<Write> = (0..d / 2)
         .map(|j| {
@@ -238,10 +238,15 @@ pub fn bench_diff(c: &mut Criterion) {
         if n > max {
             continue;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = rt.block_on(diverged(dir.path(), n, 100));
-        let peer = format!("http://{}", b.addr);
+        // Set up lazily: a filter that skips this benchmark skips the load.
+        let mut pair = None;
         g.bench_function(format!("diagnosed/N={n}/d=100"), |bch| {
+            let (_dir, a, b) = pair.get_or_insert_with(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let (a, b) = rt.block_on(diverged(dir.path(), n, 100));
+                (dir, a, b)
+            });
+            let peer = format!("http://{}", b.addr);
             bch.iter(|| {
                 rt.block_on(async {
                     let d = mend_agent::exchange::diff(&a.state, &peer, None)
@@ -254,12 +259,139 @@ pub fn bench_diff(c: &mut Criterion) {
                 })
             })
         });
+        if let Some((_dir, a, b)) = pair {
+            rt.block_on(async {
+                a.stop().await.unwrap();
+                b.stop().await.unwrap();
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Injects divergent keys `from..to` at `a` (even j: a newer version of an
+/// existing key; odd j: a key only `a` holds), spread over the key space.
+async fn inject(a: &RunningAgent, n: u64, from: u64, to: u64) {
+    let fault = NodeId::new("node-c").unwrap();
+    let step = (n / 20_000).max(1);
+    let writes: Vec<Write> = (from..to)
+        .map(|j| {
+            let key = if j % 2 == 0 {
+                format!("key-{:09}", (j / 2) * 2 * step)
+            } else {
+                format!("extra-{j:09}")
+            };
+            Write::put(key.into_bytes(), b"newer".to_vec()).at(Version {
+                ms: 1_790_000_000_000 + j,
+                logical: 0,
+                origin: fault.clone(),
+                seq: j + 1,
+            })
+        })
+        .collect();
+    let s = a.state.store.clone();
+    tokio::task::spawn_blocking(move || s.write(writes).unwrap())
+        .await
+        .unwrap();
+}
+
+/// The model's prediction for a diff measured here (16-byte keys, 100-byte
+/// values, RTT 0 on loopback).
+fn model(n: u64, d: u64) -> mend_core::plan::Plan {
+    mend_core::plan::plan(
+        &mend_core::plan::PlanInput {
+            keys: n,
+            divergent: d,
+            value_bytes: 100,
+            key_bytes: 13,
+            origin_bytes: 6,
+            bandwidth: 1_250_000_000,
+            rtt_ms: 0.0,
+            ranges: 1,
+            shape: mend_core::TreeShape::default(),
+        },
+        &mend_core::plan::Calibration::REFERENCE,
+    )
+}
+
+/// Prints the end-to-end grid of BENCHMARKS.md (run with
+/// `MEND_BENCH_E2E_GRID=1`): for N in {10k, 100k, 1M} (capped by
+/// `MEND_BENCH_MAX_KEYS`) and d in {1, 100, 10 000} (d <= N/2), the diff over
+/// gRPC between two in-process agents with its full diagnosis: median time
+/// of 9 runs, bytes each way and round trips, next to the cost model's
+/// prediction (`mend plan`).
+pub fn grid(_: &mut Criterion) {
+    if std::env::var("MEND_BENCH_E2E_GRID").is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    println!(
+        "| N | d | median time | bytes sent | bytes received | rounds | leaves compared | model time | model bytes (sent + received) | model rounds | time model/measured | bytes model/measured |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for n in [10_000u64, 100_000, 1_000_000] {
+        if n > max {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = rt.block_on(diverged(dir.path(), n, 0));
+        let peer = format!("http://{}", b.addr);
+        let mut done = 0;
+        for d in [1u64, 100, 10_000] {
+            if d > n / 2 {
+                continue;
+            }
+            rt.block_on(inject(&a, n, done, d));
+            done = d;
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..9 {
+                let start = Instant::now();
+                let out = rt.block_on(async {
+                    let o = mend_agent::exchange::diff(&a.state, &peer, None)
+                        .await
+                        .unwrap();
+                    let srcs = mend_agent::report::sources(&o, a.state.store.now_ms(), 60_000);
+                    std::hint::black_box(srcs);
+                    o
+                });
+                times.push(start.elapsed());
+                assert_eq!(out.keys.len() as u64, d, "every injected key found");
+                last = Some(out);
+            }
+            times.sort();
+            let t = times[times.len() / 2];
+            let o = last.unwrap();
+            let m = model(n, d);
+            let bytes = o.cost.bytes_sent + o.cost.bytes_received;
+            let mbytes = m.bytes_sent + m.bytes_received;
+            println!(
+                "| {n} | {d} | {:.2} ms | {} | {} | {} | {} | {:.2} ms | {:.0} | {} | {:.2} | {:.2} |",
+                t.as_secs_f64() * 1e3,
+                o.cost.bytes_sent,
+                o.cost.bytes_received,
+                o.cost.rounds,
+                o.cost.leaves_compared,
+                m.diff_s * 1e3,
+                mbytes,
+                m.rounds,
+                m.diff_s / t.as_secs_f64(),
+                mbytes / bytes as f64,
+            );
+        }
         rt.block_on(async {
             a.stop().await.unwrap();
             b.stop().await.unwrap();
         });
     }
-    g.finish();
 }
 
-criterion::criterion_group!(benches, bench_diff, bench_repair, report);
+criterion::criterion_group!(benches, bench_diff, bench_repair, report, grid);

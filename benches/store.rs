@@ -77,7 +77,7 @@ fn pairs() -> &'static [Pair] {
     })
 }
 
-fn open_store(path: &Path) -> Store<RocksBackend> {
+pub(crate) fn open_store(path: &Path) -> Store<RocksBackend> {
     let backend = RocksBackend::open_or_create(path).expect("open RocksBackend");
     let cfg = StoreConfig::new(
         NodeId::new("bench").expect("node id"),
@@ -88,7 +88,7 @@ fn open_store(path: &Path) -> Store<RocksBackend> {
 }
 
 /// A plain RocksDB database with exactly mend's options and column families.
-fn open_plain(path: &Path) -> DB {
+pub(crate) fn open_plain(path: &Path) -> DB {
     let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
     let cfs = Cf::ALL
         .iter()
@@ -98,7 +98,7 @@ fn open_plain(path: &Path) -> DB {
 
 /// Runs `load` `iters` times, each on a database `open` creates in a fresh
 /// temporary directory, and returns the time spent in `load` only.
-fn fresh<T>(iters: u64, open: impl Fn(&Path) -> T, load: impl Fn(&T)) -> Duration {
+pub(crate) fn fresh<T>(iters: u64, open: impl Fn(&Path) -> T, load: impl Fn(&T)) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let dir = tempfile::tempdir().expect("temporary directory");

@@ -48,6 +48,9 @@ pub enum Command {
     /// Run a built-in drill in process: inject a fault between simulated
     /// replicas and compare what mend diagnoses with what was injected.
     Simulate(SimulateArgs),
+    /// Capacity planning: expected rounds, bytes, times, memory and disk
+    /// for a deployment, from the benchmark-calibrated cost model.
+    Plan(PlanArgs),
 }
 
 /// Flags of `mend history`.
@@ -336,6 +339,44 @@ pub struct SimulateArgs {
     /// List the scenarios and exit.
     #[arg(long, conflicts_with = "scenario")]
     pub list: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Keys per replica (all ranges).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Divergent keys to expect (all ranges).
+    #[arg(long)]
+    pub divergent: u64,
+    /// Average value size in bytes.
+    #[arg(long)]
+    pub value_bytes: u64,
+    /// Bandwidth between the replicas, bytes per second.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bandwidth: u64,
+    /// Round-trip time between the replicas, milliseconds.
+    #[arg(long, default_value_t = 0.2)]
+    pub rtt_ms: f64,
+    /// Key ranges the keys are split over (one tree each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub ranges: u64,
+    /// Average key size in bytes.
+    #[arg(long, default_value_t = 16)]
+    pub key_bytes: u64,
+    /// Average node id length in bytes.
+    #[arg(long, default_value_t = 6)]
+    pub origin_bytes: u64,
+    /// Tree fan-out of every range (the agent's default is 16).
+    #[arg(long, default_value_t = 16)]
+    pub fanout: u32,
+    /// Tree depth of every range (the agent's default is 4).
+    #[arg(long, default_value_t = 4)]
+    pub depth: u32,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

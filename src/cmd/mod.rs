@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod diff;
 mod drift;
+mod plan;
 mod repair;
 mod simulate;
 mod store;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => drift::report(a),
         Command::Sample(a) => drift::sample(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
 

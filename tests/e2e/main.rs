@@ -7,6 +7,7 @@
 mod agents;
 mod diagnostics;
 mod harness;
+mod plan;
 mod simulate;
 mod store_cli;
 mod store_crash;

@@ -86,19 +86,42 @@ impl Secret {
         tombstone: bool,
         value_hash: &Digest,
     ) -> Digest {
-        let mut h = blake3::Hasher::new_keyed(&self.entry_key);
-        h.update(&(key.len() as u32).to_be_bytes());
-        h.update(key);
-        h.update(&version.ms.to_be_bytes());
-        h.update(&version.logical.to_be_bytes());
-        h.update(&[version.origin.as_str().len() as u8]);
-        h.update(version.origin.as_str().as_bytes());
-        h.update(&version.seq.to_be_bytes());
-        h.update(&[tombstone as u8]);
-        h.update(value_hash);
-        *h.finalize().as_bytes()
+        // One contiguous input and one call: hashing a short input through
+        // nine `Hasher::update` calls cost 3-4x as much (digest/entry bench).
+        let origin = version.origin.as_str().as_bytes();
+        let fields = [
+            &(key.len() as u32).to_be_bytes()[..],
+            key,
+            &version.ms.to_be_bytes(),
+            &version.logical.to_be_bytes(),
+            &[origin.len() as u8],
+            origin,
+            &version.seq.to_be_bytes(),
+            &[tombstone as u8],
+            value_hash,
+        ];
+        let len: usize = fields.iter().map(|f| f.len()).sum();
+        let mut stack = [0u8; ENTRY_INPUT_STACK_BYTES];
+        if len <= stack.len() {
+            let mut at = 0;
+            for f in fields {
+                stack[at..at + f.len()].copy_from_slice(f);
+                at += f.len();
+            }
+            *blake3::keyed_hash(&self.entry_key, &stack[..len]).as_bytes()
+        } else {
+            let mut h = blake3::Hasher::new_keyed(&self.entry_key);
+            for f in fields {
+                h.update(f);
+            }
+            *h.finalize().as_bytes()
+        }
     }
 }
+
+/// Entry digests whose input (key, version, flags, value hash: 62 bytes
+/// plus key and origin) fits here are hashed from a stack buffer in one call.
+const ENTRY_INPUT_STACK_BYTES: usize = 256;
 
 /// The (unkeyed) hash of a value. Tombstones use the hash of the empty value.
 pub fn value_hash(value: &[u8]) -> Digest {
@@ -131,5 +154,35 @@ mod tests {
         assert_ne!(base, other.entry_digest(b"k", &v, false, &vh));
         assert_ne!(s.fingerprint(), other.fingerprint());
         assert_eq!(Secret::from_bytes(b" one\n").fingerprint(), s.fingerprint());
+    }
+
+    #[test]
+    fn the_entry_digest_is_the_keyed_hash_of_the_documented_byte_stream() {
+        // Stored aggregates depend on this format: the one-call stack path
+        // and the streaming path must both hash exactly this stream.
+        let s = Secret::from_bytes(b"format");
+        let v = Version {
+            ms: 1_700_000_000_123,
+            logical: 7,
+            origin: NodeId::new("node-a").unwrap(),
+            seq: 42,
+        };
+        let vh = value_hash(b"value");
+        for key in [b"k".to_vec(), vec![9u8; 4000]] {
+            let mut h = blake3::Hasher::new_keyed(&s.entry_key);
+            h.update(&(key.len() as u32).to_be_bytes());
+            h.update(&key);
+            h.update(&v.ms.to_be_bytes());
+            h.update(&v.logical.to_be_bytes());
+            h.update(&[6]);
+            h.update(b"node-a");
+            h.update(&v.seq.to_be_bytes());
+            h.update(&[1]);
+            h.update(&vh);
+            assert_eq!(
+                s.entry_digest(&key, &v, true, &vh),
+                *h.finalize().as_bytes()
+            );
+        }
     }
 }

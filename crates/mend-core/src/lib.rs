@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod hlc;
 pub mod limits;
 pub mod packed;
+pub mod plan;
 pub mod range;
 pub mod record;
 pub mod shape;

@@ -1,0 +1,357 @@
+//! Scale area (issue 5): what mend costs at 100k, 1M and 10M keys. Prints
+//! the "Scale" tables of BENCHMARKS.md; runs only with `MEND_BENCH_SCALE=1`
+//! (`MEND_BENCH_SCALE_MAX` caps N, default 10 000 000; data goes under
+//! `MEND_BENCH_DIR`, default the system temporary directory).
+//!
+//! Per N: one replica is loaded in process (13-byte keys, 100-byte values,
+//! explicit versions, batches of 5 000 through `Store::write`) and copied
+//! with a RocksDB checkpoint; 100 divergent keys are written to the copy;
+//! both are then served by real `mend agent` processes and diffed with
+//! `mend diff` (median of 5). Reported:
+//! * diff time (the agent's own elapsed time), bytes and rounds, d = 100;
+//! * agent resident memory (VmRSS after the diffs, VmHWM peak) of the
+//!   initiating agent;
+//! * disk bytes per key of the mend store against a plain RocksDB database
+//!   holding the same key → value pairs with the same options, both fully
+//!   compacted;
+//! * tree rebuild (`mend store rebuild`, wall time of the process) against a
+//!   raw single-threaded scan of the same data column family.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use mend_agent::AgentConfig;
+use mend_core::{NodeId, Secret, Version};
+use mend_rpc::pb;
+use mend_store::{Cf, Write};
+use rocksdb::{Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options};
+
+use crate::store::open_plain;
+
+const VALUE_BYTES: usize = 100;
+const D: u64 = 100;
+const BATCH: u64 = 5_000;
+
+fn key(k: u64) -> Vec<u8> {
+    format!("key-{k:09}").into_bytes()
+}
+
+fn value(k: u64) -> Vec<u8> {
+    let mut v = vec![0u8; VALUE_BYTES];
+    let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for b in &mut v {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    v
+}
+
+/// A real `mend agent` process; killed on drop.
+struct Agent {
+    child: Child,
+    addr: String,
+}
+
+impl Agent {
+    fn start(node: &str, dir: &Path) -> Agent {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
+            .args(["agent", "--node-id", node, "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("MEND_CLUSTER_SECRET")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mend agent");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc="))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Agent { child, addr }
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    fn rss(&self) -> (u64, u64) {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "agent exited with {st}");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mend_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(args)
+        .arg("--json")
+        .env_remove("MEND_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "mend {args:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+/// Opens a mend data directory (or a plain one with the same column
+/// families) with RocksDB directly and compacts every column family.
+fn compact(path: &Path) {
+    let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
+    let cfs = Cf::ALL
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(&cache)));
+    let db = DB::open_cf_descriptors(&mend_rocks::db_options(), path, cfs).unwrap();
+    for cf in Cf::ALL {
+        let h = db.cf_handle(cf.name()).unwrap();
+        db.flush_cf(&h).unwrap();
+        db.compact_range_cf(&h, None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
+/// Reads every key and value of the data column family once.
+fn raw_scan(path: &Path) -> (Duration, u64) {
+    let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
+    let cfs = Cf::ALL
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(&cache)));
+    let db = DB::open_cf_descriptors_read_only(&Options::default(), path, cfs, false).unwrap();
+    let h = db.cf_handle(Cf::Data.name()).unwrap();
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut sum = 0u64;
+    for item in db.iterator_cf(&h, IteratorMode::Start) {
+        let (k, v) = item.unwrap();
+        sum = sum.wrapping_add(k.len() as u64 + u64::from(v.last().copied().unwrap_or(0)));
+        n += 1;
+    }
+    std::hint::black_box(sum);
+    (start.elapsed(), n)
+}
+
+/// Loads `n` keys into a fresh agent store at `dir/a`, checkpoints it to
+/// `dir/b`, and returns the load time.
+fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
+    rt.block_on(async {
+        let cfg = AgentConfig {
+            node_id: "node-a".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("a"),
+            ..AgentConfig::default()
+        };
+        let a = mend_agent::start(cfg, Secret::development()).await.unwrap();
+        let origin = NodeId::new("loader").unwrap();
+        let start = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let writes: Vec<Write> = (i..(i + BATCH).min(n))
+                .map(|k| {
+                    Write::put(key(k), value(k)).at(Version {
+                        ms: 1_700_000_000_000 + k,
+                        logical: 0,
+                        origin: origin.clone(),
+                        seq: k + 1,
+                    })
+                })
+                .collect();
+            let s = a.state.store.clone();
+            tokio::task::spawn_blocking(move || s.write(writes).unwrap())
+                .await
+                .unwrap();
+            i += BATCH;
+        }
+        let took = start.elapsed();
+        let s = a.state.store.clone();
+        let b = dir.join("b");
+        tokio::task::spawn_blocking(move || s.backend().checkpoint(&b).unwrap())
+            .await
+            .unwrap();
+        a.stop().await.unwrap();
+        took
+    })
+}
+
+/// Writes `D` newer versions of existing keys to the agent at `addr`.
+fn diverge(rt: &tokio::runtime::Runtime, addr: &str, n: u64) {
+    rt.block_on(async {
+        let mut c = pb::replica_client::ReplicaClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let writes = (0..D)
+            .map(|j| pb::BatchWrite {
+                key: key(j * (n / D)),
+                value: b"newer".to_vec(),
+                delete: false,
+                version: Some(pb::Version {
+                    ms: 1_790_000_000_000 + j,
+                    logical: 0,
+                    origin: "node-c".into(),
+                    seq: j + 1,
+                }),
+            })
+            .collect();
+        c.write_batch(pb::WriteBatchRequest { writes })
+            .await
+            .unwrap();
+    });
+}
+
+fn plain_bytes(dir: &Path, n: u64) -> (u64, Duration) {
+    let path = dir.join("plain");
+    let start = Instant::now();
+    {
+        let db = open_plain(&path);
+        let cf = db.cf_handle(Cf::Data.name()).unwrap();
+        let mut i = 0;
+        while i < n {
+            let mut batch = rocksdb::WriteBatch::default();
+            for k in i..(i + BATCH).min(n) {
+                batch.put_cf(&cf, key(k), value(k));
+            }
+            db.write(batch).unwrap();
+            i += BATCH;
+        }
+    }
+    let took = start.elapsed();
+    compact(&path);
+    let bytes = dir_bytes(&path);
+    std::fs::remove_dir_all(&path).unwrap();
+    (bytes, took)
+}
+
+/// Prints the scale tables.
+pub fn scale(_: &mut Criterion) {
+    if std::env::var("MEND_BENCH_SCALE").is_err() {
+        return;
+    }
+    let max: u64 = std::env::var("MEND_BENCH_SCALE_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let base: PathBuf = std::env::var("MEND_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for n in [100_000u64, 1_000_000, 10_000_000] {
+        if n > max {
+            continue;
+        }
+        let tmp = tempfile::tempdir_in(&base).unwrap();
+        let dir = tmp.path();
+        let load_t = load(&rt, dir, n);
+        eprintln!("scale: N = {n} loaded in {load_t:?}");
+        let a = Agent::start("node-a", &dir.join("a"));
+        let b = Agent::start("node-b", &dir.join("b"));
+        diverge(&rt, &b.addr, n);
+        let mut times = Vec::new();
+        let mut last = serde_json::Value::Null;
+        for _ in 0..5 {
+            let v = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+            assert_eq!(v["divergent_keys"].as_u64(), Some(D), "{v}");
+            times.push(v["elapsed_ms"].as_f64().unwrap());
+            last = v;
+        }
+        times.sort_by(f64::total_cmp);
+        let (rss, hwm) = a.rss();
+        a.stop();
+        b.stop();
+        compact(&dir.join("a"));
+        let mend_disk = dir_bytes(&dir.join("a"));
+        let (plain_disk, plain_t) = plain_bytes(dir, n);
+        eprintln!("scale: N = {n} plain RocksDB loaded in {plain_t:?}");
+        let start = Instant::now();
+        let r = mend_json(&[
+            "store",
+            "rebuild",
+            "--data-dir",
+            dir.join("a").to_str().unwrap(),
+        ]);
+        let rebuild = start.elapsed();
+        assert!(r.is_object(), "{r}");
+        let (scan, scanned) = raw_scan(&dir.join("a"));
+        assert_eq!(scanned, n, "the scan saw every key");
+        rows.push(format!(
+            "| {n} | {:.1} ms | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} | {:.1} | {:.1} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} s | {:.2} |",
+            times[times.len() / 2],
+            last["bytes_sent"],
+            last["bytes_received"],
+            last["rounds"],
+            rss as f64 / 1048576.0,
+            hwm as f64 / 1048576.0,
+            mend_disk as f64 / n as f64,
+            plain_disk as f64 / n as f64,
+            (mend_disk as f64 - plain_disk as f64) / n as f64,
+            rebuild.as_secs_f64(),
+            scan.as_secs_f64(),
+            scan.as_secs_f64() / rebuild.as_secs_f64(),
+            load_t.as_secs_f64(),
+            plain_t.as_secs_f64(),
+            plain_t.as_secs_f64() / load_t.as_secs_f64(),
+        ));
+        eprintln!("{}", rows.last().unwrap());
+    }
+    println!(
+        "| N | diff time d=100 (median of 5) | bytes sent | bytes received | rounds | agent RSS after diffs | agent peak RSS | mend disk B/key | plain RocksDB disk B/key | overhead B/key | rebuild (process) | raw scan | scan / rebuild | load, mend | load, plain RocksDB | plain / mend |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+criterion_group!(benches, scale);
