@@ -90,10 +90,26 @@ pub fn run(c: StoreCommand) -> anyhow::Result<ExitCode> {
         }
         StoreCommand::Rebuild(a) => {
             let s = open(&a)?;
+            let started = std::time::Instant::now();
             s.rebuild()?;
+            let rebuild_ms = started.elapsed().as_secs_f64() * 1e3;
+            let started = std::time::Instant::now();
             let r = s.verify()?;
+            let verify_ms = started.elapsed().as_secs_f64() * 1e3;
             anyhow::ensure!(r.ok(), "rebuild did not produce a consistent tree");
-            println!("rebuilt {} ranges", r.ranges.len());
+            if a.json {
+                print_json(&serde_json::json!({
+                    "ok": true,
+                    "rebuild_ms": rebuild_ms,
+                    "verify_ms": verify_ms,
+                    "ranges": r.ranges,
+                }))?;
+            } else {
+                println!(
+                    "rebuilt {} ranges in {rebuild_ms:.0} ms (then verified in {verify_ms:.0} ms)",
+                    r.ranges.len()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -318,9 +318,13 @@ fn verify_names_the_bucket_of_a_corrupt_leaf() {
     assert_eq!(v["ranges"][1]["first_bad_bucket"], bucket, "{v}");
     assert_eq!(v["ranges"][1]["bad_buckets"], 1, "{v}");
 
-    let args = ["store", "rebuild", "--data-dir", data_dir];
+    let args = ["store", "rebuild", "--data-dir", data_dir, "--json"];
     let out = mend(&args);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&args, &out));
+    let v = json(&args, &out);
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["rebuild_ms"].as_f64().is_some(), "{v}");
+    assert_eq!(v["ranges"][1]["first_bad_bucket"], Value::Null, "{v}");
     let args = ["store", "verify", "--data-dir", data_dir];
     let out = mend(&args);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&args, &out));

@@ -19,7 +19,7 @@
 //! it lacks and lists its own entries the initiator lacks ([`LeafReply`]).
 //! Keys then pair up into [`Divergence`]s carrying both sides' versions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use thiserror::Error;
 
@@ -46,6 +46,11 @@ pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
 /// Most bytes an entry adds to a reply besides its key, in the packed
 /// encoding (version, origin-table slot, framing).
 pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = crate::packed::PACKED_ENTRY_OVERHEAD_MAX;
+
+/// Most entries the initiator keeps from its leaf listing until the replies
+/// arrive (about 30 MiB); buckets past it are listed again for their lacking
+/// entries.
+pub const LISTING_CACHE_ENTRIES_MAX: usize = 262_144;
 
 /// A truncated node hash (0 for an empty node).
 pub type NodeHash = u64;
@@ -98,6 +103,17 @@ pub trait TreeView {
         first: u32,
         count: u32,
     ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError>;
+
+    /// The entries of each of `buckets` (ascending), in bucket order; empty
+    /// buckets may be omitted. Views over a store override this to list
+    /// them all in one pass.
+    fn entries_of(&self, buckets: &[u32]) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+        let mut out = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            out.extend(self.entries(*b, 1)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Errors of the exchange.
@@ -245,22 +261,43 @@ pub fn respond_leaves(
             "{total} entry hashes, at most {LEAF_DIGESTS_MAX}"
         )));
     }
-    let mut out = Vec::new();
-    for (qi, q) in lp.queries.iter().enumerate() {
+    for q in &lp.queries {
         let end = q.first as u64 + q.count as u64;
         if q.count == 0 || end > shape.buckets() || (q.count > 1 && !q.hashes.is_empty()) {
             return Err(proto(format!("bad bucket query {}+{}", q.first, q.count)));
         }
+    }
+    // Single buckets (the usual query) are listed in one pass.
+    let mut singles: Vec<u32> = lp
+        .queries
+        .iter()
+        .filter(|q| q.count == 1)
+        .map(|q| q.first)
+        .collect();
+    singles.sort_unstable();
+    singles.dedup();
+    let listed: HashMap<u32, Vec<EntrySummary>> = view.entries_of(&singles)?.into_iter().collect();
+    let mut out = Vec::new();
+    for (qi, q) in lp.queries.iter().enumerate() {
         let theirs: HashSet<u64> = q.hashes.iter().copied().collect();
         let mut mine_set = HashSet::new();
         let mut extra = Vec::new();
-        for (_, entries) in view.entries(q.first, q.count)? {
-            for mut e in entries {
+        let mut visit = |entries: &[EntrySummary]| {
+            for e in entries {
                 mine_set.insert(e.hash);
                 if !theirs.contains(&e.hash) {
-                    e.hash = 0;
-                    extra.push(e);
+                    extra.push(EntrySummary {
+                        hash: 0,
+                        ..e.clone()
+                    });
                 }
+            }
+        };
+        if q.count == 1 {
+            visit(listed.get(&q.first).map_or(&[][..], |v| v.as_slice()));
+        } else {
+            for (_, entries) in view.entries(q.first, q.count)? {
+                visit(&entries);
             }
         }
         let lacking: Vec<bool> = q.hashes.iter().map(|h| !mine_set.contains(h)).collect();
@@ -340,6 +377,11 @@ pub struct Descent {
     local_only_spans: Vec<(u32, u32)>,
     peer_only_spans: Vec<(u32, u32)>,
     both_buckets: Vec<u32>,
+    /// The entries listed for the leaf probes in flight (bounded by
+    /// [`LISTING_CACHE_ENTRIES_MAX`]), so a reply's lacking entries come
+    /// from the same listing as the hashes sent, without a second read.
+    listed: HashMap<u32, Vec<EntrySummary>>,
+    cached_entries: usize,
     found: BTreeMap<Vec<u8>, Divergence>,
     stats: DescentStats,
 }
@@ -359,6 +401,8 @@ impl Descent {
             local_only_spans: Vec::new(),
             peer_only_spans: Vec::new(),
             both_buckets: Vec::new(),
+            listed: HashMap::new(),
+            cached_entries: 0,
             found: BTreeMap::new(),
             stats: DescentStats {
                 nodes_compared: 1,
@@ -526,12 +570,20 @@ impl Descent {
                 &mut digests,
             );
         }
-        let buckets = std::mem::take(&mut self.both_buckets);
+        let mut buckets = std::mem::take(&mut self.both_buckets);
+        buckets.sort_unstable();
+        self.stats.leaves_compared += buckets.len() as u64;
+        let mut listed = view.entries_of(&buckets)?.into_iter().peekable();
         for b in buckets {
-            self.stats.leaves_compared += 1;
             let mut hashes = Vec::new();
-            for (_, entries) in view.entries(b, 1)? {
+            if let Some((_, entries)) = listed.next_if(|(lb, _)| *lb == b) {
                 hashes.extend(entries.iter().map(|e| e.hash));
+                // Kept for the lacking entries of the reply, up to a bound;
+                // beyond it they are listed again.
+                if self.cached_entries + entries.len() <= LISTING_CACHE_ENTRIES_MAX {
+                    self.cached_entries += entries.len();
+                    self.listed.insert(b, entries);
+                }
             }
             push(
                 BucketQuery {
@@ -589,16 +641,24 @@ impl Descent {
                         .filter(|(_, l)| **l)
                         .map(|(h, _)| *h)
                         .collect();
-                    for (_, entries) in view.entries(q.first, 1)? {
-                        for e in entries {
-                            if lacking.contains(&e.hash) {
-                                self.record_local(e);
-                            }
+                    let entries = match self.listed.remove(&q.first) {
+                        Some(es) => es,
+                        None => view
+                            .entries(q.first, 1)?
+                            .into_iter()
+                            .flat_map(|(_, es)| es)
+                            .collect(),
+                    };
+                    for e in entries {
+                        if lacking.contains(&e.hash) {
+                            self.record_local(e);
                         }
                     }
                 }
             }
         }
+        self.listed.clear();
+        self.cached_entries = 0;
         Ok(Step::Done)
     }
 

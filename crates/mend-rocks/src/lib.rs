@@ -16,7 +16,7 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 
-use mend_store::backend::Visit;
+use mend_store::backend::{SpanVisit, Visit};
 use mend_store::{Backend, Cf, Op, StoreError};
 
 /// Block cache shared by all column families, in bytes.
@@ -166,6 +166,17 @@ impl Backend for RocksBackend {
             .map_err(|e| map_err(&self.path, e))
     }
 
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.db
+            .batched_multi_get_cf(self.handle(cf)?, keys, false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|s| s.to_vec()))
+                    .map_err(|e| map_err(&self.path, e))
+            })
+            .collect()
+    }
+
     fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         for op in ops {
@@ -204,6 +215,39 @@ impl Backend for RocksBackend {
             it.next();
         }
         it.status().map_err(|e| map_err(&self.path, e))
+    }
+
+    fn scan_spans(
+        &self,
+        cf: Cf,
+        spans: &[(Vec<u8>, Vec<u8>)],
+        visit: &mut SpanVisit<'_>,
+    ) -> Result<(), StoreError> {
+        let Some((_, last_end)) = spans.last() else {
+            return Ok(());
+        };
+        // One iterator (one snapshot, one merge of the memtables and SST
+        // files) for all spans, seeking forward from span to span.
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(last_end.clone());
+        let mut it = self.db.raw_iterator_cf_opt(self.handle(cf)?, ro);
+        for (i, (start, end)) in spans.iter().enumerate() {
+            it.seek(start);
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                if k >= end.as_slice() {
+                    break;
+                }
+                if !visit(i, k, v) {
+                    return Ok(());
+                }
+                it.next();
+            }
+            it.status().map_err(|e| map_err(&self.path, e))?;
+        }
+        Ok(())
     }
 
     fn disk_bytes(&self) -> u64 {

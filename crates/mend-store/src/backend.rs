@@ -46,10 +46,20 @@ pub enum Op {
 /// A scan visitor: gets each (key, value) in order; returns `false` to stop.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
 
+/// A visitor over several spans: gets the span's index and each (key,
+/// value) in order; returns `false` to stop.
+pub type SpanVisit<'a> = dyn FnMut(usize, &[u8], &[u8]) -> bool + 'a;
+
 /// Ordered key-value storage with atomic batches.
 pub trait Backend: Send + Sync + 'static {
     /// Reads one row.
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads several rows of one column family, in the order of `keys`.
+    /// Backends with a batched read (RocksDB's `MultiGet`) override this.
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(cf, k)).collect()
+    }
 
     /// Applies all `ops` atomically: after a crash either all or none are
     /// visible. `sync` forces them to stable storage before returning.
@@ -64,6 +74,28 @@ pub trait Backend: Send + Sync + 'static {
         end: Option<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError>;
+
+    /// Visits the rows of each span `[start, end)` in turn (spans ascending
+    /// and disjoint), telling `visit` the span's index. Backends with
+    /// iterators override this to use one iterator for all spans.
+    fn scan_spans(
+        &self,
+        cf: Cf,
+        spans: &[(Vec<u8>, Vec<u8>)],
+        visit: &mut SpanVisit<'_>,
+    ) -> Result<(), StoreError> {
+        let mut stopped = false;
+        for (i, (start, end)) in spans.iter().enumerate() {
+            self.scan(cf, start, Some(end), &mut |k, v| {
+                stopped = !visit(i, k, v);
+                !stopped
+            })?;
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
 
     /// Approximate bytes the backend occupies on disk (0 for memory).
     fn disk_bytes(&self) -> u64 {

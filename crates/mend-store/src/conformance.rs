@@ -5,7 +5,7 @@
 
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Cf};
 use crate::error::StoreError;
 use crate::store::{Store, StoreConfig, Write};
 
@@ -70,6 +70,48 @@ pub fn run_all<H: Harness>(h: &mut H) {
     purge_keeps_tree_right(h);
     restore_is_compare_and_set(h);
     leaf_listing(h);
+    batch_reads_current_entries(h);
+}
+
+/// A batch decides each write against the stored entry (read in one
+/// batched read) or an earlier write of the same batch, whichever is newer.
+fn batch_reads_current_entries<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    s.write(vec![
+        Write::put("a", "a1").at(v(100, "x", 1)),
+        Write::put("b", "b1").at(v(100, "x", 2)),
+    ])
+    .unwrap();
+    let out = s
+        .write(vec![
+            Write::put("b", "old").at(v(50, "x", 3)),
+            Write::put("c", "c1").at(v(100, "x", 4)),
+            Write::put("a", "a2").at(v(200, "x", 5)),
+            Write::put("c", "older").at(v(90, "x", 6)),
+            Write::put("a", "a1").at(v(100, "x", 1)),
+        ])
+        .unwrap();
+    let d: Vec<Decision> = out.iter().map(|a| a.decision).collect();
+    assert_eq!(
+        d,
+        [
+            Decision::Stale,
+            Decision::Apply,
+            Decision::Apply,
+            Decision::Stale,
+            Decision::Stale
+        ]
+    );
+    assert_eq!(out[2].previous.as_ref().map(|m| m.version.ms), Some(100));
+    assert_eq!(s.get(b"a").unwrap().unwrap().value, b"a2");
+    assert_eq!(s.get(b"b").unwrap().unwrap().value, b"b1");
+    assert_eq!(s.get(b"c").unwrap().unwrap().value, b"c1");
+    let be = s.backend();
+    let (ka, kz) = (s.locate(b"a").unwrap().2, s.locate(b"zz").unwrap().2);
+    let got = be.multi_get(Cf::Data, &[&ka, &kz, &ka]).unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got[0].is_some() && got[1].is_none() && got[0] == got[2]);
+    assert!(s.verify().unwrap().ok());
 }
 
 fn put_get_delete<H: Harness>(h: &mut H) {
@@ -313,6 +355,20 @@ fn leaf_listing<H: Harness>(h: &mut H) {
         assert_eq!(agg, s.node_aggs(0, shape.depth, &[*b]).unwrap()[0]);
     }
     assert!(s.leaf_entries(0, &[shape.buckets() as u32]).is_err());
+    // The one-pass listing of chosen buckets (every third bucket, so some
+    // are empty) gives exactly the non-empty ones of the per-bucket listing.
+    let some: Vec<u32> = all.iter().copied().filter(|b| b % 3 == 0).collect();
+    let one_pass = s.leaf_entries_of(0, &some).unwrap();
+    let expected: Vec<_> = s
+        .leaf_entries(0, &some)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, es)| !es.is_empty())
+        .collect();
+    assert_eq!(one_pass, expected);
+    assert!(!one_pass.is_empty());
+    assert!(s.leaf_entries_of(0, &[3, 1]).is_err(), "not ascending");
+    assert!(s.leaf_entries_of(0, &[shape.buckets() as u32]).is_err());
     assert!(s.node_aggs(0, 1, &[99]).is_err());
     let kids = s.child_aggs(0, 0, &[0]).unwrap();
     assert_eq!(kids.iter().map(|a| a.count).sum::<u64>(), 40);

@@ -388,24 +388,43 @@ impl<B: Backend> Store<B> {
             located.push(loc);
         }
         let mut st = self.writer()?;
+        // The apply rule needs each key's current entry: read them all in
+        // one batched read (under the writer lock, so nothing changes them
+        // before this batch commits).
+        let mut stored: HashMap<&[u8], Option<Vec<u8>>> = HashMap::with_capacity(located.len());
+        {
+            let mut wanted: Vec<&[u8]> = Vec::with_capacity(located.len());
+            for (_, _, dkey) in &located {
+                if stored.insert(dkey.as_slice(), None).is_none() {
+                    wanted.push(dkey.as_slice());
+                }
+            }
+            for (k, v) in wanted
+                .iter()
+                .zip(self.backend.multi_get(Cf::Data, &wanted)?)
+            {
+                stored.insert(k, v);
+            }
+        }
         let now = self.now_ms();
         let mut ops = Vec::with_capacity(writes.len() * 2 + 2);
-        let mut pending: HashMap<Vec<u8>, (EntryMeta, Record)> = HashMap::new();
+        let mut pending: HashMap<&[u8], (EntryMeta, Record)> = HashMap::new();
         let mut leaves: HashMap<(u16, u32), Agg> = HashMap::new();
         let mut stamped = false;
         let mut out = Vec::with_capacity(writes.len());
         let trees = self.trees_read()?;
-        for (w, (range, bucket, dkey)) in writes.into_iter().zip(located) {
-            let (previous, before) = match pending.get(&dkey) {
+        for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
+            let (range, bucket) = (*range, *bucket);
+            let (previous, before) = match pending.get(dkey.as_slice()) {
                 Some((m, r)) => (Some(m.clone()), capture.then(|| r.clone())),
-                None => match self.backend.get(Cf::Data, &dkey)? {
+                None => match stored.get(dkey.as_slice()).and_then(|v| v.as_deref()) {
                     Some(raw) => {
                         if capture {
-                            let r = Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?;
+                            let r = Record::decode(raw).map_err(|e| corrupt(e.to_string()))?;
                             (Some(r.meta.clone()), Some(r))
                         } else {
                             let (m, _) =
-                                Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?;
+                                Record::decode_meta(raw).map_err(|e| corrupt(e.to_string()))?;
                             (Some(m), None)
                         }
                     }
@@ -448,12 +467,12 @@ impl<B: Backend> Store<B> {
                 if record.meta.tombstone {
                     ops.push(Op::Put(
                         Cf::Tombstones,
-                        keys::tombstone_key(version.ms, &dkey),
+                        keys::tombstone_key(version.ms, dkey),
                         Vec::new(),
                     ));
                 }
                 ops.push(Op::Put(Cf::Data, dkey.clone(), record.encode()));
-                pending.insert(dkey, (record.meta.clone(), record));
+                pending.insert(dkey.as_slice(), (record.meta.clone(), record));
             }
             out.push(Applied {
                 decision,

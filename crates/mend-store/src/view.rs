@@ -64,6 +64,14 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
         Ok(aggs.iter().map(node_hash).collect())
     }
 
+    fn entries_of(&self, buckets: &[u32]) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+        let listed = self
+            .store
+            .leaf_entries_of(self.range, buckets)
+            .map_err(local)?;
+        Ok(summaries(listed))
+    }
+
     fn entries(
         &self,
         first: u32,
@@ -73,21 +81,25 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
             .store
             .leaf_entries_span(self.range, first, count)
             .map_err(local)?;
-        Ok(listed
-            .into_iter()
-            .map(|(b, es)| {
-                (
-                    b,
-                    es.into_iter()
-                        .map(|e| EntrySummary {
-                            hash: entry_hash(&e.digest),
-                            key: e.key,
-                            version: e.meta.version,
-                            tombstone: e.meta.tombstone,
-                        })
-                        .collect(),
-                )
-            })
-            .collect())
+        Ok(summaries(listed))
     }
+}
+
+fn summaries(listed: Vec<(u32, Vec<crate::LeafEntry>)>) -> Vec<(u32, Vec<EntrySummary>)> {
+    listed
+        .into_iter()
+        .map(|(b, es)| {
+            (
+                b,
+                es.into_iter()
+                    .map(|e| EntrySummary {
+                        hash: entry_hash(&e.digest),
+                        key: e.key,
+                        version: e.meta.version,
+                        tombstone: e.meta.tombstone,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
 }

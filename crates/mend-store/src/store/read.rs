@@ -228,6 +228,64 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
+    /// The entries of each of `buckets` (ascending, no repeats) of range
+    /// `range`, grouped by bucket, empty buckets omitted: one pass over the
+    /// backend (one RocksDB iterator seeking from bucket to bucket).
+    pub fn leaf_entries_of(
+        &self,
+        range: u16,
+        buckets: &[u32],
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+        let shape = self.shape(range)?;
+        if let Some(b) = buckets.iter().find(|b| **b as u64 >= shape.buckets()) {
+            return Err(bad_request(format!("bucket {b} is outside the tree")));
+        }
+        if buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad_request(
+                "buckets must be ascending and distinct".to_string(),
+            ));
+        }
+        let spans: Vec<(Vec<u8>, Vec<u8>)> = buckets
+            .iter()
+            .map(|b| {
+                (
+                    keys::bucket_key(range, *b),
+                    keys::bucket_end(range, *b as u64 + 1),
+                )
+            })
+            .collect();
+        let _trees = self.trees_read()?;
+        let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
+        let mut bad = None;
+        self.backend.scan_spans(Cf::Data, &spans, &mut |i, k, v| {
+            let bucket = buckets[i];
+            let key = &k[keys::DATA_PREFIX.min(k.len())..];
+            match Record::decode_meta(v) {
+                Ok((meta, _)) => {
+                    let digest = meta.digest(&self.secret, key);
+                    let e = LeafEntry {
+                        key: key.to_vec(),
+                        meta,
+                        digest,
+                    };
+                    match out.last_mut() {
+                        Some((lb, es)) if *lb == bucket => es.push(e),
+                        _ => out.push((bucket, vec![e])),
+                    }
+                    true
+                }
+                Err(e) => {
+                    bad = Some(format!("bucket {bucket}: {e}"));
+                    false
+                }
+            }
+        })?;
+        if let Some(why) = bad {
+            return Err(corrupt(why));
+        }
+        Ok(out)
+    }
+
     /// Up to `n` entries of range `range` drawn uniformly at random (with
     /// replacement) by descending the tree by its entry counts, so no scan
     /// is needed; `seed` makes the draw reproducible.
