@@ -1,7 +1,9 @@
 //! Scale area (issue 5): what mend costs at 100k, 1M and 10M keys. Prints
 //! the "Scale" tables of BENCHMARKS.md; runs only with `MEND_BENCH_SCALE=1`
 //! (`MEND_BENCH_SCALE_MAX` caps N, default 10 000 000; data goes under
-//! `MEND_BENCH_DIR`, default the system temporary directory).
+//! `MEND_BENCH_DIR`, default the system temporary directory;
+//! `MEND_BENCH_SCALE_FANOUT` sets every tree's fan-out, default 16, depth 4;
+//! `MEND_BENCH_SCALE_ONLY=N` runs one N).
 //!
 //! Per N: one replica is loaded in process (13-byte keys, 100-byte values,
 //! explicit versions, batches of 5 000 through `Store::write`) and copied
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use mend_agent::AgentConfig;
-use mend_core::{NodeId, Secret, Version};
+use mend_core::{NodeId, RangeSpec, Secret, TreeShape, Version};
 use mend_rpc::pb;
 use mend_store::{Cf, Write};
 use rocksdb::{Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options};
@@ -57,11 +59,32 @@ struct Agent {
     addr: String,
 }
 
+/// The tree shape every range gets.
+fn shape() -> TreeShape {
+    let fanout = std::env::var("MEND_BENCH_SCALE_FANOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    TreeShape::new(fanout, 4).unwrap()
+}
+
 impl Agent {
     fn start(node: &str, dir: &Path) -> Agent {
         use std::io::BufRead;
+        let s = shape();
+        let config = dir.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[ranges]]\nname = \"default\"\nshape = {{ fanout = {}, depth = {} }}\n",
+                s.fanout, s.depth
+            ),
+        )
+        .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
             .args(["agent", "--node-id", node, "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(dir)
             .env_remove("MEND_CLUSTER_SECRET")
@@ -151,7 +174,7 @@ fn compact(path: &Path) {
     let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
     let cfs = Cf::ALL
         .iter()
-        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(&cache)));
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(*cf, &cache)));
     let db = DB::open_cf_descriptors(&mend_rocks::db_options(), path, cfs).unwrap();
     for cf in Cf::ALL {
         let h = db.cf_handle(cf.name()).unwrap();
@@ -165,7 +188,7 @@ fn raw_scan(path: &Path) -> (Duration, u64) {
     let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
     let cfs = Cf::ALL
         .iter()
-        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(&cache)));
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(*cf, &cache)));
     let db = DB::open_cf_descriptors_read_only(&Options::default(), path, cfs, false).unwrap();
     let h = db.cf_handle(Cf::Data.name()).unwrap();
     let start = Instant::now();
@@ -188,6 +211,7 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
             node_id: "node-a".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("a"),
+            ranges: vec![RangeSpec::whole("default", shape())],
             ..AgentConfig::default()
         };
         let a = mend_agent::start(cfg, Secret::development()).await.unwrap();
@@ -288,8 +312,12 @@ pub fn scale(_: &mut Criterion) {
         .build()
         .unwrap();
     let mut rows = Vec::new();
+    let only: Option<u64> = std::env::var("MEND_BENCH_SCALE_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    eprintln!("scale: tree shape {}^{}", shape().fanout, shape().depth);
     for n in [100_000u64, 1_000_000, 10_000_000] {
-        if n > max {
+        if n > max || only.is_some_and(|o| o != n) {
             continue;
         }
         let tmp = tempfile::tempdir_in(&base).unwrap();

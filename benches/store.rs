@@ -92,7 +92,7 @@ pub(crate) fn open_plain(path: &Path) -> DB {
     let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
     let cfs = Cf::ALL
         .iter()
-        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(&cache)));
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), mend_rocks::cf_options(*cf, &cache)));
     DB::open_cf_descriptors(&mend_rocks::db_options(), path, cfs).expect("open plain RocksDB")
 }
 

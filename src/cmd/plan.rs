@@ -14,37 +14,40 @@ use crate::output::{human_bytes, print_json};
 const SOURCES: [(&str, &str); 10] = [
     (
         "round_trip_us",
-        "BENCHMARKS.md \"End to end over gRPC\" grid, d = 1 (MEND_BENCH_E2E_GRID=1 cargo bench --bench benches -- e2e_grid)",
+        "BENCHMARKS.md end-to-end grid, d = 1 (MEND_BENCH_E2E_GRID=1 cargo bench --bench benches -- e2e_grid_only)",
     ),
     (
         "entry_list_us",
-        "same grid, d = 100 at N = 1M against N = 100k",
+        "same grid, d = 10 000 at N = 1M against N = 100k",
     ),
     (
         "node_us",
-        "BENCHMARKS.md \"Exchange\" timings (cargo bench --bench benches -- exchange/diff)",
+        "upper bound from exchange/diff in memory, N = 10k, d = 1 (cargo bench --bench benches -- exchange/diff)",
     ),
-    ("divergent_key_us", "same e2e grid, d = 10 000"),
+    ("divergent_key_us", "same grid, N = 100k, d = 10 000"),
     (
         "apply_key_us",
-        "BENCHMARKS.md \"Repair apply\" (cargo bench --bench benches -- repair_apply/)",
+        "BENCHMARKS.md repair apply (cargo bench --bench benches -- repair_apply/)",
     ),
     (
         "apply_bytes_per_s",
-        "BENCHMARKS.md \"End to end\" unthrottled repair (MEND_BENCH_REPAIR_REPORT=1 cargo bench --bench benches -- e2e_report_only)",
+        "BENCHMARKS.md end to end, unthrottled repair (MEND_BENCH_REPAIR_REPORT=1 cargo bench --bench benches -- e2e_report_only)",
     ),
     (
         "write_us",
-        "BENCHMARKS.md \"Store\", batched writes at 1M (cargo bench --bench benches -- store/)",
+        "BENCHMARKS.md store, batches of 1000 at 1M (cargo bench --bench benches -- store/write_batch1000)",
     ),
     (
         "plain_write_us",
         "same run, plain RocksDB with the same options",
     ),
-    ("rebuild_key_us", "same run, store/rebuild at 1M"),
+    (
+        "rebuild_key_us",
+        "BENCHMARKS.md scale, N = 10M (MEND_BENCH_SCALE=1 cargo bench --bench benches -- scale_only)",
+    ),
     (
         "leaf_row_bytes",
-        "stored leaf row: 7-byte key + 40-byte aggregate + SST framing (BENCHMARKS.md \"Scale\")",
+        "BENCHMARKS.md scale, disk overhead at 100k and 1M",
     ),
 ];
 

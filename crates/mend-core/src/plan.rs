@@ -63,7 +63,7 @@ pub struct Calibration {
     /// (request encode, dispatch, store read, reply), microseconds.
     pub round_trip_us: f64,
     /// Listing one entry of a differing bucket (scan, decode, keyed digest,
-    /// encode), microseconds; an exchange lists each about three times.
+    /// encode), microseconds; an exchange lists each twice, once per side.
     pub entry_list_us: f64,
     /// Comparing one node hash (both sides), microseconds.
     pub node_us: f64,
@@ -88,27 +88,31 @@ impl Calibration {
     /// Measured on the reference machine (2-core AMD EPYC, release
     /// profile); `BENCHMARKS.md` has each figure with its command.
     pub const REFERENCE: Calibration = Calibration {
-        // e2e grid, d = 1: 4 round trips in 1.9 ms at N = 100k
-        // (`MEND_BENCH_E2E_GRID=1 cargo bench --bench benches -- e2e_grid`).
-        round_trip_us: 450.0,
-        // e2e grid, d = 100 vs d = 1 at N = 1M: listed entries vs time.
-        entry_list_us: 2.0,
-        // exchange/diff in memory: nodes compared vs time at d = 10 000.
-        node_us: 0.05,
-        // e2e grid, d = 10 000: time per divergent key beyond listing.
-        divergent_key_us: 8.0,
-        // repair/apply: 1 KiB entries through Store::write_with_extra.
-        apply_key_us: 20.0,
-        // e2e repair, unthrottled: 21.7 MB/s of entry bytes.
+        // End-to-end grid, d = 1: 4 round trips (connect and handshake
+        // included) in 1.67 ms at N = 100k.
+        round_trip_us: 420.0,
+        // End-to-end grid, d = 10 000: 0.84 s at N = 1M against 0.16 s at
+        // 100k for 2 × 9 228 bucket listings of 16.3 vs 2.5 entries.
+        entry_list_us: 2.7,
+        // An upper bound: exchange/diff in memory, N = 10k, d = 1 compares
+        // 33 nodes and lists one bucket in 17.7 µs.
+        node_us: 0.1,
+        // End-to-end grid, N = 100k, d = 10 000: what is left of 159 ms
+        // after round trips and listings, per divergent key.
+        divergent_key_us: 3.2,
+        // repair_apply/mend: 1 KiB entries through Store::write_with_extra.
+        apply_key_us: 15.7,
+        // e2e repair, unthrottled, 1 KiB values.
         apply_bytes_per_s: 21.7e6,
-        // store/write_batched_1000 at N = 1M: 20.4 s per 1M keys.
+        // store/write_batch1000 at N = 1M, random 16-byte keys.
         write_us: 20.4,
-        // plain RocksDB, same options and rows: 5.24 s per 1M keys.
+        // plain RocksDB, same options and rows, same run.
         plain_write_us: 5.24,
-        // store/rebuild at 1M: 0.693 s (both cores free).
-        rebuild_key_us: 0.693,
-        // leaves CF: key 7 B + Agg 40 B + framing.
-        leaf_row_bytes: 56.0,
+        // Scale, N = 10M: `mend store rebuild` in 6.60 s.
+        rebuild_key_us: 0.66,
+        // Scale: disk overhead per key beyond the record header, times keys
+        // per bucket (44 B at 100k, 56 B at 1M).
+        leaf_row_bytes: 50.0,
     };
 }
 
@@ -233,9 +237,9 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
     }
     let rounds_per_range = 1 + probe_rounds + leaf_rounds as u64;
     let rounds = rounds_per_range * ranges as u64;
-    // The initiator lists each differing bucket for its query and again for
-    // the lacking entries; the responder once.
-    let listed = 3.0 * differing_buckets * local_entries;
+    // Each side lists each differing bucket once (the initiator keeps its
+    // listing for the reply's lacking entries).
+    let listed = 2.0 * differing_buckets * local_entries;
 
     let bytes_sent = sent * ranges;
     let bytes_received = received * ranges;

@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind,
+    MemtableFactory, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use mend_store::backend::{SpanVisit, Visit};
@@ -35,12 +35,22 @@ pub fn db_options() -> Options {
     o.set_max_background_jobs(2);
     o.set_bytes_per_sync(1 << 20);
     o.set_keep_log_file_num(4);
+    // Vector memtables (below) need single-threaded memtable inserts; each
+    // write is one batch from one writer anyway.
+    o.set_allow_concurrent_memtable_write(false);
     o
 }
 
-/// Options of one column family: LZ4, a bloom filter for point reads (the
+/// Options of column family `cf`: LZ4, a bloom filter for point reads (the
 /// apply rule reads before every write, mostly misses on fresh keys).
-pub fn cf_options(cache: &Cache) -> Options {
+///
+/// Per family, from the write-path profile (BENCHMARKS.md, "Store"):
+/// `data` gets a whole-key bloom filter in its memtable, so the apply
+/// rule's read of a fresh key skips the memtable's skip list; `leaves` and
+/// `meta`, rewritten by every write and read only when the store opens,
+/// get vector memtables (an append per write instead of a skip-list
+/// insert). Benchmarks give their plain-RocksDB baseline the same options.
+pub fn cf_options(cf: Cf, cache: &Cache) -> Options {
     let mut o = Options::default();
     let mut t = BlockBasedOptions::default();
     t.set_bloom_filter(10.0, false);
@@ -49,6 +59,14 @@ pub fn cf_options(cache: &Cache) -> Options {
     o.set_block_based_table_factory(&t);
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_write_buffer_size(DATA_WRITE_BUFFER_BYTES);
+    match cf {
+        Cf::Data => {
+            o.set_memtable_whole_key_filtering(true);
+            o.set_memtable_prefix_bloom_ratio(0.1);
+        }
+        Cf::Leaves | Cf::Meta => o.set_memtable_factory(MemtableFactory::Vector),
+        Cf::Tombstones | Cf::Journal => {}
+    }
     o
 }
 
@@ -121,7 +139,7 @@ impl RocksBackend {
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = Cf::ALL
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(&cache)));
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| map_err(path, e))?;
         Ok(RocksBackend {
             db,
