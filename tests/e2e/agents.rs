@@ -305,6 +305,114 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     }
 }
 
+/// Forwards connections from a local port to `target`; once `cut_after`
+/// bytes have come back from `target`, reports it on `crossed` (once) and
+/// closes the connection towards the client, as a dead peer's would.
+async fn byte_counting_proxy(
+    target: String,
+    cut_after: u64,
+    crossed: tokio::sync::oneshot::Sender<()>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let crossed = std::sync::Arc::new(std::sync::Mutex::new(Some(crossed)));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            });
+            let (crossed, seen) = (crossed.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = ur.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let total =
+                        seen.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst) + n as u64;
+                    if total >= cut_after {
+                        // What the initiator sees of a dead peer: the
+                        // stream stops mid-message and the connection ends.
+                        if let Some(tx) = crossed.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_exchange_gives_a_clear_error_and_both_stores_verify() {
+    // Proves a peer dying while it streams its leaf replies (the initiator
+    // is empty, so the peer lists all 20 000 entries, ~500 KB) yields one
+    // clear error line, exit 2, and leaves both stores consistent. A proxy
+    // counts the peer's bytes and the peer is SIGKILLed once 64 KiB came
+    // back: after the handshake, in the middle of the listing.
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
+    write(&b, base_data(20_000, now_ms() - 3_600_000)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let proxy = byte_counting_proxy(b.addr.clone(), 64 * 1024, tx).await;
+    let aa = a.addr.clone();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["diff", "--agent", &aa, "--peer", &proxy])
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    rx.await.expect("the peer streamed 64 KiB");
+    let bdir = b.dir.clone();
+    b.kill();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("mend: "), "{err}");
+    assert!(err.contains("connection lost"), "{err}");
+    // The initiator is still serving and answers the next request.
+    let mut c = a.replica().await;
+    let r = c
+        .get(pb::GetRequest {
+            key: b"key-000001".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.found, "a diff writes nothing");
+    let adir = a.dir.clone();
+    a.stop();
+    for dir in [adir, bdir] {
+        let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "verify {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&v.stdout)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
     // Proves bad input from the network yields a gRPC error status, no crash

@@ -43,7 +43,16 @@ pub async fn connect(addr: &str, timeout_ms: u64) -> Result<Peer, Status> {
 
 /// Wraps a peer's error with its address.
 pub fn peer_err(addr: &str, s: Status) -> Status {
-    Status::new(s.code(), format!("peer {addr}: {}", s.message()))
+    // Transport failures surface as Unknown/Unavailable statuses carrying
+    // hyper's wording; say what happened first. No gRPC status from a
+    // live peer starts with "h2 protocol error" or "transport error".
+    let m = s.message();
+    let lost = matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
+        && (m.starts_with("h2 protocol error") || m.starts_with("transport error"));
+    if lost {
+        return Status::unavailable(format!("peer {addr}: connection lost ({m})"));
+    }
+    Status::new(s.code(), format!("peer {addr}: {m}"))
 }
 
 /// Wire cost counters.
