@@ -21,6 +21,23 @@ use mend_store::Write;
 /// Bytes per value.
 const VALUE_BYTES: usize = 1024;
 
+/// The benches' runtime: two workers, like the agent on this machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Largest N of the diff benches (`MEND_BENCH_MAX_KEYS`, default 1M).
+fn max_keys() -> u64 {
+    std::env::var("MEND_BENCH_MAX_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
 fn keys() -> u64 {
     std::env::var("MEND_BENCH_REPAIR_KEYS")
         .ok()
@@ -108,11 +125,7 @@ fn one_repair(rt: &tokio::runtime::Runtime, n: u64, rate: u64) -> (Duration, u64
 
 /// Criterion group: unthrottled repair throughput.
 pub fn bench_repair(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let n = keys();
     let mut g = c.benchmark_group("repair");
     g.sample_size(10);
@@ -128,11 +141,7 @@ pub fn report(_: &mut Criterion) {
     if std::env::var("MEND_BENCH_REPAIR_REPORT").is_err() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let n = keys();
     let (t, streamed, entry, repaired) = one_repair(&rt, n, 0);
     let mbps = streamed as f64 / t.as_secs_f64() / 1e6;
@@ -223,15 +232,8 @@ async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, Runni
 
 /// Criterion group: a diff with its full diagnosis over gRPC.
 pub fn bench_diff(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let max = max_keys();
     let mut g = c.benchmark_group("e2e_diff");
     g.sample_size(10);
     for n in [100_000u64, 1_000_000] {
@@ -324,15 +326,8 @@ pub fn grid(_: &mut Criterion) {
     if std::env::var("MEND_BENCH_E2E_GRID").is_err() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let max: u64 = std::env::var("MEND_BENCH_MAX_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let max = max_keys();
     println!(
         "| N | d | median time | bytes sent | bytes received | rounds | leaves compared | model time | model bytes (sent + received) | model rounds | time model/measured | bytes model/measured |"
     );

@@ -225,6 +225,49 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     b.stop();
 }
 
+/// Starts `mend ARGS` against agents of this test's cluster, output piped.
+fn spawn_mend(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(args)
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` and checks it failed the CLI way: exit 2, one
+/// `mend: ...` line on stderr, which it returns.
+async fn one_line_failure(child: std::process::Child) -> String {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("mend: "), "{err}");
+    err
+}
+
+/// `mend store verify` passes on every directory.
+fn all_verify(dirs: &[std::path::PathBuf]) {
+    for dir in dirs {
+        let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "verify {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&v.stdout)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     // Proves a peer dying mid-repair yields one clear error line and leaves
@@ -247,21 +290,15 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     )
     .await;
     let (aa, ba) = (a.addr.clone(), b.addr.clone());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args([
-            "repair",
-            "--agent",
-            &aa,
-            "--peer",
-            &ba,
-            "--rate-keys",
-            "100",
-        ])
-        .env("MEND_CLUSTER_SECRET", SECRET)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_mend(&[
+        "repair",
+        "--agent",
+        &aa,
+        "--peer",
+        &ba,
+        "--rate-keys",
+        "100",
+    ]);
     // Wait until b has received some of the repair, then kill it.
     let mut c = b.replica().await;
     loop {
@@ -279,30 +316,10 @@ async fn a_peer_killed_mid_repair_gives_a_clear_error_and_both_stores_verify() {
     }
     let bdir = b.dir.clone();
     b.kill();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("mend: "), "{err}");
+    one_line_failure(child).await;
     let adir = a.dir.clone();
     a.stop();
-    for dir in [adir, bdir] {
-        let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
-        assert_eq!(
-            v.status.code(),
-            Some(0),
-            "verify {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&v.stdout)
-        );
-    }
+    all_verify(&[adir, bdir]);
 }
 
 /// Forwards connections from a local port to `target`; once `cut_after`
@@ -366,28 +383,11 @@ async fn a_peer_killed_mid_exchange_gives_a_clear_error_and_both_stores_verify()
     let (tx, rx) = tokio::sync::oneshot::channel();
     let proxy = byte_counting_proxy(b.addr.clone(), 64 * 1024, tx).await;
     let aa = a.addr.clone();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["diff", "--agent", &aa, "--peer", &proxy])
-        .env("MEND_CLUSTER_SECRET", SECRET)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_mend(&["diff", "--agent", &aa, "--peer", &proxy]);
     rx.await.expect("the peer streamed 64 KiB");
     let bdir = b.dir.clone();
     b.kill();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("mend: "), "{err}");
+    let err = one_line_failure(child).await;
     assert!(err.contains("connection lost"), "{err}");
     // The initiator is still serving and answers the next request.
     let mut c = a.replica().await;
@@ -401,16 +401,7 @@ async fn a_peer_killed_mid_exchange_gives_a_clear_error_and_both_stores_verify()
     assert!(!r.found, "a diff writes nothing");
     let adir = a.dir.clone();
     a.stop();
-    for dir in [adir, bdir] {
-        let v = mend(&["store", "verify", "--data-dir", dir.to_str().unwrap()]);
-        assert_eq!(
-            v.status.code(),
-            Some(0),
-            "verify {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&v.stdout)
-        );
-    }
+    all_verify(&[adir, bdir]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,25 +201,7 @@ impl<B: Backend> Store<B> {
                     bad = Some("short data key".to_string());
                     return false;
                 };
-                match Record::decode_meta(v) {
-                    Ok((meta, _)) => {
-                        let digest = meta.digest(&self.secret, key);
-                        let e = LeafEntry {
-                            key: key.to_vec(),
-                            meta,
-                            digest,
-                        };
-                        match out.last_mut() {
-                            Some((lb, es)) if *lb == bucket => es.push(e),
-                            _ => out.push((bucket, vec![e])),
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(format!("bucket {bucket}: {e}"));
-                        false
-                    }
-                }
+                self.push_listed(&mut out, &mut bad, bucket, key, v)
             },
         )?;
         if let Some(why) = bad {
@@ -258,32 +240,45 @@ impl<B: Backend> Store<B> {
         let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
         let mut bad = None;
         self.backend.scan_spans(Cf::Data, &spans, &mut |i, k, v| {
-            let bucket = buckets[i];
             let key = &k[keys::DATA_PREFIX.min(k.len())..];
-            match Record::decode_meta(v) {
-                Ok((meta, _)) => {
-                    let digest = meta.digest(&self.secret, key);
-                    let e = LeafEntry {
-                        key: key.to_vec(),
-                        meta,
-                        digest,
-                    };
-                    match out.last_mut() {
-                        Some((lb, es)) if *lb == bucket => es.push(e),
-                        _ => out.push((bucket, vec![e])),
-                    }
-                    true
-                }
-                Err(e) => {
-                    bad = Some(format!("bucket {bucket}: {e}"));
-                    false
-                }
-            }
+            self.push_listed(&mut out, &mut bad, buckets[i], key, v)
         })?;
         if let Some(why) = bad {
             return Err(corrupt(why));
         }
         Ok(out)
+    }
+
+    /// Decodes a data row of `bucket` into a [`LeafEntry`] and appends it to
+    /// its bucket's group in `out` (rows arrive in bucket order); on a
+    /// corrupt record notes why in `bad` and returns false (stop the scan).
+    fn push_listed(
+        &self,
+        out: &mut Vec<(u32, Vec<LeafEntry>)>,
+        bad: &mut Option<String>,
+        bucket: u32,
+        key: &[u8],
+        raw: &[u8],
+    ) -> bool {
+        match Record::decode_meta(raw) {
+            Ok((meta, _)) => {
+                let digest = meta.digest(&self.secret, key);
+                let e = LeafEntry {
+                    key: key.to_vec(),
+                    meta,
+                    digest,
+                };
+                match out.last_mut() {
+                    Some((lb, es)) if *lb == bucket => es.push(e),
+                    _ => out.push((bucket, vec![e])),
+                }
+                true
+            }
+            Err(e) => {
+                *bad = Some(format!("bucket {bucket}: {e}"));
+                false
+            }
+        }
     }
 
     /// Up to `n` entries of range `range` drawn uniformly at random (with
