@@ -264,10 +264,11 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
                     .expect("on_probe_replies")
             }
             Step::Leaves(lps) => {
+                // The agent sends all leaf probes of a step at once.
+                cost.rounds += 1;
                 let mut all = Vec::with_capacity(lps.len());
                 for lp in &lps {
                     let req = leaf_probe_to_pb(RANGE, lp);
-                    cost.rounds += 1;
                     cost.add(Kind::LeavesReq, pb_len(&req));
                     // The responder streams one message per reply.
                     let served =

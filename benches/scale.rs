@@ -6,8 +6,8 @@
 //! `MEND_BENCH_SCALE_ONLY=N` runs one N).
 //!
 //! Per N: one replica is loaded in process (13-byte keys, 100-byte values,
-//! explicit versions, batches of 5 000 through `Store::write`) and copied
-//! with a RocksDB checkpoint; 100 divergent keys are written to the copy;
+//! explicit versions, batches of 5 000 through `Store::write`), compacted
+//! and copied with a RocksDB checkpoint; 100 divergent keys are written to the copy;
 //! both are then served by real `mend agent` processes and diffed with
 //! `mend diff` (median of 5). Reported:
 //! * diff time (the agent's own elapsed time), bytes and rounds, d = 100;
@@ -170,7 +170,8 @@ fn dir_bytes(p: &Path) -> u64 {
 
 /// Opens a mend data directory (or a plain one with the same column
 /// families) with RocksDB directly and compacts every column family.
-fn compact(path: &Path) {
+/// With `copy_to`, then checkpoints the compacted database there.
+fn compact(path: &Path, copy_to: Option<&Path>) {
     let cache = Cache::new_lru_cache(mend_rocks::BLOCK_CACHE_BYTES);
     let cfs = Cf::ALL
         .iter()
@@ -180,6 +181,12 @@ fn compact(path: &Path) {
         let h = db.cf_handle(cf.name()).unwrap();
         db.flush_cf(&h).unwrap();
         db.compact_range_cf(&h, None::<&[u8]>, None::<&[u8]>);
+    }
+    if let Some(to) = copy_to {
+        rocksdb::checkpoint::Checkpoint::new(&db)
+            .unwrap()
+            .create_checkpoint(to)
+            .unwrap();
     }
 }
 
@@ -203,7 +210,8 @@ fn raw_scan(path: &Path) -> (Duration, u64) {
     (start.elapsed(), n)
 }
 
-/// Loads `n` keys into a fresh agent store at `dir/a`, checkpoints it to
+/// Loads `n` keys into a fresh agent store at `dir/a`, compacts it and
+/// checkpoints it to
 /// `dir/b`, and returns the load time.
 fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
     rt.block_on(async {
@@ -236,12 +244,10 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
             i += BATCH;
         }
         let took = start.elapsed();
-        let s = a.state.store.clone();
-        let b = dir.join("b");
-        tokio::task::spawn_blocking(move || s.backend().checkpoint(&b).unwrap())
-            .await
-            .unwrap();
         a.stop().await.unwrap();
+        // Both replicas start from a compacted copy, as a store in steady
+        // state would be: no compaction backlog competes with the diffs.
+        compact(&dir.join("a"), Some(&dir.join("b")));
         took
     })
 }
@@ -288,7 +294,7 @@ fn plain_bytes(dir: &Path, n: u64) -> (u64, Duration) {
         }
     }
     let took = start.elapsed();
-    compact(&path);
+    compact(&path, None);
     let bytes = dir_bytes(&path);
     std::fs::remove_dir_all(&path).unwrap();
     (bytes, took)
@@ -339,7 +345,7 @@ pub fn scale(_: &mut Criterion) {
         let (rss, hwm) = a.rss();
         a.stop();
         b.stop();
-        compact(&dir.join("a"));
+        compact(&dir.join("a"), None);
         let mend_disk = dir_bytes(&dir.join("a"));
         let (plain_disk, plain_t) = plain_bytes(dir, n);
         eprintln!("scale: N = {n} plain RocksDB loaded in {plain_t:?}");

@@ -57,6 +57,9 @@ fn check(a: &AgentProc, b: &AgentProc, divergent: u64) {
     assert_eq!(code, 0, "{rep}");
     assert_eq!(num(&rep, "keys_repaired") as u64, divergent);
     let p = plan(divergent);
+    // Handshake, two probe steps (depth 4), and one leaf step however many
+    // leaf probes it takes (they go out at once).
+    assert_eq!(num(&diff, "rounds"), 4.0, "{divergent} divergent keys");
     within_2x("rounds", num(&p, "rounds"), num(&diff, "rounds"));
     within_2x(
         "bytes sent",
@@ -103,6 +106,10 @@ async fn the_plan_is_within_2x_of_measured_runs() {
     check(&a, &b, 100);
     write(&b, inject(2000, 1000)).await;
     check(&a, &b, 2000);
+    // d = 6000: ~5 500 differing buckets, more than one leaf probe holds
+    // (LEAF_QUERIES_MAX = 4096).
+    write(&b, inject(6000, 10_000)).await;
+    check(&a, &b, 6000);
 
     // Tree memory: the store reports it once the agent has stopped.
     let p = plan(100);

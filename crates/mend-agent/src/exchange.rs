@@ -267,21 +267,32 @@ async fn descend(
                 .map_err(from_join)??;
             }
             Step::Leaves(lps) => {
-                let mut all = Vec::with_capacity(lps.len());
-                for lp in &lps {
+                // All leaf probes of the step go out at once (one round
+                // trip), each on its own HTTP/2 stream of the connection.
+                cost.rounds += 1;
+                let calls = lps.iter().map(|lp| {
+                    let mut peer = peer.clone();
                     let req = leaf_probe_to_pb(name, lp);
-                    cost.rounds += 1;
-                    cost.bytes_sent += wire(&req);
-                    let mut stream = peer
-                        .leaves(req)
-                        .await
-                        .map_err(|s| peer_err(addr, s))?
-                        .into_inner();
-                    let mut replies = Vec::new();
-                    while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
-                        cost.bytes_received += wire(&m);
-                        replies.push(leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?);
+                    async move {
+                        let sent = wire(&req);
+                        let mut received = 0;
+                        let mut stream = peer
+                            .leaves(req)
+                            .await
+                            .map_err(|s| peer_err(addr, s))?
+                            .into_inner();
+                        let mut replies = Vec::new();
+                        while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
+                            received += wire(&m);
+                            replies.push(leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?);
+                        }
+                        Ok::<_, Status>((sent, received, replies))
                     }
+                });
+                let mut all = Vec::with_capacity(lps.len());
+                for (sent, received, replies) in futures::future::try_join_all(calls).await? {
+                    cost.bytes_sent += sent;
+                    cost.bytes_received += received;
                     all.push(replies);
                 }
                 let store = state.store.clone();
