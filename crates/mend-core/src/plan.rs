@@ -111,9 +111,9 @@ impl Calibration {
         write_us: 9.56,
         // plain RocksDB, same options and rows, same run: 3.75 s.
         plain_write_us: 3.75,
-        // Scale, N = 10M: `mend store rebuild` in 6.60 s (store/rebuild
+        // Scale, N = 10M: `mend store rebuild` in 5.90 s (store/rebuild
         // at 1M: 0.51 s).
-        rebuild_key_us: 0.66,
+        rebuild_key_us: 0.59,
         // Scale: disk overhead per key beyond the record header, times keys
         // per bucket (44 B at 100k, 56 B at 1M).
         leaf_row_bytes: 50.0,
