@@ -240,8 +240,12 @@ impl<B: Backend> Store<B> {
         let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
         let mut bad = None;
         self.backend.scan_spans(Cf::Data, &spans, &mut |i, k, v| {
-            let key = &k[keys::DATA_PREFIX.min(k.len())..];
-            self.push_listed(&mut out, &mut bad, buckets[i], key, v)
+            let Some((_, bucket, key)) = keys::split_data_key(k) else {
+                bad = Some("short data key".to_string());
+                return false;
+            };
+            debug_assert_eq!(bucket, buckets[i], "a span holds its bucket's rows only");
+            self.push_listed(&mut out, &mut bad, bucket, key, v)
         })?;
         if let Some(why) = bad {
             return Err(corrupt(why));
