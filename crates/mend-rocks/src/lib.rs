@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind,
-    MemtableFactory, Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator,
+    ErrorKind, MemtableFactory, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use mend_store::backend::{SpanVisit, Visit};
@@ -161,6 +161,32 @@ impl RocksBackend {
             .map_err(|e| map_err(&self.path, e))
     }
 
+    /// Seeks `it` to `start` and visits rows until `end` (exclusive; `None`:
+    /// the iterator's own bound). Returns true when `visit` asked to stop.
+    fn visit_from(
+        &self,
+        it: &mut DBRawIterator<'_>,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<bool, StoreError> {
+        it.seek(start);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if end.is_some_and(|e| k >= e) {
+                break;
+            }
+            if !visit(k, v) {
+                return Ok(true);
+            }
+            it.next();
+        }
+        it.status().map_err(|e| map_err(&self.path, e))?;
+        Ok(false)
+    }
+
     /// Flushes memtables to SST files.
     pub fn flush(&self) -> Result<(), StoreError> {
         for cf in Cf::ALL {
@@ -222,17 +248,8 @@ impl Backend for RocksBackend {
             ro.set_iterate_upper_bound(e.to_vec());
         }
         let mut it = self.db.raw_iterator_cf_opt(self.handle(cf)?, ro);
-        it.seek(start);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !visit(k, v) {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status().map_err(|e| map_err(&self.path, e))
+        self.visit_from(&mut it, start, None, visit)?;
+        Ok(())
     }
 
     fn scan_spans(
@@ -250,20 +267,9 @@ impl Backend for RocksBackend {
         ro.set_iterate_upper_bound(last_end.clone());
         let mut it = self.db.raw_iterator_cf_opt(self.handle(cf)?, ro);
         for (i, (start, end)) in spans.iter().enumerate() {
-            it.seek(start);
-            while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                if k >= end.as_slice() {
-                    break;
-                }
-                if !visit(i, k, v) {
-                    return Ok(());
-                }
-                it.next();
+            if self.visit_from(&mut it, start, Some(end), &mut |k, v| visit(i, k, v))? {
+                break;
             }
-            it.status().map_err(|e| map_err(&self.path, e))?;
         }
         Ok(())
     }
