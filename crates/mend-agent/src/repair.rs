@@ -269,9 +269,11 @@ pub async fn repair(
             let keys = chunk.to_vec();
             let recs = state
                 .blocking(move |s| {
-                    keys.iter()
-                        .map(|k| s.get(k).map(|r| (k.clone(), r)))
-                        .collect::<Result<Vec<_>, _>>()
+                    Ok(keys
+                        .iter()
+                        .cloned()
+                        .zip(s.get_many(&keys)?)
+                        .collect::<Vec<_>>())
                 })
                 .await?;
             let mut msg = pb::PushRequest {
@@ -454,9 +456,11 @@ async fn shadow_run(
         let keys = to_peer.clone();
         let recs = state
             .blocking(move |s| {
-                keys.iter()
-                    .map(|k| s.get(k).map(|r| (k.clone(), r)))
-                    .collect::<Result<Vec<_>, _>>()
+                Ok(keys
+                    .iter()
+                    .cloned()
+                    .zip(s.get_many(&keys)?)
+                    .collect::<Vec<_>>())
             })
             .await?;
         let entries: Vec<pb::Entry> = recs

@@ -111,6 +111,11 @@ fn batch_reads_current_entries<H: Harness>(h: &mut H) {
     let got = be.multi_get(Cf::Data, &[&ka, &kz, &ka]).unwrap();
     assert_eq!(got.len(), 3);
     assert!(got[0].is_some() && got[1].is_none() && got[0] == got[2]);
+    let keys = [b"c".to_vec(), b"zz".to_vec(), b"a".to_vec()];
+    let many = s.get_many(&keys).unwrap();
+    let one: Vec<_> = keys.iter().map(|k| s.get(k).unwrap()).collect();
+    assert_eq!(many, one);
+    assert!(many[0].is_some() && many[1].is_none());
     assert!(s.verify().unwrap().ok());
 }
 

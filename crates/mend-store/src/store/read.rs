@@ -73,6 +73,24 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    /// The current records of `keys`, in order, read with one batched
+    /// backend read.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StoreError> {
+        let dkeys = keys
+            .iter()
+            .map(|k| self.locate(k).map(|(_, _, d)| d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[u8]> = dkeys.iter().map(Vec::as_slice).collect();
+        self.backend
+            .multi_get(Cf::Data, &refs)?
+            .into_iter()
+            .map(|raw| {
+                raw.map(|r| Record::decode(&r).map_err(|e| corrupt(e.to_string())))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// The shape of range `range`.
     pub fn shape(&self, range: u16) -> Result<TreeShape, StoreError> {
         self.ranges
