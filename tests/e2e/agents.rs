@@ -527,42 +527,23 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
             .await
             .is_ok()
     );
-    let bad_probe = pb::ProbeRequest {
-        range: "default".into(),
-        probes: vec![pb::Probe {
-            level: 9,
-            parents: vec![0],
-            hashes: vec![0; 16],
-        }],
-    };
-    assert_eq!(
-        p.probe(bad_probe).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
-    let bad_parent = pb::ProbeRequest {
-        range: "default".into(),
-        probes: vec![pb::Probe {
-            level: 1,
-            parents: vec![7],
-            hashes: vec![0; 16],
-        }],
-    };
-    assert_eq!(
-        p.probe(bad_parent).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
-    let short = pb::ProbeRequest {
-        range: "default".into(),
-        probes: vec![pb::Probe {
-            level: 2,
-            parents: vec![1],
-            hashes: vec![0; 3],
-        }],
-    };
-    assert_eq!(
-        p.probe(short).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    // (level, parents, hash count): a level below the tree, a parent
+    // outside level 0, and too few hashes for one parent.
+    for (level, parents, hashes) in [(9, vec![0], 16), (1, vec![7], 16), (2, vec![1], 3)] {
+        let bad = pb::ProbeRequest {
+            range: "default".into(),
+            probes: vec![pb::Probe {
+                level,
+                parents: parents.clone(),
+                hashes: vec![0; hashes],
+            }],
+        };
+        assert_eq!(
+            p.probe(bad).await.unwrap_err().code(),
+            Code::InvalidArgument,
+            "level {level} parents {parents:?} hashes {hashes}"
+        );
+    }
     let bad_leaves = pb::LeavesRequest {
         range: "default".into(),
         queries: vec![pb::BucketQuery {
