@@ -45,13 +45,38 @@ fn keys() -> u64 {
         .unwrap_or(50_000)
 }
 
+/// The benches' development CA (`mend cert` layout), made once.
+fn certs() -> &'static std::path::Path {
+    static CERTS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let d = tempfile::tempdir().unwrap();
+            let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+            mend_tls::dev::make(d.path(), &names, &[], 2).unwrap();
+            d
+        })
+        .path()
+}
+
+/// An in-process agent over mutual TLS (the default deployment).
 async fn agent(dir: &std::path::Path, name: &str) -> RunningAgent {
-    let cfg = AgentConfig {
+    agent_on(dir, name, true).await
+}
+
+/// An in-process agent, over mutual TLS or (`tls` false) plaintext.
+async fn agent_on(dir: &std::path::Path, name: &str, tls: bool) -> RunningAgent {
+    let mut cfg = AgentConfig {
         node_id: name.into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join(name),
         ..AgentConfig::default()
     };
+    if tls {
+        cfg.tls.dir = Some(certs().join(name));
+        cfg.roles.peer = vec!["*".into()];
+    } else {
+        cfg.insecure_plaintext = true;
+    }
     mend_agent::start(cfg, Secret::development()).await.unwrap()
 }
 
@@ -170,8 +195,18 @@ pub fn report(_: &mut Criterion) {
 /// Two agents sharing `n` keys (100-byte values) of which `d` differ: d/2
 /// updated at `a`, d/2 missing at `b`.
 async fn diverged(dir: &std::path::Path, n: u64, d: u64) -> (RunningAgent, RunningAgent) {
-    let a = agent(dir, "a").await;
-    let b = agent(dir, "b").await;
+    diverged_on(dir, n, d, true).await
+}
+
+/// [`diverged`], over TLS or plaintext.
+async fn diverged_on(
+    dir: &std::path::Path,
+    n: u64,
+    d: u64,
+    tls: bool,
+) -> (RunningAgent, RunningAgent) {
+    let a = agent_on(dir, "a", tls).await;
+    let b = agent_on(dir, "b", tls).await;
     let origin = NodeId::new("loader").unwrap();
     for side in [&a, &b] {
         let mut i = 0;
@@ -389,4 +424,97 @@ pub fn grid(_: &mut Criterion) {
     }
 }
 
-criterion::criterion_group!(benches, bench_diff, bench_repair, report, grid);
+/// A TCP proxy to `target` that counts the bytes crossing it both ways
+/// (TLS records, HTTP/2 frames and all). Returns its address and the count.
+async fn counting_proxy(
+    target: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = l.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(mut up) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = down.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                    c.fetch_add(a + b, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Prints the mTLS-vs-plaintext figures of BENCHMARKS.md (run with
+/// `MEND_BENCH_TLS=1`): the same diff (N keys, d = 100) between two agents
+/// over mutual TLS and over plaintext, interleaved, 15 runs each: median
+/// time and the bytes on the wire (counted by a TCP proxy: TLS records,
+/// HTTP/2 framing and the TLS handshake of each diff's connection included).
+pub fn tls(_: &mut Criterion) {
+    if std::env::var("MEND_BENCH_TLS").is_err() {
+        return;
+    }
+    use std::sync::atomic::Ordering;
+    let rt = runtime();
+    let n = max_keys();
+    let dt = tempfile::tempdir().unwrap();
+    let dp = tempfile::tempdir().unwrap();
+    let (ta, tb) = rt.block_on(diverged_on(dt.path(), n, 100, true));
+    let (pa, pb) = rt.block_on(diverged_on(dp.path(), n, 100, false));
+    let (tproxy, tcount) = rt.block_on(counting_proxy(tb.addr));
+    let (pproxy, pcount) = rt.block_on(counting_proxy(pb.addr));
+    let (mut tt, mut pt) = (Vec::new(), Vec::new());
+    let (mut tbytes, mut pbytes) = (0, 0);
+    for _ in 0..15 {
+        for (a, peer, count, times, bytes) in [
+            (&ta, &tproxy, &tcount, &mut tt, &mut tbytes),
+            (&pa, &pproxy, &pcount, &mut pt, &mut pbytes),
+        ] {
+            let before = count.load(Ordering::Relaxed);
+            let start = Instant::now();
+            let o = rt.block_on(async {
+                let o = mend_agent::exchange::diff(&a.state, peer, None)
+                    .await
+                    .unwrap();
+                // Connections are per diff: wait until the proxy saw it close.
+                o
+            });
+            times.push(start.elapsed());
+            assert_eq!(o.keys.len(), 100);
+            let t = Instant::now();
+            while count.load(Ordering::Relaxed) == before && t.elapsed() < Duration::from_secs(5) {
+                std::thread::yield_now();
+            }
+            *bytes = count.load(Ordering::Relaxed) - before;
+        }
+    }
+    tt.sort();
+    pt.sort();
+    let (t, p) = (tt[tt.len() / 2], pt[pt.len() / 2]);
+    println!("| transport, N = {n}, d = 100 | median time | bytes on the wire (one diff) |");
+    println!("|---|---|---|");
+    println!(
+        "| mutual TLS | {:.2} ms | {tbytes} |",
+        t.as_secs_f64() * 1e3
+    );
+    println!("| plaintext | {:.2} ms | {pbytes} |", p.as_secs_f64() * 1e3);
+    println!(
+        "| ratio TLS / plaintext | {:.3} | {:.3} |",
+        t.as_secs_f64() / p.as_secs_f64(),
+        tbytes as f64 / pbytes as f64
+    );
+    rt.block_on(async {
+        for a in [ta, tb, pa, pb] {
+            a.stop().await.unwrap();
+        }
+    });
+}
+
+criterion::criterion_group!(benches, bench_diff, bench_repair, report, grid, tls);

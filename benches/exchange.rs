@@ -201,16 +201,25 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
 
     // Handshake, built as `mend_agent::exchange::diff` and the peer service
     // build it.
+    // Protocol 3: a challenge round trip, then the handshake with both
+    // proofs (counted under the handshake kinds).
+    let creq = pb::ChallengeRequest {};
+    let cresp = pb::ChallengeResponse {
+        protocol_version: PROTOCOL_VERSION,
+        challenge: vec![0; 16],
+    };
+    cost.rounds += 1;
+    cost.add(Kind::HandshakeReq, pb_len(&creq));
+    cost.add(Kind::HandshakeResp, pb_len(&cresp));
+    let spec = mend_core::RangeSpec::whole(RANGE, shape);
     let hs = pb::HandshakeRequest {
         protocol_version: PROTOCOL_VERSION,
         node_id: local.node_id().to_string(),
-        secret_fingerprint: local.secret().fingerprint().to_vec(),
-        ranges: vec![pb::RangeShape {
-            name: RANGE.to_string(),
-            fanout: shape.fanout,
-            depth: shape.depth,
-        }],
+        ranges: vec![mend_rpc::convert::range_shape_to_pb(&spec)],
         only_shared: true,
+        challenge: vec![0; 16],
+        nonce: vec![0; 16],
+        proof: vec![0; 32],
     };
     cost.rounds += 1;
     cost.add(Kind::HandshakeReq, pb_len(&hs));
@@ -224,6 +233,7 @@ pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, Wir
             entries: peer_root.count,
         }],
         now_ms: peer.now_ms(),
+        proof: vec![0; 32],
     };
     cost.add(Kind::HandshakeResp, pb_len(&resp));
 

@@ -68,6 +68,22 @@ fn shape() -> TreeShape {
     TreeShape::new(fanout, 4).unwrap()
 }
 
+/// The scale benches' development CA: one set per node, and `operator`
+/// (also named `replica`) for the CLI and the loader (`mend cert` layout).
+fn certs() -> &'static Path {
+    static CERTS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let d = tempfile::tempdir().unwrap();
+            let names: Vec<String> = ["node-a", "node-b"].iter().map(|s| s.to_string()).collect();
+            mend_tls::dev::make(d.path(), &names, &[], 2).unwrap();
+            // The CLI's and the loader's client: roles operator and replica.
+            mend_tls::dev::make(d.path(), &["operator".into()], &["replica".into()], 2).unwrap();
+            d
+        })
+        .path()
+}
+
 impl Agent {
     fn start(node: &str, dir: &Path) -> Agent {
         use std::io::BufRead;
@@ -83,6 +99,14 @@ impl Agent {
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
             .args(["agent", "--node-id", node, "--listen", "127.0.0.1:0"])
+            .args([
+                "--allow",
+                "peer=node-*",
+                "--allow-peer-address",
+                "127.0.0.1:*",
+            ])
+            .arg("--tls-dir")
+            .arg(certs().join(node))
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -143,6 +167,7 @@ fn mend_json(args: &[&str]) -> serde_json::Value {
         .args(args)
         .arg("--json")
         .env_remove("MEND_CLUSTER_SECRET")
+        .env("MEND_TLS_DIR", certs().join("operator"))
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -220,6 +245,7 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("a"),
             ranges: vec![RangeSpec::whole("default", shape())],
+            insecure_plaintext: true,
             ..AgentConfig::default()
         };
         let a = mend_agent::start(cfg, Secret::development()).await.unwrap();
@@ -255,9 +281,18 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
 /// Writes `D` newer versions of existing keys to the agent at `addr`.
 fn diverge(rt: &tokio::runtime::Runtime, addr: &str, n: u64) {
     rt.block_on(async {
-        let mut c = pb::replica_client::ReplicaClient::connect(format!("http://{addr}"))
-            .await
+        let m = mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&certs().join("operator")))
             .unwrap();
+        let ch = mend_tls::client::endpoint(
+            addr,
+            None,
+            &mend_tls::client::ClientTls::Tls(std::sync::Arc::new(m)),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+        let mut c = pb::replica_client::ReplicaClient::new(ch);
         let writes = (0..D)
             .map(|j| pb::BatchWrite {
                 key: key(j * (n / D)),

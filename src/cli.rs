@@ -11,6 +11,33 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// TLS settings: the agent's own set for `mend agent`, the client's for
+    /// every command that talks to an agent.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS flags, accepted by every subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Directory with tls.crt, tls.key and ca.crt (cert-manager's layout; `mend cert` makes one per name).
+    #[arg(long, global = true, env = "MEND_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Certificate chain (PEM), overriding DIR/tls.crt.
+    #[arg(long, global = true, env = "MEND_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM), overriding DIR/tls.key.
+    #[arg(long, global = true, env = "MEND_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM), overriding DIR/ca.crt.
+    #[arg(long, global = true, env = "MEND_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the agent's certificate must carry (default: the host of --agent).
+    #[arg(long, global = true, env = "MEND_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// No TLS: serve (agent) or dial (client) plaintext. Loopback only; no identities, every role granted.
+    #[arg(long, global = true, env = "MEND_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 /// Subcommands.
@@ -23,6 +50,8 @@ pub enum Command {
     Store(StoreCommand),
     /// Run the sidecar agent.
     Agent(AgentArgs),
+    /// Make a development CA and certificates (no openssl needed).
+    Cert(CertArgs),
     /// Write a value through an agent.
     Put(PutArgs),
     /// Delete a key through an agent (writes a tombstone).
@@ -128,6 +157,37 @@ pub struct AgentArgs {
     /// File holding the cluster secret (else MEND_CLUSTER_SECRET, else the development secret).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// Grant a role to an identity pattern, as ROLE=PATTERN (ROLE: replica, peer or operator;
+    /// PATTERN: a certificate name, `*` wildcards allowed); repeatable.
+    #[arg(long = "allow", value_name = "ROLE=PATTERN")]
+    pub allow: Vec<String>,
+    /// An address pattern (host:port, `*` wildcards) that diff, repair and sample
+    /// requests may target besides the configured peers; repeatable.
+    #[arg(long = "allow-peer-address", value_name = "PATTERN")]
+    pub allow_peer_address: Vec<String>,
+}
+
+/// Flags of `mend cert`.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Directory of the CA (created with ca.crt and ca.key if missing); each
+    /// name gets DIR/NAME/{tls.crt,tls.key,ca.crt}.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A certificate to issue, named by its identity (a node id, `operator`,
+    /// `replica`, ...); repeatable. Default: operator and replica.
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+    /// Extra subject alternative names for every certificate issued: DNS
+    /// names, IP addresses, or `uri:` URIs (e.g. uri:spiffe://prod/mend); repeatable.
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+    /// Validity of the certificates, in days (1..=3650).
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Explicit version flags for replicated writes.

@@ -3,6 +3,23 @@
 //! problem" such as divergence or a failed verify, 2 error with one line on
 //! stderr).
 
+/// `println!` for this binary: a closed stdout (`mend ... | head`) ends
+/// the process quietly, as SIGPIPE would, instead of panicking. SIGPIPE
+/// itself stays ignored (Rust's default): sockets written with `writev`
+/// (TLS records) have no MSG_NOSIGNAL, and a peer closing its end must be
+/// an error to report, not the death of the process.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod cli;
 mod cmd;
 mod output;
@@ -13,25 +30,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = cli::Cli::parse();
+    mend_tls::install_default_provider();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mend: {}", output::one_line(&e));
             ExitCode::from(2)
         }
-    }
-}
-
-/// Restores the default SIGPIPE action (Rust ignores it), so `mend ... |
-/// head` ends quietly like other command-line tools instead of panicking in
-/// `println!` on a closed pipe.
-#[allow(unsafe_code)]
-fn restore_sigpipe() {
-    // SAFETY: called first thing in main, before any thread exists; setting a
-    // signal disposition to its default has no other precondition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use mend_agent::config::{AgentConfig, PeerConfig};
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, TlsArgs};
 
-fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
+fn build_config(a: &AgentArgs, tls: &TlsArgs) -> anyhow::Result<AgentConfig> {
     let mut c = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -46,12 +46,36 @@ fn build_config(a: &AgentArgs) -> anyhow::Result<AgentConfig> {
             budget: None,
         });
     }
+    if let Some(p) = super::tls_paths(tls) {
+        c.tls.dir = None;
+        c.tls.cert_file = Some(p.cert_file);
+        c.tls.key_file = Some(p.key_file);
+        c.tls.ca_file = Some(p.ca_file);
+    }
+    if tls.insecure_plaintext {
+        c.insecure_plaintext = true;
+    }
+    for g in &a.allow {
+        let (role, pat) = g
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--allow {g:?}: expected ROLE=PATTERN"))?;
+        let list = match role {
+            "replica" => &mut c.roles.replica,
+            "peer" => &mut c.roles.peer,
+            "operator" => &mut c.roles.operator,
+            _ => anyhow::bail!("--allow {g:?}: ROLE must be replica, peer or operator"),
+        };
+        list.push(pat.to_string());
+    }
+    c.roles
+        .peer_addresses
+        .extend(a.allow_peer_address.iter().cloned());
     c.validate()?;
     Ok(c)
 }
 
 /// Runs the agent until a signal.
-pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -59,7 +83,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = build_config(&a)?;
+    let config = build_config(&a, tls)?;
     let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
     let rt = super::runtime()?;
     rt.block_on(async move {
@@ -72,8 +96,15 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             .map(|h| h.to_string())
             .unwrap_or_else(|| "off".into());
         println!(
-            "mend agent {} listening on grpc={} http={}",
-            config.node_id, agent.addr, http
+            "mend agent {} listening on grpc={} http={} tls={}",
+            config.node_id,
+            agent.addr,
+            http,
+            if agent.state.tls.is_some() {
+                "on"
+            } else {
+                "off"
+            }
         );
         std::io::stdout().flush()?;
         tokio::select! {

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use mend_rpc::pb;
 use mend_rpc::pb::operator_client::OperatorClient;
@@ -12,24 +11,20 @@ use mend_rpc::pb::replica_client::ReplicaClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::{runtime, status_err, uri};
+use super::{runtime, status_err};
 use crate::cli::{DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs};
 use crate::output::print_json;
 
 /// Connects to an agent's Replica service.
 pub async fn replica(addr: &str) -> anyhow::Result<ReplicaClient<Channel>> {
-    let c = ReplicaClient::connect(uri(addr))
-        .await
-        .with_context(|| format!("cannot reach agent at {addr}"))?;
+    let c = ReplicaClient::new(super::channel(addr).await?);
     Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
         .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 
 /// Connects to an agent's Operator service.
 pub async fn operator(addr: &str) -> anyhow::Result<OperatorClient<Channel>> {
-    let c = OperatorClient::connect(uri(addr))
-        .await
-        .with_context(|| format!("cannot reach agent at {addr}"))?;
+    let c = OperatorClient::new(super::channel(addr).await?);
     Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 

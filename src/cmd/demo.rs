@@ -1,7 +1,8 @@
-//! `mend demo`: three agents on loopback with temporary data directories,
-//! a loaded data set, injected divergence of every category, the diff
-//! report, a repair, and the converged result. No setup, no config; cleans
-//! up after itself.
+//! `mend demo`: three agents on loopback with temporary data directories
+//! and mutual TLS (a development CA made on the spot), a loaded data set,
+//! injected divergence of every category, one call refused for lack of a
+//! role, the diff report, a repair, and the converged result. No setup, no
+//! config; cleans up after itself.
 
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -50,6 +51,30 @@ fn del(key: &str, version: Option<pb::Version>) -> pb::BatchWrite {
     }
 }
 
+/// Calls the Operator service with the `replica` certificate, which lacks
+/// the operator role, and returns the refusal as shown to a user.
+async fn refused_call(certs: &std::path::Path, addr: &str) -> anyhow::Result<String> {
+    let m = mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&certs.join("replica")))?;
+    let ep = mend_tls::client::endpoint(
+        addr,
+        None,
+        &mend_tls::client::ClientTls::Tls(std::sync::Arc::new(m)),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let mut c = pb::operator_client::OperatorClient::new(ep.connect().await?);
+    match c.status(pb::StatusRequest {}).await {
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            Ok(format!("{:?}: {}", s.code(), s.message()))
+        }
+        Err(s) => anyhow::bail!(
+            "expected PERMISSION_DENIED, got {:?}: {}",
+            s.code(),
+            s.message()
+        ),
+        Ok(_) => anyhow::bail!("the Operator service answered a caller without the operator role"),
+    }
+}
+
 /// Runs the demo.
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -59,19 +84,43 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("{m}");
         }
     };
+    // A development CA, a certificate per node, one for this demo's client
+    // (roles operator and replica) and one for a writer (replica only).
+    let certs = tmp.path().join("certs");
+    mend_tls::dev::make(
+        &certs,
+        &[
+            "node-a".into(),
+            "node-b".into(),
+            "node-c".into(),
+            "replica".into(),
+        ],
+        &[],
+        1,
+    )?;
+    mend_tls::dev::make(&certs, &["operator".into()], &["replica".into()], 1)?;
+    let client = mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&certs.join("operator")))?;
+    super::set_client_tls(mend_tls::client::ClientTls::Tls(std::sync::Arc::new(
+        client,
+    )));
     runtime()?.block_on(async {
         let mut agents = Vec::new();
         for name in ["node-a", "node-b", "node-c"] {
-            let cfg = AgentConfig {
+            let mut cfg = AgentConfig {
                 node_id: name.into(),
                 listen: "127.0.0.1:0".parse()?,
                 data_dir: tmp.path().join(name),
                 ..AgentConfig::default()
             };
+            cfg.tls.dir = Some(certs.join(name));
+            cfg.roles.peer = vec!["node-*".into()];
+            cfg.roles.peer_addresses = vec!["127.0.0.1:*".into()];
             agents.push(mend_agent::start(cfg, Secret::development()).await?);
         }
         let addr: Vec<String> = agents.iter().map(|a| a.addr.to_string()).collect();
-        say(&format!("started node-a {}, node-b {}, node-c {} (data in {})", addr[0], addr[1], addr[2], tmp.path().display()));
+        say(&format!("started node-a {}, node-b {}, node-c {} with mutual TLS (CA and certificates in {}; data in {})", addr[0], addr[1], addr[2], certs.display(), tmp.path().display()));
+        let refused = refused_call(&certs, &addr[0]).await?;
+        say(&format!("a writer's certificate (role replica) asking node-a for its status is refused: {refused}"));
 
         // The same versioned data set on every replica, as replication would leave it.
         let base = now_ms() - 600_000;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod agent;
+mod cert;
 mod client;
 mod demo;
 mod diff;
@@ -12,14 +13,27 @@ mod store;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use mend_tls::client::ClientTls;
+
+use crate::cli::{Cli, Command, TlsArgs};
+
+/// The TLS flags of this run, set once by [`run`].
+static TLS_ARGS: OnceLock<TlsArgs> = OnceLock::new();
+
+/// The client side's TLS, loaded once on first use.
+static CLIENT_TLS: OnceLock<ClientTls> = OnceLock::new();
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = TLS_ARGS.set(cli.tls.clone());
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Store(c) => store::run(c),
-        Command::Agent(a) => agent::run(a),
+        Command::Agent(a) => agent::run(a, &cli.tls),
+        Command::Cert(a) => cert::run(a),
         Command::Put(a) => client::put(a),
         Command::Delete(a) => client::delete(a),
         Command::Get(a) => client::get(a),
@@ -43,13 +57,58 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Normalises an agent address to a URI.
-pub fn uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+/// The TLS paths the flags name: a directory, overridden file by file.
+pub fn tls_paths(t: &TlsArgs) -> Option<mend_tls::TlsPaths> {
+    let base = t.tls_dir.as_deref().map(mend_tls::TlsPaths::in_dir);
+    let pick =
+        |f: &Option<std::path::PathBuf>, d: Option<&std::path::PathBuf>| f.clone().or(d.cloned());
+    Some(mend_tls::TlsPaths {
+        cert_file: pick(&t.tls_cert, base.as_ref().map(|b| &b.cert_file))?,
+        key_file: pick(&t.tls_key, base.as_ref().map(|b| &b.key_file))?,
+        ca_file: pick(&t.tls_ca, base.as_ref().map(|b| &b.ca_file))?,
+    })
+}
+
+/// Replaces the client TLS of this process (the demo dials with the
+/// certificates it made).
+pub fn set_client_tls(t: ClientTls) {
+    let _ = CLIENT_TLS.set(t);
+}
+
+/// How this CLI dials agents: mutual TLS with the flags' set, or
+/// plaintext when asked for.
+pub fn client_tls() -> anyhow::Result<ClientTls> {
+    if let Some(t) = CLIENT_TLS.get() {
+        return Ok(t.clone());
     }
+    let args = TLS_ARGS.get().cloned().unwrap_or_default();
+    let t = if args.insecure_plaintext {
+        ClientTls::Plaintext
+    } else {
+        let paths = tls_paths(&args).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no client certificate: give --tls-dir DIR (or MEND_TLS_DIR; `mend cert` makes one), \
+                 or --insecure-plaintext for an agent started with it"
+            )
+        })?;
+        let m = mend_tls::Material::load(&paths).context("client TLS")?;
+        ClientTls::Tls(Arc::new(m))
+    };
+    Ok(CLIENT_TLS.get_or_init(|| t).clone())
+}
+
+/// A connected channel to the agent at `addr`.
+pub async fn channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let tls = client_tls()?;
+    let name = TLS_ARGS.get().and_then(|t| t.tls_server_name.clone());
+    let ep =
+        mend_tls::client::endpoint(addr, name.as_deref(), &tls).map_err(|e| anyhow::anyhow!(e))?;
+    ep.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach agent at {addr}: {}",
+            mend_agent::exchange::error_chain(&e)
+        )
+    })
 }
 
 /// Turns a gRPC status into a one-line error.

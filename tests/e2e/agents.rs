@@ -41,7 +41,9 @@ async fn diverged(
             del("key-000020", ver(old + 3, "node-a", 2)),
             del("never-existed", ver(old + 4, "node-a", 3)),
             put("conflict", "one", ver(old + 5, "node-c", 12)),
-            put("future", "ahead", ver(t + 600_000, "node-a", 4)),
+            // Ahead by more than the allowed skew (1 s), within what the
+            // agent accepts (future_write_ms_max, 60 s).
+            put("future", "ahead", ver(t + 45_000, "node-a", 4)),
             put("fresh", "just now", ver(t, "node-a", 5)),
         ],
     )
@@ -230,6 +232,7 @@ fn spawn_mend(args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
         .args(args)
         .env("MEND_CLUSTER_SECRET", SECRET)
+        .env("MEND_TLS_DIR", cert_set(CLIENT))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -476,57 +479,91 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
         .into_inner();
     assert!(!got.found, "a rejected batch writes nothing");
 
-    let mut p = PeerClient::connect(format!("http://{}", a.addr))
+    // The Peer service is called as a peer would: with a node certificate.
+    let mut p = PeerClient::new(channel_as(&a.addr, "node-t").await);
+    let secret = mend_core::Secret::from_bytes(SECRET.as_bytes());
+    let nonce = [7u8; 16];
+    let mut hs =
+        async |version: u32, secret: &mend_core::Secret, node: &str, fanout: u32, name: &str| {
+            let ch = p
+                .challenge(pb::ChallengeRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let req = pb::HandshakeRequest {
+                protocol_version: version,
+                node_id: node.into(),
+                ranges: vec![pb::RangeShape {
+                    name: name.into(),
+                    fanout,
+                    depth: 4,
+                    ..Default::default()
+                }],
+                only_shared: false,
+                proof: secret
+                    .handshake_proof("initiator", &[&ch.challenge, &nonce, node.as_bytes()])
+                    .to_vec(),
+                challenge: ch.challenge,
+                nonce: nonce.to_vec(),
+            };
+            p.handshake(req).await
+        };
+    let other = mend_core::Secret::from_bytes(b"another secret");
+    for (version, sec, node, fanout, name, code) in [
+        (
+            9,
+            &secret,
+            "node-t",
+            16,
+            "default",
+            Code::FailedPrecondition,
+        ),
+        (
+            PROTOCOL_VERSION,
+            &other,
+            "node-t",
+            16,
+            "default",
+            Code::PermissionDenied,
+        ),
+        (
+            PROTOCOL_VERSION,
+            &secret,
+            "node-u",
+            16,
+            "default",
+            Code::PermissionDenied,
+        ),
+        (
+            PROTOCOL_VERSION,
+            &secret,
+            "node-t",
+            4,
+            "default",
+            Code::FailedPrecondition,
+        ),
+        (
+            PROTOCOL_VERSION,
+            &secret,
+            "node-t",
+            16,
+            "nope",
+            Code::NotFound,
+        ),
+    ] {
+        let e = hs(version, sec, node, fanout, name).await.unwrap_err();
+        assert_eq!(e.code(), code, "{version} {node} {fanout} {name}: {e:?}");
+        assert!(
+            !e.message().contains(&secret.fingerprint_hex()),
+            "no secret fingerprint in errors: {e:?}"
+        );
+    }
+    let ok = hs(PROTOCOL_VERSION, &secret, "node-t", 16, "default")
         .await
-        .unwrap();
-    let fp = {
-        let s = mend_core::Secret::from_bytes(SECRET.as_bytes());
-        s.fingerprint().to_vec()
-    };
-    let hs = |version: u32, fp: Vec<u8>, fanout: u32, name: &str| pb::HandshakeRequest {
-        protocol_version: version,
-        node_id: "t".into(),
-        secret_fingerprint: fp,
-        ranges: vec![pb::RangeShape {
-            name: name.into(),
-            fanout,
-            depth: 4,
-        }],
-        only_shared: false,
-    };
-    assert_eq!(
-        p.handshake(hs(9, fp.clone(), 16, "default"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::FailedPrecondition
-    );
-    assert_eq!(
-        p.handshake(hs(PROTOCOL_VERSION, vec![0; 8], 16, "default"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::PermissionDenied
-    );
-    assert_eq!(
-        p.handshake(hs(PROTOCOL_VERSION, fp.clone(), 4, "default"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::FailedPrecondition
-    );
-    assert_eq!(
-        p.handshake(hs(PROTOCOL_VERSION, fp.clone(), 16, "nope"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert!(
-        p.handshake(hs(PROTOCOL_VERSION, fp, 16, "default"))
-            .await
-            .is_ok()
-    );
+        .unwrap()
+        .into_inner();
+    // The responder proves the secret too, over our nonce.
+    assert_eq!(ok.proof.len(), 32);
     // (level, parents, hash count): a level below the tree, a parent
     // outside level 0, and too few hashes for one parent.
     for (level, parents, hashes) in [(9, vec![0], 16), (1, vec![7], 16), (2, vec![1], 3)] {
@@ -579,11 +616,7 @@ async fn reflection_and_health_are_served() {
     use tonic_health::pb::health_client::HealthClient;
     let d = tmp();
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = channel(&a.addr).await;
     let mut h = HealthClient::new(ch.clone());
     let r = h
         .check(HealthCheckRequest {

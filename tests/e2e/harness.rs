@@ -1,16 +1,78 @@
 //! Shared helpers for end-to-end tests: real `mend agent` processes on
-//! 127.0.0.1 with ephemeral ports and temporary data directories, and the
-//! `mend` CLI run as a process.
+//! 127.0.0.1 with ephemeral ports, temporary data directories and mutual
+//! TLS (one development CA per test binary, made with `mend cert`), and the
+//! `mend` CLI run as a process with a client certificate.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use mend_rpc::pb;
 use mend_rpc::pb::replica_client::ReplicaClient;
 
 /// The secret material every test agent shares.
 pub const SECRET: &str = "e2e test secret";
+
+/// The test binary's CA directory (`mend cert` layout), made once.
+static CERTS: OnceLock<tempfile::TempDir> = OnceLock::new();
+static ISSUE: Mutex<()> = Mutex::new(());
+
+/// The name of the client certificate the CLI and test clients use: it
+/// carries the operator and replica roles.
+pub const CLIENT: &str = "cli";
+
+/// The CA directory, with a `cli` set (roles operator and replica).
+pub fn certs() -> &'static Path {
+    CERTS
+        .get_or_init(|| {
+            // reqwest (the tests' HTTP client) takes the default provider.
+            mend_tls::install_default_provider();
+            let d = tempfile::Builder::new()
+                .prefix("mend-e2e-certs-")
+                .tempdir()
+                .expect("cert dir");
+            let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+                .args(["cert", "--dir"])
+                .arg(d.path())
+                .args(["--name", CLIENT, "--san", "operator", "--san", "replica"])
+                .output()
+                .expect("run mend cert");
+            assert!(out.status.success(), "mend cert: {out:?}");
+            d
+        })
+        .path()
+}
+
+/// The TLS set directory of `name`, issued by the test CA on first use.
+pub fn cert_set(name: &str) -> PathBuf {
+    let dir = certs().join(name);
+    let _g = ISSUE.lock().unwrap_or_else(|p| p.into_inner());
+    if !dir.join("tls.crt").exists() {
+        mend_tls::dev::make(certs(), &[name.to_string()], &[], 2).expect("issue test certificate");
+    }
+    dir
+}
+
+/// A TLS channel to `addr` as the client certificate `name`.
+pub async fn channel_as(addr: &str, name: &str) -> tonic::transport::Channel {
+    let m =
+        mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&cert_set(name))).expect("client set");
+    mend_tls::client::endpoint(
+        addr,
+        None,
+        &mend_tls::client::ClientTls::Tls(std::sync::Arc::new(m)),
+    )
+    .expect("endpoint")
+    .connect()
+    .await
+    .expect("connect over TLS")
+}
+
+/// A TLS channel to `addr` as the CLI's client (operator and replica).
+pub async fn channel(addr: &str) -> tonic::transport::Channel {
+    channel_as(addr, CLIENT).await
+}
 
 /// A running agent process; killed on drop.
 pub struct AgentProc {
@@ -27,8 +89,28 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Starts `mend agent` on an ephemeral port over `dir`, with extra args.
+    /// Starts `mend agent` on an ephemeral port over `dir`, with extra args,
+    /// over mutual TLS with a certificate named `node`.
     pub fn start(node: &str, dir: &Path, extra: &[&str]) -> AgentProc {
+        let set = cert_set(node);
+        let set = set.to_str().expect("utf-8 path");
+        let mut args = vec![
+            // Test agents are not configured with each other (ports are
+            // ephemeral): let every test node be a peer, at any loopback port.
+            "--allow",
+            "peer=node-*",
+            "--allow-peer-address",
+            "127.0.0.1:*",
+            "--tls-dir",
+            set,
+        ];
+        args.extend_from_slice(extra);
+        AgentProc::start_bare(node, dir, &args)
+    }
+
+    /// Starts `mend agent` with exactly `args` besides node id, listen
+    /// address and data directory (no TLS, roles or peers of the harness).
+    pub fn start_bare(node: &str, dir: &Path, args: &[&str]) -> AgentProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mend"));
         cmd.args([
             "agent",
@@ -39,7 +121,7 @@ impl AgentProc {
             "--data-dir",
         ])
         .arg(dir)
-        .args(extra)
+        .args(args)
         .env("MEND_CLUSTER_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -88,9 +170,7 @@ impl AgentProc {
 
     /// A Replica client.
     pub async fn replica(&self) -> ReplicaClient<tonic::transport::Channel> {
-        ReplicaClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect replica")
+        ReplicaClient::new(channel(&self.addr).await)
     }
 }
 
@@ -115,6 +195,7 @@ pub fn mend(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mend"))
         .args(args)
         .env("MEND_CLUSTER_SECRET", SECRET)
+        .env("MEND_TLS_DIR", cert_set(CLIENT))
         .stdin(Stdio::null())
         .output()
         .expect("run mend")

@@ -8,6 +8,7 @@ mod agents;
 mod diagnostics;
 mod harness;
 mod plan;
+mod security;
 mod simulate;
 mod store_cli;
 mod store_crash;

@@ -57,9 +57,9 @@ fn check(a: &AgentProc, b: &AgentProc, divergent: u64) {
     assert_eq!(code, 0, "{rep}");
     assert_eq!(num(&rep, "keys_repaired") as u64, divergent);
     let p = plan(divergent);
-    // Handshake, two probe steps (depth 4), and one leaf step however many
-    // leaf probes it takes (they go out at once).
-    assert_eq!(num(&diff, "rounds"), 4.0, "{divergent} divergent keys");
+    // Challenge, handshake, two probe steps (depth 4), and one leaf step
+    // however many leaf probes it takes (they go out at once).
+    assert_eq!(num(&diff, "rounds"), 5.0, "{divergent} divergent keys");
     within_2x("rounds", num(&p, "rounds"), num(&diff, "rounds"));
     within_2x(
         "bytes sent",

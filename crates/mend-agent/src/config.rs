@@ -105,6 +105,100 @@ impl Playbook {
     }
 }
 
+/// Where this node's TLS files are. Every connection is mutual TLS unless
+/// the agent runs with `insecure_plaintext` (loopback only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A directory in cert-manager's Secret layout (`tls.crt`, `tls.key`,
+    /// `ca.crt`); the three file fields below override its parts.
+    pub dir: Option<PathBuf>,
+    /// This node's certificate chain (PEM, leaf first).
+    pub cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The cluster CA (PEM): peers' and clients' certificates must chain to it.
+    pub ca_file: Option<PathBuf>,
+    /// Poll interval of the files for hot reload, in ms (100..=3 600 000).
+    pub reload_poll_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            dir: None,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            reload_poll_ms: mend_tls::reload::TLS_RELOAD_POLL_MS_DEFAULT,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The three paths, if configured (a directory, or all three files).
+    pub fn paths(&self) -> Option<mend_tls::TlsPaths> {
+        let base = self.dir.as_deref().map(mend_tls::TlsPaths::in_dir);
+        let pick = |f: &Option<PathBuf>, d: Option<&PathBuf>| f.clone().or(d.cloned());
+        Some(mend_tls::TlsPaths {
+            cert_file: pick(&self.cert_file, base.as_ref().map(|b| &b.cert_file))?,
+            key_file: pick(&self.key_file, base.as_ref().map(|b| &b.key_file))?,
+            ca_file: pick(&self.ca_file, base.as_ref().map(|b| &b.ca_file))?,
+        })
+    }
+
+    /// Whether any TLS setting was given.
+    pub fn is_set(&self) -> bool {
+        self.dir.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.ca_file.is_some()
+    }
+}
+
+/// Who may call what. Each role is a list of identity patterns (exact
+/// certificate names, or with `*` wildcards) matched against every DNS/URI
+/// SAN of the caller's certificate. Health and reflection are open to any
+/// caller with a certificate of the cluster CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Roles {
+    /// May call the Replica service (the replica's writers and readers).
+    pub replica: Vec<String>,
+    /// May call the Peer service, besides every configured peer's id.
+    pub peer: Vec<String>,
+    /// May call the Operator service (diff, repair, undo, status, ...).
+    pub operator: Vec<String>,
+    /// Addresses (`host:port` patterns, e.g. `127.0.0.1:*`) that Operator
+    /// diff, repair and sample may target besides the configured peers. An
+    /// address from a request is never dialled unless it is listed here
+    /// (no SSRF through the agent).
+    pub peer_addresses: Vec<String>,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles {
+            replica: vec!["replica".into()],
+            peer: Vec::new(),
+            operator: vec!["operator".into()],
+            peer_addresses: Vec::new(),
+        }
+    }
+}
+
+/// What to do with a replicated or pushed write stamped further in the
+/// future than `limits.future_write_ms_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FutureWrites {
+    /// Refuse the request (`INVALID_ARGUMENT`), nothing written: a version
+    /// stamped far ahead would win every later comparison.
+    Refuse,
+    /// Store it anyway (diffs still classify it `future_version`).
+    Accept,
+}
+
 /// Limits of the agent; each costs what its comment says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -123,6 +217,28 @@ pub struct Limits {
     /// Most divergent keys one diff reports before it stops listing and
     /// refuses to repair (1..=10 000 000); bounds the memory of a diff.
     pub diff_keys_max: usize,
+    /// Most connections open at once (1..=65 536); further ones are closed
+    /// at accept. Each costs a task and buffers (tens of KiB).
+    pub connections_max: usize,
+    /// Deadline of a connection's TLS handshake, in ms (100..=60 000): a
+    /// connection idle or speaking garbage is closed by then.
+    pub tls_handshake_timeout_ms: u64,
+    /// Most concurrent HTTP/2 streams (calls) per connection (1..=10 000).
+    pub streams_per_connection_max: u32,
+    /// Deadline of any one call served, in ms (1 000..=86 400 000); a
+    /// streamed reply must be complete by then. Long repairs need room.
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keepalive ping interval, in ms (1 000..=3 600 000); a peer
+    /// that does not answer a ping within the same time is disconnected.
+    pub http2_keepalive_ms: u64,
+    /// How long a server stream waits for a slow reader to take the next
+    /// message before it gives up, in ms (100..=600 000). A client that stops
+    /// reading holds nothing longer than this.
+    pub stream_send_timeout_ms: u64,
+    /// How far ahead of this agent's clock a replicated or pushed version
+    /// may be stamped, in ms (0..=86 400 000); also how far the local clock
+    /// follows replicated clocks.
+    pub future_write_ms_max: u64,
 }
 
 impl Default for Limits {
@@ -134,6 +250,13 @@ impl Default for Limits {
             repair_rate_keys_per_s: 0,
             fetch_keys_max: 10_000,
             diff_keys_max: 2_000_000,
+            connections_max: mend_tls::accept::CONNECTIONS_MAX_DEFAULT,
+            tls_handshake_timeout_ms: mend_tls::accept::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            streams_per_connection_max: 256,
+            request_timeout_ms: 3_600_000,
+            http2_keepalive_ms: 30_000,
+            stream_send_timeout_ms: 30_000,
+            future_write_ms_max: mend_store::store::CLOCK_FOLLOW_MS_DEFAULT,
         }
     }
 }
@@ -178,6 +301,16 @@ pub struct AgentConfig {
     /// URL (http://) that receives a POST of the report JSON when a drift
     /// budget flips; none = log only.
     pub webhook_url: Option<String>,
+    /// TLS files (required unless `insecure_plaintext`).
+    pub tls: TlsConfig,
+    /// Serve and dial plaintext: no encryption, no caller identity, every
+    /// role granted. Refused on any listen address that is not loopback.
+    pub insecure_plaintext: bool,
+    /// Who may call what.
+    pub roles: Roles,
+    /// Replicated and pushed writes stamped beyond
+    /// `limits.future_write_ms_max`: `refuse` (default) or `accept`.
+    pub future_writes: FutureWrites,
 }
 
 impl Default for AgentConfig {
@@ -198,6 +331,10 @@ impl Default for AgentConfig {
             playbook: Playbook::default(),
             history_max: 100,
             webhook_url: None,
+            tls: TlsConfig::default(),
+            insecure_plaintext: false,
+            roles: Roles::default(),
+            future_writes: FutureWrites::Refuse,
         }
     }
 }
@@ -319,11 +456,112 @@ impl AgentConfig {
             ));
         }
         in_range("history_max", self.history_max as u64, 1, 10_000)?;
+        let l = &self.limits;
+        in_range(
+            "limits.connections_max",
+            l.connections_max as u64,
+            1,
+            65_536,
+        )?;
+        in_range(
+            "limits.tls_handshake_timeout_ms",
+            l.tls_handshake_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "limits.streams_per_connection_max",
+            u64::from(l.streams_per_connection_max),
+            1,
+            10_000,
+        )?;
+        in_range(
+            "limits.request_timeout_ms",
+            l.request_timeout_ms,
+            1_000,
+            86_400_000,
+        )?;
+        in_range(
+            "limits.http2_keepalive_ms",
+            l.http2_keepalive_ms,
+            1_000,
+            3_600_000,
+        )?;
+        in_range(
+            "limits.stream_send_timeout_ms",
+            l.stream_send_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "limits.future_write_ms_max",
+            l.future_write_ms_max,
+            0,
+            86_400_000,
+        )?;
+        in_range(
+            "tls.reload_poll_ms",
+            self.tls.reload_poll_ms,
+            100,
+            3_600_000,
+        )?;
+        self.validate_transport()?;
         if let Some(u) = &self.webhook_url
             && !u.starts_with("http://")
             && !u.starts_with("https://")
         {
             return Err(bad("webhook_url", u, "an http:// or https:// URL"));
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// TLS or explicit plaintext, and plaintext only on loopback.
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        if self.insecure_plaintext {
+            if self.tls.is_set() {
+                return Err(bad(
+                    "insecure_plaintext",
+                    true,
+                    "either [tls] or insecure_plaintext, not both",
+                ));
+            }
+            if !self.listen.ip().is_loopback() {
+                return Err(bad(
+                    "listen",
+                    self.listen,
+                    "plaintext (insecure_plaintext) is refused off loopback: configure [tls]",
+                ));
+            }
+            if let Some(h) = self.http
+                && !h.ip().is_loopback()
+            {
+                return Err(bad(
+                    "http",
+                    h,
+                    "plaintext (insecure_plaintext) is refused off loopback: configure [tls]",
+                ));
+            }
+            return Ok(());
+        }
+        if self.tls.paths().is_none() {
+            return Err(bad(
+                "tls",
+                "(none)",
+                "set tls.dir (tls.crt, tls.key, ca.crt) or tls.cert_file, key_file and ca_file \
+                 (`mend cert` makes a development set), or run with --insecure-plaintext on loopback",
+            ));
+        }
+        for (role, v) in [
+            ("roles.replica", &self.roles.replica),
+            ("roles.peer", &self.roles.peer),
+            ("roles.operator", &self.roles.operator),
+            ("roles.peer_addresses", &self.roles.peer_addresses),
+        ] {
+            if let Some(p) = v.iter().find(|p| p.is_empty() || p.len() > 253) {
+                return Err(bad(role, format!("{p:?}"), "patterns of 1..=253 bytes"));
+            }
         }
         Ok(())
     }
@@ -335,8 +573,21 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_errors_name_the_field() {
-        assert!(AgentConfig::default().validate().is_ok());
-        let c = AgentConfig::from_toml("settle_ms = 99999999999").unwrap();
+        let e = AgentConfig::default().validate().unwrap_err();
+        assert!(e.to_string().contains("tls"), "{e}");
+        let plain = AgentConfig {
+            insecure_plaintext: true,
+            ..AgentConfig::default()
+        };
+        assert!(plain.validate().is_ok());
+        let c =
+            AgentConfig::from_toml("insecure_plaintext = true\nlisten = \"0.0.0.0:7400\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("loopback"), "{e}");
+        let c = AgentConfig::from_toml("[tls]\ndir = \"/etc/mend/tls\"").unwrap();
+        assert!(c.validate().is_ok());
+        let c =
+            AgentConfig::from_toml("settle_ms = 99999999999\ninsecure_plaintext = true").unwrap();
         let e = c.validate().unwrap_err();
         assert!(
             e.to_string().contains("settle_ms") && e.to_string().contains("99999999999"),
@@ -345,7 +596,7 @@ mod tests {
         let e = AgentConfig::from_toml("nonsense = 1").unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
         let c =
-            AgentConfig::from_toml("[[ranges]]\nname = \"a\"\nshape = { fanout = 3, depth = 2 }\n")
+            AgentConfig::from_toml("insecure_plaintext = true\n[[ranges]]\nname = \"a\"\nshape = { fanout = 3, depth = 2 }\n")
                 .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("fanout"));
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde::Serialize;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use mend_core::EntryMeta;
 use mend_core::classify::{Category, Side, classify};
@@ -25,20 +25,115 @@ use crate::status::{from_exchange, from_join, from_store};
 /// A connected peer client.
 pub type Peer = PeerClient<Channel>;
 
-/// Connects to a peer at `addr` (`http://host:port`).
-pub async fn connect(addr: &str, timeout_ms: u64) -> Result<Peer, Status> {
-    let ep = Endpoint::from_shared(addr.to_string())
-        .map_err(|e| Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
-        .connect_timeout(Duration::from_millis(timeout_ms))
-        .timeout(Duration::from_millis(timeout_ms))
+/// Connects to the peer at `addr` (`host:port`) over mutual TLS with this
+/// agent's current certificate (or plaintext when the agent runs so). A
+/// configured peer must present a certificate naming its id; an address
+/// allowed by pattern, one naming the address's host.
+pub async fn connect(state: &AgentState, addr: &str) -> Result<Peer, Status> {
+    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
+    let name = state.server_name(addr);
+    let ep = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls())
+        .map_err(Status::invalid_argument)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
         .tcp_nodelay(true);
-    let ch = ep
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach peer at {addr}: {e}")))?;
+    let ch = ep.connect().await.map_err(|e| {
+        Status::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
+    })?;
     Ok(PeerClient::new(ch)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// An error with its sources, on one line (TLS failures hide the reason
+/// two levels down).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The handshake, initiator's side: a fresh challenge from the peer, our
+/// proof over it, and a check of everything the peer answers (protocol
+/// version, its proof over our nonce, one root per requested range).
+pub async fn handshake(
+    state: &AgentState,
+    peer: &mut Peer,
+    addr: &str,
+    wanted: &[mend_core::RangeSpec],
+    only_shared: bool,
+    cost: &mut Cost,
+) -> Result<pb::HandshakeResponse, Status> {
+    let creq = pb::ChallengeRequest {};
+    cost.rounds += 1;
+    cost.bytes_sent += wire(&creq);
+    let ch = peer
+        .challenge(creq)
+        .await
+        .map_err(|s| peer_err(addr, s))?
+        .into_inner();
+    cost.bytes_received += wire(&ch);
+    if ch.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "peer {addr} speaks protocol {}, this agent {PROTOCOL_VERSION}",
+            ch.protocol_version
+        )));
+    }
+    let nonce = crate::auth::nonce();
+    let me = state.node_id.to_string();
+    let req = pb::HandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: me.clone(),
+        ranges: wanted
+            .iter()
+            .map(mend_rpc::convert::range_shape_to_pb)
+            .collect(),
+        only_shared,
+        proof: crate::auth::initiator_proof(&state.secret, &ch.challenge, &nonce, &me).to_vec(),
+        challenge: ch.challenge.clone(),
+        nonce: nonce.to_vec(),
+    };
+    cost.rounds += 1;
+    cost.bytes_sent += wire(&req);
+    let resp = peer
+        .handshake(req)
+        .await
+        .map_err(|s| peer_err(addr, s))?
+        .into_inner();
+    cost.bytes_received += wire(&resp);
+    if resp.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "peer {addr} answered with protocol {}, this agent speaks {PROTOCOL_VERSION}",
+            resp.protocol_version
+        )));
+    }
+    let want = crate::auth::responder_proof(&state.secret, &ch.challenge, &nonce, &resp.node_id);
+    if !crate::auth::proof_eq(&resp.proof, &want) {
+        return Err(Status::permission_denied(format!(
+            "peer {addr} does not prove this cluster's secret: both agents must use the same secret"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for rr in &resp.ranges {
+        if !wanted.iter().any(|w| w.name == rr.name) {
+            return Err(Status::internal(format!(
+                "peer {addr} answered for range {:?}, which was not asked for",
+                rr.name
+            )));
+        }
+        if !seen.insert(rr.name.as_str()) {
+            return Err(Status::internal(format!(
+                "peer {addr} answered twice for range {:?}",
+                rr.name
+            )));
+        }
+    }
+    Ok(resp)
 }
 
 /// Wraps a peer's error with its address.
@@ -124,7 +219,7 @@ pub async fn diff(
     range: Option<&str>,
 ) -> Result<DiffOutcome, Status> {
     let started = Instant::now();
-    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut peer = connect(state, addr).await?;
     let mut cost = Cost::default();
     let specs = state.store.ranges().specs().to_vec();
     let wanted: Vec<_> = match range {
@@ -137,28 +232,7 @@ pub async fn diff(
         }
         None => specs.clone(),
     };
-    let hs = pb::HandshakeRequest {
-        protocol_version: PROTOCOL_VERSION,
-        node_id: state.node_id.to_string(),
-        secret_fingerprint: state.secret.fingerprint().to_vec(),
-        ranges: wanted
-            .iter()
-            .map(|s| pb::RangeShape {
-                name: s.name.clone(),
-                fanout: s.shape.fanout,
-                depth: s.shape.depth,
-            })
-            .collect(),
-        only_shared: range.is_none(),
-    };
-    cost.rounds += 1;
-    cost.bytes_sent += wire(&hs);
-    let resp = peer
-        .handshake(hs)
-        .await
-        .map_err(|s| peer_err(addr, s))?
-        .into_inner();
-    cost.bytes_received += wire(&resp);
+    let resp = handshake(state, &mut peer, addr, &wanted, range.is_none(), &mut cost).await?;
     if resp.ranges.is_empty() {
         return Err(Status::failed_precondition(format!(
             "peer {addr} serves none of this agent's ranges"

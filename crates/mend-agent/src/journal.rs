@@ -23,7 +23,10 @@ pub const REPAIR_ID_BYTES_MAX: usize = 64;
 pub struct RepairHeader {
     /// The repair id.
     pub id: String,
-    /// The peer's address (for undo on the initiator) or initiator id (on the peer).
+    /// On the initiator: the peer's address (where undo pushes go). On the
+    /// receiving peer: the certificate identity (primary name) of the agent
+    /// that pushed, the only identity allowed to add to or undo the repair
+    /// (empty on a plaintext agent).
     pub peer: String,
     /// True on the agent that ran the repair; false on the peer that received pushes.
     pub initiator: bool,

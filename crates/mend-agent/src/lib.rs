@@ -7,6 +7,7 @@
 //! async worker; every error that reaches the wire is a `tonic::Status`
 //! built in [`status`], never a panic.
 
+pub mod auth;
 pub mod config;
 pub mod exchange;
 pub mod http;

@@ -38,6 +38,23 @@ pub struct PeerRangeCategory {
     pub category: String,
 }
 
+/// Labels: service and reason of a refused call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Denied {
+    /// gRPC service (`Replica`, `Peer`, `Operator`).
+    pub service: String,
+    /// Why (`role`, `no_identity`, `not_owner`, `identity_mismatch`,
+    /// `secret_mismatch`, `peer_not_allowed`).
+    pub reason: String,
+}
+
+/// Labels: reason a connection was closed before serving.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// See `mend_tls::accept::Refusal::as_str`.
+    pub reason: String,
+}
+
 fn rounds_histogram() -> Histogram {
     Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 20.0])
 }
@@ -78,6 +95,18 @@ pub struct Metrics {
     pub budget_exceeded: Family<PeerRange, Gauge>,
     /// Time from first seeing a divergent key to seeing it converged.
     pub convergence_seconds: Histogram,
+    /// Calls refused by the role check or an ownership check.
+    pub auth_denied: Family<Denied, Counter>,
+    /// Connections closed before serving (limits, TLS failures).
+    pub connections_refused: Family<Reason, Counter>,
+    /// TLS sets swapped in by hot reload.
+    pub tls_reloads: Counter,
+    /// Changed TLS sets refused (the previous set stays in use).
+    pub tls_reload_failures: Counter,
+    /// Expiry of the served certificate, seconds since the Unix epoch.
+    pub tls_cert_expiry_timestamp_seconds: Gauge,
+    /// Replicated or pushed writes refused for a version too far ahead.
+    pub future_writes_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -100,6 +129,12 @@ impl Default for Metrics {
             repaired_bytes: Family::default(),
             budget_exceeded: Family::default(),
             convergence_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            auth_denied: Family::default(),
+            connections_refused: Family::default(),
+            tls_reloads: Counter::default(),
+            tls_reload_failures: Counter::default(),
+            tls_cert_expiry_timestamp_seconds: Gauge::default(),
+            future_writes_refused: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -172,11 +207,51 @@ impl Default for Metrics {
             "Time from first seeing a divergent key to seeing it converged",
             m.convergence_seconds.clone(),
         );
+        r.register(
+            "auth_denied",
+            "Calls refused by the role check or an ownership check",
+            m.auth_denied.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed before serving: connection limit, TLS handshake failure or timeout",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "TLS certificate sets swapped in by hot reload",
+            m.tls_reloads.clone(),
+        );
+        r.register(
+            "tls_reload_failures",
+            "Changed TLS certificate sets refused; the previous set stays in use",
+            m.tls_reload_failures.clone(),
+        );
+        r.register(
+            "tls_cert_expiry_timestamp_seconds",
+            "Expiry of the served certificate, seconds since the Unix epoch",
+            m.tls_cert_expiry_timestamp_seconds.clone(),
+        );
+        r.register(
+            "future_writes_refused",
+            "Replicated or pushed writes refused for a version stamped beyond future_write_ms_max",
+            m.future_writes_refused.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 }
 
 impl Metrics {
+    /// Counts a refused call.
+    pub fn auth_denied(&self, service: &str, reason: &str) {
+        self.auth_denied
+            .get_or_create(&Denied {
+                service: service.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     /// Renders the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut s = String::new();

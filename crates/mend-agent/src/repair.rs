@@ -253,7 +253,7 @@ pub async fn repair(
     let to_peer = keys_behind(&planned, Side::Peer);
     let to_local = keys_behind(&planned, Side::Local);
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
-    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut peer = connect(state, addr).await?;
     let mut done = 0u64;
 
     // Local → peer: stream current local entries; the peer applies them
@@ -434,7 +434,7 @@ async fn shadow_run(
     use mend_core::exchange::EntrySummary;
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
-    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut peer = connect(state, addr).await?;
     let to_peer = keys_behind(planned, Side::Peer);
     let to_local = keys_behind(planned, Side::Local);
     let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
@@ -605,7 +605,7 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
         )));
     }
     let mut out = UndoSummary::default();
-    let mut peer = connect(&header.peer, state.config.limits.rpc_timeout_ms).await?;
+    let mut peer = connect(state, &header.peer).await?;
     let resp = peer
         .undo_push(pb::UndoPushRequest {
             repair_id: id.clone(),

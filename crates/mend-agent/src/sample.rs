@@ -54,7 +54,7 @@ pub async fn sample(
     n: u32,
     seed: u64,
 ) -> Result<SampleOutcome, Status> {
-    let mut peer = connect(addr, state.config.limits.rpc_timeout_ms).await?;
+    let mut peer = connect(state, addr).await?;
     let specs = state.store.ranges().specs().to_vec();
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);
     let now = state.store.now_ms();

@@ -45,7 +45,13 @@ pub fn spawn(state: Arc<AgentState>, shutdown: watch::Receiver<bool>) {
 
 /// One scheduled exchange with `peer`, including the playbook.
 pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
-    let addr = state.resolve_peer(&peer.id);
+    let addr = match state.resolve_peer(&peer.id) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange: peer not resolvable");
+            return;
+        }
+    };
     let outcome = match diff(state, &addr, None).await {
         Ok(o) => Arc::new(o),
         Err(e) => {
@@ -147,7 +153,7 @@ pub async fn playbook(
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
     }
-    if pb.require_healthy_peer && !healthy(addr, state.config.limits.rpc_timeout_ms).await {
+    if pb.require_healthy_peer && !healthy(state, addr, state.config.limits.rpc_timeout_ms).await {
         let msg = "refused: peer is not healthy".to_string();
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
@@ -206,10 +212,11 @@ pub async fn playbook(
 }
 
 /// Asks the peer's standard health service whether it is SERVING.
-pub async fn healthy(addr: &str, timeout_ms: u64) -> bool {
+pub async fn healthy(state: &AgentState, addr: &str, timeout_ms: u64) -> bool {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let Ok(ep) = tonic::transport::Endpoint::from_shared(addr.to_string()) else {
+    let name = state.server_name(addr);
+    let Ok(ep) = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls()) else {
         return false;
     };
     let ep = ep

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 
 use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
@@ -18,6 +19,7 @@ use mend_rpc::pb::replica_server::ReplicaServer;
 use mend_rpc::{FILE_DESCRIPTOR_SET, MESSAGE_BYTES_MAX, pb};
 use mend_store::{Store, StoreConfig};
 
+use crate::auth::{Guard, Role, RolePatterns};
 use crate::config::AgentConfig;
 use crate::service::operator::OperatorService;
 use crate::service::peer::PeerService;
@@ -46,6 +48,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS files are missing or invalid.
+    #[error("TLS: {0}")]
+    Tls(#[from] mend_tls::TlsError),
+    /// A setting that is only safe on loopback was used elsewhere.
+    #[error("{0}")]
+    Insecure(String),
     /// Something else (reflection setup).
     #[error("{0}")]
     Other(String),
@@ -107,12 +115,32 @@ impl RunningAgent {
 /// Opens the store and starts serving.
 pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, StartError> {
     config.validate()?;
+    // The HTTPS webhook client builds its config from the default provider.
+    mend_tls::install_default_provider();
+    if secret.fingerprint() == Secret::development().fingerprint()
+        && !config.listen.ip().is_loopback()
+    {
+        return Err(StartError::Insecure(format!(
+            "the development secret is refused on {} (not loopback): give --secret-file or MEND_CLUSTER_SECRET",
+            config.listen
+        )));
+    }
+    let tls = match config.tls.paths() {
+        Some(paths) if !config.insecure_plaintext => {
+            let src = tokio::task::spawn_blocking(move || mend_tls::TlsSource::load(paths))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))??;
+            Some(src)
+        }
+        _ => None,
+    };
     let node_id =
         NodeId::new(config.node_id.clone()).map_err(|e| StartError::Other(e.to_string()))?;
     let dir = config.data_dir.clone();
     let mut sc = StoreConfig::new(node_id.clone(), secret.clone(), Some(config.ranges.clone()));
     sc.tombstone_grace_ms = config.tombstone_grace_ms;
     sc.sync_writes = config.sync_writes;
+    sc.clock_follow_ms = config.limits.future_write_ms_max;
     let store = tokio::task::spawn_blocking(move || {
         let b = RocksBackend::open_or_create(&dir)?;
         Store::open(b, sc)
@@ -123,14 +151,17 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AgentState {
         store: Arc::new(store),
         node_id,
         secret,
-        metrics: crate::metrics::Metrics::default(),
+        metrics: metrics.clone(),
         monitor: crate::monitor::Monitor::default(),
         started: Instant::now(),
         config: config.clone(),
+        tls: tls.clone(),
+        challenges: crate::auth::Challenges::default(),
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -150,6 +181,80 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         ),
         None => None,
     };
+    let (stop_schedules, schedules) = watch::channel(false);
+    let mode = match &tls {
+        Some(src) => {
+            let m = metrics.clone();
+            m.tls_cert_expiry_timestamp_seconds
+                .set(src.current().material.not_after_unix as i64);
+            let src2 = src.clone();
+            src.spawn_poll(
+                Duration::from_millis(config.tls.reload_poll_ms),
+                schedules.clone(),
+                move |o| match o {
+                    mend_tls::reload::ReloadOutcome::Reloaded => {
+                        m.tls_reloads.inc();
+                        m.tls_cert_expiry_timestamp_seconds
+                            .set(src2.current().material.not_after_unix as i64);
+                    }
+                    mend_tls::reload::ReloadOutcome::Rejected(_) => {
+                        m.tls_reload_failures.inc();
+                    }
+                    mend_tls::reload::ReloadOutcome::Unchanged => {}
+                },
+            );
+            mend_tls::accept::Mode::Tls(src.clone())
+        }
+        None => {
+            tracing::warn!(%addr, "serving PLAINTEXT (--insecure-plaintext): no encryption, no caller identity, every role granted");
+            mend_tls::accept::Mode::Plaintext
+        }
+    };
+    let limits = &config.limits;
+    let m = metrics.clone();
+    let incoming = mend_tls::accept::incoming(
+        listener,
+        mode,
+        mend_tls::accept::AcceptLimits {
+            connections_max: limits.connections_max,
+            handshake_timeout: Duration::from_millis(limits.tls_handshake_timeout_ms),
+        },
+        move |r| {
+            m.connections_refused
+                .get_or_create(&crate::metrics::Reason {
+                    reason: r.as_str().into(),
+                })
+                .inc();
+        },
+    );
+    let router = routes(&state, tls.is_some()).await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let keepalive = Duration::from_millis(limits.http2_keepalive_ms);
+    let server = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(limits.request_timeout_ms))
+        .max_concurrent_streams(limits.streams_per_connection_max)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .tcp_nodelay(true)
+        .add_routes(router);
+    let task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(node = %state.node_id, %addr, tls = tls.is_some(), "agent serving");
+    crate::schedule::spawn(state.clone(), schedules);
+    Ok(RunningAgent {
+        addr,
+        http_addr,
+        state,
+        shutdown: Some(tx),
+        stop_schedules,
+        task,
+    })
+}
+
+/// The services, each behind the guard of its role; health and reflection
+/// open to any caller the TLS layer let in.
+async fn routes(state: &Arc<AgentState>, tls: bool) -> Result<tonic::service::Routes, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ReplicaServer<ReplicaService>>()
@@ -165,42 +270,31 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Other(e.to_string()))?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let patterns = Arc::new(RolePatterns::new(&state.config));
+    let guard = |r: Role| Guard::new(r, patterns.clone(), tls, state.metrics.clone());
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(health)
         .add_service(reflection)
-        .add_service(
+        .add_service(InterceptedService::new(
             ReplicaServer::new(ReplicaService::new(state.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
+            guard(Role::Replica),
+        ))
+        .add_service(InterceptedService::new(
             PeerServer::new(PeerService::new(state.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
+            guard(Role::Peer),
+        ))
+        .add_service(InterceptedService::new(
             OperatorServer::new(OperatorService::new(state.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        );
-    // Nagle off: the exchange is a chain of small request/response messages,
-    // and delayed ACKs would add ~40 ms to each round trip.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
-        let _ = rx.await;
-    }));
-    tracing::info!(node = %state.node_id, %addr, "agent serving");
-    let (stop_schedules, schedules) = watch::channel(false);
-    crate::schedule::spawn(state.clone(), schedules);
-    Ok(RunningAgent {
-        addr,
-        http_addr,
-        state,
-        shutdown: Some(tx),
-        stop_schedules,
-        task,
-    })
+            guard(Role::Operator),
+        ));
+    Ok(routes.routes())
 }
 
 /// The status message.

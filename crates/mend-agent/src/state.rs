@@ -26,11 +26,15 @@ pub struct AgentState {
     /// The cluster secret.
     pub secret: Secret,
     /// Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Drift history and budgets.
     pub monitor: crate::monitor::Monitor,
     /// Start time.
     pub started: Instant,
+    /// The TLS set in use (hot-reloaded); `None` when running plaintext.
+    pub tls: Option<Arc<mend_tls::TlsSource>>,
+    /// Handshake challenges this agent issued and not yet seen answered.
+    pub challenges: crate::auth::Challenges,
 }
 
 impl AgentState {
@@ -48,19 +52,79 @@ impl AgentState {
             .map_err(from_store)
     }
 
-    /// The address of a peer given its configured id or an address.
-    pub fn resolve_peer(&self, peer: &str) -> String {
-        let addr = self
+    /// Refuses (by policy `future_writes`) replicated or pushed writes whose
+    /// version is stamped more than `limits.future_write_ms_max` ahead of
+    /// this agent's clock: stored, such a version would win every later
+    /// comparison. The whole request is refused; nothing is written.
+    pub fn check_future(&self, writes: &[mend_store::Write]) -> Result<(), Status> {
+        if self.config.future_writes == crate::config::FutureWrites::Accept {
+            return Ok(());
+        }
+        let max = self.config.limits.future_write_ms_max;
+        let limit = self.store.now_ms().saturating_add(max);
+        let Some((w, v)) = writes
+            .iter()
+            .find_map(|w| w.version.as_ref().filter(|v| v.ms > limit).map(|v| (w, v)))
+        else {
+            return Ok(());
+        };
+        self.metrics.future_writes_refused.inc();
+        Err(Status::invalid_argument(format!(
+            "version {}.{}@{} of key {:?} is stamped {} ms ahead of this agent's clock \
+             (limit future_write_ms_max = {max} ms): fix the origin's clock; nothing written",
+            v.ms,
+            v.logical,
+            v.origin,
+            String::from_utf8_lossy(&w.key),
+            v.ms.saturating_sub(self.store.now_ms()),
+        )))
+    }
+
+    /// The address (`host:port`) of a peer named in a request: a
+    /// configured peer's id or address, or an address allowed by
+    /// `roles.peer_addresses`. Anything else is `PERMISSION_DENIED`: the
+    /// agent never dials an address just because a request names it.
+    pub fn resolve_peer(&self, peer: &str) -> Result<String, Status> {
+        if let Some(p) = self.config.peers.iter().find(|p| p.id == peer) {
+            return Ok(mend_tls::client::host_port(&p.address).to_string());
+        }
+        let hp = mend_tls::client::host_port(peer);
+        let configured = self
             .config
             .peers
             .iter()
-            .find(|p| p.id == peer)
-            .map(|p| p.address.clone())
-            .unwrap_or_else(|| peer.to_string());
-        if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr
-        } else {
-            format!("http://{addr}")
+            .any(|p| mend_tls::client::host_port(&p.address) == hp);
+        let allowed = self
+            .config
+            .roles
+            .peer_addresses
+            .iter()
+            .any(|pat| mend_tls::Pattern::new(pat.as_str()).matches(hp));
+        if configured || allowed {
+            return Ok(hp.to_string());
+        }
+        self.metrics.auth_denied("Operator", "peer_not_allowed");
+        Err(Status::permission_denied(format!(
+            "peer {peer:?} is neither a configured peer nor allowed by roles.peer_addresses"
+        )))
+    }
+
+    /// The TLS name a peer at `addr` must present: the configured peer's
+    /// id; for an address allowed by pattern, the address's host.
+    pub fn server_name(&self, addr: &str) -> Option<String> {
+        let hp = mend_tls::client::host_port(addr);
+        self.config
+            .peers
+            .iter()
+            .find(|p| mend_tls::client::host_port(&p.address) == hp)
+            .map(|p| p.id.clone())
+    }
+
+    /// How this agent dials peers: its current TLS set, or plaintext.
+    pub fn client_tls(&self) -> mend_tls::client::ClientTls {
+        match &self.tls {
+            Some(src) => mend_tls::client::ClientTls::Tls(src.current().material.clone()),
+            None => mend_tls::client::ClientTls::Plaintext,
         }
     }
 }

@@ -14,6 +14,7 @@ const CTX_SECRET: &str = "mend v1 2026-11 cluster secret";
 const CTX_ENTRY: &str = "mend v1 2026-11 entry digest";
 const CTX_BUCKET: &str = "mend v1 2026-11 bucket placement";
 const CTX_FINGERPRINT: &str = "mend v1 2026-11 secret fingerprint";
+const CTX_HANDSHAKE: &str = "mend v3 2026-12 handshake proof";
 
 /// The development secret used when none is configured. Agents log a warning
 /// when they fall back to it.
@@ -24,6 +25,7 @@ pub const DEV_SECRET: &[u8] = b"mend development secret: not for production";
 pub struct Secret {
     entry_key: [u8; 32],
     bucket_key: [u8; 32],
+    handshake_key: [u8; 32],
     fingerprint: [u8; 8],
 }
 
@@ -45,6 +47,7 @@ impl Secret {
         Secret {
             entry_key: blake3::derive_key(CTX_ENTRY, &root),
             bucket_key: blake3::derive_key(CTX_BUCKET, &root),
+            handshake_key: blake3::derive_key(CTX_HANDSHAKE, &root),
             fingerprint,
         }
     }
@@ -59,6 +62,21 @@ impl Secret {
     /// (bucket placement depends on the secret).
     pub fn fingerprint(&self) -> [u8; 8] {
         self.fingerprint
+    }
+
+    /// Proof of holding the secret, bound to `label` (which side proves)
+    /// and `parts` (both sides' fresh nonces and node ids), so a proof
+    /// answers one challenge only and cannot be replayed. Each part is
+    /// length-prefixed, so no two different part lists hash alike.
+    pub fn handshake_proof(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.handshake_key);
+        h.update(&(label.len() as u64).to_le_bytes());
+        h.update(label.as_bytes());
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        *h.finalize().as_bytes()
     }
 
     /// The fingerprint as hex.
@@ -153,6 +171,11 @@ mod tests {
         let other = Secret::from_bytes(b"two");
         assert_ne!(base, other.entry_digest(b"k", &v, false, &vh));
         assert_ne!(s.fingerprint(), other.fingerprint());
+        let p = s.handshake_proof("initiator", &[b"n1", b"n2"]);
+        assert_eq!(p, s.handshake_proof("initiator", &[b"n1", b"n2"]));
+        assert_ne!(p, s.handshake_proof("responder", &[b"n1", b"n2"]));
+        assert_ne!(p, s.handshake_proof("initiator", &[b"n1n", b"2"]));
+        assert_ne!(p, other.handshake_proof("initiator", &[b"n1", b"n2"]));
         assert_eq!(Secret::from_bytes(b" one\n").fingerprint(), s.fingerprint());
     }
 

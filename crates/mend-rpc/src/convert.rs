@@ -42,6 +42,27 @@ pub fn version_to_pb(v: &Version) -> pb::Version {
     }
 }
 
+/// A range's name, shape and bounds for the handshake.
+pub fn range_shape_to_pb(s: &mend_core::RangeSpec) -> pb::RangeShape {
+    pb::RangeShape {
+        name: s.name.clone(),
+        fanout: s.shape.fanout,
+        depth: s.shape.depth,
+        start: s.start.clone(),
+        end: s.end.clone().unwrap_or_default(),
+        has_end: s.end.is_some(),
+    }
+}
+
+/// A range bound for messages: printable ASCII as is, else hex.
+pub fn bound_str(b: &[u8]) -> String {
+    if b.iter().all(|c| c.is_ascii_graphic()) {
+        format!("{:?}", String::from_utf8_lossy(b))
+    } else {
+        b.iter().map(|c| format!("{c:02x}")).collect::<String>()
+    }
+}
+
 /// Checks a key received from the network.
 pub fn key_from_pb(k: &[u8]) -> Result<(), Status> {
     check_key(k).map_err(|e| invalid("key", e))

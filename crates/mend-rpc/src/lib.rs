@@ -18,8 +18,9 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mend_descriptor");
 
 /// Version of the exchange protocol; peers with another version are refused
-/// at handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// at handshake, by both sides. 3: mutual challenge-response secret check,
+/// range bounds in the handshake.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest gRPC message the agent decodes or encodes (16 MiB): a 4 MiB value
 /// plus framing fits with room; larger messages are refused with

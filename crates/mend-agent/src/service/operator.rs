@@ -111,10 +111,12 @@ impl pb::operator_server::Operator for OperatorService {
         if r.peer.is_empty() {
             return Err(Status::invalid_argument("peer: required"));
         }
-        let addr = self.state.resolve_peer(&r.peer);
+        let addr = self.state.resolve_peer(&r.peer)?;
         let range = (!r.range.is_empty()).then_some(r.range);
         let d = diff(&self.state, &addr, range.as_deref()).await?;
-        crate::monitor::observe_exchange(&self.state.metrics, &r.peer, &d);
+        // Labelled by the node id the peer proved at handshake, never by the
+        // caller-supplied address (bounded cardinality).
+        crate::monitor::observe_exchange(&self.state.metrics, &d.peer_node.clone(), &d);
         Ok(Response::new(stream_report(d, self.state.store.now_ms())))
     }
 
@@ -143,7 +145,7 @@ impl pb::operator_server::Operator for OperatorService {
             categories: categories(&r.categories)?,
             shadow: r.shadow,
         };
-        let addr = self.state.resolve_peer(&r.peer);
+        let addr = self.state.resolve_peer(&r.peer)?;
         let range = (!r.range.is_empty()).then_some(r.range);
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let (ptx, mut prx) = mpsc::channel::<(u64, u64, u64)>(STREAM_DEPTH);
@@ -283,7 +285,7 @@ impl pb::operator_server::Operator for OperatorService {
                 crate::sample::SAMPLE_KEYS_MAX
             )));
         }
-        let addr = self.state.resolve_peer(&r.peer);
+        let addr = self.state.resolve_peer(&r.peer)?;
         let s = crate::sample::sample(&self.state, &addr, r.keys, r.seed).await?;
         Ok(Response::new(pb::SampleResponse {
             sampled: s.sampled,

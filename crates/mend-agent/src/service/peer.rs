@@ -68,14 +68,78 @@ impl PeerService {
     }
 }
 
+/// Wall-clock ms (challenge expiry; not the store's HLC).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The root of the range `want` names, if this store serves it with the
+/// same shape and bounds; a range of the same name with another shape or
+/// other bounds is `FAILED_PRECONDITION` (comparing it would report false
+/// divergence forever).
+fn shared_range(
+    store: &crate::state::AgentStore,
+    want: &pb::RangeShape,
+    from: &str,
+) -> Result<Result<Option<pb::RangeRoot>, Status>, mend_store::StoreError> {
+    let Some(id) = store.ranges().by_name(&want.name) else {
+        return Ok(Ok(None));
+    };
+    let spec = &store.ranges().specs()[usize::from(id)];
+    let shape = store.shape(id)?;
+    if shape.fanout != want.fanout || shape.depth != want.depth {
+        return Ok(Err(Status::failed_precondition(format!(
+            "range {:?}: tree shape mismatch: fanout {} depth {} here, fanout {} depth {} at {from}",
+            want.name, shape.fanout, shape.depth, want.fanout, want.depth
+        ))));
+    }
+    let want_end = want.has_end.then_some(want.end.as_slice());
+    if spec.start != want.start || spec.end.as_deref() != want_end {
+        return Ok(Err(Status::failed_precondition(format!(
+            "range {:?}: bounds differ: [{}, {}) here, [{}, {}) at {from}",
+            want.name,
+            mend_rpc::convert::bound_str(&spec.start),
+            spec.end
+                .as_deref()
+                .map(mend_rpc::convert::bound_str)
+                .unwrap_or_else(|| "∞".into()),
+            mend_rpc::convert::bound_str(&want.start),
+            want_end
+                .map(mend_rpc::convert::bound_str)
+                .unwrap_or_else(|| "∞".into()),
+        ))));
+    }
+    let root = store.root(id)?;
+    Ok(Ok(Some(pb::RangeRoot {
+        name: want.name.clone(),
+        root: mend_core::exchange::node_hash(&root),
+        entries: root.count,
+    })))
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    async fn challenge(
+        &self,
+        _req: Request<pb::ChallengeRequest>,
+    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        let c = self.state.challenges.issue(wall_ms());
+        Ok(Response::new(pb::ChallengeResponse {
+            protocol_version: PROTOCOL_VERSION,
+            challenge: c.to_vec(),
+        }))
+    }
+
     async fn handshake(
         &self,
         req: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
+        let who = crate::auth::caller(&req);
         let r = req.into_inner();
         if r.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -83,42 +147,73 @@ impl pb::peer_server::Peer for PeerService {
                 r.protocol_version
             )));
         }
-        if r.secret_fingerprint != self.state.secret.fingerprint() {
+        // The node id a peer claims must be a name of its certificate, so
+        // metrics, journals and reports name who really called.
+        if let Some(id) = &who
+            && !id.has(&r.node_id)
+        {
+            self.state.metrics.auth_denied("Peer", "identity_mismatch");
             return Err(Status::permission_denied(format!(
-                "cluster secret fingerprint mismatch: {} here; both agents must use the same secret",
-                self.state.secret.fingerprint_hex()
+                "node id {:?} is not a name of the caller's certificate ({id})",
+                r.node_id
             )));
         }
-        let mut ranges = Vec::new();
-        for want in r.ranges {
-            let Some(id) = self.state.store.ranges().by_name(&want.name) else {
-                if r.only_shared {
-                    continue;
-                }
-                return Err(Status::not_found(format!(
-                    "no range named {:?} on {}",
-                    want.name, self.state.node_id
-                )));
-            };
-            let shape = self.state.store.shape(id).map_err(from_store)?;
-            if shape.fanout != want.fanout || shape.depth != want.depth {
-                return Err(Status::failed_precondition(format!(
-                    "range {:?}: tree shape mismatch: fanout {} depth {} here, fanout {} depth {} at {}",
-                    want.name, shape.fanout, shape.depth, want.fanout, want.depth, r.node_id
-                )));
-            }
-            let root = self.state.store.root(id).map_err(from_store)?;
-            ranges.push(pb::RangeRoot {
-                name: want.name,
-                root: mend_core::exchange::node_hash(&root),
-                entries: root.count,
-            });
+        if r.nonce.len() != crate::auth::NONCE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "nonce: {} bytes, expected {}",
+                r.nonce.len(),
+                crate::auth::NONCE_BYTES
+            )));
         }
+        if !self.state.challenges.take(&r.challenge, wall_ms()) {
+            return Err(Status::failed_precondition(
+                "handshake challenge unknown, used or expired: call Challenge again",
+            ));
+        }
+        let want =
+            crate::auth::initiator_proof(&self.state.secret, &r.challenge, &r.nonce, &r.node_id);
+        if !crate::auth::proof_eq(&r.proof, &want) {
+            self.state.metrics.auth_denied("Peer", "secret_mismatch");
+            return Err(Status::permission_denied(
+                "cluster secret mismatch: both agents must use the same secret",
+            ));
+        }
+        let proof = crate::auth::responder_proof(
+            &self.state.secret,
+            &r.challenge,
+            &r.nonce,
+            self.state.node_id.as_str(),
+        );
+        let only_shared = r.only_shared;
+        let from = r.node_id.clone();
+        let wanted = r.ranges;
+        let ranges = self
+            .state
+            .blocking(move |store| {
+                let mut out = Vec::new();
+                for want in wanted {
+                    match shared_range(store, &want, &from)? {
+                        Err(e) => return Ok(Err(e)),
+                        Ok(Some(rr)) => out.push(rr),
+                        Ok(None) if only_shared => {}
+                        Ok(None) => {
+                            return Ok(Err(Status::not_found(format!(
+                                "no range named {:?} on {}",
+                                want.name,
+                                store.node_id()
+                            ))));
+                        }
+                    }
+                }
+                Ok(Ok(out))
+            })
+            .await??;
         Ok(Response::new(pb::HandshakeResponse {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.state.node_id.to_string(),
             ranges,
             now_ms: self.state.store.now_ms(),
+            proof: proof.to_vec(),
         }))
     }
 
@@ -223,6 +318,11 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<Streaming<pb::PushRequest>>,
     ) -> Result<Response<pb::PushResponse>, Status> {
+        // The repair belongs to the identity that pushes it: only it may add
+        // to it or undo it.
+        let owner = crate::auth::caller(&req)
+            .map(|i| i.primary().to_string())
+            .unwrap_or_default();
         let mut stream = req.into_inner();
         let mut id: Option<String> = None;
         let mut applied = 0u64;
@@ -251,7 +351,7 @@ impl pb::peer_server::Peer for PeerService {
                     }
                     let h = RepairHeader {
                         id: msg.repair_id.clone(),
-                        peer: "push".into(),
+                        peer: owner.clone(),
                         initiator: false,
                         created_ms: self.state.store.now_ms(),
                         keys_here: 0,
@@ -260,15 +360,22 @@ impl pb::peer_server::Peer for PeerService {
                     };
                     let store = self.state.store.clone();
                     let hh = h.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let mine = tokio::task::spawn_blocking(move || {
                         match journal::get_header(&store, &hh.id)? {
-                            Some(_) => Ok(()),
-                            None => journal::put_header(&store, &hh),
+                            Some(old) => Ok(old.peer == hh.peer && !old.initiator),
+                            None => journal::put_header(&store, &hh).map(|()| true),
                         }
                     })
                     .await
                     .map_err(from_join)?
                     .map_err(from_store)?;
+                    if !mine {
+                        self.state.metrics.auth_denied("Peer", "not_owner");
+                        return Err(Status::permission_denied(format!(
+                            "repair {} belongs to another identity",
+                            h.id
+                        )));
+                    }
                     id = Some(h.id.clone());
                     h.id
                 }
@@ -277,6 +384,7 @@ impl pb::peer_server::Peer for PeerService {
             for e in msg.entries {
                 writes.push(write_from_pb(e)?);
             }
+            self.state.check_future(&writes)?;
             let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
             let store = self.state.store.clone();
             let rid2 = rid.clone();
@@ -432,20 +540,34 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<pb::UndoPushRequest>,
     ) -> Result<Response<pb::UndoResponse>, Status> {
+        let owner = crate::auth::caller(&req).map(|i| i.primary().to_string());
         let id = req.into_inner().repair_id;
         if !journal::valid_id(&id) {
             return Err(Status::invalid_argument(
                 "repair_id must be 1..=64 printable ASCII bytes",
             ));
         }
+        let metrics = self.state.metrics.clone();
         let out = self
             .state
             .blocking(move |s| {
                 let Some(mut h) = journal::get_header(s, &id)? else {
                     return Ok(None);
                 };
+                // Only the identity that pushed the repair may undo it (on a
+                // plaintext agent there are no identities to compare).
+                if let Some(o) = &owner
+                    && (h.initiator || h.peer != *o)
+                {
+                    metrics.auth_denied("Peer", "not_owner");
+                    return Ok(Some(Err(Status::permission_denied(format!(
+                        "repair {id} was not pushed by {o}"
+                    )))));
+                }
                 if h.undone {
-                    return Ok(Some(Err(format!("repair {id} was already undone"))));
+                    return Ok(Some(Err(Status::failed_precondition(format!(
+                        "repair {id} was already undone"
+                    )))));
                 }
                 let o = journal::undo_here(s, &id)?;
                 h.undone = true;
@@ -455,7 +577,7 @@ impl pb::peer_server::Peer for PeerService {
             .await?;
         match out {
             None => Ok(Response::new(pb::UndoResponse::default())),
-            Some(Err(m)) => Err(Status::failed_precondition(m)),
+            Some(Err(s)) => Err(s),
             Some(Ok(o)) => Ok(Response::new(pb::UndoResponse {
                 restored: o.restored,
                 skipped: o

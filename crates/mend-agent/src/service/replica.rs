@@ -24,6 +24,7 @@ impl ReplicaService {
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Applied>, Status> {
+        self.state.check_future(&writes)?;
         let n = writes.len() as u64;
         let out = self.state.blocking(move |s| s.write(writes)).await?;
         self.state.metrics.writes.inc_by(n);
