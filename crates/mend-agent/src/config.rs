@@ -217,6 +217,10 @@ pub struct Limits {
     /// Most divergent keys one diff reports before it stops listing and
     /// refuses to repair (1..=10 000 000); bounds the memory of a diff.
     pub diff_keys_max: usize,
+    /// Most bytes of divergent keys one diff holds while it runs
+    /// (1 MiB..=64 GiB); with `diff_keys_max`, bounds what a hostile or
+    /// wiped peer can make the initiator allocate.
+    pub diff_key_bytes_max: usize,
     /// Most connections open at once (1..=65 536); further ones are closed
     /// at accept. Each costs a task and buffers (tens of KiB).
     pub connections_max: usize,
@@ -250,6 +254,7 @@ impl Default for Limits {
             repair_rate_keys_per_s: 0,
             fetch_keys_max: 10_000,
             diff_keys_max: 2_000_000,
+            diff_key_bytes_max: 256 << 20,
             connections_max: mend_tls::accept::CONNECTIONS_MAX_DEFAULT,
             tls_handshake_timeout_ms: mend_tls::accept::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             streams_per_connection_max: 256,

@@ -249,13 +249,11 @@ pub async fn diff(
                 rr.name
             ))
         })?;
-        let divs = descend(state, &mut peer, addr, id, &rr.name, rr.root, &mut cost).await?;
-        if keys.len() + divs.len() > state.config.limits.diff_keys_max {
-            return Err(Status::resource_exhausted(format!(
-                "more than diff_keys_max = {} divergent keys; is this the right peer?",
-                state.config.limits.diff_keys_max
-            )));
-        }
+        let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
+        let divs = descend(
+            state, &mut peer, addr, id, &rr.name, rr.root, &mut cost, left,
+        )
+        .await?;
         for d in divs {
             let c = classify(
                 d.local.as_ref().map(meta_of).as_ref(),
@@ -284,6 +282,65 @@ pub async fn diff(
     })
 }
 
+/// A peer's breach of the protocol, seen by the initiator: the peer's
+/// fault, so INTERNAL with its address, never INVALID_ARGUMENT (which would
+/// blame the operator's request).
+fn peer_breach(addr: &str, e: mend_core::exchange::ExchangeError) -> Status {
+    use mend_core::exchange::ExchangeError;
+    match e {
+        ExchangeError::Protocol(m) => Status::internal(format!("peer {addr}: {m}")),
+        ExchangeError::Limit(m) => Status::resource_exhausted(format!("peer {addr}: {m}")),
+        ExchangeError::Local(m) => Status::internal(m),
+    }
+}
+
+/// Reads the next message of a streamed reply within `timeout` (tonic's
+/// request timeout covers only the response headers of a stream).
+pub async fn next_message<T>(
+    stream: &mut tonic::Streaming<T>,
+    timeout: Duration,
+    addr: &str,
+) -> Result<Option<T>, Status> {
+    match tokio::time::timeout(timeout, stream.message()).await {
+        Ok(r) => r.map_err(|s| peer_err(addr, s)),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "peer {addr}: no message of the stream within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// What one leaf step may still receive before the diff's limits are hit:
+/// entries and key bytes, shared by the step's concurrent streams and
+/// charged as each reply is decoded (before the next is read).
+struct Budget {
+    entries: std::sync::atomic::AtomicUsize,
+    key_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Budget {
+    fn charge(&self, r: &mend_core::exchange::LeafReply, addr: &str) -> Result<(), Status> {
+        use std::sync::atomic::Ordering;
+        let n = r.extra.len();
+        let b: usize = r.extra.iter().map(|e| e.key.len()).sum();
+        let ok_n = self
+            .entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(n))
+            .is_ok();
+        let ok_b = self
+            .key_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(b))
+            .is_ok();
+        if ok_n && ok_b {
+            return Ok(());
+        }
+        Err(Status::resource_exhausted(format!(
+            "peer {addr} lists more divergent entries than diff_keys_max / diff_key_bytes_max allow; is this the right peer?"
+        )))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn descend(
     state: &Arc<AgentState>,
     peer: &mut Peer,
@@ -292,49 +349,76 @@ async fn descend(
     name: &str,
     peer_root: u64,
     cost: &mut Cost,
+    keys_left: usize,
 ) -> Result<Vec<Divergence>, Status> {
+    let limits = mend_core::exchange::DescentLimits {
+        keys_max: keys_left,
+        key_bytes_max: state.config.limits.diff_key_bytes_max,
+    };
+    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
     let store = state.store.clone();
     let (mut d, mut step) = tokio::task::spawn_blocking(move || {
         let view = RangeView::new(&store, id).map_err(from_store)?;
         let root = view.root_hash().map_err(from_exchange)?;
-        Descent::start(&view, root, peer_root).map_err(from_exchange)
+        Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)
     })
     .await
     .map_err(from_join)??;
+    let fanout = state.store.shape(id).map_err(from_store)?.fanout;
     loop {
         match step {
             Step::Done => break,
             Step::Probe(ps) => {
-                let req = pb::ProbeRequest {
-                    range: name.to_string(),
-                    probes: ps.iter().map(probe_to_pb).collect(),
-                };
+                // The probes of a step go out at once (one round trip), in
+                // requests sized so that every reply fits the message limit.
                 cost.rounds += 1;
-                cost.bytes_sent += wire(&req);
-                let resp = peer
-                    .probe(req)
-                    .await
-                    .map_err(|s| peer_err(addr, s))?
-                    .into_inner();
-                cost.bytes_received += wire(&resp);
-                if resp.replies.len() != ps.len() {
-                    return Err(Status::internal(format!(
-                        "peer {addr} answered {} of {} probes",
-                        resp.replies.len(),
-                        ps.len()
-                    )));
-                }
-                let replies = resp
-                    .replies
+                let calls = mend_core::exchange::probe_batches(&ps, fanout)
                     .into_iter()
-                    .zip(&ps)
-                    .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|s| peer_err(addr, s))?;
+                    .map(|r| {
+                        let mut peer = peer.clone();
+                        let probes = &ps[r];
+                        let req = pb::ProbeRequest {
+                            range: name.to_string(),
+                            probes: probes.iter().map(probe_to_pb).collect(),
+                        };
+                        async move {
+                            let sent = wire(&req);
+                            let resp = peer
+                                .probe(req)
+                                .await
+                                .map_err(|s| peer_err(addr, s))?
+                                .into_inner();
+                            let received = wire(&resp);
+                            if resp.replies.len() != probes.len() {
+                                return Err(Status::internal(format!(
+                                    "peer {addr} answered {} of {} probes",
+                                    resp.replies.len(),
+                                    probes.len()
+                                )));
+                            }
+                            let replies = resp
+                                .replies
+                                .into_iter()
+                                .zip(probes)
+                                .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|s| peer_err(addr, s))?;
+                            Ok::<_, Status>((sent, received, replies))
+                        }
+                    });
+                let mut replies = Vec::with_capacity(ps.len());
+                for (sent, received, rs) in futures::future::try_join_all(calls).await? {
+                    cost.bytes_sent += sent;
+                    cost.bytes_received += received;
+                    replies.extend(rs);
+                }
                 let store = state.store.clone();
+                let a = addr.to_string();
                 (d, step) = tokio::task::spawn_blocking(move || {
                     let view = RangeView::new(&store, id).map_err(from_store)?;
-                    let s = d.on_probe_replies(&view, replies).map_err(from_exchange)?;
+                    let s = d
+                        .on_probe_replies(&view, replies)
+                        .map_err(|e| peer_breach(&a, e))?;
                     Ok::<_, Status>((d, s))
                 })
                 .await
@@ -344,6 +428,11 @@ async fn descend(
                 // All leaf probes of the step go out at once (one round
                 // trip), each on its own HTTP/2 stream of the connection.
                 cost.rounds += 1;
+                let budget = Budget {
+                    entries: keys_left.into(),
+                    key_bytes: state.config.limits.diff_key_bytes_max.into(),
+                };
+                let budget = &budget;
                 let calls = lps.iter().map(|lp| {
                     let mut peer = peer.clone();
                     let req = leaf_probe_to_pb(name, lp);
@@ -356,9 +445,11 @@ async fn descend(
                             .map_err(|s| peer_err(addr, s))?
                             .into_inner();
                         let mut replies = Vec::new();
-                        while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
+                        while let Some(m) = next_message(&mut stream, timeout, addr).await? {
                             received += wire(&m);
-                            replies.push(leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?);
+                            let r = leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?;
+                            budget.charge(&r, addr)?;
+                            replies.push(r);
                         }
                         Ok::<_, Status>((sent, received, replies))
                     }
@@ -370,9 +461,12 @@ async fn descend(
                     all.push(replies);
                 }
                 let store = state.store.clone();
+                let a = addr.to_string();
                 (d, step) = tokio::task::spawn_blocking(move || {
                     let view = RangeView::new(&store, id).map_err(from_store)?;
-                    let s = d.on_leaf_replies(&view, all).map_err(from_exchange)?;
+                    let s = d
+                        .on_leaf_replies(&view, all)
+                        .map_err(|e| peer_breach(&a, e))?;
                     Ok::<_, Status>((d, s))
                 })
                 .await

@@ -18,7 +18,7 @@ use mend_core::classify::{Category, Side};
 use mend_rpc::convert::version_to_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
-use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, peer_err};
+use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, next_message, peer_err};
 use crate::journal::{self, RepairHeader};
 use crate::service::peer::write_from_pb;
 use crate::state::AgentState;
@@ -360,21 +360,23 @@ pub async fn repair(
             .into_inner();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
+        let mut check = FetchCheck::new(chunk);
         loop {
-            let m = stream.message().await.map_err(|s| peer_err(addr, s))?;
+            let m = next_message(&mut stream, rpc_timeout(state), addr).await?;
             let end = m.is_none();
             if let Some(m) = m {
                 let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
                 pacer.take(bytes, 1).await;
                 sum.bytes_streamed += bytes;
-                match m.entry {
-                    Some(e) if m.found => {
+                let key = m.key.clone();
+                match check.entry(m, addr)? {
+                    Some(e) => {
                         batch_bytes += e.value.len();
                         batch.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
                     }
-                    _ => sum
+                    None => sum
                         .skipped
-                        .push((m.key, "gone at the peer since the diff (purged)".into())),
+                        .push((key, "gone at the peer since the diff (purged)".into())),
                 }
             }
             if (end && !batch.is_empty())
@@ -499,8 +501,9 @@ async fn shadow_run(
                 .await
                 .map_err(|s| peer_err(addr, s))?
                 .into_inner();
-            while let Some(m) = stream.message().await.map_err(|s| peer_err(addr, s))? {
-                if let (true, Some(e)) = (m.found, m.entry) {
+            let mut check = FetchCheck::new(chunk);
+            while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
+                if let Some(e) = check.entry(m, addr)? {
                     writes.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
                 }
             }
@@ -637,4 +640,45 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
             .map(|(k, r)| ("local".to_string(), k, r)),
     );
     Ok(out)
+}
+
+fn rpc_timeout(state: &AgentState) -> std::time::Duration {
+    std::time::Duration::from_millis(state.config.limits.rpc_timeout_ms)
+}
+
+/// Checks a `Fetch` stream against its request: every message answers a
+/// key that was asked for, at most once, and carries an entry of that very
+/// key. A peer that answers anything else would make the repair write
+/// entries nobody planned.
+struct FetchCheck {
+    asked: std::collections::HashSet<Vec<u8>>,
+}
+
+impl FetchCheck {
+    fn new(keys: &[Vec<u8>]) -> FetchCheck {
+        FetchCheck {
+            asked: keys.iter().cloned().collect(),
+        }
+    }
+
+    /// The entry of a checked message (`None` when the peer no longer has
+    /// the key).
+    fn entry(&mut self, m: pb::FetchedEntry, addr: &str) -> Result<Option<pb::Entry>, Status> {
+        if !self.asked.remove(&m.key) {
+            return Err(Status::internal(format!(
+                "peer {addr} fetched a key that was not asked for, or one twice"
+            )));
+        }
+        match m.entry {
+            Some(e) if m.found => {
+                if e.key != m.key {
+                    return Err(Status::internal(format!(
+                        "peer {addr} answered a fetched key with another key's entry"
+                    )));
+                }
+                Ok(Some(e))
+            }
+            _ => Ok(None),
+        }
+    }
 }

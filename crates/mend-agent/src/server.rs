@@ -299,20 +299,23 @@ async fn routes(state: &Arc<AgentState>, tls: bool) -> Result<tonic::service::Ro
 
 /// The status message.
 pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Status> {
-    let mut ranges = Vec::new();
-    for (id, spec) in state.store.ranges().specs().iter().enumerate() {
-        let root = state
-            .store
-            .root(id as u16)
-            .map_err(crate::status::from_store)?;
-        ranges.push(pb::RangeStatus {
-            name: spec.name.clone(),
-            fanout: spec.shape.fanout,
-            depth: spec.shape.depth,
-            root: mend_core::exchange::node_hash(&root),
-            entries: root.count,
-        });
-    }
+    // Store calls run on the blocking pool, never on an async worker.
+    let ranges = state
+        .blocking(|store| {
+            let mut ranges = Vec::new();
+            for (id, spec) in store.ranges().specs().iter().enumerate() {
+                let root = store.root(id as u16)?;
+                ranges.push(pb::RangeStatus {
+                    name: spec.name.clone(),
+                    fanout: spec.shape.fanout,
+                    depth: spec.shape.depth,
+                    root: mend_core::exchange::node_hash(&root),
+                    entries: root.count,
+                });
+            }
+            Ok(ranges)
+        })
+        .await?;
     let repairs = state.blocking(crate::journal::list).await?;
     Ok(pb::StatusResponse {
         node_id: state.node_id.to_string(),

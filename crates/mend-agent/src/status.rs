@@ -27,6 +27,7 @@ pub fn from_exchange(e: ExchangeError) -> Status {
     match e {
         ExchangeError::Protocol(m) => Status::invalid_argument(m),
         ExchangeError::Local(m) => Status::internal(m),
+        ExchangeError::Limit(m) => Status::resource_exhausted(m),
     }
 }
 

@@ -31,6 +31,13 @@ use crate::version::Version;
 /// split into several probes.
 pub const PROBE_HASHES_MAX: usize = 65_536;
 
+/// Most child hashes the replies to one probe request may carry (8 MiB of
+/// hashes): the initiator sizes probes and groups them into requests
+/// ([`probe_batches`]) so that even if every probed node differs, the reply
+/// fits the gRPC message limit, whatever the fan-out (16 to 256); the
+/// responder refuses larger requests.
+pub const PROBE_REPLY_HASHES_MAX: usize = 1 << 20;
+
 /// Most bucket queries one [`LeafProbe`] carries.
 pub const LEAF_QUERIES_MAX: usize = 4_096;
 
@@ -46,6 +53,12 @@ pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
 /// Most bytes an entry adds to a reply besides its key, in the packed
 /// encoding (version, origin-table slot, framing).
 pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = crate::packed::PACKED_ENTRY_OVERHEAD_MAX;
+
+/// Most buckets one [`LeafProbe`] may cover in total (the sum of its
+/// queries' counts). Bounds what one request makes the responder list: a
+/// peer-only span over a wiped replica is sent as several probes. The
+/// listing of a request costs about this many buckets' entries.
+pub const LEAF_SPAN_BUCKETS_MAX: u64 = 4_096;
 
 /// Most entries the initiator keeps from its leaf listing until the replies
 /// arrive (about 30 MiB); buckets past it are listed again for their lacking
@@ -104,6 +117,10 @@ pub trait TreeView {
         count: u32,
     ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError>;
 
+    /// The bucket `key` falls in, or `None` when the key is outside the
+    /// range (the initiator checks what a peer lists against it).
+    fn bucket_of(&self, key: &[u8]) -> Option<u32>;
+
     /// The entries of each of `buckets` (ascending), in bucket order; empty
     /// buckets may be omitted. Views over a store override this to list
     /// them all in one pass.
@@ -125,6 +142,10 @@ pub enum ExchangeError {
     /// Reading the local tree failed.
     #[error("local store: {0}")]
     Local(String),
+    /// The exchange found more than its limits allow (`diff_keys_max`, or
+    /// the bytes of the keys held): the wrong peer, or a wiped replica.
+    #[error("{0}")]
+    Limit(String),
 }
 
 fn proto(msg: impl Into<String>) -> ExchangeError {
@@ -197,6 +218,42 @@ pub struct LeafReply {
     pub extra: Vec<EntrySummary>,
 }
 
+/// Groups consecutive probes into requests whose replies carry at most
+/// [`PROBE_REPLY_HASHES_MAX`] child hashes even if every node differs
+/// (each group holds at least one probe). Returns index ranges of `probes`.
+pub fn probe_batches(probes: &[Probe], fanout: u32) -> Vec<std::ops::Range<usize>> {
+    let f = fanout as usize;
+    let mut out = Vec::new();
+    let (mut start, mut load) = (0, 0usize);
+    for (i, p) in probes.iter().enumerate() {
+        let w = p.hashes.len() * f;
+        if i > start && load + w > PROBE_REPLY_HASHES_MAX {
+            out.push(start..i);
+            (start, load) = (i, 0);
+        }
+        load += w;
+    }
+    if start < probes.len() {
+        out.push(start..probes.len());
+    }
+    out
+}
+
+/// Checks a whole probe request against [`PROBE_REPLY_HASHES_MAX`] before
+/// any probe of it is answered.
+pub fn check_probe_request(shape: TreeShape, probes: &[Probe]) -> Result<(), ExchangeError> {
+    let children: usize = probes
+        .iter()
+        .map(|p| p.hashes.len().saturating_mul(shape.fanout as usize))
+        .fold(0usize, usize::saturating_add);
+    if children > PROBE_REPLY_HASHES_MAX {
+        return Err(proto(format!(
+            "probe request may need {children} child hashes in reply, at most {PROBE_REPLY_HASHES_MAX}: split it"
+        )));
+    }
+    Ok(())
+}
+
 /// Answers a probe from the local tree.
 pub fn respond_probe(view: &dyn TreeView, p: &Probe) -> Result<ProbeReply, ExchangeError> {
     let shape = view.shape();
@@ -242,12 +299,9 @@ pub fn respond_probe(view: &dyn TreeView, p: &Probe) -> Result<ProbeReply, Excha
     Ok(ProbeReply { status, next })
 }
 
-/// Answers a leaf probe from the local entries, one reply per query that has
-/// something to report.
-pub fn respond_leaves(
-    view: &dyn TreeView,
-    lp: &LeafProbe,
-) -> Result<Vec<LeafReply>, ExchangeError> {
+/// Checks a leaf probe against the limits and the tree before anything is
+/// listed: query count, digests, bucket bounds and the total span.
+pub fn check_leaf_probe(view: &dyn TreeView, lp: &LeafProbe) -> Result<(), ExchangeError> {
     let shape = view.shape();
     if lp.queries.len() > LEAF_QUERIES_MAX {
         return Err(proto(format!(
@@ -261,12 +315,29 @@ pub fn respond_leaves(
             "{total} entry hashes, at most {LEAF_DIGESTS_MAX}"
         )));
     }
+    let mut span = 0u64;
     for q in &lp.queries {
         let end = q.first as u64 + q.count as u64;
         if q.count == 0 || end > shape.buckets() || (q.count > 1 && !q.hashes.is_empty()) {
             return Err(proto(format!("bad bucket query {}+{}", q.first, q.count)));
         }
+        span += u64::from(q.count);
     }
+    if span > LEAF_SPAN_BUCKETS_MAX {
+        return Err(proto(format!(
+            "leaf probe spans {span} buckets, at most {LEAF_SPAN_BUCKETS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Answers a leaf probe from the local entries, one reply per query that has
+/// something to report.
+pub fn respond_leaves(
+    view: &dyn TreeView,
+    lp: &LeafProbe,
+) -> Result<Vec<LeafReply>, ExchangeError> {
+    check_leaf_probe(view, lp)?;
     // Single buckets (the usual query) are listed in one pass.
     let mut singles: Vec<u32> = lp
         .queries
@@ -383,7 +454,29 @@ pub struct Descent {
     listed: HashMap<u32, Vec<EntrySummary>>,
     cached_entries: usize,
     found: BTreeMap<Vec<u8>, Divergence>,
+    /// Key bytes held in `found`.
+    found_key_bytes: usize,
+    limits: DescentLimits,
     stats: DescentStats,
+}
+
+/// Bounds on what one descent holds while it runs, so a hostile or wiped
+/// peer cannot make the initiator allocate without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescentLimits {
+    /// Most divergent keys (the agent's `diff_keys_max`).
+    pub keys_max: usize,
+    /// Most bytes of divergent keys.
+    pub key_bytes_max: usize,
+}
+
+impl Default for DescentLimits {
+    fn default() -> Self {
+        DescentLimits {
+            keys_max: usize::MAX,
+            key_bytes_max: usize::MAX,
+        }
+    }
 }
 
 impl Descent {
@@ -392,6 +485,16 @@ impl Descent {
         view: &dyn TreeView,
         local_root: NodeHash,
         peer_root: NodeHash,
+    ) -> Result<(Descent, Step), ExchangeError> {
+        Descent::start_with(view, local_root, peer_root, DescentLimits::default())
+    }
+
+    /// [`Descent::start`] with bounds on the divergence held.
+    pub fn start_with(
+        view: &dyn TreeView,
+        local_root: NodeHash,
+        peer_root: NodeHash,
+        limits: DescentLimits,
     ) -> Result<(Descent, Step), ExchangeError> {
         let shape = view.shape();
         let mut d = Descent {
@@ -404,6 +507,8 @@ impl Descent {
             listed: HashMap::new(),
             cached_entries: 0,
             found: BTreeMap::new(),
+            found_key_bytes: 0,
+            limits,
             stats: DescentStats {
                 nodes_compared: 1,
                 leaves_compared: 0,
@@ -447,7 +552,11 @@ impl Descent {
         }
         let hashes = view.child_hashes(level, &descend)?;
         let f = self.shape.fanout as usize;
-        let per = (PROBE_HASHES_MAX / f).max(1);
+        // Parents per probe: its hashes within PROBE_HASHES_MAX, and the
+        // children its reply may list within PROBE_REPLY_HASHES_MAX.
+        let per = (PROBE_HASHES_MAX / f)
+            .min(PROBE_REPLY_HASHES_MAX / (f * f))
+            .max(1);
         self.sent = descend
             .chunks(per)
             .zip(hashes.chunks(per * f))
@@ -538,37 +647,48 @@ impl Descent {
             for (_, entries) in view.entries(first, count)? {
                 self.stats.leaves_compared += 1;
                 for e in entries {
-                    self.record_local(e);
+                    self.record_local(e)?;
                 }
             }
         }
         let mut probes = Vec::new();
         let mut cur = LeafProbe::default();
-        let mut digests = 0usize;
+        // (digests, buckets spanned) of `cur`.
+        let mut load = (0usize, 0u64);
         let push = |q: BucketQuery,
                     probes: &mut Vec<LeafProbe>,
                     cur: &mut LeafProbe,
-                    digests: &mut usize| {
-            if cur.queries.len() >= LEAF_QUERIES_MAX || *digests + q.hashes.len() > LEAF_DIGESTS_MAX
+                    load: &mut (usize, u64)| {
+            if cur.queries.len() >= LEAF_QUERIES_MAX
+                || load.0 + q.hashes.len() > LEAF_DIGESTS_MAX
+                || load.1 + u64::from(q.count) > LEAF_SPAN_BUCKETS_MAX
             {
                 probes.push(std::mem::take(cur));
-                *digests = 0;
+                *load = (0, 0);
             }
-            *digests += q.hashes.len();
+            load.0 += q.hashes.len();
+            load.1 += u64::from(q.count);
             cur.queries.push(q);
         };
         for (first, count) in std::mem::take(&mut self.peer_only_spans) {
             self.stats.leaves_compared += count as u64;
-            push(
-                BucketQuery {
-                    first,
-                    count,
-                    hashes: Vec::new(),
-                },
-                &mut probes,
-                &mut cur,
-                &mut digests,
-            );
+            // Spans wider than a probe may cover go out in pieces.
+            let mut at = first;
+            let end = first + count;
+            while at < end {
+                let n = (end - at).min(LEAF_SPAN_BUCKETS_MAX as u32);
+                push(
+                    BucketQuery {
+                        first: at,
+                        count: n,
+                        hashes: Vec::new(),
+                    },
+                    &mut probes,
+                    &mut cur,
+                    &mut load,
+                );
+                at += n;
+            }
         }
         let mut buckets = std::mem::take(&mut self.both_buckets);
         buckets.sort_unstable();
@@ -593,7 +713,7 @@ impl Descent {
                 },
                 &mut probes,
                 &mut cur,
-                &mut digests,
+                &mut load,
             );
         }
         if !cur.queries.is_empty() {
@@ -630,8 +750,22 @@ impl Descent {
                 if r.lacking.len() != q.hashes.len() && !r.lacking.is_empty() {
                     return Err(proto("leaf reply flags do not match the query"));
                 }
+                let asked = u64::from(q.first)..u64::from(q.first) + u64::from(q.count);
                 for e in r.extra {
-                    self.record_peer(e);
+                    // A peer lists only entries of the buckets it was asked
+                    // about: anything else is a lie that would be "repaired"
+                    // into this store.
+                    match view.bucket_of(&e.key) {
+                        Some(b) if asked.contains(&u64::from(b)) => {}
+                        Some(b) => {
+                            return Err(proto(format!(
+                                "peer listed a key of bucket {b} for buckets {}..{}",
+                                asked.start, asked.end
+                            )));
+                        }
+                        None => return Err(proto("peer listed a key outside the range")),
+                    }
+                    self.record_peer(e)?;
                 }
                 if r.lacking.iter().any(|x| *x) {
                     let lacking: HashSet<u64> = q
@@ -651,7 +785,7 @@ impl Descent {
                     };
                     for e in entries {
                         if lacking.contains(&e.hash) {
-                            self.record_local(e);
+                            self.record_local(e)?;
                         }
                     }
                 }
@@ -662,28 +796,44 @@ impl Descent {
         Ok(Step::Done)
     }
 
-    fn record_local(&mut self, e: EntrySummary) {
-        let k = e.key.clone();
-        self.found
-            .entry(k.clone())
+    /// The divergence record of `key`, counted against the limits before
+    /// anything is allocated for a new key.
+    fn slot(&mut self, key: &[u8]) -> Result<&mut Divergence, ExchangeError> {
+        if !self.found.contains_key(key) {
+            if self.found.len() >= self.limits.keys_max {
+                return Err(ExchangeError::Limit(format!(
+                    "more than diff_keys_max = {} divergent keys; is this the right peer?",
+                    self.limits.keys_max
+                )));
+            }
+            if self.found_key_bytes + key.len() > self.limits.key_bytes_max {
+                return Err(ExchangeError::Limit(format!(
+                    "divergent keys exceed {} bytes",
+                    self.limits.key_bytes_max
+                )));
+            }
+            self.found_key_bytes += key.len();
+        }
+        Ok(self
+            .found
+            .entry(key.to_vec())
             .or_insert_with(|| Divergence {
-                key: k,
+                key: key.to_vec(),
                 local: None,
                 peer: None,
-            })
-            .local = Some(e);
+            }))
     }
 
-    fn record_peer(&mut self, e: EntrySummary) {
-        let k = e.key.clone();
-        self.found
-            .entry(k.clone())
-            .or_insert_with(|| Divergence {
-                key: k,
-                local: None,
-                peer: None,
-            })
-            .peer = Some(e);
+    fn record_local(&mut self, e: EntrySummary) -> Result<(), ExchangeError> {
+        let key = e.key.clone();
+        self.slot(&key)?.local = Some(e);
+        Ok(())
+    }
+
+    fn record_peer(&mut self, e: EntrySummary) -> Result<(), ExchangeError> {
+        let key = e.key.clone();
+        self.slot(&key)?.peer = Some(e);
+        Ok(())
     }
 
     /// The divergent keys found, in key order. Keys reported by only one

@@ -49,6 +49,13 @@ impl TreeView for Fixed {
             .flat_map(|p| (0..f).map(move |c| (*p as u64 * 31 + c as u64) % 3))
             .collect())
     }
+    fn bucket_of(&self, key: &[u8]) -> Option<u32> {
+        // Keys are [b + 1] for bucket b.
+        match key {
+            [k] if *k >= 1 && u64::from(*k - 1) < self.shape().buckets() => Some(u32::from(*k - 1)),
+            _ => None,
+        }
+    }
     fn entries(
         &self,
         first: u32,

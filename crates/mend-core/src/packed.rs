@@ -150,8 +150,27 @@ pub fn encode(entries: &[EntrySummary]) -> Vec<u8> {
     out
 }
 
-/// Decodes a list made by [`encode`]; every summary has `hash = 0`.
+/// Most key bytes one packed list may decode to (64 MiB). Front coding
+/// lets a few wire bytes stand for a 4 KiB key, so a list of a few MiB
+/// could otherwise decode to gigabytes (a "packed bomb"); this bounds the
+/// allocation before it is made. A legitimate reply is split by the
+/// responder at [`crate::exchange::LEAF_REPLY_BYTES_MAX`] of *decoded*
+/// bytes, far below this.
+pub const PACKED_KEY_BYTES_MAX: usize = 64 << 20;
+
+/// Decodes a list made by [`encode`]; every summary has `hash = 0`. At most
+/// [`PACKED_ENTRIES_MAX`] entries and [`PACKED_KEY_BYTES_MAX`] key bytes.
 pub fn decode(buf: &[u8]) -> Result<Vec<EntrySummary>, ExchangeError> {
+    decode_bounded(buf, PACKED_ENTRIES_MAX, PACKED_KEY_BYTES_MAX)
+}
+
+/// [`decode`] with tighter bounds: at most `entries_max` entries and
+/// `key_bytes_max` bytes of decoded keys, checked before each allocation.
+pub fn decode_bounded(
+    buf: &[u8],
+    entries_max: usize,
+    key_bytes_max: usize,
+) -> Result<Vec<EntrySummary>, ExchangeError> {
     let mut r = Reader { buf, at: 0 };
     let n_origins = r.usize("origin count", PACKED_ORIGINS_MAX)?;
     let mut origins = Vec::with_capacity(n_origins.min(buf.len()));
@@ -161,15 +180,22 @@ pub fn decode(buf: &[u8]) -> Result<Vec<EntrySummary>, ExchangeError> {
         let s = std::str::from_utf8(raw).map_err(|_| bad("origin is not UTF-8"))?;
         origins.push(NodeId::new(s).map_err(|e| bad(e.to_string()))?);
     }
-    let n = r.usize("entry count", PACKED_ENTRIES_MAX)?;
+    let n = r.usize("entry count", entries_max.min(PACKED_ENTRIES_MAX))?;
     let base_ms = r.varint("base ms")?;
     // Each entry takes at least 5 bytes, so a lying count fails on the
     // bytes before it can make the allocation large.
     let mut out = Vec::with_capacity(n.min(buf.len() / 5));
     let mut prev: Vec<u8> = Vec::new();
+    let mut key_bytes = 0usize;
     for _ in 0..n {
         let shared = r.usize("shared prefix", prev.len())?;
         let len = r.usize("key suffix length", KEY_BYTES_MAX - shared)?;
+        key_bytes += shared + len;
+        if key_bytes > key_bytes_max {
+            return Err(bad(format!(
+                "decoded keys exceed {key_bytes_max} bytes (a front-coded bomb?)"
+            )));
+        }
         let mut key = Vec::with_capacity(shared + len);
         key.extend_from_slice(&prev[..shared]);
         key.extend_from_slice(r.bytes(len, "key")?);

@@ -247,7 +247,14 @@ pub fn leaf_reply_from_pb(r: pb::LeafReply, probe: &LeafProbe) -> Result<LeafRep
         extra: if r.extra.is_empty() {
             Vec::new()
         } else {
-            mend_core::packed::decode(&r.extra).map_err(|e| invalid("leaf_reply.extra", e))?
+            // A responder splits replies at LEAF_REPLY_BYTES_MAX of decoded
+            // entries; twice that bounds a reply's allocation.
+            mend_core::packed::decode_bounded(
+                &r.extra,
+                mend_core::packed::PACKED_ENTRIES_MAX,
+                2 * mend_core::exchange::LEAF_REPLY_BYTES_MAX,
+            )
+            .map_err(|e| invalid("leaf_reply.extra", e))?
         },
     })
 }

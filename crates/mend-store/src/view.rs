@@ -64,6 +64,14 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
         Ok(aggs.iter().map(node_hash).collect())
     }
 
+    fn bucket_of(&self, key: &[u8]) -> Option<u32> {
+        let spec = self.store.ranges().get(self.range)?;
+        if !spec.contains(key) {
+            return None;
+        }
+        Some(self.shape.bucket_of(self.store.secret().placement(key)))
+    }
+
     fn entries_of(&self, buckets: &[u32]) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
         let listed = self
             .store

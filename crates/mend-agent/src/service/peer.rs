@@ -4,13 +4,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use mend_core::exchange::{respond_leaves, respond_probe};
+use mend_core::exchange::{LeafProbe, check_probe_request, respond_leaves, respond_probe};
 use mend_rpc::convert::{
     key_from_pb, leaf_probe_from_pb, leaf_reply_to_pb, probe_from_pb, probe_reply_to_pb,
     value_from_pb, version_from_pb, version_to_pb,
@@ -31,6 +32,46 @@ pub const SHADOW_ENTRIES_MAX: usize = 100_000;
 
 /// Depth of the bounded channels that feed server streams.
 const STREAM_DEPTH: usize = 16;
+
+/// Keys read per blocking task of a `Fetch` stream: bounds the values one
+/// slow reader can hold in memory (64 × 4 MiB at worst).
+const FETCH_CHUNK_KEYS: usize = 64;
+
+/// Buckets listed per blocking task of a `Leaves` stream: bounds the tree
+/// lock's hold and the listing held before it is sent.
+const LEAVES_CHUNK_BUCKETS: u64 = 256;
+
+/// Splits a leaf probe's queries into consecutive chunks of at most
+/// `LEAVES_CHUNK_BUCKETS` buckets (at least one query each).
+fn leaf_chunks(lp: &LeafProbe) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut load) = (0, 0u64);
+    for (i, q) in lp.queries.iter().enumerate() {
+        if i > start && load + u64::from(q.count) > LEAVES_CHUNK_BUCKETS {
+            out.push(start..i);
+            (start, load) = (i, 0);
+        }
+        load += u64::from(q.count);
+    }
+    if start < lp.queries.len() {
+        out.push(start..lp.queries.len());
+    }
+    out
+}
+
+/// Sends `msg` on a server stream's channel, waiting at most `timeout` for
+/// a slow reader. False when the stream is gone or the reader stalled: the
+/// producer stops, releasing what it holds.
+async fn send_within<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    msg: Result<T, Status>,
+    timeout: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tx.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
 
 /// A replicated entry from the wire as a versioned write, validated: key and
 /// value within limits, a version present and well formed.
@@ -223,12 +264,15 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::ProbeResponse>, Status> {
         let r = req.into_inner();
         let id = self.range_id(&r.range)?;
+        let probes: Vec<_> = r.probes.into_iter().map(probe_from_pb).collect();
+        let shape = self.state.store.shape(id).map_err(from_store)?;
+        check_probe_request(shape, &probes).map_err(from_exchange)?;
         let store = self.state.store.clone();
         let replies = tokio::task::spawn_blocking(move || {
             let view = RangeView::new(&store, id).map_err(from_store)?;
-            r.probes
-                .into_iter()
-                .map(|p| respond_probe(&view, &probe_from_pb(p)).map(|rep| probe_reply_to_pb(&rep)))
+            probes
+                .iter()
+                .map(|p| respond_probe(&view, p).map(|rep| probe_reply_to_pb(&rep)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(from_exchange)
         })
@@ -246,18 +290,46 @@ impl pb::peer_server::Peer for PeerService {
         let r = req.into_inner();
         let id = self.range_id(&r.range)?;
         let lp = leaf_probe_from_pb(r);
+        // The whole probe is checked first (limits, bounds, total span);
+        // then it is answered a few queries at a time, each chunk listed on
+        // the blocking pool (the tree lock held for that chunk only) and
+        // sent before the next is listed.
         let store = self.state.store.clone();
-        let replies = tokio::task::spawn_blocking(move || {
+        let check = lp.clone();
+        tokio::task::spawn_blocking(move || {
             let view = RangeView::new(&store, id).map_err(from_store)?;
-            respond_leaves(&view, &lp).map_err(from_exchange)
+            mend_core::exchange::check_leaf_probe(&view, &check).map_err(from_exchange)
         })
         .await
         .map_err(from_join)??;
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        let store = self.state.store.clone();
+        let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
         tokio::spawn(async move {
-            for rep in replies {
-                if tx.send(Ok(leaf_reply_to_pb(&rep))).await.is_err() {
-                    break;
+            for chunk in leaf_chunks(&lp) {
+                let sub = LeafProbe {
+                    queries: lp.queries[chunk.clone()].to_vec(),
+                };
+                let store = store.clone();
+                let listed = tokio::task::spawn_blocking(move || {
+                    let view = RangeView::new(&store, id).map_err(from_store)?;
+                    respond_leaves(&view, &sub).map_err(from_exchange)
+                })
+                .await
+                .map_err(from_join)
+                .and_then(|r| r);
+                let replies = match listed {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for mut rep in replies {
+                    rep.query += chunk.start as u32;
+                    if !send_within(&tx, Ok(leaf_reply_to_pb(&rep)), send_timeout).await {
+                        return;
+                    }
                 }
             }
         });
@@ -283,31 +355,46 @@ impl pb::peer_server::Peer for PeerService {
         }
         let (tx, rx) = mpsc::channel(STREAM_DEPTH);
         let store = self.state.store.clone();
-        // Read on the blocking pool, one key at a time, so a slow consumer
-        // holds back reads instead of buffering values.
-        tokio::task::spawn_blocking(move || {
-            for key in keys {
-                let msg = match store.get(&key) {
-                    Ok(Some(r)) => Ok(pb::FetchedEntry {
-                        key: key.clone(),
-                        found: true,
-                        entry: Some(pb::Entry {
-                            key,
-                            version: Some(version_to_pb(&r.meta.version)),
-                            tombstone: r.meta.tombstone,
-                            value: r.value,
-                        }),
-                    }),
-                    Ok(None) => Ok(pb::FetchedEntry {
-                        key,
-                        found: false,
-                        entry: None,
-                    }),
-                    Err(e) => Err(from_store(e)),
+        let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
+        // A few keys at a time: each chunk read on the blocking pool (one
+        // MultiGet), then sent with a deadline, so a reader that stops
+        // reading holds no thread and at most one chunk of values.
+        tokio::spawn(async move {
+            for chunk in keys.chunks(FETCH_CHUNK_KEYS) {
+                let ks = chunk.to_vec();
+                let store = store.clone();
+                let got = tokio::task::spawn_blocking(move || store.get_many(&ks))
+                    .await
+                    .map_err(from_join)
+                    .and_then(|r| r.map_err(from_store));
+                let got = match got {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 };
-                let stop = msg.is_err();
-                if tx.blocking_send(msg).is_err() || stop {
-                    break;
+                for (key, rec) in chunk.iter().cloned().zip(got) {
+                    let msg = match rec {
+                        Some(r) => pb::FetchedEntry {
+                            key: key.clone(),
+                            found: true,
+                            entry: Some(pb::Entry {
+                                key,
+                                version: Some(version_to_pb(&r.meta.version)),
+                                tombstone: r.meta.tombstone,
+                                value: r.value,
+                            }),
+                        },
+                        None => pb::FetchedEntry {
+                            key,
+                            found: false,
+                            entry: None,
+                        },
+                    };
+                    if !send_within(&tx, Ok(msg), send_timeout).await {
+                        return;
+                    }
                 }
             }
         });
