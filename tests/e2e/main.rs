@@ -7,6 +7,7 @@
 mod agents;
 mod diagnostics;
 mod harness;
+mod hostile;
 mod plan;
 mod security;
 mod simulate;

@@ -235,6 +235,11 @@ pub struct Limits {
     /// HTTP/2 keepalive ping interval, in ms (1 000..=3 600 000); a peer
     /// that does not answer a ping within the same time is disconnected.
     pub http2_keepalive_ms: u64,
+    /// Most streamed replies (Leaves listings, Fetch values) produced at
+    /// once over all callers (1..=4 096); more wait for a slot. A stream
+    /// holds at most one chunk (256 buckets' listing, or 16 values plus 2
+    /// queued), so this bounds the memory of slow or stalled readers.
+    pub server_streams_max: usize,
     /// How long a server stream waits for a slow reader to take the next
     /// message before it gives up, in ms (100..=600 000). A client that stops
     /// reading holds nothing longer than this.
@@ -260,6 +265,7 @@ impl Default for Limits {
             streams_per_connection_max: 256,
             request_timeout_ms: 3_600_000,
             http2_keepalive_ms: 30_000,
+            server_streams_max: 32,
             stream_send_timeout_ms: 30_000,
             future_write_ms_max: mend_store::store::CLOCK_FOLLOW_MS_DEFAULT,
         }
@@ -491,6 +497,12 @@ impl AgentConfig {
             l.http2_keepalive_ms,
             1_000,
             3_600_000,
+        )?;
+        in_range(
+            "limits.server_streams_max",
+            l.server_streams_max as u64,
+            1,
+            4_096,
         )?;
         in_range(
             "limits.stream_send_timeout_ms",

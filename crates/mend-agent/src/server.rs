@@ -162,6 +162,9 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         config: config.clone(),
         tls: tls.clone(),
         challenges: crate::auth::Challenges::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.server_streams_max,
+        )),
     });
     let listener = TcpListener::bind(config.listen)
         .await

@@ -35,6 +35,9 @@ pub struct AgentState {
     pub tls: Option<Arc<mend_tls::TlsSource>>,
     /// Handshake challenges this agent issued and not yet seen answered.
     pub challenges: crate::auth::Challenges,
+    /// Slots of streamed replies (Leaves, Fetch) in production at once:
+    /// `limits.server_streams_max`.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgentState {

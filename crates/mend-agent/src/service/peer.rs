@@ -30,12 +30,13 @@ pub const PUSH_ENTRIES_MAX: usize = 10_000;
 /// Most entries one shadow push may carry (they are held in memory).
 pub const SHADOW_ENTRIES_MAX: usize = 100_000;
 
-/// Depth of the bounded channels that feed server streams.
-const STREAM_DEPTH: usize = 16;
+/// Keys read per blocking task of a `Fetch` stream (one MultiGet): with
+/// the channel depth, bounds the values one stream holds in memory,
+/// (16 + 2) × the value size.
+const FETCH_CHUNK_KEYS: usize = 16;
 
-/// Keys read per blocking task of a `Fetch` stream: bounds the values one
-/// slow reader can hold in memory (64 × 4 MiB at worst).
-const FETCH_CHUNK_KEYS: usize = 64;
+/// Depth of the channel between a streamed reply's producer and tonic.
+const SERVER_STREAM_DEPTH: usize = 2;
 
 /// Buckets listed per blocking task of a `Leaves` stream: bounds the tree
 /// lock's hold and the listing held before it is sent.
@@ -100,6 +101,23 @@ impl PeerService {
     /// A service over `state`.
     pub fn new(state: Arc<AgentState>) -> PeerService {
         PeerService { state }
+    }
+
+    /// A slot among the `limits.server_streams_max` streamed replies
+    /// (Leaves, Fetch) produced at once, waited for at most `wait`: a flood
+    /// of streams whose readers stall queues here, holding neither threads
+    /// nor listings.
+    async fn stream_permit(
+        &self,
+        wait: Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        match tokio::time::timeout(wait, self.state.streams.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(Status::unavailable(format!(
+                "all {} reply streams are busy (limits.server_streams_max); retry later",
+                self.state.config.limits.server_streams_max
+            ))),
+        }
     }
 
     fn range_id(&self, name: &str) -> Result<u16, Status> {
@@ -302,10 +320,12 @@ impl pb::peer_server::Peer for PeerService {
         })
         .await
         .map_err(from_join)??;
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        let store = self.state.store.clone();
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
+        let permit = self.stream_permit(send_timeout).await?;
+        let (tx, rx) = mpsc::channel(SERVER_STREAM_DEPTH);
+        let store = self.state.store.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             for chunk in leaf_chunks(&lp) {
                 let sub = LeafProbe {
                     queries: lp.queries[chunk.clone()].to_vec(),
@@ -353,13 +373,15 @@ impl pb::peer_server::Peer for PeerService {
         for k in &keys {
             key_from_pb(k)?;
         }
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-        let store = self.state.store.clone();
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
+        let permit = self.stream_permit(send_timeout).await?;
+        let (tx, rx) = mpsc::channel(SERVER_STREAM_DEPTH);
+        let store = self.state.store.clone();
         // A few keys at a time: each chunk read on the blocking pool (one
         // MultiGet), then sent with a deadline, so a reader that stops
         // reading holds no thread and at most one chunk of values.
         tokio::spawn(async move {
+            let _permit = permit;
             for chunk in keys.chunks(FETCH_CHUNK_KEYS) {
                 let ks = chunk.to_vec();
                 let store = store.clone();
