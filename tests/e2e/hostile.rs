@@ -27,6 +27,12 @@ enum Attack {
     OutOfBucket,
     /// One honest listing, then fetched entries of other keys.
     WrongFetch,
+    /// A handshake answer in another protocol version.
+    WrongVersion,
+    /// A handshake answer naming the same range twice.
+    DuplicateRange,
+    /// A handshake answer without a valid proof of the secret.
+    NoProof,
 }
 
 struct Hostile {
@@ -114,23 +120,36 @@ impl pb::peer_server::Peer for Hostile {
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let r = req.into_inner();
         let node = "node-evil";
-        Ok(Response::new(pb::HandshakeResponse {
-            protocol_version: mend_rpc::PROTOCOL_VERSION,
-            node_id: node.into(),
-            ranges: r
-                .ranges
-                .iter()
-                .map(|s| pb::RangeRoot {
-                    name: s.name.clone(),
-                    root: 0xfeed,
-                    entries: 1 << 40,
-                })
-                .collect(),
-            now_ms: now_ms(),
-            proof: self
+        let mut ranges: Vec<_> = r
+            .ranges
+            .iter()
+            .map(|s| pb::RangeRoot {
+                name: s.name.clone(),
+                root: 0xfeed,
+                entries: 1 << 40,
+            })
+            .collect();
+        if self.attack == Attack::DuplicateRange {
+            ranges.extend(ranges.clone());
+        }
+        let mut proof = self
+            .secret
+            .handshake_proof("responder", &[&r.nonce, &r.challenge, node.as_bytes()])
+            .to_vec();
+        if self.attack == Attack::NoProof {
+            // A replay of a proof for another nonce.
+            proof = self
                 .secret
-                .handshake_proof("responder", &[&r.nonce, &r.challenge, node.as_bytes()])
-                .to_vec(),
+                .handshake_proof("responder", &[&[0; 16], &r.challenge, node.as_bytes()])
+                .to_vec();
+        }
+        Ok(Response::new(pb::HandshakeResponse {
+            protocol_version: mend_rpc::PROTOCOL_VERSION
+                + u32::from(self.attack == Attack::WrongVersion),
+            node_id: node.into(),
+            ranges,
+            now_ms: now_ms(),
+            proof,
         }))
     }
 
@@ -191,6 +210,7 @@ impl pb::peer_server::Peer for Hostile {
                         }))
                         .await;
                 }
+                Attack::WrongVersion | Attack::DuplicateRange | Attack::NoProof => {}
                 Attack::WrongFetch => {
                     if first == 0 {
                         let k = key_where(&secret, shape, |b| b < end);
@@ -345,6 +365,13 @@ async fn a_hostile_peer_gets_a_clear_error_within_bounded_memory_and_writes_noth
         (Attack::Endless, "diff", "diff_keys_max"),
         (Attack::OutOfBucket, "diff", "peer listed a key of bucket"),
         (Attack::WrongFetch, "repair", "another key's entry"),
+        (Attack::WrongVersion, "diff", "answered with protocol"),
+        (Attack::DuplicateRange, "diff", "answered twice for range"),
+        (
+            Attack::NoProof,
+            "diff",
+            "does not prove this cluster's secret",
+        ),
     ] {
         let evil = serve(attack).await;
         let out = mend(&[cmd, "--agent", &a.addr, "--peer", &evil]);
@@ -368,8 +395,9 @@ async fn a_hostile_peer_gets_a_clear_error_within_bounded_memory_and_writes_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
     // Proves that streams whose readers stop reading hold no blocking
-    // thread: with more stalled Fetch streams than the blocking pool has
-    // threads (512), writes still go through at once.
+    // thread: with three times more stalled Fetch streams than the blocking
+    // pool has threads (512), writes still go through (before the fix,
+    // they waited behind pinned threads until the readers left).
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("agent.toml");
     std::fs::write(&cfg, "[limits]\nstream_send_timeout_ms = 60000\n").unwrap();
@@ -394,15 +422,15 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
     let keys: Vec<Vec<u8>> = (0..64)
         .map(|i| format!("big-{i:02}").into_bytes())
         .collect();
-    // 600 streams opened at once, none ever read; each task holds its
+    // 1 500 streams opened at once (6 connections of 250), none ever read; each task holds its
     // stream until told to go.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut stalled = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..6 {
         let p = PeerClient::new(channel_as(&a.addr, "node-x").await)
             .max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX);
-        for _ in 0..200 {
+        for _ in 0..250 {
             let mut p = p.clone();
             let keys = keys.clone();
             let mut stop = stop_rx.clone();
@@ -437,9 +465,9 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
     .await;
     assert!(
         matches!(r, Ok(Ok(_))),
-        "a write went through while 600 readers stall: {r:?}"
+        "a write went through while 1 500 readers stall: {r:?}"
     );
-    eprintln!("write during 600 stalled streams took {:?}", t.elapsed());
+    eprintln!("write during 1 500 stalled streams took {:?}", t.elapsed());
     stop_tx.send(true).unwrap();
     for t in stalled {
         t.await.unwrap();

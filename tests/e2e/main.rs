@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod plan;
 mod security;
+mod shapes;
 mod simulate;
 mod store_cli;
 mod store_crash;

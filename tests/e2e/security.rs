@@ -407,3 +407,87 @@ async fn a_flood_of_idle_and_garbage_connections_leaves_the_agent_serving() {
     assert_eq!(code, 0);
     a.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_stamped_far_ahead_are_refused_and_nothing_is_written() {
+    // Proves a replicated write stamped beyond future_write_ms_max (a
+    // version with ms = u64::MAX would win every comparison forever) is
+    // refused with INVALID_ARGUMENT, counted, and not stored, while one
+    // within the limit is accepted.
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &["--http", "127.0.0.1:0"]);
+    let mut r = a.replica().await;
+    for ms in [u64::MAX, now_ms() + 3_600_000] {
+        let e = r
+            .put(pb::PutRequest {
+                key: b"forever".to_vec(),
+                value: b"v".to_vec(),
+                version: ver(ms, "node-z", 1),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("future_write_ms_max"), "{e:?}");
+    }
+    let got = r
+        .get(pb::GetRequest {
+            key: b"forever".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.found, "a refused write was stored");
+    r.put(pb::PutRequest {
+        key: b"soon".to_vec(),
+        value: b"v".to_vec(),
+        version: ver(now_ms() + 10_000, "node-z", 2),
+    })
+    .await
+    .unwrap();
+    let http = a.http.clone().unwrap();
+    assert_eq!(
+        metric(&http, "mend_future_writes_refused_total", "").await,
+        2.0
+    );
+    a.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_of_the_same_name_with_other_bounds_are_not_compared() {
+    // Proves the handshake compares range bounds, not just names and
+    // shapes: two agents whose range "r" covers different keys get a clear
+    // FAILED_PRECONDITION instead of a permanent false divergence.
+    let d = tmp();
+    let cfg = |start: &str| {
+        let p = d.path().join(format!("{start}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[[ranges]]\nname = \"r\"\nstart = [{}]\n",
+                start.as_bytes()[0]
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let (ca, cb) = (cfg("a"), cfg("b"));
+    let a = AgentProc::start(
+        "node-a",
+        &d.path().join("a"),
+        &["--config", ca.to_str().unwrap()],
+    );
+    let b = AgentProc::start(
+        "node-b",
+        &d.path().join("b"),
+        &["--config", cb.to_str().unwrap()],
+    );
+    let out = mend(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bounds differ") && err.contains("FailedPrecondition"),
+        "{err}"
+    );
+    a.stop();
+    b.stop();
+}

@@ -364,7 +364,7 @@ async fn descend(
     })
     .await
     .map_err(from_join)??;
-    let fanout = state.store.shape(id).map_err(from_store)?.fanout;
+    let shape = state.store.shape(id).map_err(from_store)?;
     loop {
         match step {
             Step::Done => break,
@@ -372,7 +372,7 @@ async fn descend(
                 // The probes of a step go out at once (one round trip), in
                 // requests sized so that every reply fits the message limit.
                 cost.rounds += 1;
-                let calls = mend_core::exchange::probe_batches(&ps, fanout)
+                let calls = mend_core::exchange::probe_batches(&ps, shape)
                     .into_iter()
                     .map(|r| {
                         let mut peer = peer.clone();

@@ -218,15 +218,27 @@ pub struct LeafReply {
     pub extra: Vec<EntrySummary>,
 }
 
-/// Groups consecutive probes into requests whose replies carry at most
-/// [`PROBE_REPLY_HASHES_MAX`] child hashes even if every node differs
-/// (each group holds at least one probe). Returns index ranges of `probes`.
-pub fn probe_batches(probes: &[Probe], fanout: u32) -> Vec<std::ops::Range<usize>> {
-    let f = fanout as usize;
+/// The weight of a probe in a request: the child hashes its reply may
+/// carry if every node differs (above the leaves), or its own hashes (at
+/// the leaves, whose reply is two bits per hash).
+fn probe_weight(shape: TreeShape, p: &Probe) -> usize {
+    if p.level < shape.depth {
+        p.hashes.len().saturating_mul(shape.fanout as usize)
+    } else {
+        p.hashes.len()
+    }
+}
+
+/// Groups consecutive probes into requests of at most
+/// [`PROBE_REPLY_HASHES_MAX`] weight ([`probe_weight`]): a request carries
+/// at most 8 MiB of hashes and its reply at most 8 MiB of child hashes,
+/// whatever the fan-out (each group holds at least one probe). Returns
+/// index ranges of `probes`.
+pub fn probe_batches(probes: &[Probe], shape: TreeShape) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut load) = (0, 0usize);
     for (i, p) in probes.iter().enumerate() {
-        let w = p.hashes.len() * f;
+        let w = probe_weight(shape, p);
         if i > start && load + w > PROBE_REPLY_HASHES_MAX {
             out.push(start..i);
             (start, load) = (i, 0);
@@ -242,13 +254,13 @@ pub fn probe_batches(probes: &[Probe], fanout: u32) -> Vec<std::ops::Range<usize
 /// Checks a whole probe request against [`PROBE_REPLY_HASHES_MAX`] before
 /// any probe of it is answered.
 pub fn check_probe_request(shape: TreeShape, probes: &[Probe]) -> Result<(), ExchangeError> {
-    let children: usize = probes
+    let weight: usize = probes
         .iter()
-        .map(|p| p.hashes.len().saturating_mul(shape.fanout as usize))
+        .map(|p| probe_weight(shape, p))
         .fold(0usize, usize::saturating_add);
-    if children > PROBE_REPLY_HASHES_MAX {
+    if weight > PROBE_REPLY_HASHES_MAX {
         return Err(proto(format!(
-            "probe request may need {children} child hashes in reply, at most {PROBE_REPLY_HASHES_MAX}: split it"
+            "probe request weighs {weight} hashes (its own at the leaves, its reply's children above), at most {PROBE_REPLY_HASHES_MAX}: split it"
         )));
     }
     Ok(())
