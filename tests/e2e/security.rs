@@ -200,6 +200,49 @@ async fn each_service_refuses_identities_without_its_role_and_writes_nothing() {
         .await
         .unwrap();
 
+    // A repair pushed by one peer can be undone by that peer only.
+    let x = PeerClient::new(peer_ch.clone());
+    x.clone()
+        .push(tokio_stream::iter(vec![pb::PushRequest {
+            repair_id: "rx".into(),
+            entries: vec![pb::Entry {
+                key: b"repaired".to_vec(),
+                version: ver(now_ms() - 60_000, "node-x", 1),
+                tombstone: false,
+                value: b"v".to_vec(),
+            }],
+        }]))
+        .await
+        .unwrap();
+    let e = PeerClient::new(channel_as(&a.addr, "node-y").await)
+        .undo_push(pb::UndoPushRequest {
+            repair_id: "rx".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let got = ReplicaClient::new(channel(&a.addr).await)
+        .get(pb::GetRequest {
+            key: b"repaired".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found, "another identity's undo restored nothing");
+    let undone = x
+        .clone()
+        .undo_push(pb::UndoPushRequest {
+            repair_id: "rx".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(undone.restored, 1, "the owner's undo works");
+    assert_eq!(
+        metric(&http, "mend_auth_denied_total", "reason=\"not_owner\"").await,
+        1.0
+    );
+
     // Nothing of the refused calls was written.
     let mut r = a.replica().await;
     for k in ["secret-key", "pushed"] {

@@ -26,23 +26,51 @@ use crate::status::{from_exchange, from_join, from_store};
 pub type Peer = PeerClient<Channel>;
 
 /// Connects to the peer at `addr` (`host:port`) over mutual TLS with this
-/// agent's current certificate (or plaintext when the agent runs so). A
-/// configured peer must present a certificate naming its id; an address
-/// allowed by pattern, one naming the address's host.
+/// agent's current certificate (or plaintext when the agent runs so),
+/// reusing an open channel when there is one. A configured peer must
+/// present a certificate naming its id; an address allowed by pattern, one
+/// naming the address's host.
 pub async fn connect(state: &AgentState, addr: &str) -> Result<Peer, Status> {
-    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
-    let name = state.server_name(addr);
-    let ep = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls())
-        .map_err(Status::invalid_argument)?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .tcp_nodelay(true);
-    let ch = ep.connect().await.map_err(|e| {
-        Status::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
-    })?;
+    let key = mend_tls::client::host_port(addr).to_string();
+    let generation = state.tls_generation();
+    let cached = {
+        let c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, ch)| ch.clone())
+    };
+    let ch = match cached {
+        Some(ch) => ch,
+        None => {
+            let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
+            let name = state.server_name(addr);
+            let ep = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls())
+                .map_err(Status::invalid_argument)?
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .tcp_nodelay(true);
+            let ch = ep.connect().await.map_err(|e| {
+                Status::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
+            })?;
+            let mut c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= crate::state::CHANNELS_MAX {
+                c.clear();
+            }
+            c.insert(key, (generation, ch.clone()));
+            ch
+        }
+    };
     Ok(PeerClient::new(ch)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// Forgets the cached channel to `addr` (after a transport failure, so the
+/// next exchange dials afresh).
+pub fn forget(state: &AgentState, addr: &str) {
+    let key = mend_tls::client::host_port(addr);
+    let mut c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
+    c.remove(key);
 }
 
 /// An error with its sources, on one line (TLS failures hide the reason
@@ -214,6 +242,18 @@ pub fn meta_of(e: &EntrySummary) -> EntryMeta {
 
 /// Handshakes with `peer` and diffs `range` (or every range both serve).
 pub async fn diff(
+    state: &Arc<AgentState>,
+    addr: &str,
+    range: Option<&str>,
+) -> Result<DiffOutcome, Status> {
+    let out = diff_once(state, addr, range).await;
+    if out.is_err() {
+        forget(state, addr);
+    }
+    out
+}
+
+async fn diff_once(
     state: &Arc<AgentState>,
     addr: &str,
     range: Option<&str>,

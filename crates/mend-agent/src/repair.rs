@@ -217,6 +217,20 @@ pub async fn repair(
     opts: RepairOptions,
     progress: Option<Progress>,
 ) -> Result<RepairSummary, Status> {
+    let out = repair_once(state, addr, range, opts, progress).await;
+    if out.is_err() {
+        crate::exchange::forget(state, addr);
+    }
+    out
+}
+
+async fn repair_once(
+    state: &Arc<AgentState>,
+    addr: &str,
+    range: Option<&str>,
+    opts: RepairOptions,
+    progress: Option<Progress>,
+) -> Result<RepairSummary, Status> {
     let started = Instant::now();
     let d = diff(state, addr, range).await?;
     let (planned, skipped) = plan(&d, &opts.categories);

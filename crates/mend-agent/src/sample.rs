@@ -54,6 +54,19 @@ pub async fn sample(
     n: u32,
     seed: u64,
 ) -> Result<SampleOutcome, Status> {
+    let out = sample_once(state, addr, n, seed).await;
+    if out.is_err() {
+        crate::exchange::forget(state, addr);
+    }
+    out
+}
+
+async fn sample_once(
+    state: &Arc<AgentState>,
+    addr: &str,
+    n: u32,
+    seed: u64,
+) -> Result<SampleOutcome, Status> {
     let mut peer = connect(state, addr).await?;
     let specs = state.store.ranges().specs().to_vec();
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);

@@ -165,6 +165,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         streams: Arc::new(tokio::sync::Semaphore::new(
             config.limits.server_streams_max,
         )),
+        channels: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let listener = TcpListener::bind(config.listen)
         .await

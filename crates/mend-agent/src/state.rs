@@ -38,7 +38,15 @@ pub struct AgentState {
     /// Slots of streamed replies (Leaves, Fetch) in production at once:
     /// `limits.server_streams_max`.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Open channels to peers, by address, with the TLS generation they
+    /// were made with: exchanges reuse a connection (one TLS handshake per
+    /// peer, not per diff) until the certificates are reloaded.
+    pub channels:
+        std::sync::Mutex<std::collections::HashMap<String, (u64, tonic::transport::Channel)>>,
 }
+
+/// Most cached peer channels (an address pattern may allow many).
+pub const CHANNELS_MAX: usize = 256;
 
 impl AgentState {
     /// Runs a blocking store call on the blocking pool, mapping errors to a
@@ -121,6 +129,15 @@ impl AgentState {
             .iter()
             .find(|p| mend_tls::client::host_port(&p.address) == hp)
             .map(|p| p.id.clone())
+    }
+
+    /// The TLS generation: bumps at each reload, so cached channels made
+    /// with older certificates are not reused.
+    pub fn tls_generation(&self) -> u64 {
+        self.tls
+            .as_ref()
+            .map(|t| t.reloads.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// How this agent dials peers: its current TLS set, or plaintext.

@@ -654,13 +654,22 @@ impl Descent {
 
     /// Builds the leaf probes for everything found so far.
     fn leaf_step(&mut self, view: &dyn TreeView) -> Result<Step, ExchangeError> {
-        // Local-only spans need no messages: list them now.
+        // Local-only spans need no messages: list them now, at most
+        // LEAF_SPAN_BUCKETS_MAX buckets per listing, so a wiped peer does not
+        // make one scan (and one hold of the store's tree lock) cover the
+        // whole range.
         for (first, count) in std::mem::take(&mut self.local_only_spans) {
-            for (_, entries) in view.entries(first, count)? {
-                self.stats.leaves_compared += 1;
-                for e in entries {
-                    self.record_local(e)?;
+            let end = first + count;
+            let mut at = first;
+            while at < end {
+                let n = (end - at).min(LEAF_SPAN_BUCKETS_MAX as u32);
+                for (_, entries) in view.entries(at, n)? {
+                    self.stats.leaves_compared += 1;
+                    for e in entries {
+                        self.record_local(e)?;
+                    }
                 }
+                at += n;
             }
         }
         let mut probes = Vec::new();
