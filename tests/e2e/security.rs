@@ -534,3 +534,60 @@ async fn ranges_of_the_same_name_with_other_bounds_are_not_compared() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_diff_updates_the_divergence_gauges_under_the_peer_node_id() {
+    // Proves `mend diff` (not only scheduled exchanges) sets
+    // mend_divergent_keys, labelled by the node id the peer proved at the
+    // handshake, never by the address the caller typed.
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &["--http", "127.0.0.1:0"]);
+    let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
+    let old = now_ms() - 600_000;
+    write(
+        &a,
+        (0..3)
+            .map(|i| put(&format!("only-a-{i}"), "v", ver(old + i, "node-a", i + 1)))
+            .collect(),
+    )
+    .await;
+    let (code, v) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(code, 1, "{v}");
+    let http = a.http.clone().unwrap();
+    let missing = metric(
+        &http,
+        "mend_divergent_keys",
+        "peer=\"node-b\",range=\"default\",category=\"missing\"",
+    )
+    .await;
+    assert_eq!(missing, 3.0);
+    let by_addr = metric(&http, "mend_", &format!("peer=\"{}\"", b.addr)).await;
+    assert_eq!(by_addr, 0.0, "no metric labelled by the typed address");
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_is_served_in_v1alpha_too() {
+    // Proves clients that speak only grpc.reflection.v1alpha (grpcurl before
+    // 1.8.8, grpcui, Postman, Python's grpcio-reflection) can list services.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+    };
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let mut c = ServerReflectionClient::new(channel(&a.addr).await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut s = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("v1alpha reflection served")
+        .into_inner();
+    let text = format!("{:?}", s.message().await.unwrap().unwrap());
+    assert!(text.contains("mend.v1.Operator"), "{text}");
+    a.stop();
+}

@@ -182,25 +182,10 @@ impl Monitor {
                     metrics.convergence_seconds.observe(ms as f64 / 1000.0);
                 }
             }
-            for c in Category::ALL {
-                let n = rec.by_category.get(c.as_str()).copied().unwrap_or(0);
-                metrics
-                    .divergent_keys
-                    .get_or_create(&PeerRangeCategory {
-                        peer: peer.into(),
-                        range: range.clone(),
-                        category: c.as_str().into(),
-                    })
-                    .set(n as i64);
-            }
             let pr = PeerRange {
                 peer: peer.into(),
                 range: range.clone(),
             };
-            metrics
-                .oldest_divergence_seconds
-                .get_or_create(&pr)
-                .set(rec.oldest_divergence_ms as f64 / 1000.0);
             if let Some(b) = budget {
                 let counted =
                     rec.divergent_keys - rec.by_category.get("in_flight").copied().unwrap_or(0);
@@ -280,7 +265,8 @@ impl Monitor {
 }
 
 /// Records the cost counters of an exchange.
-pub fn observe_exchange(metrics: &Metrics, peer: &str, o: &DiffOutcome) {
+pub fn observe_exchange(metrics: &Metrics, peer: &str, o: &DiffOutcome, now_ms: u64) {
+    publish_divergence(metrics, peer, o, now_ms);
     let l = PeerLabel { peer: peer.into() };
     metrics.exchanges.get_or_create(&l).inc();
     metrics
@@ -299,4 +285,40 @@ pub fn observe_exchange(metrics: &Metrics, peer: &str, o: &DiffOutcome) {
         .exchange_duration_seconds
         .get_or_create(&l)
         .observe(o.elapsed.as_secs_f64());
+}
+
+/// Sets the divergence gauges of every range `o` compared with `peer`:
+/// keys per category and the age of the oldest divergence. Every exchange,
+/// on demand or scheduled, publishes them.
+pub fn publish_divergence(metrics: &Metrics, peer: &str, o: &DiffOutcome, now_ms: u64) {
+    for range in &o.ranges {
+        let mut oldest_ms = 0u64;
+        let mut counts = std::collections::BTreeMap::new();
+        for k in o.keys.iter().filter(|k| &k.range == range) {
+            *counts.entry(k.category).or_insert(0i64) += 1;
+            let newer_ms = [&k.div.local, &k.div.peer]
+                .iter()
+                .filter_map(|e| e.as_ref().map(|e| e.version.ms))
+                .max()
+                .unwrap_or(now_ms);
+            oldest_ms = oldest_ms.max(now_ms.saturating_sub(newer_ms));
+        }
+        for c in Category::ALL {
+            metrics
+                .divergent_keys
+                .get_or_create(&PeerRangeCategory {
+                    peer: peer.into(),
+                    range: range.clone(),
+                    category: c.as_str().into(),
+                })
+                .set(counts.get(&c).copied().unwrap_or(0));
+        }
+        metrics
+            .oldest_divergence_seconds
+            .get_or_create(&PeerRange {
+                peer: peer.into(),
+                range: range.clone(),
+            })
+            .set(oldest_ms as f64 / 1000.0);
+    }
 }

@@ -66,7 +66,7 @@ pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
             return;
         }
     };
-    observe_exchange(&state.metrics, &peer.id, &outcome);
+    observe_exchange(&state.metrics, &peer.id, &outcome, state.store.now_ms());
     let now = state.store.now_ms();
     let flips = state.monitor.record(
         &state.metrics,

@@ -269,10 +269,18 @@ async fn routes(state: &Arc<AgentState>, tls: bool) -> Result<tonic::service::Ro
     health_reporter
         .set_serving::<OperatorServer<OperatorService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpcurl speaks v1, while grpcui, Postman,
+    // older grpcurl and Python's grpcio-reflection speak only v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| StartError::Other(e.to_string()))?;
     let patterns = Arc::new(RolePatterns::new(&state.config));
     let guard = |r: Role| Guard::new(r, patterns.clone(), tls, state.metrics.clone());
@@ -280,6 +288,7 @@ async fn routes(state: &Arc<AgentState>, tls: bool) -> Result<tonic::service::Ro
     routes
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
             ReplicaServer::new(ReplicaService::new(state.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)

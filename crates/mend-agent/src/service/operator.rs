@@ -116,7 +116,12 @@ impl pb::operator_server::Operator for OperatorService {
         let d = diff(&self.state, &addr, range.as_deref()).await?;
         // Labelled by the node id the peer proved at handshake, never by the
         // caller-supplied address (bounded cardinality).
-        crate::monitor::observe_exchange(&self.state.metrics, &d.peer_node.clone(), &d);
+        crate::monitor::observe_exchange(
+            &self.state.metrics,
+            &d.peer_node.clone(),
+            &d,
+            self.state.store.now_ms(),
+        );
         Ok(Response::new(stream_report(d, self.state.store.now_ms())))
     }
 
