@@ -15,8 +15,9 @@ use mend_store::{Applied, Backend, Cf, Op, StoreError};
 
 use crate::state::AgentStore;
 
-/// Longest repair id, in bytes.
-pub const REPAIR_ID_BYTES_MAX: usize = 64;
+/// Most bytes of a repair id: a node id (up to 64), a timestamp (20) and
+/// 16 hex digits of randomness, with separators, fit.
+pub const REPAIR_ID_BYTES_MAX: usize = 128;
 
 /// Summary row of one journaled repair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -250,7 +250,7 @@ async fn repair_once(
         return Ok(sum);
     }
     let now = state.store.now_ms();
-    let id = format!("{}-{now}-{:04x}", state.node_id, rand_suffix());
+    let id = new_repair_id(&state.node_id, now);
     sum.repair_id = id.clone();
     let header = RepairHeader {
         id: id.clone(),
@@ -579,12 +579,11 @@ async fn report(p: &Option<Progress>, done: u64, total: u64, bytes: u64) {
     }
 }
 
-fn rand_suffix() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (t ^ (t >> 16)) as u16
+/// A repair id: node, start time, and 64 random bits, so ids of repairs
+/// started in the same millisecond differ too. At most
+/// `journal::REPAIR_ID_BYTES_MAX` bytes for any node id.
+pub fn new_repair_id(node: &mend_core::NodeId, now_ms: u64) -> String {
+    format!("{node}-{now_ms}-{:016x}", rand::random::<u64>())
 }
 
 /// The outcome of undoing a repair on both sides.
@@ -603,7 +602,7 @@ pub struct UndoSummary {
 pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, Status> {
     if !journal::valid_id(&id) {
         return Err(Status::invalid_argument(
-            "repair id must be 1..=64 printable ASCII bytes",
+            "repair id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
         ));
     }
     let id2 = id.clone();
@@ -693,6 +692,24 @@ impl FetchCheck {
                 Ok(Some(e))
             }
             _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_ids_do_not_collide_even_within_one_millisecond() {
+        // Ids of repairs started in the same millisecond by the same node
+        // must still differ: a collision would mix two journals.
+        let node = mend_core::NodeId::new("n".repeat(64)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100_000 {
+            let id = new_repair_id(&node, 1_796_000_000_000);
+            assert!(crate::journal::valid_id(&id), "{id}");
+            assert!(seen.insert(id), "repair id collision");
         }
     }
 }

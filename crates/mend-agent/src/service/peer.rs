@@ -455,7 +455,7 @@ impl pb::peer_server::Peer for PeerService {
                 None => {
                     if !journal::valid_id(&msg.repair_id) {
                         return Err(Status::invalid_argument(
-                            "repair_id must be 1..=64 printable ASCII bytes",
+                            "repair_id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
                         ));
                     }
                     let h = RepairHeader {
@@ -653,7 +653,7 @@ impl pb::peer_server::Peer for PeerService {
         let id = req.into_inner().repair_id;
         if !journal::valid_id(&id) {
             return Err(Status::invalid_argument(
-                "repair_id must be 1..=64 printable ASCII bytes",
+                "repair_id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
             ));
         }
         let metrics = self.state.metrics.clone();
