@@ -170,12 +170,15 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_write_racing_a_throttled_repair_survives() {
     // Proves the repair never overwrites a write that is newer than what it
-    // streams, whenever that write lands.
+    // streams: the newer writes land after the diff (the push has begun)
+    // and before the push reaches their keys, and the peer keeps them,
+    // reported as "peer kept its entry".
     let d = tmp();
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
     let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
     let old = now_ms() - 600_000;
-    let keys: Vec<_> = (0..60)
+    let n = 600u64;
+    let keys: Vec<_> = (0..n)
         .map(|i| {
             put(
                 &format!("race-{i:03}"),
@@ -186,11 +189,42 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
         .collect();
     write(&a, keys).await;
     let (aa, ba) = (a.addr.clone(), b.addr.clone());
+    // 100 keys/s in batches of REPAIR_BATCH_KEYS = 256: the third batch
+    // (keys 512..600) goes out about 5 s after the first.
     let repair = tokio::task::spawn_blocking(move || {
-        mend_json(&["repair", "--agent", &aa, "--peer", &ba, "--rate-keys", "40"])
+        mend_json(&[
+            "repair",
+            "--agent",
+            &aa,
+            "--peer",
+            &ba,
+            "--rate-keys",
+            "100",
+        ])
     });
-    // Newer writes land at b while the repair paces itself at 40 keys/s.
-    let newer: Vec<_> = (30..60)
+    // The first batch has reached b: the diff is over, the push under way.
+    let mut c = b.replica().await;
+    let t = std::time::Instant::now();
+    loop {
+        let r = c
+            .get(pb::GetRequest {
+                key: b"race-000".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.found {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "push began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let late = 512..n;
+    let newer: Vec<_> = late
+        .clone()
         .map(|i| {
             put(
                 &format!("race-{i:03}"),
@@ -202,8 +236,22 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     write(&b, newer).await;
     let (code, rep) = repair.await.unwrap();
     assert_eq!(code, 0, "{rep}");
-    let mut c = b.replica().await;
-    for i in 30..60 {
+    let kept: Vec<_> = rep["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("peer kept its entry")
+        })
+        .map(|s| s["key"].as_str().unwrap_or("").to_string())
+        .collect();
+    let want: Vec<_> = late.clone().map(|i| format!("race-{i:03}")).collect();
+    assert_eq!(kept, want, "the push met exactly the newer writes");
+    assert_eq!(rep["keys_to_peer"], 512, "{}", rep["keys_to_peer"]);
+    for i in 0..n {
         let r = c
             .get(pb::GetRequest {
                 key: format!("race-{i:03}").into_bytes(),
@@ -211,17 +259,12 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.value, b"newer at b", "race-{i:03} kept the newer write");
-    }
-    for i in 0..30 {
-        let r = c
-            .get(pb::GetRequest {
-                key: format!("race-{i:03}").into_bytes(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.value, b"from a", "race-{i:03} repaired");
+        let want: &[u8] = if late.contains(&i) {
+            b"newer at b"
+        } else {
+            b"from a"
+        };
+        assert_eq!(r.value, want, "race-{i:03}");
     }
     a.stop();
     b.stop();
