@@ -502,10 +502,39 @@ async fn sampling_estimates_the_divergent_share() {
     ]);
     assert_eq!(code, 1);
     let share = v["share"].as_f64().unwrap();
-    assert!(v["ci_low"].as_f64().unwrap() <= share && share <= v["ci_high"].as_f64().unwrap());
     assert!(
         (0.1..0.3).contains(&share),
         "true share is 0.2, estimated {share}: {v}"
+    );
+    // The 95% interval must cover the true share (0.2) in about 95% of
+    // draws: 60 seeds of 200 keys each. With a correct interval, fewer than
+    // 51 covering draws has probability ~0.2%; a too-narrow interval (the
+    // point estimate alone, or a normal interval at n = 200) fails it.
+    let mut covered = 0;
+    for seed in 0..60 {
+        let (_, v) = mend_json(&[
+            "sample",
+            "--agent",
+            &a.addr,
+            "--peer",
+            &b.addr,
+            "--keys",
+            "200",
+            "--seed",
+            &seed.to_string(),
+        ]);
+        let (lo, hi) = (
+            v["ci_low"].as_f64().unwrap(),
+            v["ci_high"].as_f64().unwrap(),
+        );
+        assert!(lo < hi, "a real interval: {v}");
+        if (lo..=hi).contains(&0.2) {
+            covered += 1;
+        }
+    }
+    assert!(
+        covered >= 51,
+        "the interval covered the true share in {covered} of 60 draws"
     );
     for k in v["keys"].as_array().unwrap() {
         let n: u64 = k["key"].as_str().unwrap()[4..].parse().unwrap();
