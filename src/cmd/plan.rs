@@ -163,7 +163,7 @@ fn print_human(i: &PlanInput, c: &Calibration, p: &Plan) {
     println!();
     println!("diff");
     println!(
-        "  round trips      {} ({} per range, ranges one after another)",
+        "  round trips      {} (challenge and handshake, then {} per range, ranges one after another)",
         p.rounds, p.rounds_per_range
     );
     println!(

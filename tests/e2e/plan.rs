@@ -130,3 +130,93 @@ async fn the_plan_is_within_2x_of_measured_runs() {
     within_2x("tree memory", num(&p, "tree_memory_bytes"), measured);
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_holds_on_a_workload_it_was_not_fitted_on() {
+    // Proves the model generalises: the calibration was fitted on one range
+    // of 16^4 with ~13-byte keys and 100-byte values; here two ranges of
+    // 32^3, 40-byte keys, 1 KiB values and another origin, and the counted
+    // figures must still be within 2x.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ranges.toml");
+    std::fs::write(
+        &cfg,
+        "[[ranges]]\nname = \"low\"\nend = [109]\nshape = { fanout = 32, depth = 3 }\n\
+         [[ranges]]\nname = \"high\"\nstart = [109]\nshape = { fanout = 32, depth = 3 }\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let a = AgentProc::start("node-a", &dir.path().join("a"), &["--config", c]);
+    let b = AgentProc::start("node-b", &dir.path().join("b"), &["--config", c]);
+    let n = 20_000u64;
+    let d = 400u64;
+    let value = "x".repeat(1000);
+    // 40-byte keys, half below "m" and half above.
+    let key = |i: u64| {
+        format!(
+            "{}user/{i:08}/profile-settings-v2",
+            if i.is_multiple_of(2) { "a" } else { "t" }
+        )
+    };
+    let base = now_ms() - 3_600_000;
+    for agent in [&a, &b] {
+        let w = (0..n)
+            .map(|i| put(&key(i), &value, ver(base + i, "importer-7", i + 1)))
+            .collect();
+        write(agent, w).await;
+    }
+    let newer = now_ms() - 60_000;
+    let w = (0..d)
+        .map(|j| {
+            // Alternately in each range.
+            let i = j * (n / d) + j % 2;
+            put(&key(i), &"y".repeat(1000), ver(newer + j, "node-b", j + 1))
+        })
+        .collect();
+    write(&b, w).await;
+    let (code, diff) = mend_json(&["diff", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(code, 1, "{diff}");
+    assert_eq!(num(&diff, "divergent_keys") as u64, d);
+    let (code, rep) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr]);
+    assert_eq!(code, 0, "{rep}");
+    let (code, p) = mend_json(&[
+        "plan",
+        "--keys",
+        &n.to_string(),
+        "--divergent",
+        &d.to_string(),
+        "--value-bytes",
+        "1000",
+        "--key-bytes",
+        "40",
+        "--origin-bytes",
+        "6",
+        "--ranges",
+        "2",
+        "--fanout",
+        "32",
+        "--depth",
+        "3",
+        "--bandwidth",
+        "1000000000",
+    ]);
+    assert_eq!(code, 0, "{p}");
+    within_2x("rounds", num(&p, "rounds"), num(&diff, "rounds"));
+    within_2x(
+        "bytes sent",
+        num(&p, "bytes_sent"),
+        num(&diff, "bytes_sent"),
+    );
+    within_2x(
+        "bytes received",
+        num(&p, "bytes_received"),
+        num(&diff, "bytes_received"),
+    );
+    within_2x(
+        "repair bytes",
+        num(&p, "repair_bytes"),
+        num(&rep, "bytes_streamed"),
+    );
+    a.stop();
+    b.stop();
+}

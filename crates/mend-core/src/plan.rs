@@ -132,9 +132,10 @@ pub struct Plan {
     pub entries_per_bucket: f64,
     /// Differing buckets per range.
     pub differing_buckets: f64,
-    /// Round trips of one range's exchange (ranges run one after another).
+    /// Round trips of one range's descent (ranges run one after another,
+    /// after the challenge and handshake shared by all).
     pub rounds_per_range: u64,
-    /// Round trips over all ranges.
+    /// Round trips over all ranges, challenge and handshake included.
     pub rounds: u64,
     /// Bytes the initiator sends, all ranges.
     pub bytes_sent: f64,
@@ -240,9 +241,10 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
         received += differing_buckets * (LEAF_REPLY_EXTRA + local_entries / 8.0)
             + d * (i.key_bytes as f64 + PACKED_ENTRY_EXTRA);
     }
-    // Challenge and handshake, the probe steps, the leaf step.
-    let rounds_per_range = 2 + probe_rounds + leaf_rounds as u64;
-    let rounds = rounds_per_range * ranges as u64;
+    // The probe steps and the leaf step of each range; the challenge and
+    // the handshake once for all ranges.
+    let rounds_per_range = probe_rounds + leaf_rounds as u64;
+    let rounds = 2 + rounds_per_range * ranges as u64;
     // Each side lists each differing bucket once (the initiator keeps its
     // listing for the reply's lacking entries).
     let listed = 2.0 * differing_buckets * local_entries;
