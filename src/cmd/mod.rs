@@ -59,14 +59,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The TLS paths the flags name: a directory, overridden file by file.
 pub fn tls_paths(t: &TlsArgs) -> Option<mend_tls::TlsPaths> {
-    let base = t.tls_dir.as_deref().map(mend_tls::TlsPaths::in_dir);
-    let pick =
-        |f: &Option<std::path::PathBuf>, d: Option<&std::path::PathBuf>| f.clone().or(d.cloned());
-    Some(mend_tls::TlsPaths {
-        cert_file: pick(&t.tls_cert, base.as_ref().map(|b| &b.cert_file))?,
-        key_file: pick(&t.tls_key, base.as_ref().map(|b| &b.key_file))?,
-        ca_file: pick(&t.tls_ca, base.as_ref().map(|b| &b.ca_file))?,
-    })
+    mend_tls::TlsPaths::from_parts(
+        t.tls_dir.as_deref(),
+        t.tls_cert.as_deref(),
+        t.tls_key.as_deref(),
+        t.tls_ca.as_deref(),
+    )
 }
 
 /// Replaces the client TLS of this process (the demo dials with the

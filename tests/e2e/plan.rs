@@ -21,6 +21,22 @@ fn within_2x(what: &str, model: f64, measured: f64) {
     );
 }
 
+/// The plan's counted figures against a diff's and a repair's.
+fn counted_within_2x(p: &Value, diff: &Value, rep: &Value) {
+    within_2x("rounds", num(p, "rounds"), num(diff, "rounds"));
+    within_2x("bytes sent", num(p, "bytes_sent"), num(diff, "bytes_sent"));
+    within_2x(
+        "bytes received",
+        num(p, "bytes_received"),
+        num(diff, "bytes_received"),
+    );
+    within_2x(
+        "repair bytes",
+        num(p, "repair_bytes"),
+        num(rep, "bytes_streamed"),
+    );
+}
+
 fn num(v: &Value, field: &str) -> f64 {
     v[field]
         .as_f64()
@@ -60,22 +76,7 @@ fn check(a: &AgentProc, b: &AgentProc, divergent: u64) {
     // Challenge, handshake, two probe steps (depth 4), and one leaf step
     // however many leaf probes it takes (they go out at once).
     assert_eq!(num(&diff, "rounds"), 5.0, "{divergent} divergent keys");
-    within_2x("rounds", num(&p, "rounds"), num(&diff, "rounds"));
-    within_2x(
-        "bytes sent",
-        num(&p, "bytes_sent"),
-        num(&diff, "bytes_sent"),
-    );
-    within_2x(
-        "bytes received",
-        num(&p, "bytes_received"),
-        num(&diff, "bytes_received"),
-    );
-    within_2x(
-        "repair bytes",
-        num(&p, "repair_bytes"),
-        num(&rep, "bytes_streamed"),
-    );
+    counted_within_2x(&p, &diff, &rep);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,22 +202,7 @@ async fn the_plan_holds_on_a_workload_it_was_not_fitted_on() {
         "1000000000",
     ]);
     assert_eq!(code, 0, "{p}");
-    within_2x("rounds", num(&p, "rounds"), num(&diff, "rounds"));
-    within_2x(
-        "bytes sent",
-        num(&p, "bytes_sent"),
-        num(&diff, "bytes_sent"),
-    );
-    within_2x(
-        "bytes received",
-        num(&p, "bytes_received"),
-        num(&diff, "bytes_received"),
-    );
-    within_2x(
-        "repair bytes",
-        num(&p, "repair_bytes"),
-        num(&rep, "bytes_streamed"),
-    );
+    counted_within_2x(&p, &diff, &rep);
     a.stop();
     b.stop();
 }

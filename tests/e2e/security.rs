@@ -45,6 +45,17 @@ async fn metric(http: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// Whether a status call through `ep` fails (at the handshake or after).
+async fn refused(ep: tonic::transport::Endpoint) -> bool {
+    match ep.connect().await {
+        Err(_) => true,
+        Ok(ch) => OperatorClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+            .is_err(),
+    }
+}
+
 /// The certificate an agent serves right now, as DER.
 async fn served_cert(addr: &str) -> Vec<u8> {
     let m = mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&cert_set(CLIENT))).unwrap();
@@ -84,14 +95,10 @@ async fn callers_without_a_cluster_certificate_are_refused_at_the_handshake() {
                 .domain_name("127.0.0.1"),
         )
         .unwrap();
-    let refused = match ep.connect().await {
-        Err(_) => true,
-        Ok(ch) => OperatorClient::new(ch)
-            .status(pb::StatusRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "a caller without a certificate was served");
+    assert!(
+        refused(ep).await,
+        "a caller without a certificate was served"
+    );
 
     // A certificate of another CA (trusting ours, so only our check refuses).
     let other = tmp();
@@ -109,14 +116,7 @@ async fn callers_without_a_cluster_certificate_are_refused_at_the_handshake() {
                 .domain_name("127.0.0.1"),
         )
         .unwrap();
-    let refused = match ep.connect().await {
-        Err(_) => true,
-        Ok(ch) => OperatorClient::new(ch)
-            .status(pb::StatusRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "a certificate of another CA was served");
+    assert!(refused(ep).await, "a certificate of another CA was served");
 
     // Plaintext to a TLS agent.
     let out = mend(&["status", "--agent", &a.addr, "--insecure-plaintext"]);

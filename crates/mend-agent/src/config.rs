@@ -138,13 +138,12 @@ impl Default for TlsConfig {
 impl TlsConfig {
     /// The three paths, if configured (a directory, or all three files).
     pub fn paths(&self) -> Option<mend_tls::TlsPaths> {
-        let base = self.dir.as_deref().map(mend_tls::TlsPaths::in_dir);
-        let pick = |f: &Option<PathBuf>, d: Option<&PathBuf>| f.clone().or(d.cloned());
-        Some(mend_tls::TlsPaths {
-            cert_file: pick(&self.cert_file, base.as_ref().map(|b| &b.cert_file))?,
-            key_file: pick(&self.key_file, base.as_ref().map(|b| &b.key_file))?,
-            ca_file: pick(&self.ca_file, base.as_ref().map(|b| &b.ca_file))?,
-        })
+        mend_tls::TlsPaths::from_parts(
+            self.dir.as_deref(),
+            self.cert_file.as_deref(),
+            self.key_file.as_deref(),
+            self.ca_file.as_deref(),
+        )
     }
 
     /// Whether any TLS setting was given.

@@ -140,6 +140,16 @@ pub async fn handshake(
             resp.protocol_version
         )));
     }
+    // A configured peer is known by its id: its certificate carries it (TLS
+    // checked that) and so must its handshake.
+    if let Some(id) = state.server_name(addr)
+        && resp.node_id != id
+    {
+        return Err(Status::permission_denied(format!(
+            "peer {addr} is configured as {id:?} but answered as {:?}",
+            resp.node_id
+        )));
+    }
     let want = crate::auth::responder_proof(&state.secret, &ch.challenge, &nonce, &resp.node_id);
     if !crate::auth::proof_eq(&resp.proof, &want) {
         return Err(Status::permission_denied(format!(
@@ -246,7 +256,16 @@ pub async fn diff(
     addr: &str,
     range: Option<&str>,
 ) -> Result<DiffOutcome, Status> {
-    let out = diff_once(state, addr, range).await;
+    forget_on_error(state, addr, diff_once(state, addr, range).await)
+}
+
+/// Passes `out` through, forgetting the cached channel to `addr` when it
+/// is an error (the next exchange then dials afresh).
+pub fn forget_on_error<T>(
+    state: &AgentState,
+    addr: &str,
+    out: Result<T, Status>,
+) -> Result<T, Status> {
     if out.is_err() {
         forget(state, addr);
     }

@@ -218,10 +218,7 @@ pub async fn repair(
     progress: Option<Progress>,
 ) -> Result<RepairSummary, Status> {
     let out = repair_once(state, addr, range, opts, progress).await;
-    if out.is_err() {
-        crate::exchange::forget(state, addr);
-    }
-    out
+    crate::exchange::forget_on_error(state, addr, out)
 }
 
 async fn repair_once(

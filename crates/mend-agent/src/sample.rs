@@ -55,10 +55,7 @@ pub async fn sample(
     seed: u64,
 ) -> Result<SampleOutcome, Status> {
     let out = sample_once(state, addr, n, seed).await;
-    if out.is_err() {
-        crate::exchange::forget(state, addr);
-    }
-    out
+    crate::exchange::forget_on_error(state, addr, out)
 }
 
 async fn sample_once(

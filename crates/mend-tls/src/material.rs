@@ -46,6 +46,23 @@ impl TlsPaths {
         }
     }
 
+    /// A directory in the cert-manager layout, overridden file by file;
+    /// `None` unless all three files are known.
+    pub fn from_parts(
+        dir: Option<&Path>,
+        cert_file: Option<&Path>,
+        key_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Option<TlsPaths> {
+        let base = dir.map(TlsPaths::in_dir);
+        let pick = |f: Option<&Path>, d: Option<&PathBuf>| f.map(Path::to_path_buf).or(d.cloned());
+        Some(TlsPaths {
+            cert_file: pick(cert_file, base.as_ref().map(|b| &b.cert_file))?,
+            key_file: pick(key_file, base.as_ref().map(|b| &b.key_file))?,
+            ca_file: pick(ca_file, base.as_ref().map(|b| &b.ca_file))?,
+        })
+    }
+
     /// The files, for change detection.
     pub fn files(&self) -> [&Path; 3] {
         [&self.cert_file, &self.key_file, &self.ca_file]
