@@ -33,6 +33,8 @@ enum Attack {
     DuplicateRange,
     /// A handshake answer without a valid proof of the secret.
     NoProof,
+    /// A listing stream that sends its headers, then nothing, forever.
+    Stall,
 }
 
 struct Hostile {
@@ -211,6 +213,11 @@ impl pb::peer_server::Peer for Hostile {
                         .await;
                 }
                 Attack::WrongVersion | Attack::DuplicateRange | Attack::NoProof => {}
+                Attack::Stall => {
+                    // Hold the stream open without a message until the
+                    // victim gives up and resets it.
+                    tx.closed().await;
+                }
                 Attack::WrongFetch => {
                     if first == 0 {
                         let k = key_where(&secret, shape, |b| b < end);
@@ -354,7 +361,11 @@ async fn a_hostile_peer_gets_a_clear_error_within_bounded_memory_and_writes_noth
     // within its limits, and nothing is written to the victim.
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("agent.toml");
-    std::fs::write(&cfg, "[limits]\ndiff_keys_max = 20000\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[limits]\ndiff_keys_max = 20000\nrpc_timeout_ms = 2000\n",
+    )
+    .unwrap();
     let a = AgentProc::start(
         "node-a",
         &d.path().join("a"),
@@ -371,6 +382,12 @@ async fn a_hostile_peer_gets_a_clear_error_within_bounded_memory_and_writes_noth
             Attack::NoProof,
             "diff",
             "does not prove this cluster's secret",
+        ),
+        // Timeouts cover streamed bodies, not just response headers.
+        (
+            Attack::Stall,
+            "diff",
+            "no message of the stream within 2000 ms",
         ),
     ] {
         let evil = serve(attack).await;
