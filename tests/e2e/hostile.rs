@@ -485,9 +485,45 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
         "a write went through while 1 500 readers stall: {r:?}"
     );
     eprintln!("write during 1 500 stalled streams took {:?}", t.elapsed());
+    // Health says what is true: the Peer service is overloaded (every reply
+    // slot taken) while the Replica service still serves.
+    let peer_health = async || {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let mut h = HealthClient::new(channel(&a.addr).await);
+        let st = |svc: &str| HealthCheckRequest {
+            service: svc.into(),
+        };
+        let p = h
+            .check(st("mend.v1.Peer"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        let r = h
+            .check(st("mend.v1.Replica"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        (p, r)
+    };
+    let t = std::time::Instant::now();
+    while peer_health().await != (2, 1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "Peer reported NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop_tx.send(true).unwrap();
     for t in stalled {
         t.await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    while peer_health().await != (1, 1) {
+        assert!(t.elapsed() < Duration::from_secs(20), "Peer SERVING again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a.stop();
 }

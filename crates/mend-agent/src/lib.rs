@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod config;
 pub mod exchange;
+pub mod health;
 pub mod http;
 pub mod journal;
 pub mod metrics;

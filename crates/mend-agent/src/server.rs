@@ -231,7 +231,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
                 .inc();
         },
     );
-    let router = routes(&state, tls.is_some()).await?;
+    let router = routes(&state, tls.is_some(), schedules.clone()).await?;
     let (tx, rx) = oneshot::channel::<()>();
     let keepalive = Duration::from_millis(limits.http2_keepalive_ms);
     let server = tonic::transport::Server::builder()
@@ -258,17 +258,15 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
 
 /// The services, each behind the guard of its role; health and reflection
 /// open to any caller the TLS layer let in.
-async fn routes(state: &Arc<AgentState>, tls: bool) -> Result<tonic::service::Routes, StartError> {
+async fn routes(
+    state: &Arc<AgentState>,
+    tls: bool,
+    stop: watch::Receiver<bool>,
+) -> Result<tonic::service::Routes, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ReplicaServer<ReplicaService>>()
-        .await;
-    health_reporter
-        .set_serving::<PeerServer<PeerService>>()
-        .await;
-    health_reporter
-        .set_serving::<OperatorServer<OperatorService>>()
-        .await;
+    // The first report before serving, then one per change of state.
+    crate::health::report(&health_reporter, crate::health::check(state).await).await;
+    crate::health::spawn(state.clone(), health_reporter, stop);
     // Reflection in both versions: grpcurl speaks v1, while grpcui, Postman,
     // older grpcurl and Python's grpcio-reflection speak only v1alpha.
     let reflection_builder = || {

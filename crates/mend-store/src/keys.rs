@@ -73,3 +73,6 @@ pub fn tombstone_key(ms: u64, data_key: &[u8]) -> Vec<u8> {
 pub const META_PARAMS: &[u8] = b"params";
 /// Meta row: clock and sequence state.
 pub const META_CLOCK: &[u8] = b"clock";
+/// Meta row: the agent's health probe (value: ms since the epoch, u64
+/// big-endian), rewritten every health check to prove the store writable.
+pub const META_HEALTH_PROBE: &[u8] = b"health-probe";

@@ -290,6 +290,17 @@ impl<B: Backend> Store<B> {
         })
     }
 
+    /// Proves the store writable now: one small unsynced write of a meta
+    /// row that nothing else reads ([`keys::META_HEALTH_PROBE`]). An engine
+    /// that turned read-only (disk full, a background error) fails it.
+    pub fn probe_writable(&self) -> Result<(), StoreError> {
+        let now = self.now_ms().to_be_bytes().to_vec();
+        self.backend.write(
+            vec![Op::Put(Cf::Meta, keys::META_HEALTH_PROBE.to_vec(), now)],
+            false,
+        )
+    }
+
     /// The backend (for backend-specific operations such as checkpoints).
     pub fn backend(&self) -> &B {
         &self.backend
