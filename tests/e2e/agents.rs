@@ -204,24 +204,21 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     });
     // The first batch has reached b: the diff is over, the push under way.
     let mut c = b.replica().await;
-    let t = std::time::Instant::now();
-    loop {
-        let r = c
-            .get(pb::GetRequest {
-                key: b"race-000".to_vec(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.found {
-            break;
-        }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(30),
-            "push began"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    until(
+        std::time::Duration::from_secs(30),
+        "the push to begin",
+        async || {
+            let r = c
+                .get(pb::GetRequest {
+                    key: b"race-000".to_vec(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            r.found.then_some(())
+        },
+    )
+    .await;
     let late = 512..n;
     let newer: Vec<_> = late
         .clone()

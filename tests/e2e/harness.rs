@@ -279,3 +279,25 @@ pub fn base_data(n: u64, ms: u64) -> Vec<pb::BatchWrite> {
         })
         .collect()
 }
+
+/// Interval between two looks at a condition another process owns (a
+/// served certificate, a metric, a health status, a key visible at an
+/// agent): there is nothing to subscribe to across the process boundary.
+pub const POLL_MS: u64 = 20;
+
+/// Waits until `f` returns `Some` (at most `limit`, then panics naming
+/// `what`): the one place the tests poll a condition.
+pub async fn until<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(POLL_MS)).await;
+    }
+}

@@ -442,7 +442,8 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
     // 1 500 streams opened at once (6 connections of 250), none ever read; each task holds its
     // stream until told to go.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Each task says when its stream is open (its reply headers came).
+    let (opened_tx, mut opened) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut stalled = Vec::new();
     for _ in 0..6 {
         let p = PeerClient::new(channel_as(&a.addr, "node-x").await)
@@ -451,11 +452,11 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
             let mut p = p.clone();
             let keys = keys.clone();
             let mut stop = stop_rx.clone();
-            let opened = opened.clone();
+            let opened = opened_tx.clone();
             stalled.push(tokio::spawn(async move {
                 let s = p.fetch(pb::FetchRequest { keys }).await;
                 if s.is_ok() {
-                    opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = opened.send(());
                 }
                 let _ = stop.wait_for(|s| *s).await;
                 drop(s);
@@ -464,10 +465,11 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
     }
     // Wait until the agent's stream slots (server_streams_max = 32) are all
     // taken by readers that never read.
-    let t = std::time::Instant::now();
-    while opened.load(std::sync::atomic::Ordering::SeqCst) < 32 {
-        assert!(t.elapsed() < Duration::from_secs(30), "streams opened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..32 {
+        tokio::time::timeout(Duration::from_secs(30), opened.recv())
+            .await
+            .expect("32 streams opened")
+            .expect("stream tasks alive");
     }
     let t = std::time::Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(20), async {
@@ -508,22 +510,17 @@ async fn readers_that_stop_reading_pin_no_threads_and_do_not_stall_writes() {
             .status;
         (p, r)
     };
-    let t = std::time::Instant::now();
-    while peer_health().await != (2, 1) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "Peer reported NOT_SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(Duration::from_secs(20), "Peer NOT_SERVING", async || {
+        (peer_health().await == (2, 1)).then_some(())
+    })
+    .await;
     stop_tx.send(true).unwrap();
     for t in stalled {
         t.await.unwrap();
     }
-    let t = std::time::Instant::now();
-    while peer_health().await != (1, 1) {
-        assert!(t.elapsed() < Duration::from_secs(20), "Peer SERVING again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(Duration::from_secs(20), "Peer SERVING again", async || {
+        (peer_health().await == (1, 1)).then_some(())
+    })
+    .await;
     a.stop();
 }

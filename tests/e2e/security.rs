@@ -3,7 +3,7 @@
 //! rotated certificates, addresses outside the allow-list, and floods.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mend_rpc::pb;
 use mend_rpc::pb::operator_client::OperatorClient;
@@ -16,19 +16,6 @@ use crate::harness::*;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// Polls `f` until it returns `Some`, at most `limit`; panics with `what`.
-async fn until<T>(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One sample of a metric (sum over label sets matching `labels`).
