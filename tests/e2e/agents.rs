@@ -249,13 +249,7 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     assert_eq!(kept, want, "the push met exactly the newer writes");
     assert_eq!(rep["keys_to_peer"], 512, "{}", rep["keys_to_peer"]);
     for i in 0..n {
-        let r = c
-            .get(pb::GetRequest {
-                key: format!("race-{i:03}").into_bytes(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = get(&mut c, format!("race-{i:03}")).await;
         let want: &[u8] = if late.contains(&i) {
             b"newer at b"
         } else {

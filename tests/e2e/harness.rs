@@ -259,6 +259,17 @@ pub async fn write(a: &AgentProc, writes: Vec<pb::BatchWrite>) {
     }
 }
 
+/// Reads `key` through a Replica client.
+pub async fn get(
+    c: &mut ReplicaClient<tonic::transport::Channel>,
+    key: impl Into<Vec<u8>>,
+) -> pb::GetResponse {
+    c.get(pb::GetRequest { key: key.into() })
+        .await
+        .expect("get")
+        .into_inner()
+}
+
 /// Now in ms.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

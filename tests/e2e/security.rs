@@ -208,13 +208,7 @@ async fn each_service_refuses_identities_without_its_role_and_writes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    let got = ReplicaClient::new(channel(&a.addr).await)
-        .get(pb::GetRequest {
-            key: b"repaired".to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(&mut a.replica().await, "repaired").await;
     assert!(got.found, "another identity's undo restored nothing");
     let undone = x
         .clone()
@@ -233,11 +227,7 @@ async fn each_service_refuses_identities_without_its_role_and_writes_nothing() {
     // Nothing of the refused calls was written.
     let mut r = a.replica().await;
     for k in ["secret-key", "pushed"] {
-        let got = r
-            .get(pb::GetRequest { key: k.into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let got = get(&mut r, k).await;
         assert!(!got.found, "{k} was written by a refused call");
     }
     for (svc, n) in [("Replica", 2.0), ("Operator", 2.0), ("Peer", 2.0)] {
@@ -459,13 +449,7 @@ async fn versions_stamped_far_ahead_are_refused_and_nothing_is_written() {
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("future_write_ms_max"), "{e:?}");
     }
-    let got = r
-        .get(pb::GetRequest {
-            key: b"forever".to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(&mut r, "forever").await;
     assert!(!got.found, "a refused write was stored");
     r.put(pb::PutRequest {
         key: b"soon".to_vec(),

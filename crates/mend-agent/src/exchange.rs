@@ -86,6 +86,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Refuses a peer's answer in another protocol version.
+fn same_protocol(addr: &str, version: u32) -> Result<(), Status> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "peer {addr} answered with protocol {version}, this agent speaks {PROTOCOL_VERSION}"
+    )))
+}
+
 /// The handshake, initiator's side: a fresh challenge from the peer, our
 /// proof over it, and a check of everything the peer answers (protocol
 /// version, its proof over our nonce, one root per requested range).
@@ -106,12 +116,7 @@ pub async fn handshake(
         .map_err(|s| peer_err(addr, s))?
         .into_inner();
     cost.bytes_received += wire(&ch);
-    if ch.protocol_version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "peer {addr} speaks protocol {}, this agent {PROTOCOL_VERSION}",
-            ch.protocol_version
-        )));
-    }
+    same_protocol(addr, ch.protocol_version)?;
     let nonce = crate::auth::nonce();
     let me = state.node_id.to_string();
     let req = pb::HandshakeRequest {
@@ -134,12 +139,7 @@ pub async fn handshake(
         .map_err(|s| peer_err(addr, s))?
         .into_inner();
     cost.bytes_received += wire(&resp);
-    if resp.protocol_version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "peer {addr} answered with protocol {}, this agent speaks {PROTOCOL_VERSION}",
-            resp.protocol_version
-        )));
-    }
+    same_protocol(addr, resp.protocol_version)?;
     // A configured peer is known by its id: its certificate carries it (TLS
     // checked that) and so must its handshake.
     if let Some(id) = state.server_name(addr)
