@@ -4,86 +4,39 @@
 //! taxonomy of `mend_core::classify`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use serde::Serialize;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use mend_core::EntryMeta;
 use mend_core::classify::{Category, Side, classify};
 use mend_core::exchange::{Descent, Divergence, EntrySummary, Step};
 use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
-use mend_rpc::pb::peer_client::PeerClient;
-use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, pb};
+use mend_rpc::{GRPC_FRAME_BYTES, PROTOCOL_VERSION, pb};
 use mend_store::RangeView;
 
-use crate::state::AgentState;
-use crate::status::{from_exchange, from_join, from_store};
+pub use crate::link::{error_chain, next_message, peer_err};
+use crate::link::PeerLink;
+use crate::state::{AgentBackend, AgentState};
+use crate::status::{from_exchange, from_store};
 
-/// A connected peer client.
-pub type Peer = PeerClient<Channel>;
+/// A link to a connected peer.
+pub type Peer = Arc<dyn PeerLink>;
 
-/// Connects to the peer at `addr` (`host:port`) over mutual TLS with this
-/// agent's current certificate (or plaintext when the agent runs so),
-/// reusing an open channel when there is one. A configured peer must
-/// present a certificate naming its id; an address allowed by pattern, one
-/// naming the address's host.
-pub async fn connect(state: &AgentState, addr: &str) -> Result<Peer, Status> {
-    let key = mend_tls::client::host_port(addr).to_string();
-    let generation = state.tls_generation();
-    let cached = {
-        let c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(&key)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, ch)| ch.clone())
-    };
-    let ch = match cached {
-        Some(ch) => ch,
-        None => {
-            let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
-            let name = state.server_name(addr);
-            let ep = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls())
-                .map_err(Status::invalid_argument)?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .tcp_nodelay(true);
-            let ch = ep.connect().await.map_err(|e| {
-                Status::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
-            })?;
-            let mut c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() >= crate::state::CHANNELS_MAX {
-                c.clear();
-            }
-            c.insert(key, (generation, ch.clone()));
-            ch
-        }
-    };
-    Ok(PeerClient::new(ch)
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX))
+/// Dials the peer at `addr` through the agent's dialer (gRPC over mutual
+/// TLS in production), reusing an open connection when there is one.
+pub async fn connect<B: AgentBackend>(state: &AgentState<B>, addr: &str) -> Result<Peer, Status> {
+    state.dialer.dial(addr).await
 }
 
-/// Forgets the cached channel to `addr` (after a transport failure, so the
-/// next exchange dials afresh).
-pub fn forget(state: &AgentState, addr: &str) {
-    let key = mend_tls::client::host_port(addr);
-    let mut c = state.channels.lock().unwrap_or_else(|p| p.into_inner());
-    c.remove(key);
-}
-
-/// An error with its sources, on one line (TLS failures hide the reason
-/// two levels down).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+/// Forgets the cached connection to `addr` (after a transport failure, so
+/// the next exchange dials afresh).
+pub fn forget<B: AgentBackend>(state: &AgentState<B>, addr: &str) {
+    state.dialer.forget(addr);
 }
 
 /// Refuses a peer's answer in another protocol version.
@@ -99,9 +52,9 @@ fn same_protocol(addr: &str, version: u32) -> Result<(), Status> {
 /// The handshake, initiator's side: a fresh challenge from the peer, our
 /// proof over it, and a check of everything the peer answers (protocol
 /// version, its proof over our nonce, one root per requested range).
-pub async fn handshake(
-    state: &AgentState,
-    peer: &mut Peer,
+pub async fn handshake<B: AgentBackend>(
+    state: &AgentState<B>,
+    peer: &Peer,
     addr: &str,
     wanted: &[mend_core::RangeSpec],
     only_shared: bool,
@@ -110,11 +63,7 @@ pub async fn handshake(
     let creq = pb::ChallengeRequest {};
     cost.rounds += 1;
     cost.bytes_sent += wire(&creq);
-    let ch = peer
-        .challenge(creq)
-        .await
-        .map_err(|s| peer_err(addr, s))?
-        .into_inner();
+    let ch = peer.challenge(creq).await.map_err(|s| peer_err(addr, s))?;
     cost.bytes_received += wire(&ch);
     same_protocol(addr, ch.protocol_version)?;
     let nonce = crate::auth::nonce();
@@ -133,11 +82,7 @@ pub async fn handshake(
     };
     cost.rounds += 1;
     cost.bytes_sent += wire(&req);
-    let resp = peer
-        .handshake(req)
-        .await
-        .map_err(|s| peer_err(addr, s))?
-        .into_inner();
+    let resp = peer.handshake(req).await.map_err(|s| peer_err(addr, s))?;
     cost.bytes_received += wire(&resp);
     same_protocol(addr, resp.protocol_version)?;
     // A configured peer is known by its id: its certificate carries it (TLS
@@ -172,20 +117,6 @@ pub async fn handshake(
         }
     }
     Ok(resp)
-}
-
-/// Wraps a peer's error with its address.
-pub fn peer_err(addr: &str, s: Status) -> Status {
-    // Transport failures surface as Unknown/Unavailable statuses carrying
-    // hyper's wording; say what happened first. No gRPC status from a
-    // live peer starts with "h2 protocol error" or "transport error".
-    let m = s.message();
-    let lost = matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
-        && (m.starts_with("h2 protocol error") || m.starts_with("transport error"));
-    if lost {
-        return Status::unavailable(format!("peer {addr}: connection lost ({m})"));
-    }
-    Status::new(s.code(), format!("peer {addr}: {m}"))
 }
 
 /// Wire cost counters.
@@ -251,8 +182,8 @@ pub fn meta_of(e: &EntrySummary) -> EntryMeta {
 }
 
 /// Handshakes with `peer` and diffs `range` (or every range both serve).
-pub async fn diff(
-    state: &Arc<AgentState>,
+pub async fn diff<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
 ) -> Result<DiffOutcome, Status> {
@@ -261,8 +192,8 @@ pub async fn diff(
 
 /// Passes `out` through, forgetting the cached channel to `addr` when it
 /// is an error (the next exchange then dials afresh).
-pub fn forget_on_error<T>(
-    state: &AgentState,
+pub fn forget_on_error<B: AgentBackend, T>(
+    state: &AgentState<B>,
     addr: &str,
     out: Result<T, Status>,
 ) -> Result<T, Status> {
@@ -272,13 +203,13 @@ pub fn forget_on_error<T>(
     out
 }
 
-async fn diff_once(
-    state: &Arc<AgentState>,
+async fn diff_once<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
 ) -> Result<DiffOutcome, Status> {
     let started = Instant::now();
-    let mut peer = connect(state, addr).await?;
+    let peer = connect(state, addr).await?;
     let mut cost = Cost::default();
     let specs = state.store.ranges().specs().to_vec();
     let wanted: Vec<_> = match range {
@@ -291,7 +222,7 @@ async fn diff_once(
         }
         None => specs.clone(),
     };
-    let resp = handshake(state, &mut peer, addr, &wanted, range.is_none(), &mut cost).await?;
+    let resp = handshake(state, &peer, addr, &wanted, range.is_none(), &mut cost).await?;
     if resp.ranges.is_empty() {
         return Err(Status::failed_precondition(format!(
             "peer {addr} serves none of this agent's ranges"
@@ -309,10 +240,7 @@ async fn diff_once(
             ))
         })?;
         let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
-        let divs = descend(
-            state, &mut peer, addr, id, &rr.name, rr.root, &mut cost, left,
-        )
-        .await?;
+        let divs = descend(state, &peer, addr, id, &rr.name, rr.root, &mut cost, left).await?;
         for d in divs {
             let c = classify(
                 d.local.as_ref().map(meta_of).as_ref(),
@@ -353,22 +281,6 @@ fn peer_breach(addr: &str, e: mend_core::exchange::ExchangeError) -> Status {
     }
 }
 
-/// Reads the next message of a streamed reply within `timeout` (tonic's
-/// request timeout covers only the response headers of a stream).
-pub async fn next_message<T>(
-    stream: &mut tonic::Streaming<T>,
-    timeout: Duration,
-    addr: &str,
-) -> Result<Option<T>, Status> {
-    match tokio::time::timeout(timeout, stream.message()).await {
-        Ok(r) => r.map_err(|s| peer_err(addr, s)),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "peer {addr}: no message of the stream within {} ms",
-            timeout.as_millis()
-        ))),
-    }
-}
-
 /// What one leaf step may still receive before the diff's limits are hit:
 /// entries and key bytes, shared by the step's concurrent streams and
 /// charged as each reply is decoded (before the next is read).
@@ -400,9 +312,9 @@ impl Budget {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn descend(
-    state: &Arc<AgentState>,
-    peer: &mut Peer,
+async fn descend<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    peer: &Peer,
     addr: &str,
     id: u16,
     name: &str,
@@ -416,13 +328,13 @@ async fn descend(
     };
     let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
     let store = state.store.clone();
-    let (mut d, mut step) = tokio::task::spawn_blocking(move || {
-        let view = RangeView::new(&store, id).map_err(from_store)?;
-        let root = view.root_hash().map_err(from_exchange)?;
-        Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)
-    })
-    .await
-    .map_err(from_join)??;
+    let (mut d, mut step) = state
+        .run(move || {
+            let view = RangeView::new(&store, id).map_err(from_store)?;
+            let root = view.root_hash().map_err(from_exchange)?;
+            Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)
+        })
+        .await?;
     let shape = state.store.shape(id).map_err(from_store)?;
     loop {
         match step {
@@ -434,7 +346,7 @@ async fn descend(
                 let calls = mend_core::exchange::probe_batches(&ps, shape)
                     .into_iter()
                     .map(|r| {
-                        let mut peer = peer.clone();
+                        let peer = peer.clone();
                         let probes = &ps[r];
                         let req = pb::ProbeRequest {
                             range: name.to_string(),
@@ -442,11 +354,7 @@ async fn descend(
                         };
                         async move {
                             let sent = wire(&req);
-                            let resp = peer
-                                .probe(req)
-                                .await
-                                .map_err(|s| peer_err(addr, s))?
-                                .into_inner();
+                            let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?;
                             let received = wire(&resp);
                             if resp.replies.len() != probes.len() {
                                 return Err(Status::internal(format!(
@@ -473,15 +381,15 @@ async fn descend(
                 }
                 let store = state.store.clone();
                 let a = addr.to_string();
-                (d, step) = tokio::task::spawn_blocking(move || {
-                    let view = RangeView::new(&store, id).map_err(from_store)?;
-                    let s = d
-                        .on_probe_replies(&view, replies)
-                        .map_err(|e| peer_breach(&a, e))?;
-                    Ok::<_, Status>((d, s))
-                })
-                .await
-                .map_err(from_join)??;
+                (d, step) = state
+                    .run(move || {
+                        let view = RangeView::new(&store, id).map_err(from_store)?;
+                        let s = d
+                            .on_probe_replies(&view, replies)
+                            .map_err(|e| peer_breach(&a, e))?;
+                        Ok((d, s))
+                    })
+                    .await?;
             }
             Step::Leaves(lps) => {
                 // All leaf probes of the step go out at once (one round
@@ -493,16 +401,12 @@ async fn descend(
                 };
                 let budget = &budget;
                 let calls = lps.iter().map(|lp| {
-                    let mut peer = peer.clone();
+                    let peer = peer.clone();
                     let req = leaf_probe_to_pb(name, lp);
                     async move {
                         let sent = wire(&req);
                         let mut received = 0;
-                        let mut stream = peer
-                            .leaves(req)
-                            .await
-                            .map_err(|s| peer_err(addr, s))?
-                            .into_inner();
+                        let mut stream = peer.leaves(req).await.map_err(|s| peer_err(addr, s))?;
                         let mut replies = Vec::new();
                         while let Some(m) = next_message(&mut stream, timeout, addr).await? {
                             received += wire(&m);
@@ -521,15 +425,15 @@ async fn descend(
                 }
                 let store = state.store.clone();
                 let a = addr.to_string();
-                (d, step) = tokio::task::spawn_blocking(move || {
-                    let view = RangeView::new(&store, id).map_err(from_store)?;
-                    let s = d
-                        .on_leaf_replies(&view, all)
-                        .map_err(|e| peer_breach(&a, e))?;
-                    Ok::<_, Status>((d, s))
-                })
-                .await
-                .map_err(from_join)??;
+                (d, step) = state
+                    .run(move || {
+                        let view = RangeView::new(&store, id).map_err(from_store)?;
+                        let s = d
+                            .on_leaf_replies(&view, all)
+                            .map_err(|e| peer_breach(&a, e))?;
+                        Ok((d, s))
+                    })
+                    .await?;
             }
         }
     }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::state::AgentState;
+use crate::state::{AgentBackend, AgentState};
 
 /// Interval of the health checks, in ms.
 pub const HEALTH_CHECK_MS: u64 = 1_000;
@@ -41,15 +41,18 @@ fn status(ok: bool) -> ServingStatus {
 }
 
 /// Checks once.
-pub async fn check(state: &AgentState) -> Health {
-    let store = state.store.clone();
-    let writable = matches!(
-        tokio::task::spawn_blocking(move || store.probe_writable()).await,
-        Ok(Ok(()))
-    );
+pub async fn check<B: AgentBackend>(state: &AgentState<B>) -> Health {
+    let writable = state.blocking(|s| s.probe_writable()).await.is_ok();
     Health {
         writable,
         overloaded: state.streams.available_permits() == 0,
+    }
+}
+
+impl Health {
+    /// Whether `mend.v1.Peer` is SERVING with this health.
+    pub fn peer_serving(self) -> bool {
+        self.writable && !self.overloaded
     }
 }
 
@@ -60,7 +63,7 @@ pub async fn report(reporter: &HealthReporter, h: Health) {
         reporter.set_service_status(svc, base).await;
     }
     reporter
-        .set_service_status("mend.v1.Peer", status(h.writable && !h.overloaded))
+        .set_service_status("mend.v1.Peer", status(h.peer_serving()))
         .await;
 }
 

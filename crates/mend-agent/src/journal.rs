@@ -11,9 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use mend_core::Record;
-use mend_store::{Applied, Backend, Cf, Op, StoreError};
+use mend_store::{Applied, Backend, Cf, Op, Store, StoreError};
 
-use crate::state::AgentStore;
 
 /// Most bytes of a repair id: a node id (up to 64), a timestamp (20) and
 /// 16 hex digits of randomness, with separators, fit.
@@ -93,7 +92,7 @@ pub fn entry_ops(id: &str, keys: &[Vec<u8>], outcomes: &[Applied]) -> Vec<Op> {
 }
 
 /// Writes a header row.
-pub fn put_header(store: &AgentStore, h: &RepairHeader) -> Result<(), StoreError> {
+pub fn put_header<B: Backend>(store: &Store<B>, h: &RepairHeader) -> Result<(), StoreError> {
     let raw = serde_json::to_vec(h).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     store
         .backend()
@@ -101,7 +100,7 @@ pub fn put_header(store: &AgentStore, h: &RepairHeader) -> Result<(), StoreError
 }
 
 /// Reads a header row.
-pub fn get_header(store: &AgentStore, id: &str) -> Result<Option<RepairHeader>, StoreError> {
+pub fn get_header<B: Backend>(store: &Store<B>, id: &str) -> Result<Option<RepairHeader>, StoreError> {
     match store.backend().get(Cf::Journal, &header_key(id))? {
         Some(raw) => serde_json::from_slice(&raw)
             .map(Some)
@@ -111,7 +110,7 @@ pub fn get_header(store: &AgentStore, id: &str) -> Result<Option<RepairHeader>, 
 }
 
 /// Every header, oldest first by id order.
-pub fn list(store: &AgentStore) -> Result<Vec<RepairHeader>, StoreError> {
+pub fn list<B: Backend>(store: &Store<B>) -> Result<Vec<RepairHeader>, StoreError> {
     let mut out = Vec::new();
     let mut bad = None;
     store.backend().scan(
@@ -147,7 +146,7 @@ pub struct UndoOutcome {
 
 /// Restores this side's before-images of repair `id`, skipping keys whose
 /// entry changed since the repair wrote it.
-pub fn undo_here(store: &AgentStore, id: &str) -> Result<UndoOutcome, StoreError> {
+pub fn undo_here<B: Backend>(store: &Store<B>, id: &str) -> Result<UndoOutcome, StoreError> {
     let prefix = entry_prefix(id);
     let mut end = prefix.clone();
     if let Some(last) = end.last_mut() {

@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod health;
 pub mod http;
 pub mod journal;
+pub mod link;
 pub mod metrics;
 pub mod monitor;
 pub mod repair;

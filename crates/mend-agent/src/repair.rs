@@ -5,11 +5,14 @@
 //! journaled with before-images on both sides for undo.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -20,9 +23,9 @@ use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, next_message, peer_err};
 use crate::journal::{self, RepairHeader};
+use crate::link::Inbound;
 use crate::service::peer::write_from_pb;
-use crate::state::AgentState;
-use crate::status::from_join;
+use crate::state::{AgentBackend, AgentState};
 
 /// Entries per push message and per local apply batch.
 pub const REPAIR_BATCH_KEYS: usize = 256;
@@ -138,7 +141,7 @@ impl Pacer {
         self.keys += keys;
         let at = self.start + due;
         if at > Instant::now() {
-            tokio::time::sleep_until(at.into()).await;
+            tokio::time::sleep_until(at).await;
         }
     }
 
@@ -210,8 +213,8 @@ fn keys_behind(planned: &[Planned], side: Side) -> Vec<Vec<u8>> {
 pub type Progress = mpsc::Sender<(u64, u64, u64)>;
 
 /// Diffs against `addr` and repairs what the plan selects.
-pub async fn repair(
-    state: &Arc<AgentState>,
+pub async fn repair<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
     opts: RepairOptions,
@@ -221,8 +224,8 @@ pub async fn repair(
     crate::exchange::forget_on_error(state, addr, out)
 }
 
-async fn repair_once(
-    state: &Arc<AgentState>,
+async fn repair_once<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
     opts: RepairOptions,
@@ -264,7 +267,7 @@ async fn repair_once(
     let to_peer = keys_behind(&planned, Side::Peer);
     let to_local = keys_behind(&planned, Side::Local);
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
-    let mut peer = connect(state, addr).await?;
+    let peer = connect(state, addr).await?;
     let mut done = 0u64;
 
     // Local → peer: stream current local entries; the peer applies them
@@ -272,8 +275,9 @@ async fn repair_once(
     if !to_peer.is_empty() {
         let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
         let call = {
-            let mut p = peer.clone();
-            tokio::spawn(async move { p.push(ReceiverStream::new(rx)).await })
+            let p = peer.clone();
+            let msgs: Inbound<pb::PushRequest> = Box::pin(ReceiverStream::new(rx).map(Ok));
+            tokio::spawn(async move { p.push(msgs).await })
         };
         let mut first = true;
         for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
@@ -339,9 +343,8 @@ async fn repair_once(
         drop(tx);
         let resp = call
             .await
-            .map_err(from_join)?
-            .map_err(|s| peer_err(addr, s))?
-            .into_inner();
+            .map_err(crate::status::from_join)?
+            .map_err(|s| peer_err(addr, s))?;
         sum.keys_to_peer = resp.applied;
         for o in resp.not_applied {
             sum.skipped.push((
@@ -367,8 +370,7 @@ async fn repair_once(
                 keys: chunk.to_vec(),
             })
             .await
-            .map_err(|s| peer_err(addr, s))?
-            .into_inner();
+            .map_err(|s| peer_err(addr, s))?;
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
         let mut check = FetchCheck::new(chunk);
@@ -439,15 +441,15 @@ async fn repair_once(
 
 /// Applies the plan to checkpoints of both stores (the peer's through
 /// `ShadowPush`) and compares the planned keys afterwards.
-async fn shadow_run(
-    state: &Arc<AgentState>,
+async fn shadow_run<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     planned: &[Planned],
 ) -> Result<ShadowOutcome, Status> {
     use mend_core::exchange::EntrySummary;
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
-    let mut peer = connect(state, addr).await?;
+    let peer = connect(state, addr).await?;
     let to_peer = keys_behind(planned, Side::Peer);
     let to_local = keys_behind(planned, Side::Local);
     let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
@@ -495,10 +497,9 @@ async fn shadow_run(
             })
             .collect();
         let r = peer
-            .shadow_push(tokio_stream::iter(msgs))
+            .shadow_push(msgs)
             .await
-            .map_err(|s| peer_err(addr, s))?
-            .into_inner();
+            .map_err(|s| peer_err(addr, s))?;
         summarize(r, &mut peer_after)?;
     }
     // Local side: fetch the peer's entries and apply them to a local checkpoint.
@@ -510,8 +511,7 @@ async fn shadow_run(
                     keys: chunk.to_vec(),
                 })
                 .await
-                .map_err(|s| peer_err(addr, s))?
-                .into_inner();
+                .map_err(|s| peer_err(addr, s))?;
             let mut check = FetchCheck::new(chunk);
             while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
                 if let Some(e) = check.entry(m, addr)? {
@@ -520,25 +520,20 @@ async fn shadow_run(
             }
         }
         let st = state.clone();
-        let after = tokio::task::spawn_blocking(move || {
-            crate::shadow::apply_to_checkpoint(&st, "local", writes)
-        })
-        .await
-        .map_err(from_join)?
-        .map_err(crate::status::from_store)?;
+        let after = state
+            .run(move || B::shadow_apply(&st, "local", writes).map_err(crate::status::from_store))
+            .await?;
         local_after.extend(after);
     }
     // The other side of each planned key is its live entry (unchanged).
-    let st = state.clone();
     let keys: Vec<Vec<u8>> = to_peer.clone();
-    let live_local = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .map(|k| st.store.summary(k).map(|e| (k.clone(), e)))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(from_join)?
-    .map_err(crate::status::from_store)?;
+    let live_local = state
+        .blocking(move |s| {
+            keys.iter()
+                .map(|k| s.summary(k).map(|e| (k.clone(), e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
     local_after.extend(live_local);
     for chunk in to_local.chunks(state.config.limits.fetch_keys_max) {
         let r = peer
@@ -546,8 +541,7 @@ async fn shadow_run(
                 keys: chunk.to_vec(),
             })
             .await
-            .map_err(|s| peer_err(addr, s))?
-            .into_inner();
+            .map_err(|s| peer_err(addr, s))?;
         summarize(r, &mut peer_after)?;
     }
     let mut out = ShadowOutcome::default();
@@ -596,7 +590,7 @@ pub struct UndoSummary {
 
 /// Undoes repair `id` (run on the agent that ran it): restores local
 /// before-images, then asks the peer to restore its own.
-pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, Status> {
+pub async fn undo<B: AgentBackend>(state: &Arc<AgentState<B>>, id: String) -> Result<UndoSummary, Status> {
     if !journal::valid_id(&id) {
         return Err(Status::invalid_argument(
             "repair id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
@@ -618,14 +612,13 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
         )));
     }
     let mut out = UndoSummary::default();
-    let mut peer = connect(state, &header.peer).await?;
+    let peer = connect(state, &header.peer).await?;
     let resp = peer
         .undo_push(pb::UndoPushRequest {
             repair_id: id.clone(),
         })
         .await
-        .map_err(|s| peer_err(&header.peer, s))?
-        .into_inner();
+        .map_err(|s| peer_err(&header.peer, s))?;
     out.restored_peer = resp.restored;
     out.skipped.extend(
         resp.skipped
@@ -652,7 +645,7 @@ pub async fn undo(state: &Arc<AgentState>, id: String) -> Result<UndoSummary, St
     Ok(out)
 }
 
-fn rpc_timeout(state: &AgentState) -> std::time::Duration {
+fn rpc_timeout<B: AgentBackend>(state: &AgentState<B>) -> std::time::Duration {
     std::time::Duration::from_millis(state.config.limits.rpc_timeout_ms)
 }
 

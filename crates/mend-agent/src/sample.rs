@@ -13,7 +13,7 @@ use mend_rpc::convert::summary_from_pb;
 use mend_rpc::pb;
 
 use crate::exchange::{DivergentKey, connect, meta_of, peer_err};
-use crate::state::AgentState;
+use crate::state::{AgentBackend, AgentState};
 
 /// Most keys one sample may draw.
 pub const SAMPLE_KEYS_MAX: u32 = 100_000;
@@ -48,8 +48,8 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
 }
 
 /// Samples `n` keys (half local, half peer) and compares them.
-pub async fn sample(
-    state: &Arc<AgentState>,
+pub async fn sample<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     n: u32,
     seed: u64,
@@ -58,13 +58,13 @@ pub async fn sample(
     crate::exchange::forget_on_error(state, addr, out)
 }
 
-async fn sample_once(
-    state: &Arc<AgentState>,
+async fn sample_once<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     addr: &str,
     n: u32,
     seed: u64,
 ) -> Result<SampleOutcome, Status> {
-    let mut peer = connect(state, addr).await?;
+    let peer = connect(state, addr).await?;
     let specs = state.store.ranges().specs().to_vec();
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);
     let now = state.store.now_ms();
@@ -88,11 +88,7 @@ async fn sample_once(
             let req = pb::FetchRequest {
                 keys: chunk.iter().map(|e| e.key.clone()).collect(),
             };
-            let resp = peer
-                .lookup(req)
-                .await
-                .map_err(|s| peer_err(addr, s))?
-                .into_inner();
+            let resp = peer.lookup(req).await.map_err(|s| peer_err(addr, s))?;
             if resp.results.len() != chunk.len() {
                 return Err(Status::internal(format!(
                     "peer {addr} answered {} of {} lookups",
@@ -115,7 +111,7 @@ async fn sample_once(
             seed,
         };
         let drawn = match peer.sample(req).await {
-            Ok(r) => r.into_inner().entries,
+            Ok(r) => r.entries,
             Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
             Err(s) => return Err(peer_err(addr, s)),
         };

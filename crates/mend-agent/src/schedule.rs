@@ -16,13 +16,13 @@ use crate::config::PeerConfig;
 use crate::exchange::{DiffOutcome, diff};
 use crate::monitor::{BudgetFlip, observe_exchange};
 use crate::repair::{RepairOptions, repair};
-use crate::state::AgentState;
+use crate::state::{AgentBackend, AgentState};
 
 /// Window gap that splits attribution sources, ms.
 pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
 
 /// Spawns the scheduled-exchange tasks; they stop when `shutdown` changes.
-pub fn spawn(state: Arc<AgentState>, shutdown: watch::Receiver<bool>) {
+pub fn spawn<B: AgentBackend>(state: Arc<AgentState<B>>, shutdown: watch::Receiver<bool>) {
     for p in state.config.peers.clone() {
         if p.interval_ms == 0 {
             continue;
@@ -44,12 +44,15 @@ pub fn spawn(state: Arc<AgentState>, shutdown: watch::Receiver<bool>) {
 }
 
 /// One scheduled exchange with `peer`, including the playbook.
-pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
+pub async fn run_once<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    peer: &PeerConfig,
+) -> Option<Arc<DiffOutcome>> {
     let addr = match state.resolve_peer(&peer.id) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange: peer not resolvable");
-            return;
+            return None;
         }
     };
     let outcome = match diff(state, &addr, None).await {
@@ -63,7 +66,7 @@ pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
                 })
                 .inc();
             tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange failed");
-            return;
+            return None;
         }
     };
     observe_exchange(&state.metrics, &peer.id, &outcome, state.store.now_ms());
@@ -83,10 +86,11 @@ pub async fn run_once(state: &Arc<AgentState>, peer: &PeerConfig) {
     for f in flips {
         alert(state, &f, &outcome, now, &action).await;
     }
+    Some(outcome)
 }
 
-async fn alert(
-    state: &Arc<AgentState>,
+async fn alert<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     f: &BudgetFlip,
     outcome: &DiffOutcome,
     now: u64,
@@ -120,7 +124,7 @@ async fn alert(
 }
 
 /// Entries in a range as both sides last reported them (the larger).
-fn range_entries(state: &AgentState) -> u64 {
+fn range_entries<B: AgentBackend>(state: &AgentState<B>) -> u64 {
     (0..state.store.ranges().specs().len() as u16)
         .filter_map(|r| state.store.root(r).ok())
         .map(|a| a.count)
@@ -128,8 +132,8 @@ fn range_entries(state: &AgentState) -> u64 {
 }
 
 /// Applies the playbook to an outcome; returns what it did, for the history.
-pub async fn playbook(
-    state: &Arc<AgentState>,
+pub async fn playbook<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
     peer: &PeerConfig,
     addr: &str,
     o: &DiffOutcome,
@@ -153,7 +157,7 @@ pub async fn playbook(
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
     }
-    if pb.require_healthy_peer && !healthy(state, addr, state.config.limits.rpc_timeout_ms).await {
+    if pb.require_healthy_peer && !healthy(state, addr).await {
         let msg = "refused: peer is not healthy".to_string();
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
@@ -211,20 +215,12 @@ pub async fn playbook(
     }
 }
 
-/// Asks the peer's standard health service whether it is SERVING.
-pub async fn healthy(state: &AgentState, addr: &str, timeout_ms: u64) -> bool {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let name = state.server_name(addr);
-    let Ok(ep) = mend_tls::client::endpoint(addr, name.as_deref(), &state.client_tls()) else {
-        return false;
-    };
-    let ep = ep
-        .timeout(Duration::from_millis(timeout_ms))
-        .connect_timeout(Duration::from_millis(timeout_ms));
-    let Ok(ch) = ep.connect().await else {
-        return false;
-    };
-    let mut c = HealthClient::new(ch);
-    matches!(c.check(HealthCheckRequest { service: "mend.v1.Peer".into() }).await, Ok(r) if r.get_ref().status == 1)
+/// Asks the peer for its own health for exchanges (`mend.v1.Peer` on the
+/// standard health service: store writable, a reply stream free); an
+/// unreachable peer is unhealthy.
+pub async fn healthy<B: AgentBackend>(state: &AgentState<B>, addr: &str) -> bool {
+    match crate::exchange::connect(state, addr).await {
+        Ok(link) => matches!(link.healthy().await, Ok(true)),
+        Err(_) => false,
+    }
 }

@@ -165,7 +165,12 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         streams: Arc::new(tokio::sync::Semaphore::new(
             config.limits.server_streams_max,
         )),
-        channels: std::sync::Mutex::new(std::collections::HashMap::new()),
+        dialer: Arc::new(crate::link::grpc::GrpcDialer::new(
+            tls.clone(),
+            &config.peers,
+            std::time::Duration::from_millis(config.limits.rpc_timeout_ms),
+        )),
+        inline_blocking: false,
     });
     let listener = TcpListener::bind(config.listen)
         .await

@@ -9,7 +9,7 @@ use mend_core::exchange::EntrySummary;
 use mend_rocks::RocksBackend;
 use mend_store::{Store, StoreConfig, StoreError, Write};
 
-use crate::state::AgentState;
+use crate::state::{AgentBackend, AgentState};
 
 /// A key and its entry after a shadow write (`None`: absent).
 pub type KeyEntry = (Vec<u8>, Option<EntrySummary>);
@@ -47,6 +47,17 @@ pub fn apply_to_checkpoint(
     state.store.backend().checkpoint(&dir)?;
     let _cleanup = Cleanup(dir.clone());
     let backend = RocksBackend::open_existing(&dir)?;
+    apply_to_copy(state, backend, writes)
+}
+
+/// Opens `backend` (a copy of the agent's store) as a store of its own,
+/// applies `writes` and returns the resulting entry of each written key.
+/// Blocking.
+pub fn apply_to_copy<B: AgentBackend>(
+    state: &AgentState<B>,
+    backend: B,
+    writes: Vec<Write>,
+) -> Result<Vec<KeyEntry>, StoreError> {
     let mut cfg = StoreConfig::new(
         state.node_id.clone(),
         state.secret.clone(),

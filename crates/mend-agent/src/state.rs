@@ -7,18 +7,54 @@ use tonic::Status;
 
 use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
-use mend_store::Store;
+use mend_store::{Backend, MemBackend, Store, StoreError, Write};
 
 use crate::config::AgentConfig;
+use crate::shadow::KeyEntry;
 use crate::status::{from_join, from_store};
 
-/// The store type agents run on.
-pub type AgentStore = Store<RocksBackend>;
+/// The store type agents run on: RocksDB in production, any
+/// [`AgentBackend`] in tests and the simulator.
+pub type AgentStore<B = RocksBackend> = Store<B>;
+
+/// A backend an agent can run on: a store backend that can also take a
+/// throwaway copy of itself for shadow runs.
+pub trait AgentBackend: Backend + Sized {
+    /// Applies `writes` to a copy of `state`'s store that the live store
+    /// never sees, and returns each written key's entry afterwards.
+    /// Blocking.
+    fn shadow_apply(
+        state: &AgentState<Self>,
+        tag: &str,
+        writes: Vec<Write>,
+    ) -> Result<Vec<KeyEntry>, StoreError>;
+}
+
+impl AgentBackend for RocksBackend {
+    fn shadow_apply(
+        state: &AgentState<Self>,
+        tag: &str,
+        writes: Vec<Write>,
+    ) -> Result<Vec<KeyEntry>, StoreError> {
+        crate::shadow::apply_to_checkpoint(state, tag, writes)
+    }
+}
+
+impl AgentBackend for MemBackend {
+    fn shadow_apply(
+        state: &AgentState<Self>,
+        _tag: &str,
+        writes: Vec<Write>,
+    ) -> Result<Vec<KeyEntry>, StoreError> {
+        let copy = state.store.backend().snapshot_copy()?;
+        crate::shadow::apply_to_copy(state, copy, writes)
+    }
+}
 
 /// Everything the services share.
-pub struct AgentState {
+pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// The store.
-    pub store: Arc<AgentStore>,
+    pub store: Arc<AgentStore<B>>,
     /// The configuration.
     pub config: AgentConfig,
     /// This node's id.
@@ -38,29 +74,39 @@ pub struct AgentState {
     /// Slots of streamed replies (Leaves, Fetch) in production at once:
     /// `limits.server_streams_max`.
     pub streams: Arc<tokio::sync::Semaphore>,
-    /// Open channels to peers, by address, with the TLS generation they
-    /// were made with: exchanges reuse a connection (one TLS handshake per
-    /// peer, not per diff) until the certificates are reloaded.
-    pub channels:
-        std::sync::Mutex<std::collections::HashMap<String, (u64, tonic::transport::Channel)>>,
+    /// How this agent reaches its peers: gRPC in production, in-memory
+    /// links in the benchmarks and the simulator.
+    pub dialer: Arc<dyn crate::link::Dialer>,
+    /// Run blocking store calls on the calling task instead of tokio's
+    /// blocking pool: only for the single-threaded deterministic simulator,
+    /// where there are no other tasks to starve and threads would make
+    /// runs irreproducible.
+    pub inline_blocking: bool,
 }
 
-/// Most cached peer channels (an address pattern may allow many).
-pub const CHANNELS_MAX: usize = 256;
-
-impl AgentState {
+impl<B: AgentBackend> AgentState<B> {
     /// Runs a blocking store call on the blocking pool, mapping errors to a
     /// gRPC status.
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
-        F: FnOnce(&AgentStore) -> Result<T, mend_store::StoreError> + Send + 'static,
+        F: FnOnce(&AgentStore<B>) -> Result<T, mend_store::StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(from_join)?
-            .map_err(from_store)
+        self.run(move || f(&store).map_err(from_store)).await
+    }
+
+    /// Runs blocking work `f` on the blocking pool (inline when
+    /// `inline_blocking`).
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Status> + Send + 'static,
+    {
+        if self.inline_blocking {
+            return f();
+        }
+        tokio::task::spawn_blocking(f).await.map_err(from_join)?
     }
 
     /// Refuses (by policy `future_writes`) replicated or pushed writes whose
@@ -129,22 +175,5 @@ impl AgentState {
             .iter()
             .find(|p| mend_tls::client::host_port(&p.address) == hp)
             .map(|p| p.id.clone())
-    }
-
-    /// The TLS generation: bumps at each reload, so cached channels made
-    /// with older certificates are not reused.
-    pub fn tls_generation(&self) -> u64 {
-        self.tls
-            .as_ref()
-            .map(|t| t.reloads.load(std::sync::atomic::Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    /// How this agent dials peers: its current TLS set, or plaintext.
-    pub fn client_tls(&self) -> mend_tls::client::ClientTls {
-        match &self.tls {
-            Some(src) => mend_tls::client::ClientTls::Tls(src.current().material.clone()),
-            None => mend_tls::client::ClientTls::Plaintext,
-        }
     }
 }

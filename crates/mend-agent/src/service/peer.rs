@@ -21,8 +21,9 @@ use mend_store::{RangeView, Write};
 
 use super::decision_str;
 use crate::journal::{self, RepairHeader};
-use crate::state::AgentState;
-use crate::status::{from_exchange, from_join, from_store};
+use crate::link::Inbound;
+use crate::state::{AgentBackend, AgentState, AgentStore};
+use crate::status::{from_exchange, from_store};
 
 /// Most entries one `PushRequest` message may carry.
 pub const PUSH_ENTRIES_MAX: usize = 10_000;
@@ -92,15 +93,23 @@ pub fn write_from_pb(e: pb::Entry) -> Result<Write, Status> {
     })
 }
 
-/// Implementation of `mend.v1.Peer`.
-pub struct PeerService {
-    state: Arc<AgentState>,
+/// Implementation of `mend.v1.Peer`. The `on_*` methods are the service
+/// without its transport: the gRPC trait impl below calls them with the
+/// caller's certificate identity, the in-memory link of `link::mem` with
+/// the identity it was made for.
+pub struct PeerService<B: AgentBackend = mend_rocks::RocksBackend> {
+    state: Arc<AgentState<B>>,
 }
 
-impl PeerService {
+impl<B: AgentBackend> PeerService<B> {
     /// A service over `state`.
-    pub fn new(state: Arc<AgentState>) -> PeerService {
+    pub fn new(state: Arc<AgentState<B>>) -> PeerService<B> {
         PeerService { state }
+    }
+
+    /// The agent this service answers for.
+    pub fn state(&self) -> &Arc<AgentState<B>> {
+        &self.state
     }
 
     /// A slot among the `limits.server_streams_max` streamed replies
@@ -139,8 +148,8 @@ fn wall_ms() -> u64 {
 /// same shape and bounds; a range of the same name with another shape or
 /// other bounds is `FAILED_PRECONDITION` (comparing it would report false
 /// divergence forever).
-fn shared_range(
-    store: &crate::state::AgentStore,
+fn shared_range<B: AgentBackend>(
+    store: &AgentStore<B>,
     want: &pb::RangeShape,
     from: &str,
 ) -> Result<Result<Option<pb::RangeRoot>, Status>, mend_store::StoreError> {
@@ -181,25 +190,22 @@ fn shared_range(
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    async fn challenge(
-        &self,
-        _req: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+impl<B: AgentBackend> PeerService<B> {
+    /// `Challenge`.
+    pub fn on_challenge(&self) -> pb::ChallengeResponse {
         let c = self.state.challenges.issue(wall_ms());
-        Ok(Response::new(pb::ChallengeResponse {
+        pb::ChallengeResponse {
             protocol_version: PROTOCOL_VERSION,
             challenge: c.to_vec(),
-        }))
+        }
     }
 
-    async fn handshake(
+    /// `Handshake`, from the caller with certificate identity `who`.
+    pub async fn on_handshake(
         &self,
-        req: Request<pb::HandshakeRequest>,
-    ) -> Result<Response<pb::HandshakeResponse>, Status> {
-        let who = crate::auth::caller(&req);
-        let r = req.into_inner();
+        who: Option<Arc<mend_tls::Identity>>,
+        r: pb::HandshakeRequest,
+    ) -> Result<pb::HandshakeResponse, Status> {
         if r.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} is not supported (this agent speaks {PROTOCOL_VERSION})",
@@ -267,45 +273,38 @@ impl pb::peer_server::Peer for PeerService {
                 Ok(Ok(out))
             })
             .await??;
-        Ok(Response::new(pb::HandshakeResponse {
+        Ok(pb::HandshakeResponse {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.state.node_id.to_string(),
             ranges,
             now_ms: self.state.store.now_ms(),
             proof: proof.to_vec(),
-        }))
+        })
     }
 
-    async fn probe(
-        &self,
-        req: Request<pb::ProbeRequest>,
-    ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let r = req.into_inner();
+    /// `Probe`.
+    pub async fn on_probe(&self, r: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
         let id = self.range_id(&r.range)?;
         let probes: Vec<_> = r.probes.into_iter().map(probe_from_pb).collect();
         let shape = self.state.store.shape(id).map_err(from_store)?;
         check_probe_request(shape, &probes).map_err(from_exchange)?;
         let store = self.state.store.clone();
-        let replies = tokio::task::spawn_blocking(move || {
-            let view = RangeView::new(&store, id).map_err(from_store)?;
-            probes
-                .iter()
-                .map(|p| respond_probe(&view, p).map(|rep| probe_reply_to_pb(&rep)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(from_exchange)
-        })
-        .await
-        .map_err(from_join)??;
-        Ok(Response::new(pb::ProbeResponse { replies }))
+        let replies = self
+            .state
+            .run(move || {
+                let view = RangeView::new(&store, id).map_err(from_store)?;
+                probes
+                    .iter()
+                    .map(|p| respond_probe(&view, p).map(|rep| probe_reply_to_pb(&rep)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(from_exchange)
+            })
+            .await?;
+        Ok(pb::ProbeResponse { replies })
     }
 
-    type LeavesStream = BoxStream<pb::LeafReply>;
-
-    async fn leaves(
-        &self,
-        req: Request<pb::LeavesRequest>,
-    ) -> Result<Response<Self::LeavesStream>, Status> {
-        let r = req.into_inner();
+    /// `Leaves`.
+    pub async fn on_leaves(&self, r: pb::LeavesRequest) -> Result<BoxStream<pb::LeafReply>, Status> {
         let id = self.range_id(&r.range)?;
         let lp = leaf_probe_from_pb(r);
         // The whole probe is checked first (limits, bounds, total span);
@@ -314,30 +313,29 @@ impl pb::peer_server::Peer for PeerService {
         // sent before the next is listed.
         let store = self.state.store.clone();
         let check = lp.clone();
-        tokio::task::spawn_blocking(move || {
-            let view = RangeView::new(&store, id).map_err(from_store)?;
-            mend_core::exchange::check_leaf_probe(&view, &check).map_err(from_exchange)
-        })
-        .await
-        .map_err(from_join)??;
+        self.state
+            .run(move || {
+                let view = RangeView::new(&store, id).map_err(from_store)?;
+                mend_core::exchange::check_leaf_probe(&view, &check).map_err(from_exchange)
+            })
+            .await?;
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
         let permit = self.stream_permit(send_timeout).await?;
         let (tx, rx) = mpsc::channel(SERVER_STREAM_DEPTH);
-        let store = self.state.store.clone();
+        let state = self.state.clone();
         tokio::spawn(async move {
             let _permit = permit;
             for chunk in leaf_chunks(&lp) {
                 let sub = LeafProbe {
                     queries: lp.queries[chunk.clone()].to_vec(),
                 };
-                let store = store.clone();
-                let listed = tokio::task::spawn_blocking(move || {
-                    let view = RangeView::new(&store, id).map_err(from_store)?;
-                    respond_leaves(&view, &sub).map_err(from_exchange)
-                })
-                .await
-                .map_err(from_join)
-                .and_then(|r| r);
+                let store = state.store.clone();
+                let listed = state
+                    .run(move || {
+                        let view = RangeView::new(&store, id).map_err(from_store)?;
+                        respond_leaves(&view, &sub).map_err(from_exchange)
+                    })
+                    .await;
                 let replies = match listed {
                     Ok(r) => r,
                     Err(e) => {
@@ -353,16 +351,12 @@ impl pb::peer_server::Peer for PeerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    type FetchStream = BoxStream<pb::FetchedEntry>;
-
-    async fn fetch(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<Self::FetchStream>, Status> {
-        let keys = req.into_inner().keys;
+    /// `Fetch`.
+    pub async fn on_fetch(&self, r: pb::FetchRequest) -> Result<BoxStream<pb::FetchedEntry>, Status> {
+        let keys = r.keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
             return Err(Status::invalid_argument(format!(
@@ -376,7 +370,7 @@ impl pb::peer_server::Peer for PeerService {
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
         let permit = self.stream_permit(send_timeout).await?;
         let (tx, rx) = mpsc::channel(SERVER_STREAM_DEPTH);
-        let store = self.state.store.clone();
+        let state = self.state.clone();
         // A few keys at a time: each chunk read on the blocking pool (one
         // MultiGet), then sent with a deadline, so a reader that stops
         // reading holds no thread and at most one chunk of values.
@@ -384,11 +378,7 @@ impl pb::peer_server::Peer for PeerService {
             let _permit = permit;
             for chunk in keys.chunks(FETCH_CHUNK_KEYS) {
                 let ks = chunk.to_vec();
-                let store = store.clone();
-                let got = tokio::task::spawn_blocking(move || store.get_many(&ks))
-                    .await
-                    .map_err(from_join)
-                    .and_then(|r| r.map_err(from_store));
+                let got = state.blocking(move |s| s.get_many(&ks)).await;
                 let got = match got {
                     Ok(g) => g,
                     Err(e) => {
@@ -420,23 +410,23 @@ impl pb::peer_server::Peer for PeerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn push(
+    /// `Push`, from `owner` (the pusher's certificate identity; empty on a
+    /// plaintext agent): the repair belongs to it, and only it may add to
+    /// it or undo it.
+    pub async fn on_push(
         &self,
-        req: Request<Streaming<pb::PushRequest>>,
-    ) -> Result<Response<pb::PushResponse>, Status> {
-        // The repair belongs to the identity that pushes it: only it may add
-        // to it or undo it.
-        let owner = crate::auth::caller(&req)
-            .map(|i| i.primary().to_string())
-            .unwrap_or_default();
-        let mut stream = req.into_inner();
+        owner: String,
+        mut stream: Inbound<pb::PushRequest>,
+    ) -> Result<pb::PushResponse, Status> {
+        use futures::StreamExt;
         let mut id: Option<String> = None;
         let mut applied = 0u64;
         let mut not_applied = Vec::new();
-        while let Some(msg) = stream.message().await? {
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
             if msg.entries.len() > PUSH_ENTRIES_MAX {
                 return Err(Status::invalid_argument(format!(
                     "{} entries in one push message exceed {PUSH_ENTRIES_MAX}",
@@ -467,17 +457,14 @@ impl pb::peer_server::Peer for PeerService {
                         keys_pushed: 0,
                         undone: false,
                     };
-                    let store = self.state.store.clone();
                     let hh = h.clone();
-                    let mine = tokio::task::spawn_blocking(move || {
-                        match journal::get_header(&store, &hh.id)? {
+                    let mine = self
+                        .state
+                        .blocking(move |store| match journal::get_header(store, &hh.id)? {
                             Some(old) => Ok(old.peer == hh.peer && !old.initiator),
-                            None => journal::put_header(&store, &hh).map(|()| true),
-                        }
-                    })
-                    .await
-                    .map_err(from_join)?
-                    .map_err(from_store)?;
+                            None => journal::put_header(store, &hh).map(|()| true),
+                        })
+                        .await?;
                     if !mine {
                         self.state.metrics.auth_denied("Peer", "not_owner");
                         return Err(Status::permission_denied(format!(
@@ -495,16 +482,16 @@ impl pb::peer_server::Peer for PeerService {
             }
             self.state.check_future(&writes)?;
             let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
-            let store = self.state.store.clone();
             let rid2 = rid.clone();
-            let outs = tokio::task::spawn_blocking(move || {
-                let ks = keys.clone();
-                let out = store.write_with_extra(writes, &|o| journal::entry_ops(&rid2, &ks, o))?;
-                Ok::<_, mend_store::StoreError>((keys, out))
-            })
-            .await
-            .map_err(from_join)?
-            .map_err(from_store)?;
+            let outs = self
+                .state
+                .blocking(move |store| {
+                    let ks = keys.clone();
+                    let out =
+                        store.write_with_extra(writes, &|o| journal::entry_ops(&rid2, &ks, o))?;
+                    Ok((keys, out))
+                })
+                .await?;
             for (k, a) in outs.0.into_iter().zip(outs.1) {
                 if a.decision == mend_core::Decision::Apply {
                     applied += 1;
@@ -517,29 +504,24 @@ impl pb::peer_server::Peer for PeerService {
             }
         }
         if let Some(rid) = id {
-            let store = self.state.store.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Some(mut h) = journal::get_header(&store, &rid)? {
-                    h.keys_here += applied;
-                    journal::put_header(&store, &h)?;
-                }
-                Ok::<_, mend_store::StoreError>(())
-            })
-            .await
-            .map_err(from_join)?
-            .map_err(from_store)?;
+            self.state
+                .blocking(move |store| {
+                    if let Some(mut h) = journal::get_header(store, &rid)? {
+                        h.keys_here += applied;
+                        journal::put_header(store, &h)?;
+                    }
+                    Ok(())
+                })
+                .await?;
         }
-        Ok(Response::new(pb::PushResponse {
+        Ok(pb::PushResponse {
             applied,
             not_applied,
-        }))
+        })
     }
 
-    async fn sample(
-        &self,
-        req: Request<pb::PeerSampleRequest>,
-    ) -> Result<Response<pb::EntrySummaries>, Status> {
-        let r = req.into_inner();
+    /// `Sample`.
+    pub async fn on_sample(&self, r: pb::PeerSampleRequest) -> Result<pb::EntrySummaries, Status> {
         let id = self.range_id(&r.range)?;
         if r.count == 0 || r.count > crate::sample::SAMPLE_KEYS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -551,7 +533,7 @@ impl pb::peer_server::Peer for PeerService {
             .state
             .blocking(move |s| s.sample_entries(id, r.count as usize, r.seed))
             .await?;
-        Ok(Response::new(pb::EntrySummaries {
+        Ok(pb::EntrySummaries {
             entries: drawn
                 .into_iter()
                 .map(|e| pb::EntrySummary {
@@ -561,14 +543,12 @@ impl pb::peer_server::Peer for PeerService {
                     tombstone: e.meta.tombstone,
                 })
                 .collect(),
-        }))
+        })
     }
 
-    async fn lookup(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
-        let keys = req.into_inner().keys;
+    /// `Lookup`.
+    pub async fn on_lookup(&self, r: pb::FetchRequest) -> Result<pb::LookupResponse, Status> {
+        let keys = r.keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
             return Err(Status::invalid_argument(format!(
@@ -600,16 +580,18 @@ impl pb::peer_server::Peer for PeerService {
                     .collect::<Result<Vec<_>, mend_store::StoreError>>()
             })
             .await?;
-        Ok(Response::new(pb::LookupResponse { results }))
+        Ok(pb::LookupResponse { results })
     }
 
-    async fn shadow_push(
+    /// `ShadowPush`.
+    pub async fn on_shadow_push(
         &self,
-        req: Request<Streaming<pb::PushRequest>>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
-        let mut stream = req.into_inner();
+        mut stream: Inbound<pb::PushRequest>,
+    ) -> Result<pb::LookupResponse, Status> {
+        use futures::StreamExt;
         let mut writes = Vec::new();
-        while let Some(msg) = stream.message().await? {
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
             if writes.len() + msg.entries.len() > SHADOW_ENTRIES_MAX {
                 return Err(Status::invalid_argument(format!(
                     "a shadow push carries at most {SHADOW_ENTRIES_MAX} entries"
@@ -620,13 +602,11 @@ impl pb::peer_server::Peer for PeerService {
             }
         }
         let state = self.state.clone();
-        let after = tokio::task::spawn_blocking(move || {
-            crate::shadow::apply_to_checkpoint(&state, "peer", writes)
-        })
-        .await
-        .map_err(from_join)?
-        .map_err(from_store)?;
-        Ok(Response::new(pb::LookupResponse {
+        let after = self
+            .state
+            .run(move || B::shadow_apply(&state, "peer", writes).map_err(from_store))
+            .await?;
+        Ok(pb::LookupResponse {
             results: after
                 .into_iter()
                 .map(|(key, e)| match e {
@@ -642,15 +622,16 @@ impl pb::peer_server::Peer for PeerService {
                     },
                 })
                 .collect(),
-        }))
+        })
     }
 
-    async fn undo_push(
+    /// `UndoPush`, from `owner` (`None` on a plaintext agent).
+    pub async fn on_undo_push(
         &self,
-        req: Request<pb::UndoPushRequest>,
-    ) -> Result<Response<pb::UndoResponse>, Status> {
-        let owner = crate::auth::caller(&req).map(|i| i.primary().to_string());
-        let id = req.into_inner().repair_id;
+        owner: Option<String>,
+        r: pb::UndoPushRequest,
+    ) -> Result<pb::UndoResponse, Status> {
+        let id = r.repair_id;
         if !journal::valid_id(&id) {
             return Err(Status::invalid_argument(
                 "repair_id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
@@ -685,16 +666,106 @@ impl pb::peer_server::Peer for PeerService {
             })
             .await?;
         match out {
-            None => Ok(Response::new(pb::UndoResponse::default())),
+            None => Ok(pb::UndoResponse::default()),
             Some(Err(s)) => Err(s),
-            Some(Ok(o)) => Ok(Response::new(pb::UndoResponse {
+            Some(Ok(o)) => Ok(pb::UndoResponse {
                 restored: o.restored,
                 skipped: o
                     .skipped
                     .into_iter()
                     .map(|(key, reason)| pb::SkippedKey { key, reason })
                     .collect(),
-            })),
+            }),
         }
+    }
+}
+
+fn owner_of<T>(req: &Request<T>) -> Option<String> {
+    crate::auth::caller(req).map(|i| i.primary().to_string())
+}
+
+#[tonic::async_trait]
+impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
+    async fn challenge(
+        &self,
+        _req: Request<pb::ChallengeRequest>,
+    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        Ok(Response::new(self.on_challenge()))
+    }
+
+    async fn handshake(
+        &self,
+        req: Request<pb::HandshakeRequest>,
+    ) -> Result<Response<pb::HandshakeResponse>, Status> {
+        let who = crate::auth::caller(&req);
+        self.on_handshake(who, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn probe(
+        &self,
+        req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        self.on_probe(req.into_inner()).await.map(Response::new)
+    }
+
+    type LeavesStream = BoxStream<pb::LeafReply>;
+
+    async fn leaves(
+        &self,
+        req: Request<pb::LeavesRequest>,
+    ) -> Result<Response<Self::LeavesStream>, Status> {
+        self.on_leaves(req.into_inner()).await.map(Response::new)
+    }
+
+    type FetchStream = BoxStream<pb::FetchedEntry>;
+
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        self.on_fetch(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn push(
+        &self,
+        req: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        let owner = owner_of(&req).unwrap_or_default();
+        self.on_push(owner, Box::pin(req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn sample(
+        &self,
+        req: Request<pb::PeerSampleRequest>,
+    ) -> Result<Response<pb::EntrySummaries>, Status> {
+        self.on_sample(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn lookup(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        self.on_lookup(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn shadow_push(
+        &self,
+        req: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        self.on_shadow_push(Box::pin(req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn undo_push(
+        &self,
+        req: Request<pb::UndoPushRequest>,
+    ) -> Result<Response<pb::UndoResponse>, Status> {
+        let owner = owner_of(&req);
+        self.on_undo_push(owner, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
