@@ -19,8 +19,8 @@ use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_p
 use mend_rpc::{GRPC_FRAME_BYTES, PROTOCOL_VERSION, pb};
 use mend_store::RangeView;
 
-pub use crate::link::{error_chain, next_message, peer_err};
 use crate::link::PeerLink;
+pub use crate::link::{error_chain, next_message, peer_err};
 use crate::state::{AgentBackend, AgentState};
 use crate::status::{from_exchange, from_store};
 

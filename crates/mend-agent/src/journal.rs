@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use mend_core::Record;
 use mend_store::{Applied, Backend, Cf, Op, Store, StoreError};
 
-
 /// Most bytes of a repair id: a node id (up to 64), a timestamp (20) and
 /// 16 hex digits of randomness, with separators, fit.
 pub const REPAIR_ID_BYTES_MAX: usize = 128;
@@ -100,7 +99,10 @@ pub fn put_header<B: Backend>(store: &Store<B>, h: &RepairHeader) -> Result<(), 
 }
 
 /// Reads a header row.
-pub fn get_header<B: Backend>(store: &Store<B>, id: &str) -> Result<Option<RepairHeader>, StoreError> {
+pub fn get_header<B: Backend>(
+    store: &Store<B>,
+    id: &str,
+) -> Result<Option<RepairHeader>, StoreError> {
     match store.backend().get(Cf::Journal, &header_key(id))? {
         Some(raw) => serde_json::from_slice(&raw)
             .map(Some)

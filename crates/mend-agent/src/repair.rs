@@ -590,7 +590,10 @@ pub struct UndoSummary {
 
 /// Undoes repair `id` (run on the agent that ran it): restores local
 /// before-images, then asks the peer to restore its own.
-pub async fn undo<B: AgentBackend>(state: &Arc<AgentState<B>>, id: String) -> Result<UndoSummary, Status> {
+pub async fn undo<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    id: String,
+) -> Result<UndoSummary, Status> {
     if !journal::valid_id(&id) {
         return Err(Status::invalid_argument(
             "repair id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",

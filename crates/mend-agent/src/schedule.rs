@@ -162,8 +162,11 @@ pub async fn playbook<B: AgentBackend>(
         tracing::warn!(peer = %peer.id, "{msg}");
         return msg;
     }
+    // Scheduled repairs are paced like any other: the configured rates.
     let opts = RepairOptions {
         categories: cats.clone(),
+        rate_bytes_per_s: state.config.limits.repair_rate_bytes_per_s,
+        rate_keys_per_s: state.config.limits.repair_rate_keys_per_s,
         ..RepairOptions::default()
     };
     let sum = match repair(state, addr, None, opts, None).await {

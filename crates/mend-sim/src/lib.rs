@@ -15,6 +15,7 @@
 //! replays exactly from its scenario name and seed.
 
 mod cluster;
+pub mod faults;
 mod plan;
 pub mod rng;
 mod scenarios;

@@ -168,10 +168,7 @@ impl PeerLink for GrpcLink {
     async fn lookup(&self, r: pb::FetchRequest) -> Result<pb::LookupResponse, Status> {
         Ok(self.peer.clone().lookup(r).await?.into_inner())
     }
-    async fn shadow_push(
-        &self,
-        msgs: Vec<pb::PushRequest>,
-    ) -> Result<pb::LookupResponse, Status> {
+    async fn shadow_push(&self, msgs: Vec<pb::PushRequest>) -> Result<pb::LookupResponse, Status> {
         Ok(self
             .peer
             .clone()
@@ -190,6 +187,7 @@ impl PeerLink for GrpcLink {
                 service: "mend.v1.Peer".into(),
             })
             .await?;
-        Ok(r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+        Ok(r.get_ref().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
     }
 }

@@ -105,7 +105,10 @@ impl Counting {
 
     /// Forgets every count.
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -348,11 +351,9 @@ impl<B: AgentBackend> PeerLink for Shared<B> {
         let p = &self.0.peer;
         self.0.unary(Rpc::Lookup, r, |q| p.on_lookup(q)).await
     }
-    async fn shadow_push(
-        &self,
-        msgs: Vec<pb::PushRequest>,
-    ) -> Result<pb::LookupResponse, Status> {
-        let input: Inbound<pb::PushRequest> = Box::pin(futures::stream::iter(msgs.into_iter().map(Ok)));
+    async fn shadow_push(&self, msgs: Vec<pb::PushRequest>) -> Result<pb::LookupResponse, Status> {
+        let input: Inbound<pb::PushRequest> =
+            Box::pin(futures::stream::iter(msgs.into_iter().map(Ok)));
         let carried = self.0.relay(Rpc::ShadowPush, false, input);
         let out = self.0.peer.on_shadow_push(carried).await?;
         match self.0.cross(Rpc::ShadowPush, true, &out).await {

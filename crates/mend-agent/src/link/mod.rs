@@ -44,8 +44,7 @@ pub trait PeerLink: Send + Sync {
     /// Entry summaries of keys.
     async fn lookup(&self, r: pb::FetchRequest) -> Result<pb::LookupResponse, Status>;
     /// A repair's entries applied to a checkpoint of the peer.
-    async fn shadow_push(&self, msgs: Vec<pb::PushRequest>)
-    -> Result<pb::LookupResponse, Status>;
+    async fn shadow_push(&self, msgs: Vec<pb::PushRequest>) -> Result<pb::LookupResponse, Status>;
     /// Undo of the peer's side of a repair.
     async fn undo_push(&self, r: pb::UndoPushRequest) -> Result<pb::UndoResponse, Status>;
     /// The peer's own health for serving exchanges (store writable, reply

@@ -304,7 +304,10 @@ impl<B: AgentBackend> PeerService<B> {
     }
 
     /// `Leaves`.
-    pub async fn on_leaves(&self, r: pb::LeavesRequest) -> Result<BoxStream<pb::LeafReply>, Status> {
+    pub async fn on_leaves(
+        &self,
+        r: pb::LeavesRequest,
+    ) -> Result<BoxStream<pb::LeafReply>, Status> {
         let id = self.range_id(&r.range)?;
         let lp = leaf_probe_from_pb(r);
         // The whole probe is checked first (limits, bounds, total span);
@@ -355,7 +358,10 @@ impl<B: AgentBackend> PeerService<B> {
     }
 
     /// `Fetch`.
-    pub async fn on_fetch(&self, r: pb::FetchRequest) -> Result<BoxStream<pb::FetchedEntry>, Status> {
+    pub async fn on_fetch(
+        &self,
+        r: pb::FetchRequest,
+    ) -> Result<BoxStream<pb::FetchedEntry>, Status> {
         let keys = r.keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
@@ -698,7 +704,9 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
         req: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let who = crate::auth::caller(&req);
-        self.on_handshake(who, req.into_inner()).await.map(Response::new)
+        self.on_handshake(who, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn probe(
