@@ -13,14 +13,13 @@
 //! injections are the same for every `d`, so one fixture grows from d = 1 to
 //! d = 10 000.
 //!
-//! [`mend_exchange`] runs the real exchange (handshake, then the sans-I/O
-//! [`Descent`] against [`respond_probe`] / [`respond_leaves`]) over an
-//! in-memory wire: every message goes through `mend_rpc::convert` to its
-//! protobuf form and back, and is counted exactly as the gRPC driver in
-//! `crates/mend-agent/src/exchange.rs` counts it: protobuf encoded length plus
-//! 5 bytes of gRPC framing per message (leaf replies are streamed, one frame
-//! each), one round for the handshake, one per probe step and one per leaf
-//! probe. The divergent key set it finds is checked against a brute-force
+//! [`Pair::diff`] runs the agent's own exchange driver
+//! (`mend_agent::exchange::diff`: challenge, handshake, the sans-I/O descent)
+//! against the peer agent's real Peer service over `mend_agent::link::mem`:
+//! every message is encoded to protobuf bytes and decoded on the other side,
+//! and counted by the wire as the driver counts it (protobuf encoded length
+//! plus 5 bytes of gRPC framing per message; leaf replies are streamed, one
+//! frame each); the two counts are asserted equal. The divergent key set it finds is checked against a brute-force
 //! comparison of both stores' full listings before anything is reported.
 //!
 //! * `exchange/diff`: criterion timings of [`mend_exchange`] for N in
@@ -39,6 +38,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
@@ -46,14 +46,16 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use mend_core::exchange::{Descent, Divergence, Step, node_hash, respond_leaves, respond_probe};
+use mend_agent::AgentConfig;
+use mend_agent::config::PeerConfig;
+use mend_agent::link::Dialer;
+use mend_agent::link::mem::{Counting, MemDialer, Registry, Rpc};
+use mend_agent::service::peer::PeerService;
+use mend_agent::state::AgentState;
+use mend_core::exchange::Divergence;
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
-use mend_rpc::convert::{
-    leaf_probe_from_pb, leaf_probe_to_pb, leaf_reply_from_pb, leaf_reply_to_pb, probe_from_pb,
-    probe_reply_from_pb, probe_reply_to_pb, probe_to_pb,
-};
-use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX, PROTOCOL_VERSION, pb};
-use mend_store::{LeafEntry, MemBackend, RangeView, Store, StoreConfig, Write};
+use mend_rpc::{GRPC_FRAME_BYTES, MESSAGE_BYTES_MAX};
+use mend_store::{LeafEntry, MemBackend, Store, StoreConfig, Write};
 
 /// The grid of replica sizes (capped by `MEND_BENCH_MAX_KEYS`).
 const N_GRID: [usize; 3] = [10_000, 100_000, 1_000_000];
@@ -96,11 +98,6 @@ fn n_grid() -> Vec<usize> {
 
 fn d_grid(n: usize) -> impl Iterator<Item = usize> {
     D_GRID.into_iter().filter(move |&d| d <= n / 2)
-}
-
-/// Protobuf encoded length of a message, as prost encodes it.
-fn pb_len(m: &impl prost::Message) -> u64 {
-    m.encoded_len() as u64
 }
 
 /// Message kinds on mend's wire, for the per-kind breakdown.
@@ -151,17 +148,21 @@ pub struct WireCost {
 }
 
 impl WireCost {
-    fn add(&mut self, kind: Kind, encoded: u64) {
-        let b = encoded + GRPC_FRAME_BYTES;
+    /// Adds `msgs` messages of `kind`, `encoded` protobuf bytes in all
+    /// (each framed by gRPC's 5 bytes).
+    fn add_many(&mut self, kind: Kind, msgs: u64, encoded: u64) {
+        if msgs == 0 {
+            return;
+        }
+        let b = encoded + msgs * GRPC_FRAME_BYTES;
         if kind.sent() {
             self.sent += b;
         } else {
             self.received += b;
         }
         let e = self.by_kind.entry(kind).or_default();
-        e.0 += 1;
+        e.0 += msgs;
         e.1 += b;
-        self.largest = self.largest.max(b);
     }
 
     /// Bytes both ways.
@@ -190,112 +191,117 @@ pub fn empty_store(node: &str) -> MemStore {
     Store::open(MemBackend::new(), store_config(node)).expect("open store")
 }
 
-/// Runs a full diff of range 0 of `local` (the initiator) against `peer`
-/// over an in-memory wire of protobuf messages, counting rounds and bytes
-/// like the gRPC driver. Returns the divergences found and the cost.
-pub fn mend_exchange(local: &MemStore, peer: &MemStore) -> (Vec<Divergence>, WireCost) {
-    let mut cost = WireCost::default();
-    let lv = RangeView::new(local, 0).expect("local view");
-    let pv = RangeView::new(peer, 0).expect("peer view");
-    let shape = local.shape(0).expect("shape");
+/// Two agents over in-memory stores, the initiator reaching the other
+/// through `mend_agent::link::mem` with a counting wire: [`Pair::diff`] is
+/// the agent's own exchange driver (`mend_agent::exchange::diff`), every
+/// message encoded to protobuf and decoded by the peer's real Peer service,
+/// and counted as the driver counts it (protobuf length plus 5 bytes of gRPC
+/// framing per message).
+pub struct Pair {
+    local: Arc<AgentState<MemBackend>>,
+    wire: Arc<Counting>,
+    rt: tokio::runtime::Runtime,
+}
 
-    // Handshake, built as `mend_agent::exchange::diff` and the peer service
-    // build it.
-    // Protocol 3: a challenge round trip, then the handshake with both
-    // proofs (counted under the handshake kinds).
-    let creq = pb::ChallengeRequest {};
-    let cresp = pb::ChallengeResponse {
-        protocol_version: PROTOCOL_VERSION,
-        challenge: vec![0; 16],
-    };
-    cost.rounds += 1;
-    cost.add(Kind::HandshakeReq, pb_len(&creq));
-    cost.add(Kind::HandshakeResp, pb_len(&cresp));
-    let spec = mend_core::RangeSpec::whole(RANGE, shape);
-    let hs = pb::HandshakeRequest {
-        protocol_version: PROTOCOL_VERSION,
-        node_id: local.node_id().to_string(),
-        ranges: vec![mend_rpc::convert::range_shape_to_pb(&spec)],
-        only_shared: true,
-        challenge: vec![0; 16],
-        nonce: vec![0; 16],
-        proof: vec![0; 32],
-    };
-    cost.rounds += 1;
-    cost.add(Kind::HandshakeReq, pb_len(&hs));
-    let peer_root = peer.root(0).expect("peer root");
-    let resp = pb::HandshakeResponse {
-        protocol_version: PROTOCOL_VERSION,
-        node_id: peer.node_id().to_string(),
-        ranges: vec![pb::RangeRoot {
-            name: hs.ranges[0].name.clone(),
-            root: node_hash(&peer_root),
-            entries: peer_root.count,
+fn bench_agent(
+    store: Arc<MemStore>,
+    peer: &str,
+    dialer: Arc<dyn Dialer>,
+) -> AgentState<MemBackend> {
+    let shape = store.shape(0).expect("shape");
+    let mut config = AgentConfig {
+        node_id: store.node_id().to_string(),
+        ranges: vec![RangeSpec::whole(RANGE, shape)],
+        peers: vec![PeerConfig {
+            id: peer.to_string(),
+            address: peer.to_string(),
+            interval_ms: 0,
+            budget: None,
         }],
-        now_ms: peer.now_ms(),
-        proof: vec![0; 32],
+        insecure_plaintext: true,
+        ..AgentConfig::default()
     };
-    cost.add(Kind::HandshakeResp, pb_len(&resp));
+    // A wiped replica's diff lists every key.
+    config.limits.diff_keys_max = 10_000_000;
+    config.limits.diff_key_bytes_max = 1 << 30;
+    let mut a = AgentState::new_shared(store, config, dialer, None);
+    // Store calls on the calling thread: the bench measures the exchange's
+    // own work, not the blocking pool's hand-offs.
+    a.inline_blocking = true;
+    a
+}
 
-    let local_root = lv.root_hash().expect("local root");
-    let (mut descent, mut step) =
-        Descent::start(&lv, local_root, resp.ranges[0].root).expect("descent start");
-    loop {
-        step = match step {
-            Step::Done => break,
-            Step::Probe(ps) => {
-                let req = pb::ProbeRequest {
-                    range: RANGE.to_string(),
-                    probes: ps.iter().map(probe_to_pb).collect(),
-                };
-                cost.rounds += 1;
-                cost.add(Kind::ProbeReq, pb_len(&req));
-                // The responder.
-                let resp = pb::ProbeResponse {
-                    replies: req
-                        .probes
-                        .into_iter()
-                        .map(|p| {
-                            respond_probe(&pv, &probe_from_pb(p))
-                                .map(|r| probe_reply_to_pb(&r))
-                                .expect("respond_probe")
-                        })
-                        .collect(),
-                };
-                cost.add(Kind::ProbeResp, pb_len(&resp));
-                let replies = resp
-                    .replies
-                    .into_iter()
-                    .zip(&ps)
-                    .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()).expect("probe reply"))
-                    .collect();
-                descent
-                    .on_probe_replies(&lv, replies)
-                    .expect("on_probe_replies")
-            }
-            Step::Leaves(lps) => {
-                // The agent sends all leaf probes of a step at once.
-                cost.rounds += 1;
-                let mut all = Vec::with_capacity(lps.len());
-                for lp in &lps {
-                    let req = leaf_probe_to_pb(RANGE, lp);
-                    cost.add(Kind::LeavesReq, pb_len(&req));
-                    // The responder streams one message per reply.
-                    let served =
-                        respond_leaves(&pv, &leaf_probe_from_pb(req)).expect("respond_leaves");
-                    let mut replies = Vec::with_capacity(served.len());
-                    for rep in served {
-                        let m = leaf_reply_to_pb(&rep);
-                        cost.add(Kind::LeafReply, pb_len(&m));
-                        replies.push(leaf_reply_from_pb(m, lp).expect("leaf reply"));
-                    }
-                    all.push(replies);
-                }
-                descent.on_leaf_replies(&lv, all).expect("on_leaf_replies")
-            }
-        };
+impl Pair {
+    /// The pair over `local` (the initiator) and `peer`.
+    pub fn new(local: Arc<MemStore>, peer: Arc<MemStore>) -> Pair {
+        let wire = Arc::new(Counting::default());
+        let registry = Arc::new(Registry::default());
+        let timeout = Duration::from_secs(600);
+        let peer_id = peer.node_id().to_string();
+        let local_id = local.node_id().to_string();
+        let far = bench_agent(
+            peer,
+            &local_id,
+            Arc::new(MemDialer::new(
+                peer_id.clone(),
+                registry.clone(),
+                wire.clone(),
+                timeout,
+            )),
+        );
+        registry.set(&peer_id, Some(Arc::new(PeerService::new(Arc::new(far)))));
+        let local = Arc::new(bench_agent(
+            local,
+            &peer_id,
+            Arc::new(MemDialer::new(local_id, registry, wire.clone(), timeout)),
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        Pair { local, wire, rt }
     }
-    (descent.finish(), cost)
+
+    /// One full diff of every range, with what it cost on the wire.
+    pub fn diff(&self) -> (Vec<Divergence>, WireCost) {
+        self.wire.reset();
+        let peer = self.local.config.peers[0].id.clone();
+        let out = self
+            .rt
+            .block_on(mend_agent::exchange::diff(&self.local, &peer, None))
+            .expect("diff");
+        let mut cost = WireCost {
+            rounds: out.cost.rounds,
+            ..WireCost::default()
+        };
+        let kinds = [
+            (Rpc::Challenge, false, Kind::HandshakeReq),
+            (Rpc::Challenge, true, Kind::HandshakeResp),
+            (Rpc::Handshake, false, Kind::HandshakeReq),
+            (Rpc::Handshake, true, Kind::HandshakeResp),
+            (Rpc::Probe, false, Kind::ProbeReq),
+            (Rpc::Probe, true, Kind::ProbeResp),
+            (Rpc::Leaves, false, Kind::LeavesReq),
+            (Rpc::Leaves, true, Kind::LeafReply),
+        ];
+        for (rpc, reply, kind) in kinds {
+            let (msgs, bytes) = self.wire.get(rpc, reply);
+            cost.add_many(kind, msgs, bytes);
+        }
+        // The driver's own count must be the wire's.
+        assert_eq!(
+            (out.cost.bytes_sent, out.cost.bytes_received),
+            (cost.sent, cost.received),
+            "driver and wire count the same bytes"
+        );
+        cost.largest = self.wire.largest() + GRPC_FRAME_BYTES;
+        (out.keys.into_iter().map(|k| k.div).collect(), cost)
+    }
+}
+
+/// A diff of `local` against `peer` through a fresh [`Pair`].
+pub fn mend_exchange(local: &Arc<MemStore>, peer: &Arc<MemStore>) -> (Vec<Divergence>, WireCost) {
+    Pair::new(local.clone(), peer.clone()).diff()
 }
 
 /// Every entry of range 0, in bucket order.
@@ -440,9 +446,11 @@ pub struct Fixture {
     /// Injected divergences so far.
     pub d: usize,
     /// The initiator.
-    pub a: MemStore,
+    pub a: Arc<MemStore>,
     /// The peer.
-    pub b: MemStore,
+    pub b: Arc<MemStore>,
+    /// The two as agents.
+    pub pair: Pair,
     base: Vec<[u8; 16]>,
     /// Base key indices in random order: injection `j` updates or deletes
     /// `base[pick[j]]`, so touched keys are spread over key and time order.
@@ -509,9 +517,11 @@ impl Fixture {
         let copy = a.backend().snapshot_copy().expect("copy backend");
         let b = Store::open(copy, store_config("node-b")).expect("open copy");
         assert_eq!(a.root(0).expect("root").count, n as u64, "all keys loaded");
+        let (a, b) = (Arc::new(a), Arc::new(b));
         Fixture {
             n,
             d: 0,
+            pair: Pair::new(a.clone(), b.clone()),
             a,
             b,
             base,
@@ -573,7 +583,7 @@ impl Fixture {
             self.injected,
             "brute-force diff"
         );
-        let (divs, _) = mend_exchange(&self.a, &self.b);
+        let (divs, _) = self.pair.diff();
         assert_eq!(
             found_keys(&divs),
             self.injected,
@@ -608,7 +618,7 @@ fn timing(c: &mut Criterion) {
                     let mut slot = slot.borrow_mut();
                     let f = fixture_for(&mut slot, n, d);
                     f.verify();
-                    bch.iter(|| black_box(mend_exchange(&f.a, &f.b)));
+                    bch.iter(|| black_box(f.pair.diff()));
                 },
             );
         }
@@ -661,7 +671,7 @@ fn interleaved_times() -> Vec<(usize, Duration)> {
     for _ in 0..TIME_RUNS {
         for (f, s) in fixtures.iter().zip(&mut samples) {
             let t = Instant::now();
-            black_box(mend_exchange(&f.a, &f.b));
+            black_box(f.pair.diff());
             s.push(t.elapsed());
         }
     }
@@ -704,7 +714,7 @@ fn compare(_c: &mut Criterion) {
 
         // Wiped replicas, before any divergence.
         let full = listing(&f.a);
-        let empty = empty_store("node-wiped");
+        let empty = Arc::new(empty_store("node-wiped"));
         for (label, local, peer) in [
             ("peer wiped (initiator full)", &f.a, &empty),
             ("initiator wiped (peer full)", &empty, &f.a),
@@ -728,7 +738,7 @@ fn compare(_c: &mut Criterion) {
             f.grow_to(d);
             f.verify();
             let (la, lb) = (listing(&f.a), listing(&f.b));
-            let (divs, mend) = mend_exchange(&f.a, &f.b);
+            let (divs, mend) = f.pair.diff();
             assert_eq!(found_keys(&divs), f.injected, "mend result");
             let neg = negentropy_exchange(&la, &lb, true);
             assert_eq!(neg.keys, f.injected, "negentropy result");

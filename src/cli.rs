@@ -391,11 +391,17 @@ pub struct StoreArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// The scenario to run (see --list).
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "seeds"])]
     pub scenario: Option<String>,
     /// Seed every parameter of the drill derives from; the same seed replays it exactly.
+    /// With --seeds: the first seed of the fault simulation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run the fault simulation of the real agent logic (three agents, a
+    /// seeded nemesis, the checker) for this many seeds from --seed, and
+    /// print every seed that broke a property. Exit 1 if any did.
+    #[arg(long, conflicts_with_all = ["scenario", "list"], value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub seeds: Option<u64>,
     /// List the scenarios and exit.
     #[arg(long, conflicts_with = "scenario")]
     pub list: bool,
@@ -440,4 +446,83 @@ pub struct PlanArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the `cli_parse` fuzz target calls (and `cargo test` runs): `data`
+/// split at NUL bytes into arguments after `mend`, parsed. Never panics
+/// (clap's own consistency checks of these definitions run too, in builds
+/// with debug assertions such as the fuzz build's). Used by the fuzz target
+/// (which compiles this file in) and the tests, not by the binary.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn fuzz_parse(data: &[u8]) {
+    let args = std::iter::once("mend".to_string()).chain(
+        data.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned()),
+    );
+    let _ = Cli::try_parse_from(args);
+}
+
+#[cfg(test)]
+mod fuzz_cases {
+    use super::*;
+
+    /// Valid command lines, mutated one argument at a time.
+    const LINES: &[&str] = &[
+        "agent --config mend.toml",
+        "agent --data-dir d --listen 127.0.0.1:0 --peer b=127.0.0.1:1",
+        "diff --agent 127.0.0.1:7400 --peer node-b --json",
+        "repair --agent a:1 --peer b --dry-run --rate-keys 100",
+        "undo --agent a:1 ID",
+        "simulate --seeds 10 --seed 3",
+        "simulate --scenario lost_writes --seed 1 --json",
+        "plan --keys 1000000 --divergent 100",
+        "cert --out /tmp/x --name node-a",
+        "store verify --data-dir d",
+    ];
+
+    #[test]
+    fn command_lines_and_their_mutants_never_panic() {
+        let hostile = [
+            "",
+            "-",
+            "--",
+            "--json",
+            "=",
+            "\u{0}",
+            "18446744073709551616",
+            "-1",
+            "ä",
+            "--seeds",
+            "0",
+            "--peer",
+            "=b=c",
+            "127.0.0.1:99999",
+        ];
+        let mut parsed = 0;
+        for line in LINES {
+            let words: Vec<&str> = line.split(' ').collect();
+            let whole = words.join("\0");
+            if Cli::try_parse_from(std::iter::once("mend").chain(words.iter().copied())).is_ok() {
+                parsed += 1;
+            }
+            fuzz_parse(whole.as_bytes());
+            for i in 0..words.len() {
+                for h in hostile {
+                    let mut w = words.clone();
+                    w[i] = h;
+                    fuzz_parse(w.join("\0").as_bytes());
+                    let mut w = words.clone();
+                    w.insert(i, h);
+                    fuzz_parse(w.join("\0").as_bytes());
+                }
+            }
+        }
+        assert!(parsed >= 5, "the valid lines parse ({parsed})");
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -8,7 +8,7 @@
 //! built in [`status`], never a panic.
 
 pub mod auth;
-pub mod config;
+pub use mend_config as config;
 pub mod exchange;
 pub mod health;
 pub mod http;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -151,27 +151,13 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let state = Arc::new(AgentState {
-        store: Arc::new(store),
-        node_id,
-        secret,
-        metrics: metrics.clone(),
-        monitor: crate::monitor::Monitor::default(),
-        started: Instant::now(),
-        config: config.clone(),
-        tls: tls.clone(),
-        challenges: crate::auth::Challenges::default(),
-        streams: Arc::new(tokio::sync::Semaphore::new(
-            config.limits.server_streams_max,
-        )),
-        dialer: Arc::new(crate::link::grpc::GrpcDialer::new(
-            tls.clone(),
-            &config.peers,
-            std::time::Duration::from_millis(config.limits.rpc_timeout_ms),
-        )),
-        inline_blocking: false,
-    });
+    let dialer = Arc::new(crate::link::grpc::GrpcDialer::new(
+        tls.clone(),
+        &config.peers,
+        std::time::Duration::from_millis(config.limits.rpc_timeout_ms),
+    ));
+    let state = Arc::new(AgentState::new(store, config.clone(), dialer, tls.clone()));
+    let metrics = state.metrics.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -85,6 +85,43 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
 }
 
 impl<B: AgentBackend> AgentState<B> {
+    /// The state of an agent over `store` with `config`, reaching its peers
+    /// through `dialer`; `tls` is the agent's certificate source (`None`:
+    /// plaintext or in memory).
+    pub fn new(
+        store: Store<B>,
+        config: AgentConfig,
+        dialer: Arc<dyn crate::link::Dialer>,
+        tls: Option<Arc<mend_tls::TlsSource>>,
+    ) -> AgentState<B> {
+        AgentState::new_shared(Arc::new(store), config, dialer, tls)
+    }
+
+    /// [`AgentState::new`] over a store shared with its caller.
+    pub fn new_shared(
+        store: Arc<Store<B>>,
+        config: AgentConfig,
+        dialer: Arc<dyn crate::link::Dialer>,
+        tls: Option<Arc<mend_tls::TlsSource>>,
+    ) -> AgentState<B> {
+        AgentState {
+            node_id: store.node_id().clone(),
+            secret: store.secret().clone(),
+            store,
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            monitor: crate::monitor::Monitor::default(),
+            started: Instant::now(),
+            tls,
+            challenges: crate::auth::Challenges::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.server_streams_max,
+            )),
+            config,
+            dialer,
+            inline_blocking: false,
+        }
+    }
+
     /// Runs a blocking store call on the blocking pool, mapping errors to a
     /// gRPC status.
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, Status>

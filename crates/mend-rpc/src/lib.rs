@@ -7,6 +7,7 @@
 //! passing a `convert` function that returns a `tonic::Status` on bad input.
 
 pub mod convert;
+pub mod fuzzing;
 
 /// Generated code for `proto/mend/v1/mend.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]

@@ -387,7 +387,7 @@ impl World {
         for i in 0..NODES {
             w.start(i);
         }
-        let faults = [30, 50, 20, 20];
+        let faults = [15, 50, 20, 20];
         let mut ws = w.wire();
         ws.faults = faults;
         if mode == Mode::Minority {
@@ -449,22 +449,9 @@ impl World {
             self.nemesis.clone(),
             Duration::from_millis(RPC_TIMEOUT_MS),
         );
-        let agent = Arc::new(AgentState {
-            store: Arc::new(store),
-            node_id,
-            secret: Secret::development(),
-            metrics: Arc::new(mend_agent::metrics::Metrics::default()),
-            monitor: mend_agent::monitor::Monitor::default(),
-            started: std::time::Instant::now(),
-            streams: Arc::new(tokio::sync::Semaphore::new(
-                config.limits.server_streams_max,
-            )),
-            config,
-            tls: None,
-            challenges: mend_agent::auth::Challenges::default(),
-            dialer: Arc::new(dialer),
-            inline_blocking: true,
-        });
+        let mut agent = AgentState::new(store, config, Arc::new(dialer), None);
+        agent.inline_blocking = true;
+        let agent = Arc::new(agent);
         self.registry
             .set(&node.id, Some(Arc::new(PeerService::new(agent.clone()))));
         node.agent = Some(agent);

@@ -94,6 +94,7 @@ pub trait Wire: Send + Sync {
 #[derive(Debug, Default)]
 pub struct Counting {
     counts: Mutex<HashMap<(Rpc, bool), (u64, u64)>>,
+    largest: std::sync::atomic::AtomicU64,
 }
 
 impl Counting {
@@ -103,12 +104,18 @@ impl Counting {
         c.get(&(rpc, reply)).copied().unwrap_or((0, 0))
     }
 
+    /// The largest single message so far, encoded bytes.
+    pub fn largest(&self) -> u64 {
+        self.largest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forgets every count.
     pub fn reset(&self) {
         self.counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.largest.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -118,6 +125,8 @@ impl Wire for Counting {
         let e = m.entry((c.rpc, c.reply)).or_default();
         e.0 += 1;
         e.1 += c.bytes as u64;
+        self.largest
+            .fetch_max(c.bytes as u64, std::sync::atomic::Ordering::Relaxed);
         Fate::Deliver
     }
 }

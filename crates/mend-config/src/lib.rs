@@ -617,3 +617,163 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("fanout"));
     }
 }
+
+pub mod fuzzing {
+    //! What the `config_parse` fuzz target calls (and `cargo test` runs on
+    //! fixed and structure-aware inputs): a config file from disk or a
+    //! ConfigMap is untrusted input.
+
+    use super::AgentConfig;
+
+    /// Parses `data` as a config file and validates it. Never panics;
+    /// what parses serializes back to TOML that parses to the same config.
+    pub fn config_parse(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let Ok(c) = AgentConfig::from_toml(text) else {
+            return;
+        };
+        let _ = c.validate();
+        if let Ok(again) = toml::to_string(&c) {
+            match AgentConfig::from_toml(&again) {
+                Ok(c2) => assert!(
+                    c2 == c || c.playbook.blast_radius_share_max.is_nan(),
+                    "config changed through TOML: {again}"
+                ),
+                Err(e) => panic!("serialized config does not parse: {e}: {again}"),
+            }
+        }
+    }
+
+    /// A full, valid config file (the README's example).
+    pub const EXAMPLE: &str = r#"
+node_id = "node-a"
+listen = "0.0.0.0:7400"
+http = "0.0.0.0:9400"
+data_dir = "/var/lib/mend"
+settle_ms = 5000
+clock_skew_ms = 1000
+webhook_url = "http://alerts.example:8080/mend"
+history_max = 100
+
+[[peers]]
+id = "node-b"
+address = "10.0.0.2:7400"
+interval_ms = 60000
+budget = { divergent_keys_max = 100, oldest_divergence_ms_max = 600000 }
+
+[playbook]
+missing = "repair"
+stale = "repair"
+unpropagated_delete = "repair"
+conflict = "report"
+future_version = "report"
+in_flight = "report"
+blast_radius_share_max = 0.01
+require_healthy_peer = true
+
+[[ranges]]
+name = "default"
+shape = { fanout = 16, depth = 4 }
+
+[tls]
+dir = "/etc/mend/tls"
+reload_poll_ms = 2000
+
+[roles]
+replica = ["replica"]
+peer = []
+operator = ["operator"]
+peer_addresses = []
+
+[limits]
+rpc_timeout_ms = 10000
+fetch_keys_max = 10000
+"#;
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A SplitMix64 stream (deterministic inputs).
+        fn stream(mut s: u64) -> impl FnMut() -> u64 {
+            move || {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            }
+        }
+
+        #[test]
+        fn the_example_parses_validates_and_round_trips() {
+            let c = AgentConfig::from_toml(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+            c.validate().unwrap_or_else(|e| panic!("{e}"));
+            config_parse(EXAMPLE.as_bytes());
+        }
+
+        #[test]
+        fn random_bytes_never_panic() {
+            let mut r = stream(1);
+            for _ in 0..2_000 {
+                let n = (r() % 200) as usize;
+                let b: Vec<u8> = (0..n).map(|_| r() as u8).collect();
+                config_parse(&b);
+            }
+        }
+
+        #[test]
+        fn mutated_examples_never_panic() {
+            // Structure-aware: the example with one value replaced by a
+            // hostile one, or one byte changed, so parsing gets deep.
+            let values = [
+                "-1",
+                "0",
+                "18446744073709551615",
+                "18446744073709551616",
+                "1e308",
+                "nan",
+                "inf",
+                "\"\"",
+                "\"x\"",
+                "[]",
+                "{}",
+                "true",
+                "\"999.999.999.999:99999\"",
+                "\"\\u0000\"",
+                "0.5",
+                "-0.0",
+            ];
+            let lines: Vec<&str> = EXAMPLE.lines().collect();
+            let mut r = stream(2);
+            let mut parsed = 0;
+            for i in 0..lines.len() {
+                for v in values {
+                    let Some((k, _)) = lines[i].split_once(" = ") else {
+                        continue;
+                    };
+                    let mut l = lines.clone();
+                    let line = format!("{k} = {v}");
+                    l[i] = &line;
+                    let text = l.join("\n");
+                    if AgentConfig::from_toml(&text).is_ok() {
+                        parsed += 1;
+                    }
+                    config_parse(text.as_bytes());
+                }
+            }
+            for _ in 0..2_000 {
+                let mut b = EXAMPLE.as_bytes().to_vec();
+                let at = (r() as usize) % b.len();
+                b[at] = r() as u8;
+                config_parse(&b);
+            }
+            assert!(
+                parsed > 20,
+                "the mutations reach validation ({parsed} parsed)"
+            );
+        }
+    }
+}
