@@ -46,11 +46,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use mend_agent::AgentConfig;
-use mend_agent::config::PeerConfig;
-use mend_agent::link::Dialer;
-use mend_agent::link::mem::{Counting, MemDialer, Registry, Rpc};
-use mend_agent::service::peer::PeerService;
+use mend_agent::link::mem::{self, Counting, Rpc};
 use mend_agent::state::AgentState;
 use mend_core::exchange::Divergence;
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
@@ -203,58 +199,11 @@ pub struct Pair {
     rt: tokio::runtime::Runtime,
 }
 
-fn bench_agent(
-    store: Arc<MemStore>,
-    peer: &str,
-    dialer: Arc<dyn Dialer>,
-) -> AgentState<MemBackend> {
-    let shape = store.shape(0).expect("shape");
-    let mut config = AgentConfig {
-        node_id: store.node_id().to_string(),
-        ranges: vec![RangeSpec::whole(RANGE, shape)],
-        peers: vec![PeerConfig {
-            id: peer.to_string(),
-            address: peer.to_string(),
-            interval_ms: 0,
-            budget: None,
-        }],
-        insecure_plaintext: true,
-        ..AgentConfig::default()
-    };
-    // A wiped replica's diff lists every key.
-    config.limits.diff_keys_max = 10_000_000;
-    config.limits.diff_key_bytes_max = 1 << 30;
-    let mut a = AgentState::new_shared(store, config, dialer, None);
-    // Store calls on the calling thread: the bench measures the exchange's
-    // own work, not the blocking pool's hand-offs.
-    a.inline_blocking = true;
-    a
-}
-
 impl Pair {
     /// The pair over `local` (the initiator) and `peer`.
     pub fn new(local: Arc<MemStore>, peer: Arc<MemStore>) -> Pair {
         let wire = Arc::new(Counting::default());
-        let registry = Arc::new(Registry::default());
-        let timeout = Duration::from_secs(600);
-        let peer_id = peer.node_id().to_string();
-        let local_id = local.node_id().to_string();
-        let far = bench_agent(
-            peer,
-            &local_id,
-            Arc::new(MemDialer::new(
-                peer_id.clone(),
-                registry.clone(),
-                wire.clone(),
-                timeout,
-            )),
-        );
-        registry.set(&peer_id, Some(Arc::new(PeerService::new(Arc::new(far)))));
-        let local = Arc::new(bench_agent(
-            local,
-            &peer_id,
-            Arc::new(MemDialer::new(local_id, registry, wire.clone(), timeout)),
-        ));
+        let local = mem::pair(local, peer, wire.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

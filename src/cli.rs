@@ -455,11 +455,24 @@ pub struct PlanArgs {
 /// (which compiles this file in) and the tests, not by the binary.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn fuzz_parse(data: &[u8]) {
+    use clap::{CommandFactory, FromArgMatches};
+    // The command is built (and its definitions checked) once; each input
+    // is parsed against it, as `Cli::try_parse_from` would.
+    static COMMAND: std::sync::OnceLock<std::sync::Mutex<clap::Command>> =
+        std::sync::OnceLock::new();
     let args = std::iter::once("mend".to_string()).chain(
         data.split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned()),
     );
-    let _ = Cli::try_parse_from(args);
+    let cmd = COMMAND.get_or_init(|| {
+        let mut c = Cli::command();
+        c.build();
+        std::sync::Mutex::new(c)
+    });
+    let mut cmd = cmd.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(m) = cmd.try_get_matches_from_mut(args) {
+        let _ = Cli::from_arg_matches(&m);
+    }
 }
 
 #[cfg(test)]

@@ -33,12 +33,8 @@ pub const REPAIR_BATCH_KEYS: usize = 256;
 /// Value bytes per push message before it is sent early (1 MiB).
 pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
 
-/// Categories repaired when the request names none.
-pub const DEFAULT_CATEGORIES: [Category; 3] = [
-    Category::Missing,
-    Category::Stale,
-    Category::UnpropagatedDelete,
-];
+pub use mend_core::playbook::DEFAULT_CATEGORIES;
+use mend_core::playbook::{Divergent, repair_plan};
 
 /// What a repair should do.
 #[derive(Debug, Clone, Default)]
@@ -151,52 +147,33 @@ impl Pacer {
     }
 }
 
-fn skip_reason(k: &DivergentKey, selected: &[Category]) -> Option<String> {
-    let origin = |e: &Option<mend_core::exchange::EntrySummary>| {
-        e.as_ref().map(|e| e.version.origin.to_string())
-    };
-    match k.category {
-        _ if !selected.contains(&k.category) && !matches!(k.category, Category::Conflict | Category::FutureVersion | Category::InFlight) => {
-            Some(format!("{}: category not selected for repair", k.category.as_str()))
-        }
-        Category::Conflict if !selected.contains(&Category::Conflict) || k.behind.is_none() => {
-            Some("conflict: same version, different content; not repaired without a policy naming a winner".into())
-        }
-        Category::FutureVersion if !selected.contains(&Category::FutureVersion) => Some(format!(
-            "future_version: stamped ahead of the clock by {}; fix that node's clock first",
-            origin(&k.div.local).or(origin(&k.div.peer)).unwrap_or_default()
-        )),
-        Category::InFlight => Some("in_flight: newer than the settle window; re-check later".into()),
-        _ => None,
-    }
-}
-
-/// Plans a repair from a diff: what moves where, and what is skipped.
+/// Plans a repair from a diff (`mend_core::playbook::repair_plan`): what
+/// moves where, and what is skipped.
 pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
-    let selected: Vec<Category> = if categories.is_empty() {
-        DEFAULT_CATEGORIES.to_vec()
-    } else {
-        categories.to_vec()
-    };
-    let mut planned = Vec::new();
-    let mut skipped = Vec::new();
-    for k in &d.keys {
-        if let Some(why) = skip_reason(k, &selected) {
-            skipped.push((k.div.key.clone(), why));
-            continue;
-        }
-        match k.behind {
-            Some(side) => planned.push(Planned {
-                key: k.div.key.clone(),
-                category: k.category,
-                behind: side,
-            }),
-            None => skipped.push((
-                k.div.key.clone(),
-                format!("{}: no side is behind", k.category.as_str()),
-            )),
-        }
+    fn origin(e: &Option<mend_core::exchange::EntrySummary>) -> Option<&mend_core::NodeId> {
+        e.as_ref().map(|e| &e.version.origin)
     }
+    let keys = d.keys.iter().map(|k: &DivergentKey| Divergent {
+        key: &k.div.key,
+        category: k.category,
+        behind: k.behind,
+        origin: origin(&k.div.local).or(origin(&k.div.peer)),
+    });
+    let p = repair_plan(keys, categories);
+    let planned = p
+        .planned
+        .into_iter()
+        .map(|(key, category, behind)| Planned {
+            key,
+            category,
+            behind,
+        })
+        .collect();
+    let skipped = p
+        .skipped
+        .into_iter()
+        .map(|(k, why)| (k, why.to_string()))
+        .collect();
     (planned, skipped)
 }
 

@@ -138,29 +138,24 @@ pub async fn playbook<B: AgentBackend>(
     addr: &str,
     o: &DiffOutcome,
 ) -> String {
+    use mend_core::playbook::{Verdict, verdict};
     let pb = &state.config.playbook;
     let cats = pb.repair_categories();
     let todo = o.keys.iter().filter(|k| cats.contains(&k.category)).count() as u64;
-    if todo == 0 {
-        return "report".into();
-    }
-    let entries = range_entries(state).max(1);
-    let share = o.keys.len() as f64 / entries as f64;
-    if share > pb.blast_radius_share_max {
-        let msg = format!(
-            "refused: {} divergent keys are {:.1}% of {} entries, above the blast radius of {:.1}%; needs a human (wrong peer or wiped replica?)",
-            o.keys.len(),
-            share * 100.0,
-            entries,
-            pb.blast_radius_share_max * 100.0
-        );
-        tracing::warn!(peer = %peer.id, "{msg}");
-        return msg;
-    }
-    if pb.require_healthy_peer && !healthy(state, addr).await {
-        let msg = "refused: peer is not healthy".to_string();
-        tracing::warn!(peer = %peer.id, "{msg}");
-        return msg;
+    let (divergent, entries) = (o.keys.len() as u64, range_entries(state));
+    let blast = pb.blast_radius_share_max;
+    // The peer is asked for its health only when the decision hangs on it.
+    let healthy = !pb.require_healthy_peer
+        || verdict(todo, divergent, entries, blast, true) != Verdict::Repair
+        || healthy(state, addr).await;
+    match verdict(todo, divergent, entries, blast, healthy) {
+        Verdict::Repair => {}
+        Verdict::Report => return "report".into(),
+        refused => {
+            let msg = refused.to_string();
+            tracing::warn!(peer = %peer.id, "{msg}");
+            return msg;
+        }
     }
     // Scheduled repairs are paced like any other: the configured rates.
     let opts = RepairOptions {

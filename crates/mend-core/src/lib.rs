@@ -19,6 +19,7 @@ pub mod hlc;
 pub mod limits;
 pub mod packed;
 pub mod plan;
+pub mod playbook;
 pub mod range;
 pub mod record;
 pub mod shape;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
-use mend_store::{MemBackend, RangeView, Store, StoreConfig, Write};
+use mend_store::{MemBackend, Store, StoreConfig, Write};
 
 use crate::SimError;
 
@@ -39,7 +39,7 @@ pub(crate) struct Cluster {
     time_ms: Arc<AtomicU64>,
     /// How far each node's clock runs ahead of the simulated one, in ms.
     skew_ms: [Arc<AtomicU64>; 3],
-    stores: Vec<Store<MemBackend>>,
+    stores: Vec<Arc<Store<MemBackend>>>,
     /// The model: the latest version written of every key, anywhere.
     latest: BTreeMap<Vec<u8>, Version>,
 }
@@ -63,7 +63,7 @@ impl Cluster {
         };
         for node in 0..NODES.len() {
             let store = c.open(node)?;
-            c.stores.push(store);
+            c.stores.push(Arc::new(store));
         }
         Ok(c)
     }
@@ -94,7 +94,7 @@ impl Cluster {
     /// Replaces `node`'s store with an empty one (a wiped disk); its clock
     /// and sequence counter start over, as a freshly provisioned node's would.
     pub(crate) fn wipe(&mut self, node: usize) -> Result<(), SimError> {
-        self.stores[node] = self.open(node)?;
+        self.stores[node] = Arc::new(self.open(node)?);
         Ok(())
     }
 
@@ -152,7 +152,8 @@ impl Cluster {
     }
 
     /// `node`'s range as a tree view for the exchange.
-    pub(crate) fn view(&self, node: usize) -> Result<RangeView<'_, MemBackend>, SimError> {
-        Ok(RangeView::new(&self.stores[node], 0)?)
+    /// Node `node`'s store, shared (for an agent over it).
+    pub(crate) fn store(&self, node: usize) -> Arc<Store<MemBackend>> {
+        self.stores[node].clone()
     }
 }

@@ -4,7 +4,8 @@
 //! each a `mend_store::Store` over the memory backend) on a simulated clock,
 //! loads the same versioned base data set into all three, injects one kind
 //! of fault between node-a (local) and node-b (peer), then diagnoses it
-//! exactly as an agent would: the tree exchange ([`mend_core::exchange::run_local`]),
+//! exactly as an agent would: the agent's own exchange driver (`mend_agent::exchange::diff`
+//! against node-b's Peer service over `mend_agent::link::mem`),
 //! classification with the default policy, and attribution. It scores the
 //! diagnosis against the ground truth the scenario recorded while
 //! injecting: the category and side behind of every injected key, and the

@@ -1,31 +1,15 @@
-//! Diagnosis and scoring: the exchange between node-a and node-b run in
-//! process with [`run_local`], each divergent key classified the way the
-//! agent classifies it, the keys attributed to sources, and the result held
-//! against the injected ground truth.
+//! Diagnosis and scoring: the agent's own diff (`mend_agent::exchange::diff`)
+//! of node-a against node-b's real Peer service over an in-memory link,
+//! classified by the agent, the keys attributed to sources, and the result
+//! held against the injected ground truth.
 
 use std::collections::{HashMap, HashSet};
 
+use mend_core::Side;
 use mend_core::attribution::{Observed, Options, Source, attribute};
-use mend_core::exchange::{EntrySummary, run_local};
-use mend_core::{EntryMeta, Policy, Side, classify};
 
 use crate::cluster::{A, B, Cluster, NODES};
 use crate::{Drill, Injected, SimError};
-
-/// The exchange sees entries as summaries whose content is an 8-byte hash;
-/// classification needs an [`EntryMeta`]. Exactly as the agent builds it
-/// (`mend_agent::exchange::meta_of`): the hash fills the first 8 bytes of
-/// `value_hash`, so equal summaries give equal metas and different ones
-/// different metas.
-fn meta_of(e: &EntrySummary) -> EntryMeta {
-    let mut value_hash = [0u8; 32];
-    value_hash[..8].copy_from_slice(&e.hash.to_le_bytes());
-    EntryMeta {
-        version: e.version.clone(),
-        tombstone: e.tombstone,
-        value_hash,
-    }
-}
 
 /// Runs the exchange at `now` and scores it against `injected`.
 pub(crate) fn judge(
@@ -35,23 +19,31 @@ pub(crate) fn judge(
     cluster: &Cluster,
     injected: Vec<Injected>,
 ) -> Result<Drill, SimError> {
-    let (local, peer) = (cluster.view(A)?, cluster.view(B)?);
-    let run = run_local(&local, &peer, local.root_hash()?, peer.root_hash()?)?;
-    let policy = Policy::default();
-    let mut observed = Vec::with_capacity(run.divergences.len());
-    for div in &run.divergences {
-        let (l, p) = (
-            div.local.as_ref().map(meta_of),
-            div.peer.as_ref().map(meta_of),
-        );
-        if let Some(c) = classify(l.as_ref(), p.as_ref(), now, &policy) {
-            observed.push(Observed {
-                div,
-                category: c.category,
-                behind: c.behind,
-            });
-        }
+    // The diagnosis is made at `now` on correct clocks: a skew the scenario
+    // injected lasted while the writes were made (an agent whose own clock
+    // runs ahead cannot see its versions as ahead of it).
+    cluster.set_time(now);
+    for node in 0..NODES.len() {
+        cluster.set_skew(node, 0);
     }
+    let wire = std::sync::Arc::new(mend_agent::link::mem::Counting::default());
+    let agent = mend_agent::link::mem::pair(cluster.store(A), cluster.store(B), wire);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| SimError::Invariant(format!("no runtime: {e}")))?;
+    let run = rt
+        .block_on(mend_agent::exchange::diff(&agent, NODES[B], None))
+        .map_err(|s| SimError::Invariant(format!("the exchange failed: {}", s.message())))?;
+    let observed: Vec<Observed<'_>> = run
+        .keys
+        .iter()
+        .map(|k| Observed {
+            div: &k.div,
+            category: k.category,
+            behind: k.behind,
+        })
+        .collect();
     let opts = Options {
         // Every source is kept for scoring; reports show the largest few.
         sources_max: usize::MAX,
@@ -96,7 +88,7 @@ pub(crate) fn judge(
         injected,
         diagnosed,
         sources,
-        rounds: run.rounds,
+        rounds: run.cost.rounds,
         category_correct,
         origin_window_correct,
         unexpected,

@@ -475,3 +475,49 @@ impl<B: AgentBackend> Dialer for MemDialer<B> {
 
     fn forget(&self, _addr: &str) {}
 }
+
+/// An agent over `local` that reaches a second agent over `peer` (by the
+/// peer store's node id) through `wire`: the exchange and repair drivers run
+/// against the peer's real service, in memory. Both agents serve every
+/// range of their store and run store calls inline. For benchmarks, drills
+/// and tests.
+pub fn pair<B: AgentBackend>(
+    local: Arc<mend_store::Store<B>>,
+    peer: Arc<mend_store::Store<B>>,
+    wire: Arc<dyn Wire>,
+) -> Arc<crate::state::AgentState<B>> {
+    let registry = Arc::new(Registry::default());
+    let timeout = Duration::from_secs(600);
+    let (local_id, peer_id) = (local.node_id().to_string(), peer.node_id().to_string());
+    let agent = |store: Arc<mend_store::Store<B>>, other: &str, dialer: MemDialer<B>| {
+        let mut config = crate::config::AgentConfig {
+            node_id: store.node_id().to_string(),
+            ranges: store.ranges().specs().to_vec(),
+            peers: vec![crate::config::PeerConfig {
+                id: other.to_string(),
+                address: other.to_string(),
+                interval_ms: 0,
+                budget: None,
+            }],
+            insecure_plaintext: true,
+            ..crate::config::AgentConfig::default()
+        };
+        // A wiped replica's diff lists every key.
+        config.limits.diff_keys_max = 100_000_000;
+        config.limits.diff_key_bytes_max = 1 << 34;
+        let mut a = crate::state::AgentState::new_shared(store, config, Arc::new(dialer), None);
+        a.inline_blocking = true;
+        Arc::new(a)
+    };
+    let far = agent(
+        peer,
+        &local_id,
+        MemDialer::new(peer_id.clone(), registry.clone(), wire.clone(), timeout),
+    );
+    registry.set(&peer_id, Some(Arc::new(PeerService::new(far))));
+    agent(
+        local,
+        &peer_id,
+        MemDialer::new(local_id, registry, wire, timeout),
+    )
+}
