@@ -1,10 +1,14 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
-//! crash safety of the RocksDB-backed store under SIGKILL, and the `mend
-//! store` commands run as real processes against real data directories.
+//! real `mend agent` processes over mutual TLS (agents, security, hostile
+//! peers, diagnostics, tree shapes), the fault campaign on real processes
+//! (campaign), crash safety of the RocksDB-backed store under SIGKILL, and
+//! the `mend` CLI (store, plan, simulate) run as real processes against real
+//! data directories.
 
 #![allow(clippy::unwrap_used)]
 
 mod agents;
+mod campaign;
 mod diagnostics;
 mod harness;
 mod hostile;
