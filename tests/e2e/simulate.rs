@@ -88,3 +88,29 @@ fn simulate_unknown_scenario_exits_2_with_one_line() {
     assert!(stderr.contains("no_such_drill"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn simulate_seeds_runs_the_fault_simulation_and_reports_it() {
+    // Proves `mend simulate --seeds N` runs the agents under faults, says
+    // how many seeds failed, and its JSON carries the counts it claims.
+    let out = mend(&["simulate", "--seeds", "8", "--seed", "100", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seeds"], 8);
+    assert_eq!(v["first_seed"], 100);
+    assert_eq!(v["violations"], 0);
+    assert!(v["writes_acked"].as_u64().unwrap() > 0);
+    assert!(v["exchanges"].as_u64().unwrap() > 0);
+    assert!(v["crashes"].as_u64().unwrap() > 0);
+    assert!(v["faults_injected"].as_u64().unwrap() > 0);
+    let human = mend(&["simulate", "--seeds", "2"]);
+    assert_eq!(human.status.code(), Some(0));
+    assert!(
+        text(&human.stdout).contains("2 seeds from 1"),
+        "{}",
+        text(&human.stdout)
+    );
+    // Zero seeds is a usage error, one line, exit 2.
+    let bad = mend(&["simulate", "--seeds", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
