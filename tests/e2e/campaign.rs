@@ -215,6 +215,7 @@ struct Tally {
     repairs_ok: u64,
     repairs_failed: u64,
     undos: u64,
+    undos_under_faults: u64,
 }
 
 struct Cluster {
@@ -294,6 +295,19 @@ async fn repair(addr: String, peer: String, rate: u64) -> Result<pb::RepairSumma
     summary.ok_or_else(|| tonic::Status::internal("no summary"))
 }
 
+/// Undoes one of the repairs `addr` lists (chosen by `pick`); true when
+/// one was undone.
+async fn undo_one(addr: String, pick: u64) -> Result<bool, tonic::Status> {
+    let mut c = OperatorClient::new(channel(&addr).await?);
+    let st = c.status(pb::StatusRequest {}).await?.into_inner();
+    if st.repairs.is_empty() {
+        return Ok(false);
+    }
+    let id = st.repairs[(pick % st.repairs.len() as u64) as usize].clone();
+    c.undo(pb::UndoRequest { repair_id: id }).await?;
+    Ok(true)
+}
+
 async fn diff_keys(addr: &str, peer: &str) -> Result<Vec<Vec<u8>>, tonic::Status> {
     let mut c = OperatorClient::new(channel(addr).await?);
     let mut s = c
@@ -350,6 +364,8 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
     let mut ledger: BTreeMap<Vec<u8>, (u64, bool, Vec<u8>)> = BTreeMap::new();
     let mut t = Tally::default();
     let mut inflight = Vec::new();
+    let mut inflight_undos = Vec::new();
+    let mut writes = Vec::new();
     let mut stopped: Option<usize> = None;
     while t.kills < kills_target {
         let i = r.below(AGENTS as u64) as usize;
@@ -374,26 +390,21 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
                         }
                     })
                     .collect();
-                let mut c = a.replica().await;
-                let res = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    c.write_batch(pb::WriteBatchRequest {
-                        writes: batch.clone(),
-                    }),
-                )
-                .await;
-                if let Ok(Ok(resp)) = res {
-                    for (w, out) in batch.iter().zip(resp.into_inner().results) {
-                        if out.decision == "apply" {
-                            t.writes_acked += 1;
-                            let ms = w.version.as_ref().unwrap().ms;
-                            let newest = ledger.get(&w.key).is_none_or(|(old, _, _)| ms > *old);
-                            if newest {
-                                ledger.insert(w.key.clone(), (ms, w.delete, w.value.clone()));
-                            }
-                        }
-                    }
-                }
+                // In flight while the next actions run (a kill may land in
+                // the middle of it); acknowledged when the reply arrives.
+                let addr = a.addr.clone();
+                writes.push(tokio::spawn(async move {
+                    let mut c = pb::replica_client::ReplicaClient::new(channel(&addr).await?);
+                    let resp = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        c.write_batch(pb::WriteBatchRequest {
+                            writes: batch.clone(),
+                        }),
+                    )
+                    .await
+                    .map_err(|_| tonic::Status::deadline_exceeded("write"))??;
+                    Ok::<_, tonic::Status>((batch, resp.into_inner().results))
+                }));
             }
             40..65 => {
                 let (Some(a), Some(_)) = (cl.agents[i].as_ref(), cl.agents[j].as_ref()) else {
@@ -436,6 +447,21 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
                 cl.proxy(i, j).set(random_fault(&mut r));
                 t.faults_set += 1;
             }
+            95..98 => {
+                // Undo a journaled repair while the faults go on.
+                let Some(a) = cl.agents[i].as_ref() else {
+                    continue;
+                };
+                if stopped == Some(i) {
+                    continue;
+                }
+                let addr = a.addr.clone();
+                let pick = r.next();
+                inflight_undos.push(tokio::spawn(tokio::time::timeout(
+                    Duration::from_secs(20),
+                    undo_one(addr, pick),
+                )));
+            }
             _ => {
                 cl.proxy(i, j).set(Fault::Clean);
             }
@@ -455,10 +481,30 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
             p.set(Fault::Clean);
         }
     }
+    for h in writes {
+        let Ok((batch, results)) = h.await.unwrap() else {
+            continue;
+        };
+        for (w, out) in batch.iter().zip(results) {
+            if out.decision == "apply" {
+                t.writes_acked += 1;
+                let ms = w.version.as_ref().unwrap().ms;
+                let newest = ledger.get(&w.key).is_none_or(|(old, _, _)| ms > *old);
+                if newest {
+                    ledger.insert(w.key.clone(), (ms, w.delete, w.value.clone()));
+                }
+            }
+        }
+    }
     for h in inflight {
         match h.await.unwrap() {
             Ok(Ok(_)) => t.repairs_ok += 1,
             _ => t.repairs_failed += 1,
+        }
+    }
+    for h in inflight_undos {
+        if let Ok(Ok(true)) = h.await.unwrap() {
+            t.undos_under_faults += 1;
         }
     }
     // Every journaled repair undoes without error (or says why not: run by
@@ -546,7 +592,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
         .map(|p| p.faulted.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     eprintln!(
-        "campaign seed {seed}: {} SIGKILLs, {} SIGSTOPs, {} proxy faults set ({proxied} faulted connections), {} writes acknowledged ({} keys), {} repairs ok / {} failed under faults, {} undos, {rounds} rounds to converge, {} lost, flipped byte refused by TLS {flipped_refused}/4",
+        "campaign seed {seed}: {} SIGKILLs, {} SIGSTOPs, {} proxy faults set ({proxied} faulted connections), {} writes acknowledged ({} keys), {} repairs ok / {} failed under faults, {} undos under faults, {} after healing, {rounds} rounds to converge, {} lost, flipped byte refused by TLS {flipped_refused}/4",
         t.kills,
         t.stops,
         t.faults_set,
@@ -554,6 +600,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
         ledger.len(),
         t.repairs_ok,
         t.repairs_failed,
+        t.undos_under_faults,
         t.undos,
         lost.len()
     );
