@@ -216,6 +216,7 @@ struct Tally {
     repairs_failed: u64,
     undos: u64,
     undos_under_faults: u64,
+    half_undone: u64,
 }
 
 struct Cluster {
@@ -520,7 +521,20 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
                 .await
             {
                 Ok(_) => t.undos += 1,
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+                // Not this agent's repair, or undone already (here).
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && (s.message().contains("run by another agent")
+                            || s.message().starts_with("repair ")) => {}
+                // The peer's side was undone, this side never was: an
+                // undo cut by a kill after the peer restored (issue 12:
+                // undo is not resumable yet). Counted, not hidden.
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains("already undone") =>
+                {
+                    t.half_undone += 1
+                }
                 Err(s) => panic!("undo {id} on {}: {s}", a.node),
             }
         }
@@ -592,7 +606,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
         .map(|p| p.faulted.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     eprintln!(
-        "campaign seed {seed}: {} SIGKILLs, {} SIGSTOPs, {} proxy faults set ({proxied} faulted connections), {} writes acknowledged ({} keys), {} repairs ok / {} failed under faults, {} undos under faults, {} after healing, {rounds} rounds to converge, {} lost, flipped byte refused by TLS {flipped_refused}/4",
+        "campaign seed {seed}: {} SIGKILLs, {} SIGSTOPs, {} proxy faults set ({proxied} faulted connections), {} writes acknowledged ({} keys), {} repairs ok / {} failed under faults, {} undos under faults, {} after healing ({} left half-undone by a kill), {rounds} rounds to converge, {} lost, flipped byte refused by TLS {flipped_refused}/4",
         t.kills,
         t.stops,
         t.faults_set,
@@ -602,6 +616,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
         t.repairs_failed,
         t.undos_under_faults,
         t.undos,
+        t.half_undone,
         lost.len()
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
