@@ -3,7 +3,9 @@
 //! a writer keeping a ledger of acknowledged writes, operator repairs and
 //! undos through the proxies, SIGKILL + restart and SIGSTOP/SIGCONT of
 //! agents in the middle of it all. After healing: every journaled repair
-//! undoes without error, repairs converge all three stores, every
+//! undoes (refusals only for another agent's repair or one already undone;
+//! an undo a kill left half-done is counted: undo is not resumable yet),
+//! repairs converge all three stores, every
 //! acknowledged write is present at its version, and `mend store verify`
 //! passes on every data directory. A flipped byte on the wire never yields
 //! a wrong diff: with TLS the transport refuses the record.
