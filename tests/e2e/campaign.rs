@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use mend_rpc::pb;
 use mend_rpc::pb::operator_client::OperatorClient;
 
-use crate::harness::{AgentProc, CLIENT, cert_set, mend, now_ms};
+use crate::harness::{AgentProc, CLIENT, mend, now_ms, try_channel_as};
 
 const AGENTS: usize = 3;
 const KEYS: u64 = 300;
@@ -269,14 +269,7 @@ fn signal(a: &AgentProc, sig: i32) {
 /// A TLS channel to `addr` as the CLI's client; an agent that is down is
 /// an error, not a panic (the campaign kills them).
 async fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::Status> {
-    let m = mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&cert_set(CLIENT)))
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    mend_tls::client::endpoint(addr, None, &mend_tls::client::ClientTls::Tls(Arc::new(m)))
-        .map_err(tonic::Status::internal)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    try_channel_as(addr, CLIENT).await
 }
 
 async fn repair(addr: String, peer: String, rate: u64) -> Result<pb::RepairSummary, tonic::Status> {

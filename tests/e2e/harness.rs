@@ -56,6 +56,15 @@ pub fn cert_set(name: &str) -> PathBuf {
 
 /// A TLS channel to `addr` as the client certificate `name`.
 pub async fn channel_as(addr: &str, name: &str) -> tonic::transport::Channel {
+    try_channel_as(addr, name).await.expect("connect over TLS")
+}
+
+/// [`channel_as`], with an agent that is down (or a link that refuses) as
+/// an error instead of a panic, for tests that kill agents.
+pub async fn try_channel_as(
+    addr: &str,
+    name: &str,
+) -> Result<tonic::transport::Channel, tonic::Status> {
     let m =
         mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(&cert_set(name))).expect("client set");
     mend_tls::client::endpoint(
@@ -64,9 +73,10 @@ pub async fn channel_as(addr: &str, name: &str) -> tonic::transport::Channel {
         &mend_tls::client::ClientTls::Tls(std::sync::Arc::new(m)),
     )
     .expect("endpoint")
+    .connect_timeout(std::time::Duration::from_secs(5))
     .connect()
     .await
-    .expect("connect over TLS")
+    .map_err(|e| tonic::Status::unavailable(e.to_string()))
 }
 
 /// A TLS channel to `addr` as the CLI's client (operator and replica).

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use mend_core::EntryMeta;
 use mend_core::classify::{Category, Side, classify};
-use mend_core::exchange::{Descent, Divergence, EntrySummary, Step};
+use mend_core::exchange::{Descent, Divergence, EntrySummary, ExchangeError, Step};
 use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
 use mend_rpc::{GRPC_FRAME_BYTES, PROTOCOL_VERSION, pb};
 use mend_store::RangeView;
@@ -272,8 +272,7 @@ async fn diff_once<B: AgentBackend>(
 /// A peer's breach of the protocol, seen by the initiator: the peer's
 /// fault, so INTERNAL with its address, never INVALID_ARGUMENT (which would
 /// blame the operator's request).
-fn peer_breach(addr: &str, e: mend_core::exchange::ExchangeError) -> Status {
-    use mend_core::exchange::ExchangeError;
+fn peer_breach(addr: &str, e: ExchangeError) -> Status {
     match e {
         ExchangeError::Protocol(m) => Status::internal(format!("peer {addr}: {m}")),
         ExchangeError::Limit(m) => Status::resource_exhausted(format!("peer {addr}: {m}")),
@@ -309,6 +308,28 @@ impl Budget {
             "peer {addr} lists more divergent entries than diff_keys_max / diff_key_bytes_max allow; is this the right peer?"
         )))
     }
+}
+
+/// Feeds a step's replies to the descent with `feed`, on the blocking pool
+/// (the descent reads the local tree); a reply the descent refuses is the
+/// peer's breach.
+async fn advance<B: AgentBackend, R: Send + 'static>(
+    state: &AgentState<B>,
+    mut d: Descent,
+    id: u16,
+    addr: &str,
+    replies: R,
+    feed: fn(&mut Descent, &dyn mend_core::exchange::TreeView, R) -> Result<Step, ExchangeError>,
+) -> Result<(Descent, Step), Status> {
+    let store = state.store.clone();
+    let addr = addr.to_string();
+    state
+        .run(move || {
+            let view = RangeView::new(&store, id).map_err(from_store)?;
+            let s = feed(&mut d, &view, replies).map_err(|e| peer_breach(&addr, e))?;
+            Ok((d, s))
+        })
+        .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -379,17 +400,7 @@ async fn descend<B: AgentBackend>(
                     cost.bytes_received += received;
                     replies.extend(rs);
                 }
-                let store = state.store.clone();
-                let a = addr.to_string();
-                (d, step) = state
-                    .run(move || {
-                        let view = RangeView::new(&store, id).map_err(from_store)?;
-                        let s = d
-                            .on_probe_replies(&view, replies)
-                            .map_err(|e| peer_breach(&a, e))?;
-                        Ok((d, s))
-                    })
-                    .await?;
+                (d, step) = advance(state, d, id, addr, replies, Descent::on_probe_replies).await?;
             }
             Step::Leaves(lps) => {
                 // All leaf probes of the step go out at once (one round
@@ -423,17 +434,7 @@ async fn descend<B: AgentBackend>(
                     cost.bytes_received += received;
                     all.push(replies);
                 }
-                let store = state.store.clone();
-                let a = addr.to_string();
-                (d, step) = state
-                    .run(move || {
-                        let view = RangeView::new(&store, id).map_err(from_store)?;
-                        let s = d
-                            .on_leaf_replies(&view, all)
-                            .map_err(|e| peer_breach(&a, e))?;
-                        Ok((d, s))
-                    })
-                    .await?;
+                (d, step) = advance(state, d, id, addr, all, Descent::on_leaf_replies).await?;
             }
         }
     }

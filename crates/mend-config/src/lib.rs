@@ -696,15 +696,10 @@ fetch_keys_max = 10000
     mod tests {
         use super::*;
 
-        /// A SplitMix64 stream (deterministic inputs).
-        fn stream(mut s: u64) -> impl FnMut() -> u64 {
-            move || {
-                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^ (z >> 31)
-            }
+        /// The fixed-seed input stream (`mend_core::rng`).
+        fn stream(seed: u64) -> impl FnMut() -> u64 {
+            let mut r = mend_core::rng::SplitMix64::new(seed);
+            move || r.next_u64()
         }
 
         #[test]

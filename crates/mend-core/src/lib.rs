@@ -22,6 +22,7 @@ pub mod plan;
 pub mod playbook;
 pub mod range;
 pub mod record;
+pub mod rng;
 pub mod shape;
 pub mod version;
 

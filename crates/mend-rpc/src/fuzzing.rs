@@ -92,14 +92,10 @@ mod tests {
     use mend_core::exchange::{BucketQuery, EntrySummary, LeafProbe, LeafReply, NodeStatus};
     use mend_core::{NodeId, Version};
 
-    fn stream(mut s: u64) -> impl FnMut() -> u64 {
-        move || {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
+    /// The fixed-seed input stream (`mend_core::rng`).
+    fn stream(seed: u64) -> impl FnMut() -> u64 {
+        let mut r = mend_core::rng::SplitMix64::new(seed);
+        move || r.next_u64()
     }
 
     fn version(r: &mut impl FnMut() -> u64) -> Version {

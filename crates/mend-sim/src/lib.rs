@@ -18,7 +18,7 @@
 mod cluster;
 pub mod faults;
 mod plan;
-pub mod rng;
+pub use mend_core::rng;
 mod scenarios;
 mod score;
 

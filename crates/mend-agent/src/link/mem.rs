@@ -247,6 +247,29 @@ impl<B: AgentBackend> MemLink<B> {
         }
     }
 
+    /// A server-streaming call: the request crosses, the handler answers
+    /// with a stream, and the stream crosses back message by message.
+    async fn server_stream<Q, R, F, Fut>(
+        self: &Arc<Self>,
+        rpc: Rpc,
+        req: Q,
+        handler: F,
+    ) -> Result<Inbound<R>, Status>
+    where
+        Q: Message + Default,
+        R: Message + Default + Send + 'static,
+        F: FnOnce(Q) -> Fut,
+        Fut: Future<Output = Result<Inbound<R>, Status>>,
+        B: 'static,
+    {
+        let q = match self.cross(rpc, false, &req).await {
+            Arrival::Lost => return Err(self.lost(rpc)),
+            Arrival::Arrives { msg, .. } => msg,
+        };
+        let s = handler(q).await?;
+        Ok(self.relay(rpc, true, s))
+    }
+
     /// Carries a stream across the wire message by message, on a task of
     /// its own (so the producer and the consumer run as they would on two
     /// machines).
@@ -329,20 +352,14 @@ impl<B: AgentBackend> PeerLink for Shared<B> {
         self.0.unary(Rpc::Probe, r, |q| p.on_probe(q)).await
     }
     async fn leaves(&self, r: pb::LeavesRequest) -> Result<Inbound<pb::LeafReply>, Status> {
-        let q = match self.0.cross(Rpc::Leaves, false, &r).await {
-            Arrival::Lost => return Err(self.0.lost(Rpc::Leaves)),
-            Arrival::Arrives { msg, .. } => msg,
-        };
-        let s = self.0.peer.on_leaves(q).await?;
-        Ok(self.0.relay(Rpc::Leaves, true, s))
+        let p = &self.0.peer;
+        self.0
+            .server_stream(Rpc::Leaves, r, |q| p.on_leaves(q))
+            .await
     }
     async fn fetch(&self, r: pb::FetchRequest) -> Result<Inbound<pb::FetchedEntry>, Status> {
-        let q = match self.0.cross(Rpc::Fetch, false, &r).await {
-            Arrival::Lost => return Err(self.0.lost(Rpc::Fetch)),
-            Arrival::Arrives { msg, .. } => msg,
-        };
-        let s = self.0.peer.on_fetch(q).await?;
-        Ok(self.0.relay(Rpc::Fetch, true, s))
+        let p = &self.0.peer;
+        self.0.server_stream(Rpc::Fetch, r, |q| p.on_fetch(q)).await
     }
     async fn push(&self, msgs: Inbound<pb::PushRequest>) -> Result<pb::PushResponse, Status> {
         let carried = self.0.relay(Rpc::Push, false, msgs);

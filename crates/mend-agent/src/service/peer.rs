@@ -2,11 +2,9 @@
 //! Every request is validated (shapes, limits, keys, versions) before it
 //! touches the store; protocol violations are `INVALID_ARGUMENT`.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -188,8 +186,6 @@ fn shared_range<B: AgentBackend>(
     })))
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 impl<B: AgentBackend> PeerService<B> {
     /// `Challenge`.
     pub fn on_challenge(&self) -> pb::ChallengeResponse {
@@ -304,10 +300,7 @@ impl<B: AgentBackend> PeerService<B> {
     }
 
     /// `Leaves`.
-    pub async fn on_leaves(
-        &self,
-        r: pb::LeavesRequest,
-    ) -> Result<BoxStream<pb::LeafReply>, Status> {
+    pub async fn on_leaves(&self, r: pb::LeavesRequest) -> Result<Inbound<pb::LeafReply>, Status> {
         let id = self.range_id(&r.range)?;
         let lp = leaf_probe_from_pb(r);
         // The whole probe is checked first (limits, bounds, total span);
@@ -358,10 +351,7 @@ impl<B: AgentBackend> PeerService<B> {
     }
 
     /// `Fetch`.
-    pub async fn on_fetch(
-        &self,
-        r: pb::FetchRequest,
-    ) -> Result<BoxStream<pb::FetchedEntry>, Status> {
+    pub async fn on_fetch(&self, r: pb::FetchRequest) -> Result<Inbound<pb::FetchedEntry>, Status> {
         let keys = r.keys;
         let max = self.state.config.limits.fetch_keys_max;
         if keys.len() > max {
@@ -716,7 +706,7 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
         self.on_probe(req.into_inner()).await.map(Response::new)
     }
 
-    type LeavesStream = BoxStream<pb::LeafReply>;
+    type LeavesStream = Inbound<pb::LeafReply>;
 
     async fn leaves(
         &self,
@@ -725,7 +715,7 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
         self.on_leaves(req.into_inner()).await.map(Response::new)
     }
 
-    type FetchStream = BoxStream<pb::FetchedEntry>;
+    type FetchStream = Inbound<pb::FetchedEntry>;
 
     async fn fetch(
         &self,

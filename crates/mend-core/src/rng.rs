@@ -1,8 +1,10 @@
-//! SplitMix64: the simulator's only source of randomness.
+//! SplitMix64: the simulator's only source of randomness, and the
+//! generator of the fixed-seed fuzz cases the crates run in `cargo test`.
 //!
 //! Small, fast and fully determined by its seed, so one printed seed replays
-//! a drill exactly on any machine. It is not cryptographic and need not be:
-//! it only picks key counts, keys, windows and skew amounts.
+//! a drill or a case exactly on any machine. It is not cryptographic and
+//! need not be: it only picks key counts, keys, windows, skew amounts and
+//! test inputs.
 
 /// A SplitMix64 generator (Steele, Lea and Flood, "Fast splittable
 /// pseudorandom number generators", 2014).
