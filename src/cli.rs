@@ -347,6 +347,12 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Repairs listed, newest first (at most 1000).
+    #[arg(long, default_value_t = 20)]
+    pub repairs: u32,
+    /// List the repairs after this one (the `repairs_next` of a page).
+    #[arg(long, default_value = "")]
+    pub repairs_after: String,
 }
 
 /// Flags of `mend demo`.

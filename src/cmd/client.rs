@@ -227,25 +227,42 @@ pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
 pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = operator(&a.agent).await?;
-        let s = c.status(pb::StatusRequest {}).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        let req = pb::StatusRequest { repairs_limit: a.repairs, repairs_after: a.repairs_after.clone() };
+        let s = c.status(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
         if a.json {
             let ranges: Vec<_> = s
                 .ranges
                 .iter()
-                .map(|r| json!({"name": r.name, "fanout": r.fanout, "depth": r.depth, "root": format!("{:016x}", r.root), "entries": r.entries}))
+                .map(|r| json!({"name": r.name, "fanout": r.fanout, "depth": r.depth, "root": format!("{:016x}", r.root), "entries": r.entries,
+                    "purge_horizon_ms": r.purge_horizon_ms, "purge_held_by": r.purge_held_by, "tombstones_purged": r.tombstones_purged}))
                 .collect();
             let peers: Vec<_> = s.peers.iter().map(|p| json!({"id": p.id, "address": p.address})).collect();
-            print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers, "repairs": s.repairs}))?;
+            let holds: Vec<_> = s.holds.iter().map(|h| json!({"repair_id": h.repair_id, "until_ms": h.until_ms, "keys": h.keys})).collect();
+            print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers,
+                "repairs": s.repairs, "repairs_total": s.repairs_total, "repairs_next": s.repairs_next,
+                "holds": holds, "undo_in_progress": s.undo_in_progress}))?;
         } else {
             println!("node {} (mend {}), up {}s", s.node_id, s.version, s.uptime_ms / 1000);
             for r in &s.ranges {
                 println!("  range {:<16} {}^{}  entries {:>10}  root {:016x}", r.name, r.fanout, r.depth, r.entries, r.root);
+                let held = if r.purge_held_by.is_empty() { String::new() } else { format!(", held by {}", r.purge_held_by) };
+                if r.purge_horizon_ms == 0 {
+                    println!("        tombstone purge: waiting for an in-sync exchange with every peer{held}");
+                } else {
+                    println!("        tombstone purge: up to arrivals before {} ms{held}; {} purged", r.purge_horizon_ms, r.tombstones_purged);
+                }
             }
             for p in &s.peers {
                 println!("  peer  {:<16} {}", p.id, p.address);
             }
-            if let Some(last) = s.repairs.last() {
-                println!("  {} journaled repairs, latest {last}", s.repairs.len());
+            if let Some(latest) = s.repairs.first() {
+                println!("  {} journaled repairs, latest {latest}", s.repairs_total);
+            }
+            for h in &s.holds {
+                println!("  hold  {} keys of {} left alone by scheduled repairs until {} ms (undone)", h.keys, h.repair_id, h.until_ms);
+            }
+            for id in &s.undo_in_progress {
+                println!("  UNDO IN PROGRESS {id}: it started and did not finish; run `mend undo {id}` again to finish it");
             }
         }
         Ok(ExitCode::SUCCESS)

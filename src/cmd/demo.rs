@@ -62,7 +62,7 @@ async fn refused_call(certs: &std::path::Path, addr: &str) -> anyhow::Result<Str
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let mut c = pb::operator_client::OperatorClient::new(ep.connect().await?);
-    match c.status(pb::StatusRequest {}).await {
+    match c.status(pb::StatusRequest::default()).await {
         Err(s) if s.code() == tonic::Code::PermissionDenied => {
             Ok(format!("{:?}: {}", s.code(), s.message()))
         }

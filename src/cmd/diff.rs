@@ -84,6 +84,10 @@ pub fn to_json(r: &Received) -> Value {
         .collect();
     json!({
         "in_sync": s.in_sync,
+        "tree_mismatches": s.tree_mismatches.iter().map(|m| json!({
+            "range": m.range, "buckets": m.buckets, "fixed": m.fixed,
+        })).collect::<Vec<_>>(),
+        "peer_clock_skew_ms": s.peer_clock_skew_ms,
         "divergent_keys": s.divergent_keys,
         "by_category": by_category,
         "keys": keys,
@@ -123,9 +127,31 @@ fn short_version(e: &Option<pb::EntryVersion>) -> String {
     }
 }
 
+/// Peer clock skew the human report mentions (always in `--json`), ms.
+const SKEW_SHOWN_MS: u64 = 500;
+
 /// Prints the human report.
 pub fn print_human(r: &Received, show: usize) {
     let s = &r.summary;
+    for m in &s.tree_mismatches {
+        println!(
+            "TREE MISMATCH in range {}: roots differ where entries agree, {} bucket(s) {:?}; {}",
+            m.range,
+            m.buckets.len(),
+            &m.buckets[..m.buckets.len().min(8)],
+            if m.fixed.is_empty() {
+                "this side's tree verifies against its data: the peer's tree is out of step (its scrub fixes it)".to_string()
+            } else {
+                format!("{} rebuilt here from the data", m.fixed.len())
+            }
+        );
+    }
+    if s.peer_clock_skew_ms.unsigned_abs() >= SKEW_SHOWN_MS {
+        println!(
+            "CLOCK SKEW: {}'s clock is {:+} ms from {}'s",
+            s.peer_node, s.peer_clock_skew_ms, s.local_node
+        );
+    }
     if s.in_sync {
         println!(
             "IN SYNC: {} and {} agree on {} range(s) ({} rounds, {} sent, {} received, {} ms)",
@@ -137,6 +163,9 @@ pub fn print_human(r: &Received, show: usize) {
             human_bytes(s.bytes_received),
             s.elapsed_ms
         );
+        return;
+    }
+    if s.divergent_keys == 0 {
         return;
     }
     println!(

@@ -21,7 +21,16 @@ async fn diverged(
     AgentProc,
     BTreeMap<String, (String, Option<String>)>,
 ) {
-    let a = AgentProc::start("node-a", &dir.join("a"), &[]);
+    // node-a stores a version stamped beyond the allowed skew (a clock
+    // running ahead at the origin) instead of refusing it, so the diff
+    // can show `future_version`.
+    let cfg = dir.join("a.toml");
+    std::fs::write(&cfg, "future_writes = \"accept\"\n").unwrap();
+    let a = AgentProc::start(
+        "node-a",
+        &dir.join("a"),
+        &["--config", cfg.to_str().unwrap()],
+    );
     let b = AgentProc::start("node-b", &dir.join("b"), &[]);
     let t = now_ms();
     let base = t - 3_600_000;
@@ -41,8 +50,8 @@ async fn diverged(
             del("key-000020", ver(old + 3, "node-a", 2)),
             del("never-existed", ver(old + 4, "node-a", 3)),
             put("conflict", "one", ver(old + 5, "node-c", 12)),
-            // Ahead by more than the allowed skew (1 s), within what the
-            // agent accepts (future_write_ms_max, 60 s).
+            // Ahead by more than the allowed skew (clock_skew_ms, 1 s);
+            // node-a accepts it (future_writes = "accept").
             put("future", "ahead", ver(t + 45_000, "node-a", 4)),
             put("fresh", "just now", ver(t, "node-a", 5)),
         ],

@@ -295,7 +295,13 @@ async fn repair(addr: String, peer: String, rate: u64) -> Result<pb::RepairSumma
 /// one was undone.
 async fn undo_one(addr: String, pick: u64) -> Result<bool, tonic::Status> {
     let mut c = OperatorClient::new(channel(&addr).await?);
-    let st = c.status(pb::StatusRequest {}).await?.into_inner();
+    let st = c
+        .status(pb::StatusRequest {
+            repairs_limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
     if st.repairs.is_empty() {
         return Ok(false);
     }
@@ -507,7 +513,14 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
     // the other agent, already undone).
     for a in cl.agents.iter().flatten() {
         let mut c = OperatorClient::new(channel(&a.addr).await.unwrap());
-        let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+        let st = c
+            .status(pb::StatusRequest {
+                repairs_limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
         for id in st.repairs {
             match c
                 .undo(pb::UndoRequest {

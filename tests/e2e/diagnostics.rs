@@ -30,7 +30,15 @@ async fn live_faults_get_the_right_category_origin_and_window() {
     // Proves each injected fault kind is reported with the right category,
     // and attributed to the right origin node, time window and seq range.
     let d = tmp();
-    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    // node-a keeps versions stamped beyond the allowed skew (its writer's
+    // clock runs a minute fast) so the diff can show them.
+    let accept = d.path().join("accept.toml");
+    std::fs::write(&accept, "future_writes = \"accept\"\n").unwrap();
+    let a = AgentProc::start(
+        "node-a",
+        &d.path().join("a"),
+        &["--config", accept.to_str().unwrap()],
+    );
     let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
     let c = AgentProc::start("node-c", &d.path().join("c"), &[]);
     let t = now_ms();
@@ -189,46 +197,90 @@ async fn live_faults_get_the_right_category_origin_and_window() {
     }
 }
 
-/// A one-shot HTTP server that forwards each POST body to a channel.
+/// A webhook receiver over plain HTTP: forwards each POST body to a channel.
 async fn webhook() -> (String, mpsc::Receiver<Value>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(receive(s, tx.clone()));
+        }
+    });
+    (url, rx)
+}
+
+/// A webhook receiver over HTTPS with a certificate from the test cluster's
+/// CA (name `localhost`): the agent must trust its cluster CA for alerts.
+async fn webhook_tls() -> (String, mpsc::Receiver<Value>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let paths = mend_tls::TlsPaths::in_dir(&cert_set("localhost"));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&paths.cert_file)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&paths.key_file).unwrap();
+    // An ordinary HTTPS receiver: no client certificate asked for.
+    let mut cfg = rustls::ServerConfig::builder_with_provider(mend_tls::material::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/hook", l.local_addr().unwrap().port());
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len])
-                            .unwrap_or(Value::Null);
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                        let _ = tx.send(body).await;
-                        return;
-                    }
+                if let Ok(s) = acceptor.accept(s).await {
+                    receive(s, tx).await;
                 }
             });
         }
     });
     (url, rx)
+}
+
+/// Reads one HTTP/1.1 request, answers 200 and forwards its JSON body.
+async fn receive<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    tx: mpsc::Sender<Value>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            let body: Value =
+                serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = s.shutdown().await;
+            let _ = tx.send(body).await;
+            return;
+        }
+    }
 }
 
 async fn next_alert(rx: &mut mpsc::Receiver<Value>) -> Value {
@@ -250,11 +302,12 @@ fn config(dir: &std::path::Path, peer: &AgentProc, hook: &str, blast: f64) -> st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
-    // Proves scheduled exchanges flip the drift budget with a webhook alert,
+    // Proves scheduled exchanges flip the drift budget with a webhook alert
+    // (over HTTPS, to a receiver with a certificate from the cluster CA),
     // the playbook repairs within its blast radius and verifies it, the
     // budget flips back, and /metrics (parsed by a Prometheus parser) agrees.
     let d = tmp();
-    let (hook, mut alerts) = webhook().await;
+    let (hook, mut alerts) = webhook_tls().await;
     let b = AgentProc::start("node-b", &d.path().join("b"), &[]);
     let t0 = now_ms() - 7_200_000;
     write(&b, base_data(1000, t0)).await;

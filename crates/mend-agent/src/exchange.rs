@@ -151,6 +151,23 @@ pub struct DivergentKey {
     pub behind: Option<Side>,
 }
 
+/// A range whose roots differed while some buckets' entries did not: a
+/// tree out of step with its data on one side (a torn or corrupt leaf, a
+/// bug), or an 8-byte entry-hash collision. Never reported as in sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeMismatch {
+    /// Range name.
+    pub range: String,
+    /// The quiet buckets (hashes differ, entries agree), at most
+    /// [`mend_core::exchange::QUIET_BUCKETS_MAX`].
+    pub buckets: Vec<u32>,
+    /// Those of them this agent found out of step with its own data and
+    /// rebuilt, online. Empty: this side's tree is right, so the peer's is
+    /// not (its scrub or its own exchanges fix it), or a concurrent write
+    /// settled the difference mid-descent.
+    pub fixed: Vec<u32>,
+}
+
 /// The result of a diff against one peer.
 #[derive(Debug, Clone)]
 pub struct DiffOutcome {
@@ -162,10 +179,54 @@ pub struct DiffOutcome {
     pub ranges: Vec<String>,
     /// Classified divergent keys.
     pub keys: Vec<DivergentKey>,
+    /// Ranges whose trees disagreed where their entries did not.
+    pub tree_mismatches: Vec<TreeMismatch>,
+    /// This agent's wall clock (ms) when the diff started: every entry it
+    /// held then was compared.
+    pub started_ms: u64,
+    /// The peer's clock minus this agent's, in ms, from the handshake
+    /// (the peer's `now_ms` against the midpoint of the round trip).
+    pub peer_clock_skew_ms: i64,
+    /// Entries under the compared ranges' roots here when the diff started.
+    pub entries_local: u64,
+    /// Entries under the compared ranges' roots at the peer, from its
+    /// handshake.
+    pub entries_peer: u64,
     /// Wire cost.
     pub cost: Cost,
     /// Wall time.
     pub elapsed: Duration,
+}
+
+impl DiffOutcome {
+    /// Ranges compared where the peer holds, for every tombstone this side
+    /// held when the diff started, the same tombstone, something newer, or
+    /// nothing at all: no tree mismatch, and no key where this side's
+    /// tombstone meets an older (or equally old) live value at the peer.
+    /// Only those move the purge horizon (see `gc`): a peer holding
+    /// nothing cannot resurrect anything, and one side's purge must not
+    /// keep the other from purging in turn.
+    pub fn purge_safe_ranges(&self) -> impl Iterator<Item = &str> {
+        self.ranges.iter().map(String::as_str).filter(|r| {
+            !self.tree_mismatches.iter().any(|m| m.range == *r)
+                && !self.keys.iter().any(|k| {
+                    k.range == *r
+                        && match (&k.div.local, &k.div.peer) {
+                            (Some(l), Some(p)) => {
+                                l.tombstone
+                                    && !p.tombstone
+                                    && p.version.order(&l.version) != std::cmp::Ordering::Greater
+                            }
+                            _ => false,
+                        }
+                })
+        })
+    }
+
+    /// No divergent key and no tree mismatch in any range compared.
+    pub fn in_sync(&self) -> bool {
+        self.keys.is_empty() && self.tree_mismatches.is_empty()
+    }
 }
 
 /// The meta the classifier sees for a summary: the 8-byte entry hash stands
@@ -209,6 +270,7 @@ async fn diff_once<B: AgentBackend>(
     range: Option<&str>,
 ) -> Result<DiffOutcome, Status> {
     let started = Instant::now();
+    let started_ms = state.store.now_ms();
     let peer = connect(state, addr).await?;
     let mut cost = Cost::default();
     let specs = state.store.ranges().specs().to_vec();
@@ -222,7 +284,15 @@ async fn diff_once<B: AgentBackend>(
         }
         None => specs.clone(),
     };
+    let sent_ms = state.store.now_ms();
     let resp = handshake(state, &peer, addr, &wanted, range.is_none(), &mut cost).await?;
+    let mid_ms = sent_ms / 2 + state.store.now_ms() / 2;
+    let peer_clock_skew_ms = if resp.now_ms == 0 {
+        0
+    } else {
+        (i128::from(resp.now_ms) - i128::from(mid_ms)).clamp(i64::MIN.into(), i64::MAX.into())
+            as i64
+    };
     if resp.ranges.is_empty() {
         return Err(Status::failed_precondition(format!(
             "peer {addr} serves none of this agent's ranges"
@@ -232,6 +302,8 @@ async fn diff_once<B: AgentBackend>(
     let policy = state.config.policy();
     let mut keys = Vec::new();
     let mut names = Vec::new();
+    let mut tree_mismatches = Vec::new();
+    let (mut entries_local, mut entries_peer) = (0u64, 0u64);
     for rr in resp.ranges {
         let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
             Status::invalid_argument(format!(
@@ -239,8 +311,14 @@ async fn diff_once<B: AgentBackend>(
                 rr.name
             ))
         })?;
+        entries_peer = entries_peer.saturating_add(rr.entries);
+        entries_local += state.store.root(id).map_err(from_store)?.count;
         let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
-        let divs = descend(state, &peer, addr, id, &rr.name, rr.root, &mut cost, left).await?;
+        let (divs, quiet, roots_differ) =
+            descend(state, &peer, addr, id, &rr.name, rr.root, &mut cost, left).await?;
+        if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
+            tree_mismatches.push(tree_mismatch(state, addr, id, &rr.name, quiet).await?);
+        }
         for d in divs {
             let c = classify(
                 d.local.as_ref().map(meta_of).as_ref(),
@@ -259,13 +337,72 @@ async fn diff_once<B: AgentBackend>(
         }
         names.push(rr.name);
     }
-    Ok(DiffOutcome {
+    let out = DiffOutcome {
         local_node: state.node_id.to_string(),
         peer_node: resp.node_id,
         ranges: names,
         keys,
+        tree_mismatches,
+        started_ms,
+        peer_clock_skew_ms,
+        entries_local,
+        entries_peer,
         cost,
         elapsed: started.elapsed(),
+    };
+    state
+        .metrics
+        .peer_clock_skew_seconds
+        .get_or_create(&crate::metrics::PeerLabel {
+            peer: out.peer_node.clone(),
+        })
+        .set(peer_clock_skew_ms as f64 / 1000.0);
+    if peer_clock_skew_ms.unsigned_abs() > state.config.clock_skew_ms {
+        tracing::warn!(
+            peer = %out.peer_node, skew_ms = peer_clock_skew_ms, allowed_ms = state.config.clock_skew_ms,
+            "peer clock outside the allowed skew: its writes are future_version here, or ours there"
+        );
+    }
+    crate::gc::record_sync(state, &out).await?;
+    Ok(out)
+}
+
+/// Verifies this agent's side of a range's quiet buckets against its data
+/// and rebuilds any that are out of step, online; counts and logs the
+/// mismatch.
+async fn tree_mismatch<B: AgentBackend>(
+    state: &AgentState<B>,
+    addr: &str,
+    id: u16,
+    range: &str,
+    buckets: Vec<u32>,
+) -> Result<TreeMismatch, Status> {
+    let quiet = buckets.clone();
+    let fixed = state
+        .blocking(move |s| {
+            let mut fixed = Vec::new();
+            for b in quiet {
+                fixed.extend(s.repair_buckets(id, b, 1)?);
+            }
+            Ok(fixed)
+        })
+        .await?;
+    state
+        .metrics
+        .tree_mismatch(range, "exchange", fixed.len() as u64);
+    tracing::warn!(
+        peer = %addr, range, buckets = buckets.len(), first = ?&buckets[..buckets.len().min(8)], fixed = ?fixed,
+        "tree_mismatch: roots differ where entries agree; {}",
+        if fixed.is_empty() {
+            "this side's tree verifies against its data, so the peer's does not (or a write raced the descent)"
+        } else {
+            "rebuilt this side's out-of-step buckets from the data"
+        }
+    );
+    Ok(TreeMismatch {
+        range: range.to_string(),
+        buckets,
+        fixed,
     })
 }
 
@@ -342,18 +479,20 @@ async fn descend<B: AgentBackend>(
     peer_root: u64,
     cost: &mut Cost,
     keys_left: usize,
-) -> Result<Vec<Divergence>, Status> {
+) -> Result<(Vec<Divergence>, Vec<u32>, bool), Status> {
     let limits = mend_core::exchange::DescentLimits {
         keys_max: keys_left,
         key_bytes_max: state.config.limits.diff_key_bytes_max,
     };
     let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
     let store = state.store.clone();
-    let (mut d, mut step) = state
+    let (mut d, mut step, roots_differ) = state
         .run(move || {
             let view = RangeView::new(&store, id).map_err(from_store)?;
             let root = view.root_hash().map_err(from_exchange)?;
-            Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)
+            let (d, step) =
+                Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)?;
+            Ok((d, step, root != peer_root))
         })
         .await?;
     let shape = state.store.shape(id).map_err(from_store)?;
@@ -441,5 +580,6 @@ async fn descend<B: AgentBackend>(
     let st = d.stats();
     cost.nodes_compared += st.nodes_compared;
     cost.leaves_compared += st.leaves_compared;
-    Ok(d.finish())
+    let quiet = d.quiet_buckets();
+    Ok((d.finish(), quiet, roots_differ))
 }

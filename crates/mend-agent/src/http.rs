@@ -30,7 +30,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<AgentState>) -> std::io::Result<
 }
 
 async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    match crate::server::status(&state).await {
+    match crate::server::status(&state, Default::default()).await {
         Ok(s) => {
             let ranges: Vec<_> = s
                 .ranges

@@ -6,7 +6,22 @@
 //! * `h` + repair id → JSON [`RepairHeader`];
 //! * `e` + repair id + `0x00` + key → `[has_before u8][before_len u32 BE]
 //!   [before record][after record]` (records in `mend_core::record` layout;
-//!   the after record carries no value).
+//!   the after record carries no value);
+//! * `q` + repair id + `0x00` + key → empty: a key the initiator pushed to
+//!   the peer (its before-image is in the peer's journal), so an undo can
+//!   hold every key of the repair on this side too;
+//! * `p` → the newest creation time (ms, u64 BE) of a pruned repair, so an
+//!   undo of a pruned repair says so.
+//!
+//! Retention: [`prune`] (run with the background purge) removes repairs
+//! older than `journal.retention_ms` and all but the newest
+//! `journal.repairs_max`, never one whose undo is in progress or whose
+//! undo hold is still running. An undo marks the repair's keys *held* until
+//! `journal.undo_hold_ms` from then ([`held_keys`]): scheduled repairs leave
+//! them alone, so the next exchange does not silently re-repair what the
+//! operator just restored. Undo is resumable: it records that it started,
+//! and restoring a key that already holds its before-image counts as
+//! restored, so running it again after a crash finishes the job.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +52,37 @@ pub struct RepairHeader {
     pub keys_pushed: u64,
     /// Set once undone.
     pub undone: bool,
+    /// When an undo started (ms); set before either side restores
+    /// anything, so a crash mid-undo shows as an undo in progress.
+    #[serde(default)]
+    pub undo_started_ms: Option<u64>,
+    /// Scheduled repairs leave this repair's keys alone until then (ms; 0 =
+    /// no hold). Set by undo.
+    #[serde(default)]
+    pub hold_until_ms: u64,
+}
+
+impl RepairHeader {
+    /// A new header of a repair that has not been undone.
+    pub fn new(id: String, peer: String, initiator: bool, created_ms: u64) -> RepairHeader {
+        RepairHeader {
+            id,
+            peer,
+            initiator,
+            created_ms,
+            keys_here: 0,
+            keys_pushed: 0,
+            undone: false,
+            undo_started_ms: None,
+            hold_until_ms: 0,
+        }
+    }
+
+    /// An undo started and did not finish (a crash, a lost peer): run undo
+    /// again to finish it.
+    pub fn undo_in_progress(&self) -> bool {
+        self.undo_started_ms.is_some() && !self.undone
+    }
 }
 
 /// Checks a repair id received from the network.
@@ -51,10 +97,34 @@ fn header_key(id: &str) -> Vec<u8> {
 }
 
 fn entry_prefix(id: &str) -> Vec<u8> {
-    let mut k = b"e".to_vec();
+    row_prefix(b'e', id)
+}
+
+fn row_prefix(kind: u8, id: &str) -> Vec<u8> {
+    let mut k = vec![kind];
     k.extend_from_slice(id.as_bytes());
     k.push(0);
     k
+}
+
+/// The exclusive end of the rows under `prefix` (which ends in `0x00`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    end
+}
+
+/// The rows recording that the initiator of repair `id` pushed `keys`.
+pub fn pushed_ops(id: &str, keys: &[Vec<u8>]) -> Vec<Op> {
+    keys.iter()
+        .map(|key| {
+            let mut k = row_prefix(b'q', id);
+            k.extend_from_slice(key);
+            Op::Put(Cf::Journal, k, Vec::new())
+        })
+        .collect()
 }
 
 /// The journal rows for the applied outcomes of a repair batch.
@@ -148,7 +218,14 @@ pub struct UndoOutcome {
 
 /// Restores this side's before-images of repair `id`, skipping keys whose
 /// entry changed since the repair wrote it.
-pub fn undo_here<B: Backend>(store: &Store<B>, id: &str) -> Result<UndoOutcome, StoreError> {
+///
+/// With `keep_repaired_deletes` (the agent purges tombstones, `gc.enabled`)
+/// a key the repair deleted is left deleted: see the skip reason.
+pub fn undo_here<B: Backend>(
+    store: &Store<B>,
+    id: &str,
+    keep_repaired_deletes: bool,
+) -> Result<UndoOutcome, StoreError> {
     let prefix = entry_prefix(id);
     let mut end = prefix.clone();
     if let Some(last) = end.last_mut() {
@@ -165,13 +242,171 @@ pub fn undo_here<B: Backend>(store: &Store<B>, id: &str) -> Result<UndoOutcome, 
     for (key, row) in rows {
         let (before, after) =
             decode_row(&row).map_err(|e| StoreError::Corrupt(format!("journal row: {e}")))?;
+        // A repaired delete stays: once a replica holds a tombstone, its
+        // peers may count on it to purge theirs (see `gc`), and putting the
+        // older value back here would bring it back everywhere.
+        if keep_repaired_deletes
+            && after.tombstone
+            && before.as_ref().is_some_and(|b| !b.meta.tombstone)
+        {
+            out.skipped.push((
+                key,
+                "a repaired delete is not undone: peers may already have purged the tombstone, \
+                 restoring the value here would resurrect it"
+                    .into(),
+            ));
+            continue;
+        }
         if store.compare_and_restore(&key, Some(&after), before.as_ref())? {
+            out.restored += 1;
+            continue;
+        }
+        // Already holding its before-image: restored by an earlier run of
+        // this undo that did not finish.
+        let now = store.get(&key)?;
+        if now.as_ref().map(|r| &r.meta) == before.as_ref().map(|r| &r.meta) {
             out.restored += 1;
         } else {
             out.skipped.push((key, "changed since the repair".into()));
         }
     }
     Ok(out)
+}
+
+const PRUNED_KEY: &[u8] = b"p";
+
+/// Rows deleted per batch when pruning one repair's entries.
+const PRUNE_BATCH_ROWS: usize = 4096;
+
+/// The creation time of the newest pruned repair, if any was pruned.
+pub fn pruned_up_to<B: Backend>(store: &Store<B>) -> Result<Option<u64>, StoreError> {
+    let raw = store.backend().get(Cf::Journal, PRUNED_KEY)?;
+    Ok(raw.and_then(|v| {
+        <[u8; 8]>::try_from(v.as_slice())
+            .ok()
+            .map(u64::from_be_bytes)
+    }))
+}
+
+/// The creation ms a repair id carries (`node-ms-random`), if it parses.
+pub fn created_ms_of(id: &str) -> Option<u64> {
+    let mut parts = id.rsplitn(3, '-');
+    let _random = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Journal retention: how long and how many repairs are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Repairs older than this (ms) go.
+    pub age_ms: u64,
+    /// Beyond the newest this many, repairs go.
+    pub count_max: usize,
+}
+
+/// Removes the repairs `retention` no longer keeps (oldest first), except
+/// those with an undo in progress or a running hold. Returns how many went.
+pub fn prune<B: Backend>(
+    store: &Store<B>,
+    now_ms: u64,
+    retention: Retention,
+) -> Result<u64, StoreError> {
+    let all = list(store)?;
+    let excess = all.len().saturating_sub(retention.count_max);
+    let mut pruned = 0;
+    let mut newest_pruned = pruned_up_to(store)?.unwrap_or(0);
+    for (i, h) in all.iter().enumerate() {
+        let old = h.created_ms.saturating_add(retention.age_ms) < now_ms;
+        if !(old || i < excess) || h.undo_in_progress() || h.hold_until_ms > now_ms {
+            continue;
+        }
+        let (entries, pushed) = (entry_prefix(&h.id), row_prefix(b'q', &h.id));
+        loop {
+            let mut ops = Vec::new();
+            for prefix in [&entries, &pushed] {
+                store.backend().scan(
+                    Cf::Journal,
+                    prefix,
+                    Some(&prefix_end(prefix)),
+                    &mut |k, _| {
+                        ops.push(Op::Delete(Cf::Journal, k.to_vec()));
+                        ops.len() < PRUNE_BATCH_ROWS
+                    },
+                )?;
+            }
+            let done = ops.len() < PRUNE_BATCH_ROWS;
+            if done {
+                newest_pruned = newest_pruned.max(h.created_ms);
+                ops.push(Op::Delete(Cf::Journal, header_key(&h.id)));
+                ops.push(Op::Put(
+                    Cf::Journal,
+                    PRUNED_KEY.to_vec(),
+                    newest_pruned.to_be_bytes().to_vec(),
+                ));
+            }
+            store.backend().write(ops, false)?;
+            if done {
+                break;
+            }
+        }
+        pruned += 1;
+    }
+    Ok(pruned)
+}
+
+/// Keys of every repair whose undo hold runs past `now_ms`: scheduled
+/// repairs leave them alone.
+pub fn held_keys<B: Backend>(
+    store: &Store<B>,
+    now_ms: u64,
+) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
+    let mut out = std::collections::HashSet::new();
+    for h in list(store)? {
+        if h.hold_until_ms <= now_ms {
+            continue;
+        }
+        for prefix in [entry_prefix(&h.id), row_prefix(b'q', &h.id)] {
+            store.backend().scan(
+                Cf::Journal,
+                &prefix,
+                Some(&prefix_end(&prefix)),
+                &mut |k, _| {
+                    out.insert(k[prefix.len()..].to_vec());
+                    true
+                },
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// How many keys repair `id` journaled on this side (written here, or
+/// pushed from here).
+pub fn entry_count<B: Backend>(store: &Store<B>, id: &str) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for prefix in [entry_prefix(id), row_prefix(b'q', id)] {
+        store.backend().scan(
+            Cf::Journal,
+            &prefix,
+            Some(&prefix_end(&prefix)),
+            &mut |_, _| {
+                n += 1;
+                true
+            },
+        )?;
+    }
+    Ok(n)
+}
+
+/// The not-found error of an undo of `id`: says when the repair was pruned.
+pub fn missing<B: Backend>(store: &Store<B>, id: &str) -> Result<String, StoreError> {
+    Ok(match (pruned_up_to(store)?, created_ms_of(id)) {
+        (Some(upto), Some(at)) if at <= upto => format!(
+            "repair {id} was pruned from the journal (journal.retention_ms / journal.repairs_max); \
+             its before-images are gone, so it can no longer be undone"
+        ),
+        _ => format!("no repair {id} in this agent's journal"),
+    })
 }
 
 fn decode_row(row: &[u8]) -> Result<(Option<Record>, mend_core::EntryMeta), &'static str> {

@@ -10,6 +10,7 @@
 pub mod auth;
 pub use mend_config as config;
 pub mod exchange;
+pub mod gc;
 pub mod health;
 pub mod http;
 pub mod journal;
@@ -20,6 +21,7 @@ pub mod repair;
 pub mod report;
 pub mod sample;
 pub mod schedule;
+pub mod scrub;
 pub mod server;
 pub mod service;
 pub mod shadow;

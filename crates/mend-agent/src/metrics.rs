@@ -55,6 +55,22 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// Labels: range and what found a tree mismatch.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RangeSource {
+    /// Range name.
+    pub range: String,
+    /// `exchange` (roots differed where entries agreed) or `scrub`.
+    pub source: String,
+}
+
+/// Labels: range.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RangeLabel {
+    /// Range name.
+    pub range: String,
+}
+
 fn rounds_histogram() -> Histogram {
     Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 20.0])
 }
@@ -107,6 +123,19 @@ pub struct Metrics {
     pub tls_cert_expiry_timestamp_seconds: Gauge,
     /// Replicated or pushed writes refused for a version too far ahead.
     pub future_writes_refused: Counter,
+    /// Tree mismatches found (roots differ where entries agree).
+    pub tree_mismatches: Family<RangeSource, Counter>,
+    /// Buckets found out of step with the data and rebuilt.
+    pub tree_buckets_fixed: Family<RangeSource, Counter>,
+    /// Buckets the scrub verified.
+    pub scrub_buckets: Counter,
+    /// Tombstones purged.
+    pub tombstones_purged: Family<RangeLabel, Counter>,
+    /// The purge horizon: tombstones that arrived before it (and are past
+    /// their grace) may go; seconds since the Unix epoch (0 = none yet).
+    pub purge_horizon_timestamp_seconds: Family<RangeLabel, Gauge>,
+    /// The peer's clock minus this agent's, from the latest handshake.
+    pub peer_clock_skew_seconds: Family<PeerLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -135,6 +164,12 @@ impl Default for Metrics {
             tls_reload_failures: Counter::default(),
             tls_cert_expiry_timestamp_seconds: Gauge::default(),
             future_writes_refused: Counter::default(),
+            tree_mismatches: Family::default(),
+            tree_buckets_fixed: Family::default(),
+            scrub_buckets: Counter::default(),
+            tombstones_purged: Family::default(),
+            purge_horizon_timestamp_seconds: Family::default(),
+            peer_clock_skew_seconds: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -234,8 +269,39 @@ impl Default for Metrics {
         );
         r.register(
             "future_writes_refused",
-            "Replicated or pushed writes refused for a version stamped beyond future_write_ms_max",
+            "Replicated or pushed writes refused for a version stamped beyond clock_skew_ms",
             m.future_writes_refused.clone(),
+        );
+        r.register(
+            "tree_mismatches",
+            "Tree mismatches found: roots differ where entries agree (source exchange or scrub)",
+            m.tree_mismatches.clone(),
+        );
+        r.register(
+            "tree_buckets_fixed",
+            "Buckets found out of step with the data and rebuilt online",
+            m.tree_buckets_fixed.clone(),
+        );
+        r.register(
+            "scrub_buckets",
+            "Buckets the background scrub verified against the data",
+            m.scrub_buckets.clone(),
+        );
+        r.register(
+            "tombstones_purged",
+            "Tombstones purged by the background purge",
+            m.tombstones_purged.clone(),
+        );
+        r.register(
+            "purge_horizon_timestamp_seconds",
+            "Tombstones that arrived before this time and are past their grace may be purged: \
+             the oldest last-in-sync time over the configured peers",
+            m.purge_horizon_timestamp_seconds.clone(),
+        );
+        r.register(
+            "peer_clock_skew_seconds",
+            "The peer's clock minus this agent's, from the latest handshake",
+            m.peer_clock_skew_seconds.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -250,6 +316,17 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// Counts a tree mismatch in `range` found by `source`, with the
+    /// buckets it fixed.
+    pub fn tree_mismatch(&self, range: &str, source: &str, fixed: u64) {
+        let l = RangeSource {
+            range: range.into(),
+            source: source.into(),
+        };
+        self.tree_mismatches.get_or_create(&l).inc();
+        self.tree_buckets_fixed.get_or_create(&l).inc_by(fixed);
     }
 
     /// Renders the Prometheus text format.

@@ -1,11 +1,19 @@
 //! Drift over time: a bounded history of exchanges per (peer, range), the
 //! keys seen divergent and for how many consecutive exchanges (transient vs
 //! persistent), time to convergence, and drift budgets with their state.
+//!
+//! The history, the budget state and the convergence counters survive a
+//! restart: after each scheduled exchange the agent writes them
+//! ([`Monitor::persisted`], at most `history_max` records per pair) to the
+//! meta rows `agent/drift/<peer>\0<range>` (JSON), and loads them when it
+//! starts ([`Monitor::load`]). The per-key streaks (which keys were
+//! divergent last time) are not kept: after a restart every divergent key
+//! counts as new once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use mend_core::classify::Category;
 
@@ -14,7 +22,7 @@ use crate::exchange::DiffOutcome;
 use crate::metrics::{Metrics, PeerLabel, PeerRange, PeerRangeCategory};
 
 /// One exchange of one range, as kept in the history.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeRecord {
     /// When it ran, ms since the epoch.
     pub at_ms: u64,
@@ -62,6 +70,31 @@ pub struct RangeDrift {
     pub converged_keys: u64,
     /// Sum of times to convergence, ms.
     pub convergence_ms_total: u64,
+}
+
+/// What survives a restart of one (peer, range)'s drift.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersistedDrift {
+    /// Oldest first.
+    pub history: Vec<ExchangeRecord>,
+    /// Budget currently exceeded.
+    pub budget_exceeded: bool,
+    /// When the budget state last flipped.
+    pub budget_since_ms: u64,
+    /// Keys seen converging.
+    pub converged_keys: u64,
+    /// Sum of times to convergence, ms.
+    pub convergence_ms_total: u64,
+}
+
+const DRIFT_PREFIX: &[u8] = b"agent/drift/";
+
+fn drift_key(peer: &str, range: &str) -> Vec<u8> {
+    let mut k = DRIFT_PREFIX.to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(range.as_bytes());
+    k
 }
 
 /// A budget state change.
@@ -249,6 +282,76 @@ impl Monitor {
                     .unwrap_or(0),
             })
             .collect()
+    }
+
+    /// The meta rows that persist `peer`'s drift (see the module doc).
+    pub fn persisted(&self, peer: &str) -> Result<Vec<mend_store::Op>, serde_json::Error> {
+        let mut ops = Vec::new();
+        for ((p, r), d) in lock(&self.ranges).iter() {
+            if p != peer {
+                continue;
+            }
+            let row = PersistedDrift {
+                history: d.history.iter().cloned().collect(),
+                budget_exceeded: d.budget_exceeded,
+                budget_since_ms: d.budget_since_ms,
+                converged_keys: d.converged_keys,
+                convergence_ms_total: d.convergence_ms_total,
+            };
+            ops.push(mend_store::Op::Put(
+                mend_store::Cf::Meta,
+                drift_key(p, r),
+                serde_json::to_vec(&row)?,
+            ));
+        }
+        Ok(ops)
+    }
+
+    /// A monitor holding the drift persisted in `store` (the newest
+    /// `history_max` records per pair). Unreadable rows are skipped with a
+    /// warning: drift history is diagnostics, never a reason not to start.
+    pub fn load<B: mend_store::Backend>(
+        store: &mend_store::Store<B>,
+        history_max: usize,
+    ) -> Result<Monitor, mend_store::StoreError> {
+        let m = Monitor::default();
+        let mut end = DRIFT_PREFIX.to_vec();
+        if let Some(l) = end.last_mut() {
+            *l += 1;
+        }
+        let mut ranges = lock(&m.ranges);
+        store
+            .backend()
+            .scan(mend_store::Cf::Meta, DRIFT_PREFIX, Some(&end), &mut |k, v| {
+                let name = &k[DRIFT_PREFIX.len()..];
+                let Some(split) = name.iter().position(|b| *b == 0) else {
+                    return true;
+                };
+                let peer = String::from_utf8_lossy(&name[..split]).into_owned();
+                let range = String::from_utf8_lossy(&name[split + 1..]).into_owned();
+                match serde_json::from_slice::<PersistedDrift>(v) {
+                    Ok(p) => {
+                        let skip = p.history.len().saturating_sub(history_max);
+                        ranges.insert(
+                            (peer, range),
+                            RangeDrift {
+                                history: p.history.into_iter().skip(skip).collect(),
+                                tracked: HashMap::new(),
+                                budget_exceeded: p.budget_exceeded,
+                                budget_since_ms: p.budget_since_ms,
+                                converged_keys: p.converged_keys,
+                                convergence_ms_total: p.convergence_ms_total,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, %range, error = %e, "persisted drift history unreadable; starting it afresh")
+                    }
+                }
+                true
+            })?;
+        drop(ranges);
+        Ok(m)
     }
 
     /// The latest report for `peer`, or the most recent of any peer.

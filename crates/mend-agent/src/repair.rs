@@ -148,16 +148,34 @@ impl Pacer {
 }
 
 /// Plans a repair from a diff (`mend_core::playbook::repair_plan`): what
-/// moves where, and what is skipped.
-pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
+/// moves where, and what is skipped. `grace_ms` is the tombstone grace
+/// period: a tombstone past it against nothing was purged by the other
+/// side and does not move.
+pub fn plan(
+    d: &DiffOutcome,
+    categories: &[Category],
+    grace_ms: u64,
+) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
     fn origin(e: &Option<mend_core::exchange::EntrySummary>) -> Option<&mend_core::NodeId> {
         e.as_ref().map(|e| &e.version.origin)
     }
-    let keys = d.keys.iter().map(|k: &DivergentKey| Divergent {
+    let horizon = d.started_ms.saturating_sub(grace_ms);
+    let purged = |k: &DivergentKey| match (&k.div.local, &k.div.peer) {
+        (Some(e), None) | (None, Some(e)) => e.tombstone && e.version.ms < horizon,
+        _ => false,
+    };
+    // Causal order: keys move in the order of their newer entry's version
+    // (HLC order), and each side applies its batches in that order, so a
+    // reader of the behind replica never sees a write while an earlier
+    // missing write is still absent.
+    let mut ordered: Vec<&DivergentKey> = d.keys.iter().collect();
+    ordered.sort_by(|a, b| newer_version(a).cmp(&newer_version(b)));
+    let keys = ordered.into_iter().map(|k: &DivergentKey| Divergent {
         key: &k.div.key,
         category: k.category,
         behind: k.behind,
         origin: origin(&k.div.local).or(origin(&k.div.peer)),
+        purged: purged(k),
     });
     let p = repair_plan(keys, categories);
     let planned = p
@@ -177,7 +195,20 @@ pub fn plan(d: &DiffOutcome, categories: &[Category]) -> (Vec<Planned>, Vec<(Vec
     (planned, skipped)
 }
 
-/// The planned keys whose `behind` side is `side`.
+/// The sort key of a divergent key in causal order: its newer entry's
+/// (ms, logical, origin, seq); keys with no entry on either side sort first.
+fn newer_version(k: &DivergentKey) -> Option<(u64, u32, &str, u64)> {
+    [&k.div.local, &k.div.peer]
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let v = &e.version;
+            (v.ms, v.logical, v.origin.as_str(), v.seq)
+        })
+        .max()
+}
+
+/// The planned keys whose `behind` side is `side`, in plan (causal) order.
 fn keys_behind(planned: &[Planned], side: Side) -> Vec<Vec<u8>> {
     planned
         .iter()
@@ -210,7 +241,39 @@ async fn repair_once<B: AgentBackend>(
 ) -> Result<RepairSummary, Status> {
     let started = Instant::now();
     let d = diff(state, addr, range).await?;
-    let (planned, skipped) = plan(&d, &opts.categories);
+    repair_planned(state, addr, &d, opts, progress, started).await
+}
+
+/// Repairs exactly what `d` plans (no fresh diff): the scheduled playbook
+/// repairs the key set that passed its blast-radius check, not whatever a
+/// later diff finds. Entries are still read fresh and written through both
+/// sides' apply rule, so a key changed since `d` is never set back.
+pub async fn repair_outcome<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    d: &DiffOutcome,
+    opts: RepairOptions,
+) -> Result<RepairSummary, Status> {
+    let out = repair_planned(state, addr, d, opts, None, Instant::now()).await;
+    crate::exchange::forget_on_error(state, addr, out)
+}
+
+async fn repair_planned<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    d: &DiffOutcome,
+    opts: RepairOptions,
+    progress: Option<Progress>,
+    started: Instant,
+) -> Result<RepairSummary, Status> {
+    // Only where tombstones are purged can "past its grace against nothing"
+    // mean the other side purged it; else the tombstone is copied as usual.
+    let grace = if state.config.gc.enabled {
+        state.store.config().tombstone_grace_ms
+    } else {
+        u64::MAX
+    };
+    let (planned, skipped) = plan(d, &opts.categories, grace);
     let mut sum = RepairSummary {
         dry_run: opts.dry_run,
         skipped,
@@ -229,15 +292,7 @@ async fn repair_once<B: AgentBackend>(
     let now = state.store.now_ms();
     let id = new_repair_id(&state.node_id, now);
     sum.repair_id = id.clone();
-    let header = RepairHeader {
-        id: id.clone(),
-        peer: addr.to_string(),
-        initiator: true,
-        created_ms: now,
-        keys_here: 0,
-        keys_pushed: 0,
-        undone: false,
-    };
+    let header = RepairHeader::new(id.clone(), addr.to_string(), true, now);
     let h2 = header.clone();
     state.blocking(move |s| journal::put_header(s, &h2)).await?;
     let total = planned.len() as u64;
@@ -259,8 +314,12 @@ async fn repair_once<B: AgentBackend>(
         let mut first = true;
         for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
             let keys = chunk.to_vec();
+            let rid = id.clone();
             let recs = state
                 .blocking(move |s| {
+                    // Recorded before the push: an undo holds these keys on
+                    // this side too.
+                    s.backend().write(journal::pushed_ops(&rid, &keys), false)?;
                     Ok(keys
                         .iter()
                         .cloned()
@@ -578,9 +637,12 @@ pub async fn undo<B: AgentBackend>(
     }
     let id2 = id.clone();
     let header = state
-        .blocking(move |s| journal::get_header(s, &id2))
+        .blocking(move |s| match journal::get_header(s, &id2)? {
+            Some(h) => Ok(Ok(h)),
+            None => Ok(Err(journal::missing(s, &id2)?)),
+        })
         .await?
-        .ok_or_else(|| Status::not_found(format!("no repair {id} in this agent's journal")))?;
+        .map_err(Status::not_found)?;
     if !header.initiator {
         return Err(Status::failed_precondition(format!(
             "repair {id} was run by another agent; undo it there"
@@ -590,6 +652,14 @@ pub async fn undo<B: AgentBackend>(
         return Err(Status::failed_precondition(format!(
             "repair {id} was already undone"
         )));
+    }
+    // Recorded before either side restores anything: a crash from here on
+    // leaves an undo in progress, which running undo again finishes.
+    let mut header = header;
+    if header.undo_started_ms.is_none() {
+        header.undo_started_ms = Some(state.store.now_ms());
+        let h = header.clone();
+        state.blocking(move |s| journal::put_header(s, &h)).await?;
     }
     let mut out = UndoSummary::default();
     let peer = connect(state, &header.peer).await?;
@@ -606,11 +676,17 @@ pub async fn undo<B: AgentBackend>(
             .map(|s| ("peer".to_string(), s.key, s.reason)),
     );
     let id2 = id.clone();
+    let hold_until = state
+        .store
+        .now_ms()
+        .saturating_add(state.config.journal.undo_hold_ms);
+    let keep_deletes = state.config.gc.enabled;
     let local = state
         .blocking(move |s| {
-            let o = journal::undo_here(s, &id2)?;
+            let o = journal::undo_here(s, &id2, keep_deletes)?;
             let mut h = header;
             h.undone = true;
+            h.hold_until_ms = hold_until;
             journal::put_header(s, &h)?;
             Ok(o)
         })

@@ -78,7 +78,17 @@ pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
         })
         .collect();
     pb::DiffSummary {
-        in_sync: d.keys.is_empty(),
+        in_sync: d.in_sync(),
+        tree_mismatches: d
+            .tree_mismatches
+            .iter()
+            .map(|m| pb::TreeMismatch {
+                range: m.range.clone(),
+                buckets: m.buckets.clone(),
+                fixed: m.fixed.clone(),
+            })
+            .collect(),
+        peer_clock_skew_ms: d.peer_clock_skew_ms,
         divergent_keys: d.keys.len() as u64,
         by_category,
         rounds: d.cost.rounds,
@@ -113,7 +123,9 @@ pub fn to_json(d: &DiffOutcome, sources: &[Source]) -> Value {
         );
     }
     json!({
-        "in_sync": d.keys.is_empty(),
+        "in_sync": d.in_sync(),
+        "tree_mismatches": d.tree_mismatches,
+        "peer_clock_skew_ms": d.peer_clock_skew_ms,
         "divergent_keys": d.keys.len(),
         "by_category": by_category,
         "sources": sources,

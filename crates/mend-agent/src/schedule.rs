@@ -15,7 +15,7 @@ use mend_core::classify::Category;
 use crate::config::PeerConfig;
 use crate::exchange::{DiffOutcome, diff};
 use crate::monitor::{BudgetFlip, observe_exchange};
-use crate::repair::{RepairOptions, repair};
+use crate::repair::{RepairOptions, repair_outcome};
 use crate::state::{AgentBackend, AgentState};
 
 /// Window gap that splits attribution sources, ms.
@@ -83,6 +83,14 @@ pub async fn run_once<B: AgentBackend>(
     // The playbook runs before alerts go out, so an alert says what was done.
     let action = playbook(state, peer, &addr, &outcome).await;
     state.monitor.set_action(&peer.id, &action);
+    match state.monitor.persisted(&peer.id) {
+        Ok(ops) => {
+            if let Err(e) = state.blocking(move |s| s.backend().write(ops, false)).await {
+                tracing::warn!(peer = %peer.id, error = %e.message(), "drift history not persisted");
+            }
+        }
+        Err(e) => tracing::warn!(peer = %peer.id, error = %e, "drift history not persisted"),
+    }
     for f in flips {
         alert(state, &f, &outcome, now, &action).await;
     }
@@ -110,28 +118,54 @@ async fn alert<B: AgentBackend>(
     };
     let srcs = crate::report::sources(outcome, now, SOURCE_WINDOW_GAP_MS);
     let body = serde_json::json!({ "budget": f, "action": action, "report": crate::report::to_json(outcome, &srcs) });
-    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
-    let client = reqwest::Client::builder().timeout(timeout).build();
-    let res = match client {
-        Ok(c) => c.post(&url).json(&body).send().await.map(|r| r.status()),
-        Err(e) => Err(e),
+    let client = match webhook_client(state).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%url, error = %e, "budget alert not delivered: no HTTP client");
+            return;
+        }
     };
-    match res {
+    match client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status())
+    {
         Ok(s) if s.is_success() => tracing::info!(%url, "budget alert delivered"),
         Ok(s) => tracing::warn!(%url, status = %s, "budget alert rejected by webhook"),
-        Err(e) => tracing::warn!(%url, error = %e, "budget alert not delivered"),
+        Err(e) => {
+            tracing::warn!(%url, error = %crate::link::error_chain(&e), "budget alert not delivered")
+        }
     }
 }
 
-/// Entries in a range as both sides last reported them (the larger).
-fn range_entries<B: AgentBackend>(state: &AgentState<B>) -> u64 {
-    (0..state.store.ranges().specs().len() as u16)
-        .filter_map(|r| state.store.root(r).ok())
-        .map(|a| a.count)
-        .sum()
+/// The webhook's HTTP client: HTTPS over rustls with the ring provider
+/// (the one the agent's gRPC uses), trusting the public web roots and the
+/// cluster CA of the agent's TLS set (`tls.ca_file`), so an alert receiver
+/// inside the cluster can use a certificate from the same CA.
+async fn webhook_client<B: AgentBackend>(state: &AgentState<B>) -> Result<reqwest::Client, String> {
+    let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    if let Some(paths) = state.config.tls.paths() {
+        let ca = tokio::fs::read(&paths.ca_file)
+            .await
+            .map_err(|e| format!("cluster CA {}: {e}", paths.ca_file.display()))?;
+        for c in reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| e.to_string())? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(|e| crate::link::error_chain(&e))
 }
 
 /// Applies the playbook to an outcome; returns what it did, for the history.
+///
+/// It repairs exactly the keys of `o` that its checks passed: keys held by
+/// an undo are taken out first, the blast radius is the repairable share of
+/// the larger of both sides' entry counts (from the handshake, so a wiped
+/// replica cannot make everything look small), the peer is asked for its
+/// own health, and the repair moves the planned keys of `o` (no fresh
+/// diff), paced by the configured rate limits.
 pub async fn playbook<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     peer: &PeerConfig,
@@ -141,16 +175,40 @@ pub async fn playbook<B: AgentBackend>(
     use mend_core::playbook::{Verdict, verdict};
     let pb = &state.config.playbook;
     let cats = pb.repair_categories();
+    let now = state.store.now_ms();
+    let held = match state
+        .blocking(move |s| crate::journal::held_keys(s, now))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            let msg = format!(
+                "repair not attempted: undo holds unreadable: {}",
+                e.message()
+            );
+            tracing::warn!(peer = %peer.id, "{msg}");
+            return msg;
+        }
+    };
+    let mut o = o.clone();
+    let before = o.keys.len();
+    o.keys.retain(|k| !held.contains(k.div.key.as_slice()));
+    let held_n = before - o.keys.len();
     let todo = o.keys.iter().filter(|k| cats.contains(&k.category)).count() as u64;
-    let (divergent, entries) = (o.keys.len() as u64, range_entries(state));
+    let (divergent, entries) = (o.keys.len() as u64, o.entries_local.max(o.entries_peer));
     let blast = pb.blast_radius_share_max;
     // The peer is asked for its health only when the decision hangs on it.
     let healthy = !pb.require_healthy_peer
         || verdict(todo, divergent, entries, blast, true) != Verdict::Repair
         || healthy(state, addr).await;
+    let held_note = if held_n > 0 {
+        format!(" ({held_n} keys held by an undo left alone)")
+    } else {
+        String::new()
+    };
     match verdict(todo, divergent, entries, blast, healthy) {
         Verdict::Repair => {}
-        Verdict::Report => return "report".into(),
+        Verdict::Report => return format!("report{held_note}"),
         refused => {
             let msg = refused.to_string();
             tracing::warn!(peer = %peer.id, "{msg}");
@@ -164,7 +222,7 @@ pub async fn playbook<B: AgentBackend>(
         rate_keys_per_s: state.config.limits.repair_rate_keys_per_s,
         ..RepairOptions::default()
     };
-    let sum = match repair(state, addr, None, opts, None).await {
+    let sum = match repair_outcome(state, addr, &o, opts).await {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("repair failed: {}", e.message());
@@ -199,7 +257,10 @@ pub async fn playbook<B: AgentBackend>(
                 })
                 .count();
             if left == 0 {
-                format!("repaired {} keys ({})", sum.keys_repaired, sum.repair_id)
+                format!(
+                    "repaired {} keys ({}){held_note}",
+                    sum.keys_repaired, sum.repair_id
+                )
             } else {
                 let msg = format!(
                     "repair {} failed its postcondition: {left} repaired keys still differ",

@@ -140,7 +140,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     let mut sc = StoreConfig::new(node_id.clone(), secret.clone(), Some(config.ranges.clone()));
     sc.tombstone_grace_ms = config.tombstone_grace_ms;
     sc.sync_writes = config.sync_writes;
-    sc.clock_follow_ms = config.limits.future_write_ms_max;
+    sc.clock_skew_ms = config.clock_skew_ms;
     let store = tokio::task::spawn_blocking(move || {
         let b = RocksBackend::open_or_create(&dir)?;
         Store::open(b, sc)
@@ -236,6 +236,8 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         let _ = rx.await;
     }));
     tracing::info!(node = %state.node_id, %addr, tls = tls.is_some(), "agent serving");
+    crate::gc::spawn(state.clone(), schedules.clone());
+    crate::scrub::spawn(state.clone(), schedules.clone());
     crate::schedule::spawn(state.clone(), schedules);
     Ok(RunningAgent {
         addr,
@@ -299,26 +301,95 @@ async fn routes(
     Ok(routes.routes())
 }
 
+/// Repairs per status page when the request names no limit.
+pub const REPAIRS_PAGE_DEFAULT: usize = 20;
+/// Most repairs per status page.
+pub const REPAIRS_PAGE_MAX: usize = 1_000;
+
 /// The status message.
-pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Status> {
+pub async fn status(
+    state: &Arc<AgentState>,
+    req: pb::StatusRequest,
+) -> Result<pb::StatusResponse, Status> {
     // Store calls run on the blocking pool, never on an async worker.
+    let st = state.clone();
     let ranges = state
-        .blocking(|store| {
+        .blocking(move |store| {
+            let horizons = crate::gc::horizons(&st)?;
             let mut ranges = Vec::new();
-            for (id, spec) in store.ranges().specs().iter().enumerate() {
+            for ((id, spec), h) in store.ranges().specs().iter().enumerate().zip(horizons) {
                 let root = store.root(id as u16)?;
+                let purged = st
+                    .metrics
+                    .tombstones_purged
+                    .get_or_create(&crate::metrics::RangeLabel {
+                        range: spec.name.clone(),
+                    })
+                    .get();
                 ranges.push(pb::RangeStatus {
                     name: spec.name.clone(),
                     fanout: spec.shape.fanout,
                     depth: spec.shape.depth,
                     root: mend_core::exchange::node_hash(&root),
                     entries: root.count,
+                    purge_horizon_ms: h.before_ms,
+                    purge_held_by: h.held_by.unwrap_or_default(),
+                    tombstones_purged: purged,
                 });
             }
             Ok(ranges)
         })
         .await?;
-    let repairs = state.blocking(crate::journal::list).await?;
+    let all = state.blocking(crate::journal::list).await?;
+    let now = state.store.now_ms();
+    let holds: Vec<_> = all
+        .iter()
+        .filter(|h| h.hold_until_ms > now)
+        .cloned()
+        .collect();
+    let undo_in_progress = all
+        .iter()
+        .filter(|h| h.undo_in_progress())
+        .map(|h| h.id.clone())
+        .collect();
+    let hold_ids: Vec<String> = holds.iter().map(|h| h.id.clone()).collect();
+    let held = state
+        .blocking(move |s| {
+            hold_ids
+                .iter()
+                .map(|id| crate::journal::entry_count(s, id))
+                .collect::<Result<Vec<u64>, _>>()
+        })
+        .await?;
+    let mine: Vec<_> = all.into_iter().rev().filter(|h| h.initiator).collect();
+    let limit = match req.repairs_limit {
+        0 => REPAIRS_PAGE_DEFAULT,
+        n => (n as usize).min(REPAIRS_PAGE_MAX),
+    };
+    let from = if req.repairs_after.is_empty() {
+        0
+    } else {
+        mine.iter()
+            .position(|h| h.id == req.repairs_after)
+            .map(|i| i + 1)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "repairs_after {:?} names no journaled repair (pruned since?)",
+                    req.repairs_after
+                ))
+            })?
+    };
+    let page: Vec<String> = mine
+        .iter()
+        .skip(from)
+        .take(limit)
+        .map(|h| h.id.clone())
+        .collect();
+    let repairs_next = if from + page.len() < mine.len() {
+        page.last().cloned().unwrap_or_default()
+    } else {
+        String::new()
+    };
     Ok(pb::StatusResponse {
         node_id: state.node_id.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -332,11 +403,19 @@ pub async fn status(state: &Arc<AgentState>) -> Result<pb::StatusResponse, Statu
                 address: p.address.clone(),
             })
             .collect(),
-        repairs: repairs
-            .into_iter()
-            .filter(|h| h.initiator)
-            .map(|h| h.id)
+        repairs: page,
+        repairs_total: mine.len() as u64,
+        repairs_next,
+        holds: holds
+            .iter()
+            .zip(held)
+            .map(|(h, keys)| pb::UndoHold {
+                repair_id: h.id.clone(),
+                until_ms: h.hold_until_ms,
+                keys,
+            })
             .collect(),
+        undo_in_progress,
         uptime_ms: state.started.elapsed().as_millis() as u64,
         budgets: state
             .monitor

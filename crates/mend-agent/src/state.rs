@@ -104,12 +104,16 @@ impl<B: AgentBackend> AgentState<B> {
         dialer: Arc<dyn crate::link::Dialer>,
         tls: Option<Arc<mend_tls::TlsSource>>,
     ) -> AgentState<B> {
+        let monitor = crate::monitor::Monitor::load(&store, config.history_max).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "persisted drift history unreadable; starting it afresh");
+            crate::monitor::Monitor::default()
+        });
         AgentState {
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),
             store,
             metrics: Arc::new(crate::metrics::Metrics::default()),
-            monitor: crate::monitor::Monitor::default(),
+            monitor,
             started: Instant::now(),
             tls,
             challenges: crate::auth::Challenges::default(),
@@ -147,14 +151,15 @@ impl<B: AgentBackend> AgentState<B> {
     }
 
     /// Refuses (by policy `future_writes`) replicated or pushed writes whose
-    /// version is stamped more than `limits.future_write_ms_max` ahead of
-    /// this agent's clock: stored, such a version would win every later
-    /// comparison. The whole request is refused; nothing is written.
+    /// version is stamped more than `clock_skew_ms` ahead of this agent's
+    /// clock: stored, such a version would win every later comparison, and
+    /// it could only come from a clock outside the allowed skew. The whole
+    /// request is refused; nothing is written.
     pub fn check_future(&self, writes: &[mend_store::Write]) -> Result<(), Status> {
         if self.config.future_writes == crate::config::FutureWrites::Accept {
             return Ok(());
         }
-        let max = self.config.limits.future_write_ms_max;
+        let max = self.config.clock_skew_ms;
         let limit = self.store.now_ms().saturating_add(max);
         let Some((w, v)) = writes
             .iter()
@@ -165,7 +170,7 @@ impl<B: AgentBackend> AgentState<B> {
         self.metrics.future_writes_refused.inc();
         Err(Status::invalid_argument(format!(
             "version {}.{}@{} of key {:?} is stamped {} ms ahead of this agent's clock \
-             (limit future_write_ms_max = {max} ms): fix the origin's clock; nothing written",
+             (allowed skew clock_skew_ms = {max} ms): fix the origin's clock; nothing written",
             v.ms,
             v.logical,
             v.origin,

@@ -187,7 +187,7 @@ impl Default for Roles {
 }
 
 /// What to do with a replicated or pushed write stamped further in the
-/// future than `limits.future_write_ms_max`.
+/// future than `clock_skew_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FutureWrites {
@@ -196,6 +196,78 @@ pub enum FutureWrites {
     Refuse,
     /// Store it anyway (diffs still classify it `future_version`).
     Accept,
+}
+
+/// The background tombstone purge (`[gc]`). A tombstone goes once it is
+/// older than `tombstone_grace_ms` and arrived before the last exchange
+/// that found the range in sync with every configured peer, so no replica
+/// can still hold the value it deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gc {
+    /// Run the purge (default off: the fault simulation still finds seeds
+    /// where an acknowledged write is lost with purges running, see
+    /// `MEND_SIM_PURGE` in mend-sim; tombstones are then kept forever, as
+    /// before).
+    pub enabled: bool,
+    /// How often the purge runs, in ms (1 000..=86 400 000).
+    pub purge_interval_ms: u64,
+    /// Most tombstones examined per second while it runs (1..=1 000 000);
+    /// bounds its share of the write path.
+    pub purge_rate_per_s: u64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            enabled: false,
+            purge_interval_ms: 60_000,
+            purge_rate_per_s: 1_000,
+        }
+    }
+}
+
+/// The repair journal (`[journal]`): what undo keeps, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Journal {
+    /// Repairs older than this are pruned with their before-images, in ms
+    /// (60 000..=31 536 000 000; default 7 days). Undo of a pruned repair
+    /// is refused with a message that says so.
+    pub retention_ms: u64,
+    /// At most this many repairs are kept, the newest (1..=1 000 000).
+    pub repairs_max: usize,
+    /// After an undo, scheduled repairs leave the restored keys alone for
+    /// this long, in ms (0..=31 536 000 000; default 1 day); the hold is
+    /// shown in `mend status`.
+    pub undo_hold_ms: u64,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            retention_ms: 7 * 24 * 3600 * 1000,
+            repairs_max: 1_000,
+            undo_hold_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// The background scrub (`[scrub]`): verifies a few buckets per second
+/// against the data and fixes any that are out of step, so a corrupt tree
+/// is found without stopping the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scrub {
+    /// Buckets verified per second (0 = off; 0..=1 000 000). At the default
+    /// 16, a 65 536-bucket range is covered every 68 minutes.
+    pub buckets_per_s: u64,
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Scrub { buckets_per_s: 16 }
+    }
 }
 
 /// Limits of the agent; each costs what its comment says.
@@ -243,10 +315,6 @@ pub struct Limits {
     /// message before it gives up, in ms (100..=600 000). A client that stops
     /// reading holds nothing longer than this.
     pub stream_send_timeout_ms: u64,
-    /// How far ahead of this agent's clock a replicated or pushed version
-    /// may be stamped, in ms (0..=86 400 000); also how far the local clock
-    /// follows replicated clocks.
-    pub future_write_ms_max: u64,
 }
 
 impl Default for Limits {
@@ -266,7 +334,6 @@ impl Default for Limits {
             http2_keepalive_ms: 30_000,
             server_streams_max: 32,
             stream_send_timeout_ms: 30_000,
-            future_write_ms_max: mend_store::store::CLOCK_FOLLOW_MS_DEFAULT,
         }
     }
 }
@@ -294,11 +361,23 @@ pub struct AgentConfig {
     /// Settle window in ms: a divergence whose newer version is younger is
     /// reported `in_flight` and not repaired (0..=86 400 000).
     pub settle_ms: u64,
-    /// Allowed clock skew in ms: versions further ahead of the local clock
-    /// are `future_version` (0..=86 400 000).
+    /// Allowed clock skew between any two nodes, in ms (0..=86 400 000):
+    /// the one bound for the whole agent. Versions further ahead of the
+    /// local clock are `future_version` in diffs, replicated or pushed
+    /// writes stamped further ahead are refused (see `future_writes`), and
+    /// the store's clock follows replicated versions only up to it; so one
+    /// fast node cannot drag the others' clocks into their peers' future.
     pub clock_skew_ms: u64,
-    /// Tombstone grace period in ms before purge.
+    /// Tombstone grace period in ms: a tombstone is purged only once it is
+    /// this old *and* every configured peer was seen in sync after it
+    /// arrived (see `gc`).
     pub tombstone_grace_ms: u64,
+    /// Background tombstone purge.
+    pub gc: Gc,
+    /// Background verification of the tree against the data.
+    pub scrub: Scrub,
+    /// Repair journal retention and undo holds.
+    pub journal: Journal,
     /// Force each write to disk before acknowledging (slower, survives
     /// power loss as well as process crashes).
     pub sync_writes: bool,
@@ -319,7 +398,7 @@ pub struct AgentConfig {
     /// Who may call what.
     pub roles: Roles,
     /// Replicated and pushed writes stamped beyond
-    /// `limits.future_write_ms_max`: `refuse` (default) or `accept`.
+    /// `clock_skew_ms`: `refuse` (default) or `accept`.
     pub future_writes: FutureWrites,
 }
 
@@ -336,6 +415,9 @@ impl Default for AgentConfig {
             settle_ms: Policy::default().settle_ms,
             clock_skew_ms: Policy::default().clock_skew_ms,
             tombstone_grace_ms: mend_store::store::TOMBSTONE_GRACE_MS_DEFAULT,
+            gc: Gc::default(),
+            scrub: Scrub::default(),
+            journal: Journal::default(),
             sync_writes: false,
             limits: Limits::default(),
             playbook: Playbook::default(),
@@ -510,10 +592,40 @@ impl AgentConfig {
             600_000,
         )?;
         in_range(
-            "limits.future_write_ms_max",
-            l.future_write_ms_max,
-            0,
+            "gc.purge_interval_ms",
+            self.gc.purge_interval_ms,
+            1_000,
             86_400_000,
+        )?;
+        in_range(
+            "gc.purge_rate_per_s",
+            self.gc.purge_rate_per_s,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "journal.retention_ms",
+            self.journal.retention_ms,
+            60_000,
+            31_536_000_000,
+        )?;
+        in_range(
+            "journal.repairs_max",
+            self.journal.repairs_max as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "journal.undo_hold_ms",
+            self.journal.undo_hold_ms,
+            0,
+            31_536_000_000,
+        )?;
+        in_range(
+            "scrub.buckets_per_s",
+            self.scrub.buckets_per_s,
+            0,
+            1_000_000,
         )?;
         in_range(
             "tls.reload_poll_ms",

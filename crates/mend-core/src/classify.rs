@@ -137,14 +137,27 @@ pub struct Policy {
     /// How far, in milliseconds, a version's wall-clock part may lie beyond
     /// the local clock before it counts as future-stamped. A larger allowance
     /// lets drifting clocks write unnoticed; a smaller one flags ordinary skew.
+    /// It must be the same bound the store's clock follows replicated
+    /// versions up to (see [`CLOCK_SKEW_MS_DEFAULT`]).
     pub clock_skew_ms: u64,
 }
+
+/// The allowed clock skew between any two nodes, in ms: one notion for the
+/// whole system. A store's clock follows a replicated version only up to
+/// this far ahead of its wall clock, the agent refuses replicated writes
+/// stamped further ahead, and classification calls them `future_version`.
+/// Because a hybrid logical clock only ever moves to a wall time some node
+/// read (or one it observed within the bound), every version a node stamps
+/// is within the bound of the fastest node's wall clock; if every pair of
+/// wall clocks is within the bound, no node's own writes are ever
+/// `future_version` elsewhere.
+pub const CLOCK_SKEW_MS_DEFAULT: u64 = 1_000;
 
 impl Default for Policy {
     fn default() -> Policy {
         Policy {
             settle_ms: 5_000,
-            clock_skew_ms: 1_000,
+            clock_skew_ms: CLOCK_SKEW_MS_DEFAULT,
         }
     }
 }

@@ -65,6 +65,10 @@ pub const LEAF_SPAN_BUCKETS_MAX: u64 = 4_096;
 /// entries.
 pub const LISTING_CACHE_ENTRIES_MAX: usize = 262_144;
 
+/// Most quiet buckets (hashes differ, entries do not) a descent names; more
+/// are counted but not listed.
+pub const QUIET_BUCKETS_MAX: usize = 1_024;
+
 /// A truncated node hash (0 for an empty node).
 pub type NodeHash = u64;
 
@@ -470,6 +474,10 @@ pub struct Descent {
     found_key_bytes: usize,
     limits: DescentLimits,
     stats: DescentStats,
+    /// Buckets whose hashes differed but whose listings showed no divergent
+    /// entry (at most [`QUIET_BUCKETS_MAX`]): a tree out of step with its
+    /// data on one side, or an 8-byte entry-hash collision.
+    quiet: Vec<u32>,
 }
 
 /// Bounds on what one descent holds while it runs, so a hostile or wiped
@@ -525,6 +533,7 @@ impl Descent {
                 nodes_compared: 1,
                 leaves_compared: 0,
             },
+            quiet: Vec::new(),
         };
         if local_root == peer_root {
             return Ok((d, Step::Done));
@@ -536,6 +545,23 @@ impl Descent {
     /// The counters so far.
     pub fn stats(&self) -> DescentStats {
         self.stats
+    }
+
+    /// Buckets whose node hashes differed while their entries listed no
+    /// divergence (the first [`QUIET_BUCKETS_MAX`], ascending). A root
+    /// mismatch that finds no divergent key always leaves some here, unless
+    /// a concurrent write settled the difference while the descent ran.
+    pub fn quiet_buckets(&self) -> Vec<u32> {
+        let mut q = self.quiet.clone();
+        q.sort_unstable();
+        q.dedup();
+        q
+    }
+
+    fn mark_quiet(&mut self, first: u32, count: u32) {
+        let room = QUIET_BUCKETS_MAX.saturating_sub(self.quiet.len());
+        self.quiet
+            .extend((first..first.saturating_add(count)).take(room));
     }
 
     /// Classifies compared nodes at `level` (index, local hash, peer hash)
@@ -661,15 +687,22 @@ impl Descent {
         for (first, count) in std::mem::take(&mut self.local_only_spans) {
             let end = first + count;
             let mut at = first;
+            let mut any = false;
             while at < end {
                 let n = (end - at).min(LEAF_SPAN_BUCKETS_MAX as u32);
                 for (_, entries) in view.entries(at, n)? {
                     self.stats.leaves_compared += 1;
                     for e in entries {
+                        any = true;
                         self.record_local(e)?;
                     }
                 }
                 at += n;
+            }
+            // The peer says this subtree is empty, ours is not, yet it
+            // lists nothing: our tree is out of step with our data.
+            if !any {
+                self.mark_quiet(first, count);
             }
         }
         let mut probes = Vec::new();
@@ -763,6 +796,7 @@ impl Descent {
             )));
         }
         for (lp, rs) in sent.iter().zip(replies) {
+            let mut noisy = vec![false; lp.queries.len()];
             for r in rs {
                 let q = lp
                     .queries
@@ -772,6 +806,9 @@ impl Descent {
                     return Err(proto("leaf reply flags do not match the query"));
                 }
                 let asked = u64::from(q.first)..u64::from(q.first) + u64::from(q.count);
+                if !r.extra.is_empty() || r.lacking.iter().any(|x| *x) {
+                    noisy[r.query as usize] = true;
+                }
                 for e in r.extra {
                     // A peer lists only entries of the buckets it was asked
                     // about: anything else is a lie that would be "repaired"
@@ -809,6 +846,11 @@ impl Descent {
                             self.record_local(e)?;
                         }
                     }
+                }
+            }
+            for (q, noisy) in lp.queries.iter().zip(noisy) {
+                if !noisy {
+                    self.mark_quiet(q.first, q.count);
                 }
             }
         }

@@ -30,6 +30,11 @@ pub enum Skip {
     InFlight,
     /// No side is behind.
     NoSideBehind(Category),
+    /// A tombstone past the grace period against nothing: the other side
+    /// has purged it (only ever after both held it, see the agent's `gc`).
+    /// Copying it back would undo the purge and keep the two sides
+    /// differing forever; this side purges it in turn.
+    Purged,
 }
 
 impl fmt::Display for Skip {
@@ -46,6 +51,10 @@ impl fmt::Display for Skip {
             ),
             Skip::InFlight => f.write_str("in_flight: newer than the settle window; re-check later"),
             Skip::NoSideBehind(c) => write!(f, "{}: no side is behind", c.as_str()),
+            Skip::Purged => f.write_str(
+                "unpropagated_delete: tombstone past its grace period against nothing; \
+                 the other side purged it, this side's purge follows",
+            ),
         }
     }
 }
@@ -61,6 +70,9 @@ pub struct Divergent<'a> {
     pub behind: Option<Side>,
     /// The origin of the newer entry's version, if any (named in skips).
     pub origin: Option<&'a NodeId>,
+    /// The newer entry is a tombstone older than the grace period and the
+    /// other side holds nothing (see [`Skip::Purged`]).
+    pub purged: bool,
 }
 
 /// What a repair does with each key.
@@ -80,6 +92,7 @@ pub fn skip(k: &Divergent<'_>, selected: &[Category]) -> Option<Skip> {
         Category::Conflict if !chosen || k.behind.is_none() => Some(Skip::Conflict),
         Category::FutureVersion if !chosen => Some(Skip::FutureVersion(k.origin.cloned())),
         Category::InFlight => Some(Skip::InFlight),
+        Category::UnpropagatedDelete if k.purged => Some(Skip::Purged),
         c if !chosen => Some(Skip::NotSelected(c)),
         c if k.behind.is_none() => Some(Skip::NoSideBehind(c)),
         _ => None,

@@ -25,6 +25,7 @@ fn skip_kind(s: &Skip) -> &'static str {
         Skip::FutureVersion(_) => "future_version",
         Skip::InFlight => "in_flight",
         Skip::NoSideBehind(_) => "no_side_behind",
+        Skip::Purged => "purged",
     }
 }
 
@@ -43,6 +44,7 @@ fn check_plan(case: &str, args: &[&str], expected: &[&str]) {
         category,
         behind: side(args[1]),
         origin: Some(&origin),
+        purged: args.get(3) == Some(&"purged"),
     };
     let plan = repair_plan([k], &selected);
     let got = match (plan.planned.first(), plan.skipped.first()) {

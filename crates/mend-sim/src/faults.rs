@@ -73,6 +73,19 @@ const RPC_TIMEOUT_MS: u64 = 2_000;
 /// allowed skew of the taxonomy, so nothing is a future version for good).
 const SKEW_MAX_MS: i64 = 400;
 
+/// Tombstone grace period of the simulated agents, ms: short, so purges
+/// happen within a run (the fault phase spans minutes of simulated time).
+const GRACE_MS: u64 = 20_000;
+
+/// Whether the simulated agents purge tombstones: only with
+/// `MEND_SIM_PURGE=1`. With it, some seeds still lose an acknowledged write
+/// (6 of seeds 1..=300), not yet explained, which is why the agents'
+/// background purge is off by default (`gc.enabled`); the switch reproduces
+/// the finding.
+fn purge_enabled() -> bool {
+    std::env::var_os("MEND_SIM_PURGE").is_some_and(|v| v == "1")
+}
+
 /// The simulated day starts here (2024-05-01 00:00:00 UTC).
 const EPOCH_MS: u64 = 1_714_521_600_000;
 
@@ -109,6 +122,8 @@ pub struct SimOutcome {
     pub keys_repaired: u64,
     /// Undos run.
     pub undos: u64,
+    /// Tombstones purged by the agents' background purge.
+    pub tombstones_purged: u64,
     /// Crashes (including mid-repair and wipes).
     pub crashes: u64,
     /// Crashes in the middle of a repair.
@@ -303,6 +318,9 @@ struct World {
     /// The newest version each node has held of each key (a repair must
     /// never lower it).
     high: Vec<BTreeMap<Vec<u8>, Version>>,
+    /// Keys whose highest entry seen on each node is a tombstone: those may
+    /// disappear (purged), and must never come back older.
+    high_tomb: Vec<std::collections::BTreeSet<Vec<u8>>>,
     out: SimOutcome,
     step: u32,
     wiped: bool,
@@ -346,6 +364,8 @@ fn agent_config(id: &str, peers: &[String]) -> AgentConfig {
     };
     c.limits.rpc_timeout_ms = RPC_TIMEOUT_MS;
     c.limits.repair_rate_keys_per_s = RATE_KEYS_PER_S;
+    c.tombstone_grace_ms = GRACE_MS;
+    c.gc.enabled = purge_enabled();
     c
 }
 
@@ -375,6 +395,7 @@ impl World {
             t0: Instant::now(),
             ledger: BTreeMap::new(),
             high: vec![BTreeMap::new(); NODES],
+            high_tomb: vec![Default::default(); NODES],
             out: SimOutcome {
                 seed,
                 trace: 0xcbf2_9ce4_8422_2325,
@@ -427,6 +448,8 @@ impl World {
             Secret::development(),
             Some(config.ranges.clone()),
         );
+        scfg.tombstone_grace_ms = config.tombstone_grace_ms;
+        scfg.clock_skew_ms = config.clock_skew_ms;
         scfg.clock = Arc::new(move || {
             let t = EPOCH_MS as i64 + t0.elapsed().as_millis() as i64;
             (t + offset.load(Ordering::Relaxed)).max(0) as u64
@@ -495,8 +518,13 @@ impl World {
             for k in 0..KEYS {
                 let kk = key(k);
                 let now = snap.get(&kk).map(|e| e.version.clone());
+                let tomb_now = snap.get(&kk).is_some_and(|e| e.tombstone);
                 let before = self.high[i].get(&kk).cloned();
+                let was_tomb = self.high_tomb[i].contains(&kk);
                 match (before, now) {
+                    // A purged tombstone: its version stays the floor, so a
+                    // value that comes back older is caught above.
+                    (Some(_), None) if was_tomb => {}
                     (Some(b), Some(n)) if newer(&b, &n) && !except.contains(&i) => {
                         let msg = format!(
                             "{}: key {} went back from {b} to {n}",
@@ -516,9 +544,15 @@ impl World {
                         self.high[i].remove(&kk);
                     }
                     (_, Some(n)) => {
+                        if tomb_now {
+                            self.high_tomb[i].insert(kk.clone());
+                        } else {
+                            self.high_tomb[i].remove(&kk);
+                        }
                         self.high[i].insert(kk, n);
                     }
                     (_, None) => {
+                        self.high_tomb[i].remove(&kk);
                         self.high[i].remove(&kk);
                     }
                 }
@@ -812,6 +846,7 @@ impl World {
         self.wiped = true;
         self.nodes[i].disk = Arc::new(MemBackend::new());
         self.high[i].clear();
+        self.high_tomb[i].clear();
         // A write only the wiped replica held is lost by the fault itself:
         // the ledger keeps the newest version some other disk still holds.
         let keys: Vec<Vec<u8>> = self.ledger.keys().cloned().collect();
@@ -870,7 +905,8 @@ impl World {
             self.rng.below(NODES as u64) as usize
         };
         match roll {
-            0..45 => self.write().await,
+            0..41 => self.write().await,
+            41..45 => self.purge().await,
             45..72 => {
                 // Mostly with a peer that is up (an exchange with a down
                 // peer only fails to connect).
@@ -944,6 +980,23 @@ impl World {
         self.check_monotonic(&[]);
     }
 
+    /// One round of a live node's background tombstone purge: it may only
+    /// remove tombstones every peer already holds, so the final checks'
+    /// "no acknowledged delete undone" holds through it.
+    async fn purge(&mut self) {
+        if !purge_enabled() {
+            return;
+        }
+        let Some(i) = self.pick_live() else { return };
+        let Some(a) = self.nodes[i].agent.clone() else {
+            return;
+        };
+        if let Ok(r) = mend_agent::gc::purge_once(&a).await {
+            self.out.tombstones_purged += r.purged;
+            self.trace("purged", r.purged);
+        }
+    }
+
     /// Pairwise operator repairs among `nodes` until they are equal, up to
     /// `CONVERGE_ROUNDS_MAX` rounds; the rounds used, or `None`.
     async fn converge(&mut self, nodes: &[usize]) -> Option<u32> {
@@ -975,8 +1028,19 @@ impl World {
                     self.check_monotonic(&[]);
                 }
             }
-            let first = self.snapshot(nodes[0]);
-            if nodes.iter().all(|&n| self.snapshot(n) == first) {
+            // Each node's background purge runs too: a tombstone one side
+            // purged and the other still holds is no divergence to repair
+            // (both say "deleted"), only a purge still to come.
+            for &i in nodes.iter().filter(|_| purge_enabled()) {
+                if let Some(a) = self.nodes[i].agent.clone()
+                    && let Ok(r) = mend_agent::gc::purge_once(&a).await
+                {
+                    self.out.tombstones_purged += r.purged;
+                    self.trace("converge_purged", r.purged);
+                }
+            }
+            let first = live(self.snapshot(nodes[0]));
+            if nodes.iter().all(|&n| live(self.snapshot(n)) == first) {
                 return Some(round);
             }
         }
@@ -1089,14 +1153,20 @@ impl World {
     }
 
     fn final_checks(&mut self) {
-        // Equal roots.
+        // Equal roots, unless tombstones differ only by purge (one side
+        // purged, the other's purge is still to come: both read "deleted").
         let roots: Vec<u64> = self
             .live()
             .into_iter()
             .filter_map(|i| self.nodes[i].agent.as_ref()?.store.root(0).ok())
             .map(|r| node_hash(&r))
             .collect();
-        if roots.windows(2).any(|w| w[0] != w[1]) {
+        let views: Vec<_> = self
+            .live()
+            .into_iter()
+            .map(|i| live(self.snapshot(i)))
+            .collect();
+        if roots.windows(2).any(|w| w[0] != w[1]) && views.windows(2).any(|w| w[0] != w[1]) {
             self.violation(format!("roots differ after convergence: {roots:x?}"));
         }
         for r in &roots {
@@ -1109,6 +1179,10 @@ impl World {
             for (k, (v, value)) in &ledger {
                 let held = self.read_disk(i, k);
                 let ok = match &held {
+                    // A delete whose tombstone was purged: safe only if no
+                    // replica still serves the value (checked for every
+                    // node: an older live value fails below).
+                    None => value.is_none(),
                     Some(r) if newer(&r.meta.version, v) => true,
                     Some(r) if r.meta.version.same_as(v) => {
                         r.meta.tombstone == value.is_none()
@@ -1118,8 +1192,9 @@ impl World {
                 };
                 if !ok {
                     let msg = format!(
-                        "{}: acknowledged write {v} of key {} lost (holds {:?})",
+                        "{}: acknowledged {} {v} of key {} lost (holds {:?})",
                         self.nodes[i].id,
+                        if value.is_some() { "write" } else { "delete" },
                         String::from_utf8_lossy(k),
                         held.map(|r| r.meta.version.to_string())
                     );
@@ -1134,6 +1209,13 @@ impl World {
         self.out.faults_injected = injected;
         mix(&mut self.out.trace, wire_trace);
     }
+}
+
+/// A snapshot without its tombstones: what a reader sees (a tombstone and
+/// no entry both read "not found").
+fn live(mut s: BTreeMap<Vec<u8>, EntrySummary>) -> BTreeMap<Vec<u8>, EntrySummary> {
+    s.retain(|_, e| !e.tombstone);
+    s
 }
 
 fn differing(

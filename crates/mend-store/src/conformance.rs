@@ -68,6 +68,8 @@ pub fn run_all<H: Harness>(h: &mut H) {
     bad_input_writes_nothing(h);
     reopen_checks_parameters(h);
     purge_keeps_tree_right(h);
+    repair_buckets_fixes_only_what_is_wrong(h);
+    format_1_tombstone_index_migrates(h);
     restore_is_compare_and_set(h);
     leaf_listing(h);
     batch_reads_current_entries(h);
@@ -300,26 +302,152 @@ fn reopen_checks_parameters<H: Harness>(h: &mut H) {
     assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
 }
 
+/// A config whose clock reads `now` (shared, so the check can move it).
+fn moving(node: &str, now: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> StoreConfig {
+    let mut c = config(node, 0);
+    let now = now.clone();
+    c.clock = std::sync::Arc::new(move || now.load(std::sync::atomic::Ordering::SeqCst));
+    c
+}
+
+/// Purge removes exactly the tombstones past their grace that arrived
+/// before the caller's horizon, a bounded number of index rows at a time,
+/// keeping the tree equal to a rebuild.
 fn purge_keeps_tree_right<H: Harness>(h: &mut H) {
-    let mut c = config("n1", 10_000);
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let now = std::sync::Arc::new(AtomicU64::new(1_000));
+    let mut c = moving("n1", &now);
     c.tombstone_grace_ms = 1000;
     let s = Store::open(h.fresh(), c).unwrap();
-    s.write(vec![Write::put("old", "1").at(v(100, "x", 1))])
+    s.write(vec![Write::put("a-old", "1").at(v(100, "x", 1))])
         .unwrap();
-    s.write(vec![Write::delete("old").at(v(200, "x", 2))])
+    s.write(vec![Write::delete("a-old").at(v(200, "x", 2))])
         .unwrap();
-    s.write(vec![Write::delete("young").at(v(9_500, "x", 3))])
+    s.write(vec![Write::delete("a-revived").at(v(300, "x", 4))])
         .unwrap();
-    s.write(vec![Write::delete("revived").at(v(300, "x", 4))])
+    s.write(vec![Write::put("a-revived", "again").at(v(400, "x", 5))])
         .unwrap();
-    s.write(vec![Write::put("revived", "again").at(v(400, "x", 5))])
+    now.store(5_000, SeqCst);
+    // Arrived at 5 000, an old version: past its grace, but later than the
+    // horizon below.
+    s.write(vec![Write::delete("a-late").at(v(250, "x", 6))])
         .unwrap();
-    assert_eq!(s.purge_tombstones().unwrap(), 1);
-    assert!(s.get(b"old").unwrap().is_none());
-    assert!(s.get(b"young").unwrap().unwrap().meta.tombstone);
-    assert_eq!(s.get(b"revived").unwrap().unwrap().value, b"again");
+    s.write(vec![Write::delete("a-young").at(v(9_500, "x", 3))])
+        .unwrap();
+    // Range "b" holds a tombstone too; purging range "a" leaves it.
+    s.write(vec![Write::delete("zz").at(v(150, "x", 7))])
+        .unwrap();
+    now.store(10_000, SeqCst);
+    let a = 0;
+    // Nothing arrived before 1 000.
+    assert_eq!(s.purge_tombstones(a, 1_000, 100).unwrap().purged, 0);
+    // One row at a time: "a-old", and the stale row of "a-revived" (in either
+    // order: rows of one arrival ms are in bucket order).
+    // The horizon 2 500 admits what arrived before it and was past its
+    // grace (1 000) already then: versions before 1 500.
+    let first = s.purge_tombstones(a, 2_500, 1).unwrap();
+    assert_eq!((first.examined, first.more), (1, true));
+    let second = s.purge_tombstones(a, 2_500, 100).unwrap();
+    assert_eq!((second.examined, second.more), (1, false));
+    assert_eq!(
+        (first.purged + second.purged, first.stale + second.stale),
+        (1, 1)
+    );
+    assert!(s.get(b"a-old").unwrap().is_none());
+    assert_eq!(s.get(b"a-revived").unwrap().unwrap().value, b"again");
+    assert!(s.get(b"a-late").unwrap().unwrap().meta.tombstone);
     assert!(s.verify().unwrap().ok());
-    assert_eq!(s.purge_tombstones().unwrap(), 0);
+    // A later horizon takes "a-late" but not "a-young" (within its grace).
+    let third = s.purge_tombstones(a, u64::MAX, 100).unwrap();
+    assert_eq!((third.purged, third.kept), (1, 1), "{third:?}");
+    assert!(s.get(b"a-late").unwrap().is_none());
+    assert!(s.get(b"a-young").unwrap().unwrap().meta.tombstone);
+    assert!(s.get(b"zz").unwrap().unwrap().meta.tombstone);
+    now.store(6_000 + 1_000, SeqCst);
+    assert_eq!(s.purge_tombstones(1, u64::MAX, 100).unwrap().purged, 1);
+    assert!(s.verify().unwrap().ok());
+    assert!(s.purge_tombstones(9, u64::MAX, 1).is_err());
+}
+
+/// A leaf out of step with the data is found and fixed by
+/// `repair_buckets` without reopening the store; correct buckets are left
+/// alone.
+fn repair_buckets_fixes_only_what_is_wrong<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    let writes: Vec<Write> = (0..64)
+        .map(|i| Write::put(format!("k{i:02}"), "v").at(v(100, "x", i)))
+        .collect();
+    s.write(writes).unwrap();
+    let buckets = s.shape(0).unwrap().buckets() as u32;
+    assert!(s.repair_buckets(0, 0, buckets).unwrap().is_empty());
+    let (_, bucket, _) = s.locate(b"k07").unwrap();
+    s.backend()
+        .write(
+            vec![crate::backend::Op::Put(
+                Cf::Leaves,
+                crate::keys::bucket_key(0, bucket),
+                vec![7; 40],
+            )],
+            true,
+        )
+        .unwrap();
+    let b = h.reopen(s.into_backend());
+    let s = Store::open(b, config("n1", 1000)).unwrap();
+    assert!(!s.verify().unwrap().ok());
+    assert_eq!(s.repair_buckets(0, 0, buckets).unwrap(), vec![bucket]);
+    assert!(s.verify().unwrap().ok());
+    // Out of range spans are empty, not errors; a bad range is.
+    assert!(s.repair_buckets(0, buckets, 5).unwrap().is_empty());
+    assert!(s.repair_buckets(7, 0, 1).is_err());
+}
+
+/// A format-1 store (tombstone index keyed by version ms) opens as
+/// format 2 with its tombstones indexed by range, and they purge.
+fn format_1_tombstone_index_migrates<H: Harness>(h: &mut H) {
+    let s = Store::open(h.fresh(), config("n1", 1000)).unwrap();
+    s.write(vec![Write::delete("gone").at(v(100, "x", 1))])
+        .unwrap();
+    let b = s.into_backend();
+    // Rewrite the store as format 1 left it.
+    let mut ops = Vec::new();
+    b.scan(Cf::Tombstones, &[], None, &mut |k, _| {
+        ops.push(crate::backend::Op::Delete(Cf::Tombstones, k.to_vec()));
+        true
+    })
+    .unwrap();
+    let mut dkey = None;
+    b.scan(Cf::Data, &[], None, &mut |k, _| {
+        dkey = Some(k.to_vec());
+        false
+    })
+    .unwrap();
+    let mut old = 100u64.to_be_bytes().to_vec();
+    old.extend_from_slice(&dkey.unwrap());
+    ops.push(crate::backend::Op::Put(Cf::Tombstones, old, Vec::new()));
+    let raw = b.get(Cf::Meta, crate::keys::META_PARAMS).unwrap().unwrap();
+    let mut p: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    p["format"] = 1.into();
+    ops.push(crate::backend::Op::Put(
+        Cf::Meta,
+        crate::keys::META_PARAMS.to_vec(),
+        serde_json::to_vec(&p).unwrap(),
+    ));
+    b.write(ops, true).unwrap();
+    let b = h.reopen(b);
+    let mut c = config("n1", 100_000);
+    c.tombstone_grace_ms = 1000;
+    let s = Store::open(b, c.clone()).unwrap();
+    assert_eq!(s.purge_tombstones(0, u64::MAX, 10).unwrap().purged, 1);
+    assert!(s.get(b"gone").unwrap().is_none());
+    assert!(s.verify().unwrap().ok());
+    let s = Store::open(h.reopen(s.into_backend()), c).unwrap();
+    let raw = s
+        .backend()
+        .get(Cf::Meta, crate::keys::META_PARAMS)
+        .unwrap()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(p["format"], 2);
 }
 
 fn restore_is_compare_and_set<H: Harness>(h: &mut H) {

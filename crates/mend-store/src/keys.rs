@@ -4,10 +4,15 @@
 //! * `data`:       `[range u16][bucket u32][user key]` → [`mend_core::Record`]
 //! * `leaves`:     `[range u16][bucket u32]` → [`mend_core::Agg`] (40 bytes);
 //!   absent means the empty aggregate.
-//! * `tombstones`: `[version ms u64][data key]` → empty; an index of
-//!   tombstones by age for purging.
+//! * `tombstones`: `[range u16][arrived ms u64][data key]` →
+//!   `[version ms u64][logical u32][seq u64]`: an index of tombstones by
+//!   the local wall time they were written here, per range, for the purge
+//!   (which may remove only tombstones every replica already held, known by
+//!   when they arrived). The value names the tombstone the row was written
+//!   for: a row whose data entry has been overwritten since is stale.
 //! * `meta`:       `params` → JSON [`crate::store`] parameters;
-//!   `clock` → `[hlc ms u64][hlc logical u32][seq u64]`.
+//!   `clock` → `[hlc ms u64][hlc logical u32][seq u64]`; rows under
+//!   [`META_AGENT_PREFIX`] belong to the agent.
 
 /// Prefix length of a data key: range id and bucket.
 pub const DATA_PREFIX: usize = 6;
@@ -61,13 +66,53 @@ pub fn split_data_key(k: &[u8]) -> Option<(u16, u32, &[u8])> {
     Some((range, bucket, &k[DATA_PREFIX..]))
 }
 
-/// A tombstone index key.
-pub fn tombstone_key(ms: u64, data_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + data_key.len());
-    k.extend_from_slice(&ms.to_be_bytes());
+/// Prefix length of a tombstone index key: range id and arrival ms.
+pub const TOMBSTONE_PREFIX: usize = 10;
+
+/// A tombstone index key: the tombstone at `data_key` of `range` arrived
+/// at local wall time `arrived_ms`.
+pub fn tombstone_key(range: u16, arrived_ms: u64, data_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(TOMBSTONE_PREFIX + data_key.len());
+    k.extend_from_slice(&range.to_be_bytes());
+    k.extend_from_slice(&arrived_ms.to_be_bytes());
     k.extend_from_slice(data_key);
     k
 }
+
+/// The exclusive end of `range`'s tombstone index rows that arrived before
+/// `arrived_ms`.
+pub fn tombstone_end(range: u16, arrived_ms: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(TOMBSTONE_PREFIX);
+    k.extend_from_slice(&range.to_be_bytes());
+    k.extend_from_slice(&arrived_ms.to_be_bytes());
+    k
+}
+
+/// The value of a tombstone index row: the tombstone's version (ms,
+/// logical, seq).
+pub fn tombstone_value(v: &mend_core::Version) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20);
+    out.extend_from_slice(&v.ms.to_be_bytes());
+    out.extend_from_slice(&v.logical.to_be_bytes());
+    out.extend_from_slice(&v.seq.to_be_bytes());
+    out
+}
+
+/// Whether index row value `raw` names version `v`.
+pub fn tombstone_names(raw: &[u8], v: &mend_core::Version) -> bool {
+    raw == tombstone_value(v).as_slice()
+}
+
+/// Splits a tombstone index key into (range, arrived ms, data key).
+pub fn split_tombstone_key(k: &[u8]) -> Option<(u16, u64, &[u8])> {
+    let range = u16::from_be_bytes(k.get(0..2)?.try_into().ok()?);
+    let ms = u64::from_be_bytes(k.get(2..TOMBSTONE_PREFIX)?.try_into().ok()?);
+    Some((range, ms, k.get(TOMBSTONE_PREFIX..)?))
+}
+
+/// Meta rows under this prefix belong to the agent (sync records, purge
+/// and scrub state); the store never reads them.
+pub const META_AGENT_PREFIX: &[u8] = b"agent/";
 
 /// Meta row: store parameters.
 pub const META_PARAMS: &[u8] = b"params";

@@ -26,7 +26,7 @@ use crate::keys;
 use crate::tree::RangeTree;
 
 pub use read::{LeafEntry, RangeStats, Stats};
-pub use verify::{RangeVerify, VerifyReport};
+pub use verify::{Purged, RangeVerify, VerifyReport};
 
 /// Derives extra rows from the outcomes of a write batch, committed in the
 /// same batch (see [`Store::write_with_extra`]).
@@ -48,10 +48,12 @@ pub fn system_clock() -> WallClock {
 /// Default tombstone grace period: 10 days, as Cassandra's gc_grace_seconds.
 pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;
 
-/// Default bound on how far ahead of local time a replicated version may be
-/// for the local clock to follow it (60 s). Versions further ahead are still
-/// stored (the apply rule decides) but do not drag the clock along.
-pub const CLOCK_FOLLOW_MS_DEFAULT: u64 = 60_000;
+/// Default allowed clock skew ([`mend_core::classify::CLOCK_SKEW_MS_DEFAULT`]):
+/// the local clock follows a replicated version only up to this far ahead
+/// of local time. Versions further ahead are still stored (the apply rule
+/// decides; the agent refuses them by default) but do not drag the clock
+/// along.
+pub const CLOCK_SKEW_MS_DEFAULT: u64 = mend_core::classify::CLOCK_SKEW_MS_DEFAULT;
 
 /// How a store is opened.
 #[derive(Clone)]
@@ -66,8 +68,10 @@ pub struct StoreConfig {
     /// How long tombstones are kept before [`Store::purge_tombstones`] may
     /// remove them, in ms.
     pub tombstone_grace_ms: u64,
-    /// See [`CLOCK_FOLLOW_MS_DEFAULT`].
-    pub clock_follow_ms: u64,
+    /// See [`CLOCK_SKEW_MS_DEFAULT`]; the agent sets it from its one
+    /// `clock_skew_ms`, so the store follows exactly the versions that
+    /// classification does not call `future_version`.
+    pub clock_skew_ms: u64,
     /// Force every write batch to stable storage before acknowledging.
     pub sync_writes: bool,
     /// The wall clock.
@@ -82,7 +86,7 @@ impl StoreConfig {
             secret,
             ranges,
             tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
-            clock_follow_ms: CLOCK_FOLLOW_MS_DEFAULT,
+            clock_skew_ms: CLOCK_SKEW_MS_DEFAULT,
             sync_writes: false,
             clock: system_clock(),
         }
@@ -97,7 +101,9 @@ struct Params {
     ranges: Vec<RangeSpec>,
 }
 
-const PARAMS_FORMAT: u32 = 1;
+/// 2: tombstone index rows keyed by range and arrival time (1: by version
+/// ms; migrated on open).
+const PARAMS_FORMAT: u32 = 2;
 
 /// One write: a put (`value = Some`) or a delete, with an explicit version
 /// for replicated writes or none to be stamped by the local clock.
@@ -215,7 +221,7 @@ impl<B: Backend> Store<B> {
             Some(raw) => {
                 let p: Params = serde_json::from_slice(&raw)
                     .map_err(|e| corrupt(format!("parameters unreadable: {e}")))?;
-                if p.format != PARAMS_FORMAT {
+                if p.format != PARAMS_FORMAT && p.format != 1 {
                     return Err(corrupt(format!("unknown parameters format {}", p.format)));
                 }
                 if p.secret_fingerprint != fp {
@@ -262,6 +268,9 @@ impl<B: Backend> Store<B> {
                 p
             }
         };
+        if params.format == 1 {
+            migrate_tombstone_index(&backend, &params)?;
+        }
         let ranges =
             RangeMap::new(params.ranges).map_err(|e| corrupt(format!("persisted ranges: {e}")))?;
         let mut trees = Vec::with_capacity(ranges.specs().len());
@@ -399,6 +408,7 @@ impl<B: Backend> Store<B> {
             located.push(loc);
         }
         let mut st = self.writer()?;
+        let clock_before = st.hlc;
         // The apply rule needs each key's current entry: read them all in
         // one batched read (under the writer lock, so nothing changes them
         // before this batch commits).
@@ -444,13 +454,29 @@ impl<B: Backend> Store<B> {
             };
             let version = match w.version {
                 Some(v) => {
-                    if v.ms <= now.saturating_add(self.cfg.clock_follow_ms) {
+                    if v.ms <= now.saturating_add(self.cfg.clock_skew_ms) {
                         st.hlc.observe(v.ms, v.logical);
                     }
                     v
                 }
                 None => {
-                    let (ms, logical) = st.hlc.tick(now);
+                    let (mut ms, mut logical) = st.hlc.tick(now);
+                    // A local write supersedes whatever the key holds, even
+                    // a version stamped ahead of this clock (accepted from a
+                    // fast node, or from before a clock step back): it is
+                    // stamped just past it rather than decided stale and
+                    // dropped. The clock itself follows only within the skew.
+                    if let Some(p) = &previous
+                        && (p.version.ms, p.version.logical) >= (ms, logical)
+                    {
+                        (ms, logical) = match p.version.logical.checked_add(1) {
+                            Some(l) => (p.version.ms, l),
+                            None => (p.version.ms.saturating_add(1), 0),
+                        };
+                        if ms <= now.saturating_add(self.cfg.clock_skew_ms) {
+                            st.hlc.observe(ms, logical);
+                        }
+                    }
                     st.seq += 1;
                     stamped = true;
                     Version {
@@ -478,8 +504,8 @@ impl<B: Backend> Store<B> {
                 if record.meta.tombstone {
                     ops.push(Op::Put(
                         Cf::Tombstones,
-                        keys::tombstone_key(version.ms, dkey),
-                        Vec::new(),
+                        keys::tombstone_key(range, now, dkey),
+                        keys::tombstone_value(&version),
                     ));
                 }
                 ops.push(Op::Put(Cf::Data, dkey.clone(), record.encode()));
@@ -497,7 +523,11 @@ impl<B: Backend> Store<B> {
         if let Some(f) = extra {
             ops.extend(f(&out));
         }
-        if ops.is_empty() && !stamped {
+        // The clock is persisted whenever it moved, by a local stamp or by
+        // a replicated version it followed, so a restart never hands out a
+        // version older than one this store has already ordered after.
+        let clock_moved = stamped || st.hlc != clock_before;
+        if ops.is_empty() && !clock_moved {
             return Ok(out);
         }
         for ((range, bucket), agg) in &leaves {
@@ -508,7 +538,7 @@ impl<B: Backend> Store<B> {
                 ops.push(Op::Put(Cf::Leaves, k, agg.encode().to_vec()));
             }
         }
-        if stamped {
+        if clock_moved {
             ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), clock_row(&st)));
         }
         let mut trees = self.trees_write()?;
@@ -559,8 +589,8 @@ impl<B: Backend> Store<B> {
                 if r.meta.tombstone {
                     ops.push(Op::Put(
                         Cf::Tombstones,
-                        keys::tombstone_key(r.meta.version.ms, &dkey),
-                        Vec::new(),
+                        keys::tombstone_key(range, self.now_ms(), &dkey),
+                        keys::tombstone_value(&r.meta.version),
                     ));
                 }
                 ops.push(Op::Put(Cf::Data, dkey, r.encode()));
@@ -578,6 +608,49 @@ impl<B: Backend> Store<B> {
         trees[range as usize].set_leaf(bucket, leaf);
         Ok(true)
     }
+}
+
+/// Rewrites a format-1 store's tombstone index (keyed by version ms) in
+/// the format-2 layout, taking each tombstone's version ms as its arrival
+/// time (the best a format-1 store knows), and records format 2.
+fn migrate_tombstone_index<B: Backend>(backend: &B, p: &Params) -> Result<(), StoreError> {
+    let mut ops = Vec::new();
+    backend.scan(Cf::Tombstones, &[], None, &mut |k, _| {
+        ops.push(Op::Delete(Cf::Tombstones, k.to_vec()));
+        true
+    })?;
+    let mut bad = None;
+    backend.scan(Cf::Data, &[], None, &mut |k, v| {
+        let Some((range, _, _)) = keys::split_data_key(k) else {
+            bad = Some("data row key too short".to_string());
+            return false;
+        };
+        match Record::decode_meta(v) {
+            Ok((m, _)) if m.tombstone => {
+                ops.push(Op::Put(
+                    Cf::Tombstones,
+                    keys::tombstone_key(range, m.version.ms, k),
+                    keys::tombstone_value(&m.version),
+                ));
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                bad = Some(e.to_string());
+                false
+            }
+        }
+    })?;
+    if let Some(why) = bad {
+        return Err(corrupt(format!("migrating the tombstone index: {why}")));
+    }
+    let p = Params {
+        format: PARAMS_FORMAT,
+        ..p.clone()
+    };
+    let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
+    ops.push(Op::Put(Cf::Meta, keys::META_PARAMS.to_vec(), raw));
+    backend.write(ops, true)
 }
 
 fn clock_row(st: &WriterState) -> Vec<u8> {

@@ -503,6 +503,16 @@ pub fn pair<B: AgentBackend>(
     peer: Arc<mend_store::Store<B>>,
     wire: Arc<dyn Wire>,
 ) -> Arc<crate::state::AgentState<B>> {
+    pair_with(local, peer, wire, |_| {})
+}
+
+/// [`pair`] with both agents' configuration adjusted by `configure`.
+pub fn pair_with<B: AgentBackend>(
+    local: Arc<mend_store::Store<B>>,
+    peer: Arc<mend_store::Store<B>>,
+    wire: Arc<dyn Wire>,
+    configure: impl Fn(&mut crate::config::AgentConfig),
+) -> Arc<crate::state::AgentState<B>> {
     let registry = Arc::new(Registry::default());
     let timeout = Duration::from_secs(600);
     let (local_id, peer_id) = (local.node_id().to_string(), peer.node_id().to_string());
@@ -517,11 +527,14 @@ pub fn pair<B: AgentBackend>(
                 budget: None,
             }],
             insecure_plaintext: true,
+            clock_skew_ms: store.config().clock_skew_ms,
+            tombstone_grace_ms: store.config().tombstone_grace_ms,
             ..crate::config::AgentConfig::default()
         };
         // A wiped replica's diff lists every key.
         config.limits.diff_keys_max = 100_000_000;
         config.limits.diff_key_bytes_max = 1 << 34;
+        configure(&mut config);
         let mut a = crate::state::AgentState::new_shared(store, config, Arc::new(dialer), None);
         a.inline_blocking = true;
         Arc::new(a)

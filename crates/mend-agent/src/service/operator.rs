@@ -323,8 +323,10 @@ impl pb::operator_server::Operator for OperatorService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(crate::server::status(&self.state).await?))
+        Ok(Response::new(
+            crate::server::status(&self.state, req.into_inner()).await?,
+        ))
     }
 }

@@ -444,15 +444,12 @@ impl<B: AgentBackend> PeerService<B> {
                             "repair_id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
                         ));
                     }
-                    let h = RepairHeader {
-                        id: msg.repair_id.clone(),
-                        peer: owner.clone(),
-                        initiator: false,
-                        created_ms: self.state.store.now_ms(),
-                        keys_here: 0,
-                        keys_pushed: 0,
-                        undone: false,
-                    };
+                    let h = RepairHeader::new(
+                        msg.repair_id.clone(),
+                        owner.clone(),
+                        false,
+                        self.state.store.now_ms(),
+                    );
                     let hh = h.clone();
                     let mine = self
                         .state
@@ -634,6 +631,12 @@ impl<B: AgentBackend> PeerService<B> {
             ));
         }
         let metrics = self.state.metrics.clone();
+        let hold_until = self
+            .state
+            .store
+            .now_ms()
+            .saturating_add(self.state.config.journal.undo_hold_ms);
+        let keep_deletes = self.state.config.gc.enabled;
         let out = self
             .state
             .blocking(move |s| {
@@ -650,13 +653,14 @@ impl<B: AgentBackend> PeerService<B> {
                         "repair {id} was not pushed by {o}"
                     )))));
                 }
+                // Idempotent: the initiator resumes an undo that crashed
+                // after this side finished by asking again.
                 if h.undone {
-                    return Ok(Some(Err(Status::failed_precondition(format!(
-                        "repair {id} was already undone"
-                    )))));
+                    return Ok(Some(Ok(journal::UndoOutcome::default())));
                 }
-                let o = journal::undo_here(s, &id)?;
+                let o = journal::undo_here(s, &id, keep_deletes)?;
                 h.undone = true;
+                h.hold_until_ms = hold_until;
                 journal::put_header(s, &h)?;
                 Ok(Some(Ok(o)))
             })

@@ -1,4 +1,4 @@
-//! Rebuild, verify and tombstone purge.
+//! Rebuild, verify (whole store or a few buckets online) and tombstone purge.
 //!
 //! A rebuild recomputes every leaf of a range from the data rows, in
 //! parallel over contiguous bucket spans (rayon), rehashing each value so a
@@ -20,9 +20,6 @@ use crate::tree::RangeTree;
 
 /// Bucket spans per rebuild: enough for rayon to balance uneven buckets.
 const REBUILD_SPANS: u64 = 256;
-
-/// Ops per purge batch.
-const PURGE_BATCH_OPS: usize = 4096;
 
 /// The outcome of verifying one range.
 #[derive(Debug, Clone, Serialize)]
@@ -56,8 +53,7 @@ impl VerifyReport {
 impl<B: Backend> Store<B> {
     /// Recomputes the leaves of range `range` from the data rows.
     pub fn rebuild_leaves(&self, range: u16) -> Result<Vec<Agg>, StoreError> {
-        let shape = self.shape(range)?;
-        let buckets = shape.buckets();
+        let buckets = self.shape(range)?.buckets();
         let spans = REBUILD_SPANS.min(buckets);
         let per = buckets / spans;
         let parts: Vec<Result<Vec<Agg>, StoreError>> = (0..spans)
@@ -65,35 +61,7 @@ impl<B: Backend> Store<B> {
             .map(|s| {
                 let lo = s * per;
                 let hi = if s + 1 == spans { buckets } else { lo + per };
-                let mut leaves = vec![Agg::default(); (hi - lo) as usize];
-                let mut bad = None;
-                self.backend.scan(
-                    Cf::Data,
-                    &keys::bucket_key(range, lo as u32),
-                    Some(&keys::bucket_end(range, hi)),
-                    &mut |k, v| {
-                        let Some((_, b, key)) = keys::split_data_key(k) else {
-                            bad = Some("data row key too short".to_string());
-                            return false;
-                        };
-                        match Record::decode_meta(v) {
-                            Ok((mut meta, at)) => {
-                                meta.value_hash = value_hash(&v[at..]);
-                                let d = meta.digest(&self.secret, key);
-                                leaves[(b as u64 - lo) as usize].add_digest(&d);
-                                true
-                            }
-                            Err(e) => {
-                                bad = Some(format!("bucket {b}: {e}"));
-                                false
-                            }
-                        }
-                    },
-                )?;
-                match bad {
-                    Some(why) => Err(corrupt(why)),
-                    None => Ok(leaves),
-                }
+                self.leaves_from_data(range, lo, hi)
             })
             .collect();
         let mut out = Vec::with_capacity(buckets as usize);
@@ -101,6 +69,46 @@ impl<B: Backend> Store<B> {
             out.extend(p?);
         }
         Ok(out)
+    }
+
+    /// The leaves of buckets `lo..hi` of `range`, recomputed from the data
+    /// rows with every value rehashed.
+    fn leaves_from_data(&self, range: u16, lo: u64, hi: u64) -> Result<Vec<Agg>, StoreError> {
+        let mut leaves = vec![Agg::default(); (hi - lo) as usize];
+        let mut bad = None;
+        self.backend.scan(
+            Cf::Data,
+            &keys::bucket_key(range, lo as u32),
+            Some(&keys::bucket_end(range, hi)),
+            &mut |k, v| {
+                let Some((_, b, key)) = keys::split_data_key(k) else {
+                    bad = Some("data row key too short".to_string());
+                    return false;
+                };
+                let Some(slot) = (b as u64)
+                    .checked_sub(lo)
+                    .and_then(|i| leaves.get_mut(i as usize))
+                else {
+                    bad = Some(format!("data row of bucket {b} listed for {lo}..{hi}"));
+                    return false;
+                };
+                match Record::decode_meta(v) {
+                    Ok((mut meta, at)) => {
+                        meta.value_hash = value_hash(&v[at..]);
+                        slot.add_digest(&meta.digest(&self.secret, key));
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(format!("bucket {b}: {e}"));
+                        false
+                    }
+                }
+            },
+        )?;
+        match bad {
+            Some(why) => Err(corrupt(why)),
+            None => Ok(leaves),
+        }
     }
 
     /// Compares every range's persisted tree with a rebuild from the data.
@@ -166,68 +174,171 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// Removes tombstones whose version is older than `now - grace`,
-    /// keeping the tree right. Returns how many were purged.
-    pub fn purge_tombstones(&self) -> Result<u64, StoreError> {
-        let cutoff = self.now_ms().saturating_sub(self.cfg.tombstone_grace_ms);
+    /// Removes tombstones of `range` that arrived here before
+    /// `arrived_before_ms` (local wall time) and whose version was already
+    /// older than the grace period then, examining at most `max` index rows
+    /// (oldest arrivals first), keeping the tree exact.
+    ///
+    /// The caller picks `arrived_before_ms`: the agent passes the oldest
+    /// time at which every replica of the range was last seen in sync, so
+    /// only tombstones every replica already held go (see the agent's `gc`).
+    /// Index rows whose data entry was overwritten since are dropped.
+    pub fn purge_tombstones(
+        &self,
+        range: u16,
+        arrived_before_ms: u64,
+        max: usize,
+    ) -> Result<Purged, StoreError> {
+        self.shape(range)?;
+        // The grace period bounds how late an older write of the key may
+        // still arrive: the horizon's proof ("every replica held this
+        // tombstone, something newer, or nothing") covers only writes that
+        // had arrived by then, so the tombstone must already have been past
+        // its grace at the horizon, not merely now.
+        let version_before = self
+            .now_ms()
+            .min(arrived_before_ms)
+            .saturating_sub(self.cfg.tombstone_grace_ms);
+        let arrived_before = arrived_before_ms.min(version_before);
         let _w = self.writer()?;
-        let mut candidates = Vec::new();
+        let mut rows = Vec::new();
         self.backend.scan(
             Cf::Tombstones,
-            &[],
-            Some(&cutoff.to_be_bytes()),
-            &mut |k, _| {
-                candidates.push(k.to_vec());
-                true
+            &keys::tombstone_end(range, 0),
+            Some(&keys::tombstone_end(range, arrived_before)),
+            &mut |k, v| {
+                rows.push((k.to_vec(), v.to_vec()));
+                rows.len() < max
             },
         )?;
-        let mut purged = 0;
-        for chunk in candidates.chunks(PURGE_BATCH_OPS / 3) {
-            let mut ops = Vec::with_capacity(chunk.len() * 3);
-            let mut leaf_updates: std::collections::HashMap<(u16, u32), Agg> = Default::default();
-            {
-                let trees = self.trees_read()?;
-                for idx_key in chunk {
-                    ops.push(Op::Delete(Cf::Tombstones, idx_key.clone()));
-                    let Some(dkey) = idx_key.get(8..) else {
-                        continue;
-                    };
-                    let Some((range, bucket, key)) = keys::split_data_key(dkey) else {
-                        continue;
-                    };
-                    let Some(raw) = self.backend.get(Cf::Data, dkey)? else {
-                        continue;
-                    };
-                    let (meta, _) =
-                        Record::decode_meta(&raw).map_err(|e| corrupt(e.to_string()))?;
-                    if !meta.tombstone || meta.version.ms >= cutoff {
-                        continue;
+        let mut out = Purged {
+            examined: rows.len() as u64,
+            more: rows.len() >= max,
+            ..Purged::default()
+        };
+        let mut ops = Vec::with_capacity(rows.len() * 2 + 16);
+        let mut leaf_updates: std::collections::HashMap<u32, Agg> = Default::default();
+        {
+            let trees = self.trees_read()?;
+            let tree = &trees[range as usize];
+            for (idx_key, idx_val) in &rows {
+                let Some((_, _, dkey)) = keys::split_tombstone_key(idx_key) else {
+                    return Err(corrupt("tombstone index key too short"));
+                };
+                let Some((_, bucket, key)) = keys::split_data_key(dkey) else {
+                    return Err(corrupt("tombstone index names a short data key"));
+                };
+                let current = match self.backend.get(Cf::Data, dkey)? {
+                    Some(raw) => Some(
+                        Record::decode_meta(&raw)
+                            .map_err(|e| corrupt(e.to_string()))?
+                            .0,
+                    ),
+                    None => None,
+                };
+                match current {
+                    Some(m) if m.tombstone && keys::tombstone_names(idx_val, &m.version) => {
+                        if m.version.ms >= version_before {
+                            // Within its grace: stays, and its index row too.
+                            out.kept += 1;
+                            continue;
+                        }
+                        let leaf = leaf_updates
+                            .entry(bucket)
+                            .or_insert_with(|| tree.leaves()[bucket as usize]);
+                        leaf.sub_digest(&m.digest(&self.secret, key));
+                        ops.push(Op::Delete(Cf::Data, dkey.to_vec()));
+                        out.purged += 1;
                     }
-                    let Some(tree) = trees.get(range as usize) else {
-                        continue;
-                    };
-                    let leaf = leaf_updates
-                        .entry((range, bucket))
-                        .or_insert_with(|| tree.leaves()[bucket as usize]);
-                    leaf.sub_digest(&meta.digest(&self.secret, key));
-                    ops.push(Op::Delete(Cf::Data, dkey.to_vec()));
-                    purged += 1;
+                    // Overwritten or purged since: a stale index row.
+                    _ => out.stale += 1,
                 }
-            }
-            for ((range, bucket), a) in &leaf_updates {
-                let k = keys::bucket_key(*range, *bucket);
-                if a.is_empty() {
-                    ops.push(Op::Delete(Cf::Leaves, k));
-                } else {
-                    ops.push(Op::Put(Cf::Leaves, k, a.encode().to_vec()));
-                }
-            }
-            let mut trees = self.trees_write()?;
-            self.backend.write(ops, self.cfg.sync_writes)?;
-            for ((range, bucket), a) in leaf_updates {
-                trees[range as usize].set_leaf(bucket, a);
+                ops.push(Op::Delete(Cf::Tombstones, idx_key.clone()));
             }
         }
-        Ok(purged)
+        if ops.is_empty() {
+            return Ok(out);
+        }
+        for (bucket, a) in &leaf_updates {
+            let k = keys::bucket_key(range, *bucket);
+            if a.is_empty() {
+                ops.push(Op::Delete(Cf::Leaves, k));
+            } else {
+                ops.push(Op::Put(Cf::Leaves, k, a.encode().to_vec()));
+            }
+        }
+        let mut trees = self.trees_write()?;
+        self.backend.write(ops, self.cfg.sync_writes)?;
+        for (bucket, a) in leaf_updates {
+            trees[range as usize].set_leaf(bucket, a);
+        }
+        Ok(out)
     }
+
+    /// Verifies buckets `first..first + count` of `range` against their
+    /// data rows and fixes every leaf (persisted and in memory) that is out
+    /// of step, online: writers wait only while these buckets are
+    /// recomputed. Returns the buckets that were wrong.
+    pub fn repair_buckets(
+        &self,
+        range: u16,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<u32>, StoreError> {
+        let buckets = self.shape(range)?.buckets();
+        let lo = u64::from(first).min(buckets);
+        let hi = (lo + u64::from(count)).min(buckets);
+        if lo == hi {
+            return Ok(Vec::new());
+        }
+        let _w = self.writer()?;
+        let rebuilt = self.leaves_from_data(range, lo, hi)?;
+        let mut ops = Vec::new();
+        let mut fixed = Vec::new();
+        {
+            let trees = self.trees_read()?;
+            let tree = &trees[range as usize];
+            for (i, agg) in rebuilt.iter().enumerate() {
+                let b = (lo + i as u64) as u32;
+                // An unreadable persisted leaf is what this fixes, not an error.
+                let persisted = match self.backend.get(Cf::Leaves, &keys::bucket_key(range, b))? {
+                    Some(raw) => Agg::decode(&raw),
+                    None => Some(Agg::default()),
+                };
+                if tree.leaves()[b as usize] != *agg || persisted != Some(*agg) {
+                    fixed.push(b);
+                    let k = keys::bucket_key(range, b);
+                    if agg.is_empty() {
+                        ops.push(Op::Delete(Cf::Leaves, k));
+                    } else {
+                        ops.push(Op::Put(Cf::Leaves, k, agg.encode().to_vec()));
+                    }
+                }
+            }
+        }
+        if fixed.is_empty() {
+            return Ok(fixed);
+        }
+        let mut trees = self.trees_write()?;
+        self.backend.write(ops, true)?;
+        for b in &fixed {
+            trees[range as usize].set_leaf(*b, rebuilt[(u64::from(*b) - lo) as usize]);
+        }
+        Ok(fixed)
+    }
+}
+
+/// The outcome of one [`Store::purge_tombstones`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Index rows examined.
+    pub examined: u64,
+    /// Tombstones removed.
+    pub purged: u64,
+    /// Tombstones still within their grace period (kept).
+    pub kept: u64,
+    /// Index rows dropped because their tombstone was overwritten since.
+    pub stale: u64,
+    /// The call stopped at `max` rows: more may be due.
+    pub more: bool,
 }
