@@ -231,9 +231,15 @@ fn write_rate(with_upkeep: bool) -> f64 {
 
 fn upkeep_cost() {
     let mut ratios = Vec::new();
-    for _ in 0..3 {
-        let plain = write_rate(false);
-        let with = write_rate(true);
+    for i in 0..4 {
+        // Alternating which goes first, so neither always runs beside the
+        // previous store's background compaction.
+        let (plain, with) = if i % 2 == 0 {
+            (write_rate(false), write_rate(true))
+        } else {
+            let with = write_rate(true);
+            (write_rate(false), with)
+        };
         ratios.push(with / plain);
         println!(
             "  upkeep: {plain:.0} writes/s plain, {with:.0} with scrub + purge ({:.3}x)",
@@ -242,7 +248,9 @@ fn upkeep_cost() {
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "upkeep cost on the write path: median {:.3}x of plain (target >= 0.95x)",
-        ratios[1]
+        "upkeep cost on the write path: median {:.3}x of plain (range {:.3}-{:.3}; target >= 0.95x)",
+        (ratios[1] + ratios[2]) / 2.0,
+        ratios[0],
+        ratios[3]
     );
 }
