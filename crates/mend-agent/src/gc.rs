@@ -47,11 +47,7 @@ pub const PURGE_BATCH_ROWS: usize = 256;
 const SYNC_PREFIX: &[u8] = b"agent/sync/";
 
 fn sync_key(peer: &str, range: &str) -> Vec<u8> {
-    let mut k = SYNC_PREFIX.to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    k.push(0);
-    k.extend_from_slice(range.as_bytes());
-    k
+    crate::state::peer_range_key(SYNC_PREFIX, peer, range)
 }
 
 /// Records, for each range of `out` that is purge-safe, that the peer

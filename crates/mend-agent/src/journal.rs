@@ -227,10 +227,7 @@ pub fn undo_here<B: Backend>(
     keep_repaired_deletes: bool,
 ) -> Result<UndoOutcome, StoreError> {
     let prefix = entry_prefix(id);
-    let mut end = prefix.clone();
-    if let Some(last) = end.last_mut() {
-        *last = 1;
-    }
+    let end = prefix_end(&prefix);
     let mut rows = Vec::new();
     store
         .backend()

@@ -90,11 +90,7 @@ pub struct PersistedDrift {
 const DRIFT_PREFIX: &[u8] = b"agent/drift/";
 
 fn drift_key(peer: &str, range: &str) -> Vec<u8> {
-    let mut k = DRIFT_PREFIX.to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    k.push(0);
-    k.extend_from_slice(range.as_bytes());
-    k
+    crate::state::peer_range_key(DRIFT_PREFIX, peer, range)
 }
 
 /// A budget state change.

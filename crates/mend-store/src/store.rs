@@ -531,12 +531,7 @@ impl<B: Backend> Store<B> {
             return Ok(out);
         }
         for ((range, bucket), agg) in &leaves {
-            let k = keys::bucket_key(*range, *bucket);
-            if agg.is_empty() {
-                ops.push(Op::Delete(Cf::Leaves, k));
-            } else {
-                ops.push(Op::Put(Cf::Leaves, k, agg.encode().to_vec()));
-            }
+            ops.push(leaf_op(*range, *bucket, agg));
         }
         if clock_moved {
             ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), clock_row(&st)));
@@ -597,12 +592,7 @@ impl<B: Backend> Store<B> {
             }
             None => ops.push(Op::Delete(Cf::Data, dkey)),
         }
-        let lk = keys::bucket_key(range, bucket);
-        if leaf.is_empty() {
-            ops.push(Op::Delete(Cf::Leaves, lk));
-        } else {
-            ops.push(Op::Put(Cf::Leaves, lk, leaf.encode().to_vec()));
-        }
+        ops.push(leaf_op(range, bucket, &leaf));
         let mut trees = self.trees_write()?;
         self.backend.write(ops, self.cfg.sync_writes)?;
         trees[range as usize].set_leaf(bucket, leaf);
@@ -651,6 +641,17 @@ fn migrate_tombstone_index<B: Backend>(backend: &B, p: &Params) -> Result<(), St
     let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
     ops.push(Op::Put(Cf::Meta, keys::META_PARAMS.to_vec(), raw));
     backend.write(ops, true)
+}
+
+/// The op that persists leaf `agg` of `bucket` in `range`: the empty
+/// aggregate is stored as no row.
+fn leaf_op(range: u16, bucket: u32, agg: &Agg) -> Op {
+    let k = keys::bucket_key(range, bucket);
+    if agg.is_empty() {
+        Op::Delete(Cf::Leaves, k)
+    } else {
+        Op::Put(Cf::Leaves, k, agg.encode().to_vec())
+    }
 }
 
 fn clock_row(st: &WriterState) -> Vec<u8> {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use mend_core::record::hex;
 use mend_core::{Agg, Record, digest::value_hash};
 
-use super::{Store, corrupt, load_tree};
+use super::{Store, corrupt, leaf_op, load_tree};
 use crate::backend::{Backend, Cf, Op};
 use crate::error::StoreError;
 use crate::keys;
@@ -260,12 +260,7 @@ impl<B: Backend> Store<B> {
             return Ok(out);
         }
         for (bucket, a) in &leaf_updates {
-            let k = keys::bucket_key(range, *bucket);
-            if a.is_empty() {
-                ops.push(Op::Delete(Cf::Leaves, k));
-            } else {
-                ops.push(Op::Put(Cf::Leaves, k, a.encode().to_vec()));
-            }
+            ops.push(leaf_op(range, *bucket, a));
         }
         let mut trees = self.trees_write()?;
         self.backend.write(ops, self.cfg.sync_writes)?;
@@ -307,12 +302,7 @@ impl<B: Backend> Store<B> {
                 };
                 if tree.leaves()[b as usize] != *agg || persisted != Some(*agg) {
                     fixed.push(b);
-                    let k = keys::bucket_key(range, b);
-                    if agg.is_empty() {
-                        ops.push(Op::Delete(Cf::Leaves, k));
-                    } else {
-                        ops.push(Op::Put(Cf::Leaves, k, agg.encode().to_vec()));
-                    }
+                    ops.push(leaf_op(range, b, agg));
                 }
             }
         }
