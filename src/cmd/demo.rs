@@ -110,6 +110,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 node_id: name.into(),
                 listen: "127.0.0.1:0".parse()?,
                 data_dir: tmp.path().join(name),
+                // The demo stores a version from a fast clock so the diff
+                // can show `future_version`; agents refuse it by default.
+                future_writes: mend_agent::config::FutureWrites::Accept,
                 ..AgentConfig::default()
             };
             cfg.tls.dir = Some(certs.join(name));
