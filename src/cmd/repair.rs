@@ -64,7 +64,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
         let plan: Vec<_> = s
             .plan
             .iter()
-            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind}))
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind, "toward_authority": k.toward_authority}))
             .collect();
         if a.json {
             print_json(&json!({
@@ -73,6 +73,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 "keys_repaired": s.keys_repaired,
                 "keys_to_local": s.keys_to_local,
                 "keys_to_peer": s.keys_to_peer,
+                "keys_toward_authority": s.keys_toward_authority,
                 "bytes_streamed": s.bytes_streamed,
                 "skipped": skipped,
                 "plan": plan,
@@ -95,7 +96,8 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
         } else if s.dry_run {
             println!("DRY RUN: would repair {} keys; nothing written", s.plan.len());
             for k in s.plan.iter().take(20) {
-                println!("  {:<28} {:<20} -> {}", String::from_utf8_lossy(&k.key), k.category, k.behind);
+                let why = if k.toward_authority { " (toward the range's authority)" } else { "" };
+                println!("  {:<28} {:<20} -> {}{why}", String::from_utf8_lossy(&k.key), k.category, k.behind);
             }
             if s.plan.len() > 20 {
                 println!("  … and {} more", s.plan.len() - 20);
@@ -112,6 +114,9 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 human_bytes(s.bytes_streamed),
                 s.elapsed_ms
             );
+            if s.keys_toward_authority > 0 {
+                println!("{} keys resolved toward their range's authority (winner in the journal)", s.keys_toward_authority);
+            }
             println!("undo with: mend undo --agent {} {}", a.agent, s.repair_id);
         }
         if !a.json && !s.skipped.is_empty() {

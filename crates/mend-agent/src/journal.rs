@@ -10,6 +10,8 @@
 //! * `q` + repair id + `0x00` + key → empty: a key the initiator pushed to
 //!   the peer (its before-image is in the peer's journal), so an undo can
 //!   hold every key of the repair on this side too;
+//! * `a` + repair id + `0x00` + key → the winning node id: a key resolved
+//!   toward its range's authority (re-stamped here, then pushed);
 //! * `p` → the newest creation time (ms, u64 BE) of a pruned repair, so an
 //!   undo of a pruned repair says so.
 //!
@@ -50,6 +52,9 @@ pub struct RepairHeader {
     pub keys_here: u64,
     /// Keys pushed to the peer.
     pub keys_pushed: u64,
+    /// Keys resolved toward their range's authority (see the `a` rows).
+    #[serde(default)]
+    pub keys_toward_authority: u64,
     /// Set once undone.
     pub undone: bool,
     /// When an undo started (ms); set before either side restores
@@ -72,6 +77,7 @@ impl RepairHeader {
             created_ms,
             keys_here: 0,
             keys_pushed: 0,
+            keys_toward_authority: 0,
             undone: false,
             undo_started_ms: None,
             hold_until_ms: 0,
@@ -125,6 +131,40 @@ pub fn pushed_ops(id: &str, keys: &[Vec<u8>]) -> Vec<Op> {
             Op::Put(Cf::Journal, k, Vec::new())
         })
         .collect()
+}
+
+/// The rows recording that repair `id` resolved `keys` toward `winner`,
+/// their range's authority.
+pub fn winner_ops(id: &str, keys: &[Vec<u8>], winner: &str) -> Vec<Op> {
+    keys.iter()
+        .map(|key| {
+            let mut k = row_prefix(b'a', id);
+            k.extend_from_slice(key);
+            Op::Put(Cf::Journal, k, winner.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+/// The keys repair `id` resolved toward an authority, with the winner.
+pub fn winners<B: Backend>(
+    store: &Store<B>,
+    id: &str,
+) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+    let prefix = row_prefix(b'a', id);
+    let mut out = Vec::new();
+    store.backend().scan(
+        Cf::Journal,
+        &prefix,
+        Some(&prefix_end(&prefix)),
+        &mut |k, v| {
+            out.push((
+                k[prefix.len()..].to_vec(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+            true
+        },
+    )?;
+    Ok(out)
 }
 
 /// The journal rows for the applied outcomes of a repair batch.
@@ -317,10 +357,14 @@ pub fn prune<B: Backend>(
         if !(old || i < excess) || h.undo_in_progress() || h.hold_until_ms > now_ms {
             continue;
         }
-        let (entries, pushed) = (entry_prefix(&h.id), row_prefix(b'q', &h.id));
+        let rows = [
+            entry_prefix(&h.id),
+            row_prefix(b'q', &h.id),
+            row_prefix(b'a', &h.id),
+        ];
         loop {
             let mut ops = Vec::new();
-            for prefix in [&entries, &pushed] {
+            for prefix in &rows {
                 store.backend().scan(
                     Cf::Journal,
                     prefix,

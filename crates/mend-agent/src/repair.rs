@@ -34,7 +34,7 @@ pub const REPAIR_BATCH_KEYS: usize = 256;
 pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
 
 pub use mend_core::playbook::DEFAULT_CATEGORIES;
-use mend_core::playbook::{Divergent, repair_plan};
+use mend_core::playbook::{Authority, Divergent, Resolution, repair_plan};
 
 /// What a repair should do.
 #[derive(Debug, Clone, Default)]
@@ -67,8 +67,10 @@ pub struct Planned {
     pub key: Vec<u8>,
     /// Its category.
     pub category: Category,
-    /// Who receives the newer entry.
+    /// Who receives the winning entry.
     pub behind: Side,
+    /// Newer-wins, or toward the range's authority.
+    pub resolution: Resolution,
 }
 
 /// The outcome of a repair (or its plan, for a dry run).
@@ -84,6 +86,9 @@ pub struct RepairSummary {
     pub keys_to_local: u64,
     /// Keys written at the peer.
     pub keys_to_peer: u64,
+    /// Keys resolved toward their range's authority: its content re-stamped
+    /// here (newer than both sides' versions) and pushed.
+    pub keys_toward_authority: u64,
     /// Entry bytes streamed (protobuf entries plus gRPC framing).
     pub bytes_streamed: u64,
     /// Keys not repaired, with why.
@@ -150,11 +155,13 @@ impl Pacer {
 /// Plans a repair from a diff (`mend_core::playbook::repair_plan`): what
 /// moves where, and what is skipped. `grace_ms` is the tombstone grace
 /// period: a tombstone past it against nothing was purged by the other
-/// side and does not move.
+/// side and does not move. `authorities` are the configured per-range
+/// authorities (`[[authority]]`), placed on this exchange's two sides.
 pub fn plan(
     d: &DiffOutcome,
     categories: &[Category],
     grace_ms: u64,
+    authorities: &[mend_config::AuthorityConfig],
 ) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
     fn origin(e: &Option<mend_core::exchange::EntrySummary>) -> Option<&mend_core::NodeId> {
         e.as_ref().map(|e| &e.version.origin)
@@ -170,21 +177,38 @@ pub fn plan(
     // missing write is still absent.
     let mut ordered: Vec<&DivergentKey> = d.keys.iter().collect();
     ordered.sort_by(|a, b| newer_version(a).cmp(&newer_version(b)));
+    let authority = |range: &str| {
+        authorities
+            .iter()
+            .find(|a| a.range == range)
+            .map(|a| Authority {
+                side: if a.node == d.local_node {
+                    Some(Side::Local)
+                } else if a.node == d.peer_node {
+                    Some(Side::Peer)
+                } else {
+                    None
+                },
+                scope: a.scope,
+            })
+    };
     let keys = ordered.into_iter().map(|k: &DivergentKey| Divergent {
         key: &k.div.key,
         category: k.category,
         behind: k.behind,
         origin: origin(&k.div.local).or(origin(&k.div.peer)),
         purged: purged(k),
+        authority: authority(&k.range),
     });
     let p = repair_plan(keys, categories);
     let planned = p
         .planned
         .into_iter()
-        .map(|(key, category, behind)| Planned {
-            key,
-            category,
-            behind,
+        .map(|m| Planned {
+            key: m.key,
+            category: m.category,
+            behind: m.behind,
+            resolution: m.resolution,
         })
         .collect();
     let skipped = p
@@ -193,6 +217,22 @@ pub fn plan(
         .map(|(k, why)| (k, why.to_string()))
         .collect();
     (planned, skipped)
+}
+
+/// [`plan`] with this agent's tombstone grace and authorities.
+pub fn plan_for<B: AgentBackend>(
+    state: &AgentState<B>,
+    d: &DiffOutcome,
+    categories: &[Category],
+) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
+    // Only where tombstones are purged can "past its grace against nothing"
+    // mean the other side purged it; else the tombstone is copied as usual.
+    let grace = if state.config.gc.enabled {
+        state.store.config().tombstone_grace_ms
+    } else {
+        u64::MAX
+    };
+    plan(d, categories, grace, &state.config.authority)
 }
 
 /// The sort key of a divergent key in causal order: its newer entry's
@@ -208,11 +248,12 @@ fn newer_version(k: &DivergentKey) -> Option<(u64, u32, &str, u64)> {
         .max()
 }
 
-/// The planned keys whose `behind` side is `side`, in plan (causal) order.
+/// The planned keys whose `behind` side is `side` by newer-wins, in plan
+/// (causal) order.
 fn keys_behind(planned: &[Planned], side: Side) -> Vec<Vec<u8>> {
     planned
         .iter()
-        .filter(|p| p.behind == side)
+        .filter(|p| p.behind == side && p.resolution == Resolution::Newer)
         .map(|p| p.key.clone())
         .collect()
 }
@@ -266,14 +307,7 @@ async fn repair_planned<B: AgentBackend>(
     progress: Option<Progress>,
     started: Instant,
 ) -> Result<RepairSummary, Status> {
-    // Only where tombstones are purged can "past its grace against nothing"
-    // mean the other side purged it; else the tombstone is copied as usual.
-    let grace = if state.config.gc.enabled {
-        state.store.config().tombstone_grace_ms
-    } else {
-        u64::MAX
-    };
-    let (planned, skipped) = plan(d, &opts.categories, grace);
+    let (planned, skipped) = plan_for(state, d, &opts.categories);
     let mut sum = RepairSummary {
         dry_run: opts.dry_run,
         skipped,
@@ -296,11 +330,23 @@ async fn repair_planned<B: AgentBackend>(
     let h2 = header.clone();
     state.blocking(move |s| journal::put_header(s, &h2)).await?;
     let total = planned.len() as u64;
-    let to_peer = keys_behind(&planned, Side::Peer);
+    let mut to_peer = keys_behind(&planned, Side::Peer);
     let to_local = keys_behind(&planned, Side::Local);
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
     let peer = connect(state, addr).await?;
     let mut done = 0u64;
+
+    // Toward the authority: its content re-stamped here, newer than both
+    // sides, then pushed with the rest (last: the newest versions).
+    let toward: Vec<&Planned> = planned
+        .iter()
+        .filter(|p| p.resolution == Resolution::Authority)
+        .collect();
+    if !toward.is_empty() {
+        let restamped = restamp(state, addr, &peer, d, &toward, &id, &mut sum, &mut pacer).await?;
+        sum.keys_toward_authority = restamped.len() as u64;
+        to_peer.extend(restamped);
+    }
 
     // Local → peer: stream current local entries; the peer applies them
     // through its apply rule and journals its before-images.
@@ -470,9 +516,128 @@ async fn repair_planned<B: AgentBackend>(
     let mut h = header;
     h.keys_here = sum.keys_to_local;
     h.keys_pushed = sum.keys_to_peer;
+    h.keys_toward_authority = sum.keys_toward_authority;
     state.blocking(move |s| journal::put_header(s, &h)).await?;
     sum.elapsed = started.elapsed();
     Ok(sum)
+}
+
+/// Resolves `moves` toward their range's authority: checks that neither
+/// side changed since the diff `d` (a key that did is left to the next
+/// exchange), then writes the authority's content here as a local write
+/// stamped newer than both sides' versions, journaled with its
+/// before-image and the winner (`journal::winner_ops`). Returns the keys
+/// re-stamped, for the caller to push to the peer; the others are skipped
+/// with why.
+#[allow(clippy::too_many_arguments)]
+async fn restamp<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    d: &DiffOutcome,
+    moves: &[&Planned],
+    id: &str,
+    sum: &mut RepairSummary,
+    pacer: &mut Pacer,
+) -> Result<Vec<Vec<u8>>, Status> {
+    use std::collections::HashMap;
+    let seen: HashMap<&[u8], &DivergentKey> =
+        d.keys.iter().map(|k| (k.div.key.as_slice(), k)).collect();
+    let mut out = Vec::new();
+    for chunk in moves.chunks(state.config.limits.fetch_keys_max.min(REPAIR_BATCH_KEYS)) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|p| p.key.clone()).collect();
+        // The peer's current entries, checked against the diff.
+        let mut theirs: HashMap<Vec<u8>, pb::Entry> = HashMap::new();
+        let mut stream = peer
+            .fetch(pb::FetchRequest { keys: keys.clone() })
+            .await
+            .map_err(|s| peer_err(addr, s))?;
+        let mut check = FetchCheck::new(&keys);
+        while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
+            let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
+            pacer.take(bytes, 1).await;
+            sum.bytes_streamed += bytes;
+            if let Some(e) = check.entry(m, addr)? {
+                theirs.insert(e.key.clone(), e);
+            }
+        }
+        let ks = keys.clone();
+        let ours = state.blocking(move |s| s.get_many(&ks)).await?;
+        let mut writes = Vec::new();
+        let mut winners = Vec::new();
+        let mut floors = Vec::new();
+        for ((p, key), mine) in chunk.iter().zip(&keys).zip(ours) {
+            let Some(k) = seen.get(key.as_slice()) else {
+                continue;
+            };
+            let peer_now = match theirs.remove(key) {
+                Some(e) => Some(write_from_pb(e).map_err(|s| peer_err(addr, s))?),
+                None => None,
+            };
+            let unchanged = mine.as_ref().map(|r| &r.meta.version)
+                == k.div.local.as_ref().map(|e| &e.version)
+                && peer_now.as_ref().and_then(|w| w.version.as_ref())
+                    == k.div.peer.as_ref().map(|e| &e.version);
+            if !unchanged {
+                sum.skipped.push((
+                    key.clone(),
+                    "not resolved toward the authority: an entry changed since the diff".into(),
+                ));
+                continue;
+            }
+            // The authority's content: this side's when the peer is behind.
+            let value = if p.behind == Side::Peer {
+                mine.filter(|r| !r.meta.tombstone).map(|r| r.value)
+            } else {
+                peer_now.and_then(|w| w.value)
+            };
+            winners.push(match p.behind {
+                Side::Peer => d.local_node.clone(),
+                Side::Local => d.peer_node.clone(),
+            });
+            writes.push(match value {
+                Some(v) => mend_store::Write::put(key.clone(), v),
+                None => mend_store::Write::delete(key.clone()),
+            });
+            floors.extend(k.div.peer.as_ref().map(|e| e.version.clone()));
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let rid = id.to_string();
+        let (keys, outs) = state
+            .blocking(move |s| {
+                for v in &floors {
+                    s.observe(v)?;
+                }
+                let ks: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+                let outs = s.write_with_extra(writes, &|o| {
+                    let mut ops = journal::entry_ops(&rid, &ks, o);
+                    for ((k, w), a) in ks.iter().zip(&winners).zip(o) {
+                        if a.decision == Decision::Apply {
+                            ops.extend(journal::winner_ops(&rid, std::slice::from_ref(k), w));
+                        }
+                    }
+                    ops
+                })?;
+                Ok((ks, outs))
+            })
+            .await?;
+        for (k, a) in keys.into_iter().zip(outs) {
+            if a.decision == Decision::Apply {
+                out.push(k);
+            } else {
+                sum.skipped.push((
+                    k,
+                    format!(
+                        "not resolved toward the authority: the local write was {}",
+                        crate::service::decision_str(a.decision)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Applies the plan to checkpoints of both stores (the peer's through
@@ -582,6 +747,15 @@ async fn shadow_run<B: AgentBackend>(
     }
     let mut out = ShadowOutcome::default();
     for p in planned {
+        if p.resolution == Resolution::Authority {
+            out.remaining.push((
+                p.key.clone(),
+                "not predicted: resolving toward the authority re-stamps the entry, \
+                 which a shadow run does not do"
+                    .into(),
+            ));
+            continue;
+        }
         let l = local_after.get(&p.key).cloned().flatten();
         let r = peer_after.get(&p.key).cloned().flatten();
         if l.as_ref().map(|e| e.hash) == r.as_ref().map(|e| e.hash) {

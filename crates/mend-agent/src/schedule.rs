@@ -194,7 +194,9 @@ pub async fn playbook<B: AgentBackend>(
     let before = o.keys.len();
     o.keys.retain(|k| !held.contains(k.div.key.as_slice()));
     let held_n = before - o.keys.len();
-    let todo = o.keys.iter().filter(|k| cats.contains(&k.category)).count() as u64;
+    // What the repair would move: the plan, which skips what no rule
+    // decides (a conflict without an authority, a purged tombstone).
+    let todo = crate::repair::plan_for(state, &o, &cats).0.len() as u64;
     let (divergent, entries) = (o.keys.len() as u64, o.entries_local.max(o.entries_peer));
     let blast = pb.blast_radius_share_max;
     // The peer is asked for its health only when the decision hangs on it.

@@ -588,3 +588,137 @@ fn the_scrub_finds_and_fixes_a_corrupt_leaf() {
     assert_eq!(fixed, vec![bucket]);
     assert!(a.verify().unwrap().ok());
 }
+
+fn version(ms: u64, origin: &str, seq: u64) -> Version {
+    Version {
+        ms,
+        logical: 0,
+        origin: NodeId::new(origin).unwrap(),
+        seq,
+    }
+}
+
+/// A conflict (same version, different content) and, under scope `all`, a
+/// key where the authority holds the *older* version: both sides end up
+/// with the authority's content under one new version, the winner is in
+/// the initiator's journal, and undo puts both sides back. Without an
+/// authority the conflict is only reported, as before.
+#[test]
+fn conflicts_resolve_toward_the_range_authority() {
+    let rt = rt();
+    let clock = Clock::new(T0);
+    let (a, b) = (store("a", &clock), store("b", &clock));
+    let old = T0 - 100_000;
+    a.write(vec![Write::put("k", "from-a").at(version(old, "c", 1))])
+        .unwrap();
+    b.write(vec![Write::put("k", "from-b").at(version(old, "c", 1))])
+        .unwrap();
+    a.write(vec![Write::put("s", "a-older").at(version(old, "a", 2))])
+        .unwrap();
+    b.write(vec![Write::put("s", "b-newer").at(version(
+        old + 1,
+        "b",
+        3,
+    ))])
+    .unwrap();
+
+    // No authority: the conflict is reported and left; `s` goes newer-wins.
+    let (plain_b, _) = agents_with(&b, &a, |c| c.playbook.blast_radius_share_max = 1.0);
+    let dry = RepairOptions {
+        dry_run: true,
+        categories: vec![mend_core::Category::Conflict, mend_core::Category::Stale],
+        ..RepairOptions::default()
+    };
+    let sum = rt
+        .block_on(repair(&plain_b, "a", None, dry.clone(), None))
+        .unwrap();
+    assert!(
+        sum.skipped
+            .iter()
+            .any(|(k, why)| k == b"k" && why.starts_with("conflict")),
+        "{:?}",
+        sum.skipped
+    );
+    assert_eq!(
+        sum.plan.len(),
+        1,
+        "only the stale key moves: {:?}",
+        sum.plan
+    );
+
+    // Authority `a`, scope all, repair run by `b` (the authority is its peer).
+    let (agent_b, _) = agents_with(&b, &a, |c| {
+        c.playbook.blast_radius_share_max = 1.0;
+        c.authority = vec![mend_agent::config::AuthorityConfig {
+            range: "all".into(),
+            node: "a".into(),
+            scope: mend_core::playbook::AuthorityScope::All,
+        }];
+    });
+    let sum = rt
+        .block_on(repair(&agent_b, "a", None, RepairOptions::default(), None))
+        .unwrap();
+    assert_eq!(sum.keys_toward_authority, 2, "{:?}", sum.skipped);
+    assert_eq!(live(&b, "k").as_deref(), Some(&b"from-a"[..]));
+    assert_eq!(live(&b, "s").as_deref(), Some(&b"a-older"[..]));
+    assert_eq!(live(&a, "k").as_deref(), Some(&b"from-a"[..]));
+    assert_eq!(live(&a, "s").as_deref(), Some(&b"a-older"[..]));
+    // One new version on both sides, newer than either held: in sync.
+    assert_eq!(diff_keys(&rt, &agent_b, "a"), 0);
+    let kb = b.get(b"k").unwrap().unwrap().meta.version;
+    assert!(kb.ms >= old && kb.origin.as_str() == "b", "{kb:?}");
+    let mut winners = mend_agent::journal::winners(&b, &sum.repair_id).unwrap();
+    winners.sort();
+    assert_eq!(
+        winners,
+        vec![
+            (b"k".to_vec(), "a".to_string()),
+            (b"s".to_vec(), "a".to_string())
+        ]
+    );
+    let h = mend_agent::journal::get_header(&b, &sum.repair_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.keys_toward_authority, 2);
+
+    // Undo restores both sides' before-images: the divergence is back.
+    let u = rt
+        .block_on(mend_agent::repair::undo(&agent_b, sum.repair_id.clone()))
+        .unwrap();
+    assert!(u.skipped.is_empty(), "{:?}", u.skipped);
+    assert_eq!(live(&b, "k").as_deref(), Some(&b"from-b"[..]));
+    assert_eq!(live(&a, "k").as_deref(), Some(&b"from-a"[..]));
+    assert_eq!(live(&b, "s").as_deref(), Some(&b"b-newer"[..]));
+    assert_eq!(diff_keys(&rt, &agent_b, "a"), 2);
+
+    // The authority's own scheduled exchange, conflicts only, with the
+    // playbook repairing conflicts: the conflict goes toward `a` (local),
+    // the stale key newer-wins.
+    let (agent_a, _) = agents_with(&a, &b, |c| {
+        c.playbook.blast_radius_share_max = 1.0;
+        c.playbook.require_healthy_peer = false;
+        c.playbook.conflict = mend_agent::config::Action::Repair;
+        c.authority = vec![mend_agent::config::AuthorityConfig {
+            range: "all".into(),
+            node: "a".into(),
+            scope: mend_core::playbook::AuthorityScope::Conflicts,
+        }];
+    });
+    let peer = agent_a.config.peers[0].clone();
+    let o = rt
+        .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
+        .unwrap();
+    // The undo holds what it restored, on both sides, until its hold ends.
+    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    assert!(action.contains("2 keys held by an undo"), "{action}");
+    clock.set(T0 + agent_a.config.journal.undo_hold_ms + 1_000);
+    let o = rt
+        .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
+        .unwrap();
+    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    assert!(action.starts_with("repaired 2 keys"), "{action}");
+    assert_eq!(live(&b, "k").as_deref(), Some(&b"from-a"[..]));
+    assert_eq!(live(&b, "s").as_deref(), Some(&b"b-newer"[..]));
+    assert_eq!(live(&a, "s").as_deref(), Some(&b"b-newer"[..]));
+    assert_eq!(diff_keys(&rt, &agent_a, "b"), 0);
+}

@@ -60,7 +60,9 @@ pub struct Playbook {
     pub stale: Action,
     /// Deletes that did not propagate.
     pub unpropagated_delete: Action,
-    /// Same version, different content: `report` only (no winner policy yet).
+    /// Same version, different content: `report`, or `repair` toward the
+    /// range's `[[authority]]` node (allowed only when every served range
+    /// has one; a range without one still only reports).
     pub conflict: Action,
     /// Clock drift at the origin: `report` only.
     pub future_version: Action,
@@ -97,12 +99,28 @@ impl Playbook {
             (Category::Missing, self.missing),
             (Category::Stale, self.stale),
             (Category::UnpropagatedDelete, self.unpropagated_delete),
+            (Category::Conflict, self.conflict),
         ]
         .into_iter()
         .filter(|(_, a)| *a == Action::Repair)
         .map(|(c, _)| c)
         .collect()
     }
+}
+
+/// A range's authority: the node (e.g. the primary) whose content wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityConfig {
+    /// The range's name (one of `ranges`).
+    pub range: String,
+    /// The authority's node id: this node or one of `peers`.
+    pub node: String,
+    /// `conflicts` (default): only same-version conflicts resolve toward
+    /// it; `all`: every repaired category does, even over a newer version
+    /// elsewhere (for stores where only the authority accepts writes).
+    #[serde(default)]
+    pub scope: mend_core::playbook::AuthorityScope,
 }
 
 /// Where this node's TLS files are. Every connection is mutual TLS unless
@@ -385,6 +403,9 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// What scheduled exchanges do with each category.
     pub playbook: Playbook,
+    /// Per-range authorities (`[[authority]]` tables): at most one per
+    /// range. Ranges without one resolve by version only.
+    pub authority: Vec<AuthorityConfig>,
     /// Exchanges kept in the history of each peer and range (1..=10 000).
     pub history_max: usize,
     /// URL (http://) that receives a POST of the report JSON when a drift
@@ -421,6 +442,7 @@ impl Default for AgentConfig {
             sync_writes: false,
             limits: Limits::default(),
             playbook: Playbook::default(),
+            authority: Vec::new(),
             history_max: 100,
             webhook_url: None,
             tls: TlsConfig::default(),
@@ -526,9 +548,16 @@ impl AgentConfig {
                 ));
             }
         }
+        self.validate_authority()?;
         let pb = &self.playbook;
+        if pb.conflict == Action::Repair && self.authority.is_empty() {
+            return Err(bad(
+                "playbook.conflict",
+                "\"repair\"",
+                "conflicts are repaired only toward a range's authority: add an [[authority]] table",
+            ));
+        }
         for (name, a) in [
-            ("playbook.conflict", pb.conflict),
             ("playbook.future_version", pb.future_version),
             ("playbook.in_flight", pb.in_flight),
         ] {
@@ -645,6 +674,40 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
+    /// The authority of the range named `range`, if it has one.
+    pub fn authority_of(&self, range: &str) -> Option<&AuthorityConfig> {
+        self.authority.iter().find(|a| a.range == range)
+    }
+
+    /// Each authority names a served range (once) and a known node.
+    fn validate_authority(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for a in &self.authority {
+            if !self.ranges.iter().any(|r| r.name == a.range) {
+                return Err(bad(
+                    "authority.range",
+                    &a.range,
+                    "the name of one of `ranges`",
+                ));
+            }
+            if !seen.insert(a.range.as_str()) {
+                return Err(bad(
+                    "authority.range",
+                    &a.range,
+                    "at most one authority per range",
+                ));
+            }
+            if a.node != self.node_id && !self.peers.iter().any(|p| p.id == a.node) {
+                return Err(bad(
+                    "authority.node",
+                    &a.node,
+                    "this node's node_id or the id of one of `peers`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// TLS or explicit plaintext, and plaintext only on loopback.
     fn validate_transport(&self) -> Result<(), ConfigError> {
         if self.insecure_plaintext {
@@ -727,6 +790,52 @@ mod tests {
             AgentConfig::from_toml("insecure_plaintext = true\n[[ranges]]\nname = \"a\"\nshape = { fanout = 3, depth = 2 }\n")
                 .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("fanout"));
+    }
+
+    #[test]
+    fn authorities_name_a_served_range_and_a_known_node() {
+        let base = "insecure_plaintext = true\nnode_id = \"a\"\n\
+                    [[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}")).unwrap();
+        let ok = parse(
+            "[playbook]\nconflict = \"repair\"\n[[authority]]\nrange = \"default\"\nnode = \"b\"\nscope = \"all\"\n",
+        );
+        ok.validate().unwrap();
+        let a = ok.authority_of("default").unwrap();
+        assert_eq!(
+            (a.node.as_str(), a.scope),
+            ("b", mend_core::playbook::AuthorityScope::All)
+        );
+        assert!(ok.authority_of("other").is_none());
+        assert!(
+            ok.playbook
+                .repair_categories()
+                .contains(&mend_core::Category::Conflict)
+        );
+        for (extra, field) in [
+            (
+                "[[authority]]\nrange = \"nope\"\nnode = \"a\"\n",
+                "authority.range",
+            ),
+            (
+                "[[authority]]\nrange = \"default\"\nnode = \"c\"\n",
+                "authority.node",
+            ),
+            (
+                "[[authority]]\nrange = \"default\"\nnode = \"a\"\n[[authority]]\nrange = \"default\"\nnode = \"b\"\n",
+                "authority.range",
+            ),
+            ("[playbook]\nconflict = \"repair\"\n", "playbook.conflict"),
+        ] {
+            let e = parse(extra).validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        let e = AgentConfig::from_toml(&format!(
+            "{base}[[authority]]\nrange = \"default\"\nnode = \"a\"\nscope = \"most\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("scope") || e.contains("most"), "{e}");
     }
 }
 

@@ -4,6 +4,13 @@
 //! a scheduled exchange may repair automatically at all ([`verdict`]). The
 //! agent's repair and playbook call these; `tests/playbook_cases.rs` pins
 //! them with a table of cases.
+//!
+//! A range may name an [`Authority`] (e.g. the primary): its conflicts, and
+//! with [`AuthorityScope::All`] every category, resolve toward that node's
+//! content ([`Resolution::Authority`]) instead of toward the newer version.
+//! A repair between two nodes neither of which is the authority leaves such
+//! keys alone ([`Skip::AuthorityElsewhere`]): the exchanges with the
+//! authority settle them.
 
 use std::fmt;
 
@@ -35,6 +42,9 @@ pub enum Skip {
     /// Copying it back would undo the purge and keep the two sides
     /// differing forever; this side purges it in turn.
     Purged,
+    /// The range's authority is neither side of this exchange: its own
+    /// exchanges decide the key.
+    AuthorityElsewhere,
 }
 
 impl fmt::Display for Skip {
@@ -55,8 +65,97 @@ impl fmt::Display for Skip {
                 "unpropagated_delete: tombstone past its grace period against nothing; \
                  the other side purged it, this side's purge follows",
             ),
+            Skip::AuthorityElsewhere => f.write_str(
+                "the range's authority is neither side of this exchange; its own exchanges decide the key",
+            ),
         }
     }
+}
+
+/// Which divergence an authority decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorityScope {
+    /// Only conflicts (same version, different content), which have no
+    /// newer side.
+    #[default]
+    Conflicts,
+    /// Every selected category: the authority's content wins even over a
+    /// newer version (a primary/replica store where replicas never write).
+    All,
+}
+
+impl AuthorityScope {
+    /// The name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityScope::Conflicts => "conflicts",
+            AuthorityScope::All => "all",
+        }
+    }
+
+    /// Parses [`AuthorityScope::as_str`].
+    pub fn parse(s: &str) -> Option<AuthorityScope> {
+        match s {
+            "conflicts" => Some(AuthorityScope::Conflicts),
+            "all" => Some(AuthorityScope::All),
+            _ => None,
+        }
+    }
+
+    /// Whether this scope decides `category`.
+    pub fn covers(self, category: Category) -> bool {
+        match self {
+            AuthorityScope::Conflicts => category == Category::Conflict,
+            AuthorityScope::All => true,
+        }
+    }
+}
+
+/// A range's authority as seen from one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority {
+    /// The side that is the authority; `None` when it is a third node.
+    pub side: Option<Side>,
+    /// What it decides.
+    pub scope: AuthorityScope,
+}
+
+/// Why a key moves the way it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The newer version moves to the side behind (the apply rule's own
+    /// direction).
+    Newer,
+    /// The authority's content moves to the other side against the apply
+    /// rule's direction (a conflict, or an older authority version under
+    /// [`AuthorityScope::All`]): the agent re-stamps it with a version newer
+    /// than both so every replica takes it, and journals the winner.
+    Authority,
+}
+
+impl Resolution {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Newer => "newer",
+            Resolution::Authority => "authority",
+        }
+    }
+}
+
+/// One key a repair moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its category.
+    pub category: Category,
+    /// The side that receives the winning entry.
+    pub behind: Side,
+    /// Why that side.
+    pub resolution: Resolution,
 }
 
 /// One classified divergent key, as the planner sees it.
@@ -73,48 +172,82 @@ pub struct Divergent<'a> {
     /// The newer entry is a tombstone older than the grace period and the
     /// other side holds nothing (see [`Skip::Purged`]).
     pub purged: bool,
+    /// The authority of the key's range, if it has one.
+    pub authority: Option<Authority>,
 }
 
 /// What a repair does with each key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairPlan {
-    /// Keys to move, with their category and the side that receives the
-    /// newer entry.
-    pub planned: Vec<(Vec<u8>, Category, Side)>,
+    /// Keys to move, in input order.
+    pub planned: Vec<Move>,
     /// Keys left alone, with why.
     pub skipped: Vec<(Vec<u8>, Skip)>,
 }
 
 /// Why `k` is not repaired with `selected` categories, if it is not.
-pub fn skip(k: &Divergent<'_>, selected: &[Category]) -> Option<Skip> {
-    let chosen = selected.contains(&k.category);
+/// `default` says `selected` is the default set, which in a range with an
+/// authority includes conflicts.
+fn skip(k: &Divergent<'_>, selected: &[Category], default: bool) -> Option<Skip> {
+    let chosen = selected.contains(&k.category)
+        || (default && k.authority.is_some() && k.category == Category::Conflict);
+    let decided = k.authority.filter(|a| a.scope.covers(k.category));
     match k.category {
-        Category::Conflict if !chosen || k.behind.is_none() => Some(Skip::Conflict),
-        Category::FutureVersion if !chosen => Some(Skip::FutureVersion(k.origin.cloned())),
         Category::InFlight => Some(Skip::InFlight),
         Category::UnpropagatedDelete if k.purged => Some(Skip::Purged),
+        Category::Conflict if !chosen => Some(Skip::Conflict),
+        Category::FutureVersion if !chosen => Some(Skip::FutureVersion(k.origin.cloned())),
         c if !chosen => Some(Skip::NotSelected(c)),
+        _ if decided.is_some_and(|a| a.side.is_none()) => Some(Skip::AuthorityElsewhere),
+        _ if decided.is_some() => None,
+        Category::Conflict if k.behind.is_none() => Some(Skip::Conflict),
         c if k.behind.is_none() => Some(Skip::NoSideBehind(c)),
         _ => None,
     }
 }
 
+/// Where `k` moves, once [`skip`] let it: toward the side behind, unless
+/// the range's authority decides the key and is that side.
+fn direction(k: &Divergent<'_>) -> Option<(Side, Resolution)> {
+    match k.authority.filter(|a| a.scope.covers(k.category)) {
+        Some(Authority {
+            side: Some(winner), ..
+        }) => {
+            let behind = winner.other();
+            if k.behind == Some(behind) {
+                Some((behind, Resolution::Newer))
+            } else {
+                Some((behind, Resolution::Authority))
+            }
+        }
+        _ => k.behind.map(|b| (b, Resolution::Newer)),
+    }
+}
+
 /// The plan for `keys` with `selected` categories ([`DEFAULT_CATEGORIES`]
-/// when empty): every key of a selected category with a side behind moves
-/// to that side; in-flight keys never move (they settle by themselves).
+/// when empty, plus conflicts in ranges with an authority): every key of a
+/// selected category with a side behind moves to that side; a key its
+/// range's authority decides moves away from the authority; in-flight keys
+/// never move (they settle by themselves).
 pub fn repair_plan<'a>(
     keys: impl IntoIterator<Item = Divergent<'a>>,
     selected: &[Category],
 ) -> RepairPlan {
-    let selected: &[Category] = if selected.is_empty() {
+    let default = selected.is_empty();
+    let selected: &[Category] = if default {
         &DEFAULT_CATEGORIES
     } else {
         selected
     };
     let mut plan = RepairPlan::default();
     for k in keys {
-        match (skip(&k, selected), k.behind) {
-            (None, Some(side)) => plan.planned.push((k.key.to_vec(), k.category, side)),
+        match (skip(&k, selected, default), direction(&k)) {
+            (None, Some((behind, resolution))) => plan.planned.push(Move {
+                key: k.key.to_vec(),
+                category: k.category,
+                behind,
+                resolution,
+            }),
             (Some(why), _) => plan.skipped.push((k.key.to_vec(), why)),
             (None, None) => plan
                 .skipped

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use mend_core::playbook::{Divergent, Skip, Verdict, repair_plan, verdict};
+use mend_core::playbook::{
+    Authority, AuthorityScope, Divergent, Resolution, Skip, Verdict, repair_plan, verdict,
+};
 use mend_core::{Category, NodeId, Side};
 
 /// The fewest cases the suite accepts, so a broken file fails loudly.
@@ -26,6 +28,7 @@ fn skip_kind(s: &Skip) -> &'static str {
         Skip::InFlight => "in_flight",
         Skip::NoSideBehind(_) => "no_side_behind",
         Skip::Purged => "purged",
+        Skip::AuthorityElsewhere => "authority_elsewhere",
     }
 }
 
@@ -38,19 +41,39 @@ fn check_plan(case: &str, args: &[&str], expected: &[&str]) {
             .map(|c| Category::parse(c).unwrap_or_else(|| panic!("{case}: {c}")))
             .collect(),
     };
+    // Flags after SELECTED: `purged`, `authority=SIDE[/SCOPE]` (SIDE local,
+    // peer or elsewhere; SCOPE conflicts (default) or all).
+    let flags = &args[3..];
+    let authority = flags
+        .iter()
+        .find_map(|f| f.strip_prefix("authority="))
+        .map(|a| {
+            let (s, scope) = a.split_once('/').unwrap_or((a, "conflicts"));
+            Authority {
+                side: match s {
+                    "elsewhere" => None,
+                    s => side(s),
+                },
+                scope: AuthorityScope::parse(scope).unwrap_or_else(|| panic!("{case}: {scope}")),
+            }
+        });
     let origin = NodeId::new("node-z").unwrap();
     let k = Divergent {
         key: b"k",
         category,
         behind: side(args[1]),
         origin: Some(&origin),
-        purged: args.get(3) == Some(&"purged"),
+        purged: flags.contains(&"purged"),
+        authority,
     };
     let plan = repair_plan([k], &selected);
     let got = match (plan.planned.first(), plan.skipped.first()) {
-        (Some((_, c, s)), None) => {
-            assert_eq!(*c, category, "{case}");
-            format!("planned {}", s.as_str())
+        (Some(m), None) => {
+            assert_eq!(m.category, category, "{case}");
+            match m.resolution {
+                Resolution::Newer => format!("planned {}", m.behind.as_str()),
+                Resolution::Authority => format!("planned {} by authority", m.behind.as_str()),
+            }
         }
         (None, Some((_, why))) => {
             // Every skip explains itself in words a report can show.

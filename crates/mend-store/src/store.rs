@@ -544,6 +544,26 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
+    /// Moves the clock past `v` (within the clock skew, as for a replicated
+    /// write) and persists it, so the next local stamp is newer than `v`: a
+    /// repair that re-stamps an authority's content past the other side's
+    /// version calls this first. A version beyond the skew is not followed.
+    pub fn observe(&self, v: &Version) -> Result<(), StoreError> {
+        let mut st = self.writer()?;
+        let before = st.hlc;
+        if v.ms <= self.now_ms().saturating_add(self.cfg.clock_skew_ms) {
+            st.hlc.observe(v.ms, v.logical);
+        }
+        if st.hlc != before {
+            let row = clock_row(&st);
+            self.backend.write(
+                vec![Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), row)],
+                self.cfg.sync_writes,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Replaces the entry at `key` with `restore` (or removes it when `None`)
     /// only if the current entry's meta equals `expected`. Undo uses this to
     /// put back before-images; it deliberately bypasses the apply rule

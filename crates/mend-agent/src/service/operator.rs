@@ -179,6 +179,7 @@ impl pb::operator_server::Operator for OperatorService {
                     keys_repaired: s.keys_repaired,
                     keys_to_local: s.keys_to_local,
                     keys_to_peer: s.keys_to_peer,
+                    keys_toward_authority: s.keys_toward_authority,
                     bytes_streamed: s.bytes_streamed,
                     skipped: s
                         .skipped
@@ -193,6 +194,8 @@ impl pb::operator_server::Operator for OperatorService {
                             category: p.category.as_str().into(),
                             behind: p.behind.as_str().into(),
                             value_bytes: 0,
+                            toward_authority: p.resolution
+                                == mend_core::playbook::Resolution::Authority,
                         })
                         .collect(),
                     elapsed_ms: s.elapsed.as_millis() as u64,
