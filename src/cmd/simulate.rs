@@ -44,6 +44,7 @@ struct FaultReport {
     auto_repairs: u64,
     keys_repaired: u64,
     undos: u64,
+    tombstones_purged: u64,
     crashes: u64,
     crashes_mid_repair: u64,
     wipes: u64,
@@ -73,6 +74,7 @@ fn run_faults(first: u64, n: u64, json: bool) -> anyhow::Result<ExitCode> {
         r.auto_repairs += o.auto_repairs;
         r.keys_repaired += o.keys_repaired;
         r.undos += o.undos;
+        r.tombstones_purged += o.tombstones_purged;
         r.crashes += o.crashes;
         r.crashes_mid_repair += o.crashes_mid_repair;
         r.wipes += o.wipes;
@@ -116,8 +118,14 @@ fn run_faults(first: u64, n: u64, json: bool) -> anyhow::Result<ExitCode> {
             r.lost_to_wipe
         );
         println!(
-            "  {} exchanges ({} failed under faults), {} repairs ({} automatic, {} keys), {} undos",
-            r.exchanges, r.exchanges_failed, r.repairs, r.auto_repairs, r.keys_repaired, r.undos
+            "  {} exchanges ({} failed under faults), {} repairs ({} automatic, {} keys), {} undos, {} tombstones purged",
+            r.exchanges,
+            r.exchanges_failed,
+            r.repairs,
+            r.auto_repairs,
+            r.keys_repaired,
+            r.undos,
+            r.tombstones_purged
         );
         println!(
             "  {} crashes ({} mid-repair), {} wipes, {} of {} messages faulted; converged within {} rounds",

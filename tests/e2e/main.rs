@@ -9,6 +9,7 @@
 
 mod agents;
 mod campaign;
+mod demo;
 mod diagnostics;
 mod harness;
 mod hostile;

@@ -202,7 +202,8 @@ impl DiffOutcome {
     /// Ranges compared where the peer holds, for every tombstone this side
     /// held when the diff started, the same tombstone, something newer, or
     /// nothing at all: no tree mismatch, and no key where this side's
-    /// tombstone meets an older (or equally old) live value at the peer.
+    /// tombstone meets an older (or equally old) entry at the peer, live or
+    /// tombstone.
     /// Only those move the purge horizon (see `gc`): a peer holding
     /// nothing cannot resurrect anything, and one side's purge must not
     /// keep the other from purging in turn.
@@ -212,9 +213,12 @@ impl DiffOutcome {
                 && !self.keys.iter().any(|k| {
                     k.range == *r
                         && match (&k.div.local, &k.div.peer) {
+                            // An older tombstone at the peer blocks too: it
+                            // does not hold *this* delete, and a write
+                            // between the two versions reaching it later
+                            // would come back as `missing` here.
                             (Some(l), Some(p)) => {
                                 l.tombstone
-                                    && !p.tombstone
                                     && p.version.order(&l.version) != std::cmp::Ordering::Greater
                             }
                             _ => false,

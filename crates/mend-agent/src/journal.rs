@@ -280,18 +280,19 @@ pub fn undo_here<B: Backend>(
         let (before, after) =
             decode_row(&row).map_err(|e| StoreError::Corrupt(format!("journal row: {e}")))?;
         // A repaired delete stays: once a replica holds a tombstone, its
-        // peers may count on it to purge theirs (see `gc`), and putting the
-        // older value back here would bring it back everywhere.
-        if keep_repaired_deletes
-            && after.tombstone
-            && before.as_ref().is_some_and(|b| !b.meta.tombstone)
-        {
-            out.skipped.push((
-                key,
+        // peers may count on it to purge theirs (see `gc`). Putting the
+        // older value back here would bring it back everywhere; putting an
+        // older tombstone back would leave this replica without the delete
+        // its peers purged, open to a write between the two versions.
+        if keep_repaired_deletes && after.tombstone && before.is_some() {
+            let why = if before.as_ref().is_some_and(|b| b.meta.tombstone) {
+                "a repaired delete is not undone: peers may already have purged the tombstone, \
+                 and the older one it replaced would not hold their delete"
+            } else {
                 "a repaired delete is not undone: peers may already have purged the tombstone, \
                  restoring the value here would resurrect it"
-                    .into(),
-            ));
+            };
+            out.skipped.push((key, why.into()));
             continue;
         }
         if store.compare_and_restore(&key, Some(&after), before.as_ref())? {

@@ -157,6 +157,53 @@ fn purge_never_resurrects_a_delete_the_peer_has_not_seen() {
     assert!(a.verify().unwrap().ok() && b.verify().unwrap().ok());
 }
 
+/// Both replicas hold an old delete of `k`; `a` then deletes it again (a
+/// newer tombstone) and `b` misses that. `b` holding an *older* tombstone
+/// does not hold `a`'s delete: a write between the two versions reaching
+/// `b` later would be `missing` at `a` and repaired back to life. So `a`
+/// must not purge until an exchange sees `b` holding the newer tombstone;
+/// and undoing the repair that gave it to `b` must not take it back (found
+/// by the fault simulation with purges on, seeds 287 and 1131).
+#[test]
+fn an_older_tombstone_at_the_peer_does_not_hold_a_newer_delete() {
+    let rt = rt();
+    let clock = Clock::new(T0);
+    let (a, b) = (store("a", &clock), store("b", &clock));
+    let (agent_a, agent_b) = agents(&a, &b);
+    for s in [&a, &b] {
+        s.write(vec![Write::delete("k").at(version(T0 - 10_000, "a", 1))])
+            .unwrap();
+    }
+    clock.set(T0 + 1_000);
+    a.write(vec![Write::delete("k")]).unwrap();
+    let newer = a.get(b"k").unwrap().unwrap().meta.version;
+    clock.set(T0 + 10 * GRACE_MS);
+    assert_eq!(diff_keys(&rt, &agent_a, "b"), 1);
+    assert_eq!(
+        purge(&rt, &agent_a),
+        0,
+        "purged a delete the peer holds only an older tombstone for"
+    );
+    let sum = rt
+        .block_on(repair(&agent_a, "b", None, RepairOptions::default(), None))
+        .unwrap();
+    assert_eq!(sum.keys_to_peer, 1);
+    let u = rt
+        .block_on(mend_agent::repair::undo(&agent_a, sum.repair_id))
+        .unwrap();
+    assert_eq!(u.restored_peer, 0, "{:?}", u.skipped);
+    assert_eq!(
+        b.get(b"k").unwrap().unwrap().meta.version,
+        newer,
+        "undo took the newer delete back from b"
+    );
+    clock.set(T0 + 10 * GRACE_MS + 1);
+    assert_eq!(diff_keys(&rt, &agent_b, "a"), 0);
+    assert_eq!(diff_keys(&rt, &agent_a, "b"), 0);
+    clock.set(T0 + 20 * GRACE_MS);
+    assert_eq!(purge(&rt, &agent_a), 1, "in sync since: the purge may go");
+}
+
 /// A node whose clock runs 30 s fast replicates a write to `a`; `a`'s own
 /// next write must still be repairable to a third replica with a correct
 /// clock (today `a` follows the fast clock up to 60 s while classification

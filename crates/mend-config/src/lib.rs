@@ -223,10 +223,8 @@ pub enum FutureWrites {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gc {
-    /// Run the purge (default off: the fault simulation still finds seeds
-    /// where an acknowledged write is lost with purges running, see
-    /// `MEND_SIM_PURGE` in mend-sim; tombstones are then kept forever, as
-    /// before).
+    /// Run the purge (default on; off keeps every tombstone forever, and
+    /// undo may then restore a value a repair deleted).
     pub enabled: bool,
     /// How often the purge runs, in ms (1 000..=86 400 000).
     pub purge_interval_ms: u64,
@@ -238,7 +236,7 @@ pub struct Gc {
 impl Default for Gc {
     fn default() -> Self {
         Gc {
-            enabled: false,
+            enabled: true,
             purge_interval_ms: 60_000,
             purge_rate_per_s: 1_000,
         }

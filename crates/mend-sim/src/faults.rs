@@ -77,15 +77,6 @@ const SKEW_MAX_MS: i64 = 400;
 /// happen within a run (the fault phase spans minutes of simulated time).
 const GRACE_MS: u64 = 20_000;
 
-/// Whether the simulated agents purge tombstones: only with
-/// `MEND_SIM_PURGE=1`. With it, some seeds still lose an acknowledged write
-/// (6 of seeds 1..=300), not yet explained, which is why the agents'
-/// background purge is off by default (`gc.enabled`); the switch reproduces
-/// the finding.
-fn purge_enabled() -> bool {
-    std::env::var_os("MEND_SIM_PURGE").is_some_and(|v| v == "1")
-}
-
 /// The simulated day starts here (2024-05-01 00:00:00 UTC).
 const EPOCH_MS: u64 = 1_714_521_600_000;
 
@@ -365,7 +356,7 @@ fn agent_config(id: &str, peers: &[String]) -> AgentConfig {
     c.limits.rpc_timeout_ms = RPC_TIMEOUT_MS;
     c.limits.repair_rate_keys_per_s = RATE_KEYS_PER_S;
     c.tombstone_grace_ms = GRACE_MS;
-    c.gc.enabled = purge_enabled();
+    c.gc.enabled = true;
     c
 }
 
@@ -847,6 +838,11 @@ impl World {
         self.nodes[i].disk = Arc::new(MemBackend::new());
         self.high[i].clear();
         self.high_tomb[i].clear();
+        // Its outbound replication goes with it: a write it originated and
+        // has not yet delivered survives only where it already arrived.
+        let id = self.nodes[i].id.clone();
+        self.replication
+            .retain(|(_, _, w)| w.version.as_ref().is_none_or(|v| v.origin.as_str() != id));
         // A write only the wiped replica held is lost by the fault itself:
         // the ledger keeps the newest version some other disk still holds.
         let keys: Vec<Vec<u8>> = self.ledger.keys().cloned().collect();
@@ -984,9 +980,6 @@ impl World {
     /// remove tombstones every peer already holds, so the final checks'
     /// "no acknowledged delete undone" holds through it.
     async fn purge(&mut self) {
-        if !purge_enabled() {
-            return;
-        }
         let Some(i) = self.pick_live() else { return };
         let Some(a) = self.nodes[i].agent.clone() else {
             return;
@@ -1031,7 +1024,7 @@ impl World {
             // Each node's background purge runs too: a tombstone one side
             // purged and the other still holds is no divergence to repair
             // (both say "deleted"), only a purge still to come.
-            for &i in nodes.iter().filter(|_| purge_enabled()) {
+            for &i in nodes {
                 if let Some(a) = self.nodes[i].agent.clone()
                     && let Ok(r) = mend_agent::gc::purge_once(&a).await
                 {
