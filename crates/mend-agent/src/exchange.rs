@@ -227,6 +227,19 @@ impl DiffOutcome {
         })
     }
 
+    /// The purge-safe ranges where the peer also held every tombstone of
+    /// this side's, or something newer: no tombstone here met nothing
+    /// there. Only such a diff proves the peer cannot pass an older value
+    /// on to a third replica that holds nothing (see `gc::horizons`).
+    pub fn purge_clean_ranges(&self) -> impl Iterator<Item = &str> {
+        self.purge_safe_ranges().filter(|r| {
+            !self.keys.iter().any(|k| {
+                k.range == *r
+                    && matches!((&k.div.local, &k.div.peer), (Some(l), None) if l.tombstone)
+            })
+        })
+    }
+
     /// No divergent key and no tree mismatch in any range compared.
     pub fn in_sync(&self) -> bool {
         self.keys.is_empty() && self.tree_mismatches.is_empty()

@@ -12,6 +12,14 @@
 //! (peer, range), its start time ([`record_sync`]), persisted in the
 //! store's meta column family; a range's *purge horizon* is the oldest of those times over all
 //! configured peers (none recorded for a peer: no horizon, nothing goes).
+//!
+//! "Nothing" needs care with more than one peer: a peer that holds nothing
+//! may later be handed the older value by a third replica that still had it
+//! (a `missing` repair between those two). So a sync that found the peer
+//! holding nothing against a tombstone here counts only if every other
+//! peer's last *clean* sync (the peer held every tombstone here, or newer)
+//! is no later than it: then no replica held an older value it could pass
+//! on. Otherwise the peer's own last clean sync counts ([`horizons`]).
 //! The purge removes tombstones that arrived here before the horizon and are
 //! older than `tombstone_grace_ms`, a bounded batch at a time, paced by
 //! `gc.purge_rate_per_s`, keeping the tree exact (the store does the
@@ -26,7 +34,8 @@
 //! The same background task prunes the repair journal
 //! ([`prune_journal`]).
 //!
-//! Rows: `agent/sync/<peer id>\0<range name>` → ms (u64 big-endian).
+//! Rows: `agent/sync/<peer id>\0<range name>` → ms (u64 big-endian), and
+//! `agent/sync-clean/<peer id>\0<range name>` → ms of the last clean one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +54,14 @@ use crate::state::{AgentBackend, AgentState};
 pub const PURGE_BATCH_ROWS: usize = 256;
 
 const SYNC_PREFIX: &[u8] = b"agent/sync/";
+const CLEAN_PREFIX: &[u8] = b"agent/sync-clean/";
 
 fn sync_key(peer: &str, range: &str) -> Vec<u8> {
     crate::state::peer_range_key(SYNC_PREFIX, peer, range)
+}
+
+fn clean_key(peer: &str, range: &str) -> Vec<u8> {
+    crate::state::peer_range_key(CLEAN_PREFIX, peer, range)
 }
 
 /// Records, for each range of `out` that is purge-safe, that the peer
@@ -62,10 +76,14 @@ pub async fn record_sync<B: AgentBackend>(
         return Ok(());
     }
     let at = out.started_ms.to_be_bytes().to_vec();
-    let ops: Vec<Op> = out
+    let mut ops: Vec<Op> = out
         .purge_safe_ranges()
         .map(|r| Op::Put(Cf::Meta, sync_key(&out.peer_node, r), at.clone()))
         .collect();
+    ops.extend(
+        out.purge_clean_ranges()
+            .map(|r| Op::Put(Cf::Meta, clean_key(&out.peer_node, r), at.clone())),
+    );
     if ops.is_empty() {
         return Ok(());
     }
@@ -78,10 +96,24 @@ pub fn last_sync<B: AgentBackend>(
     peer: &str,
     range: &str,
 ) -> Result<Option<u64>, mend_store::StoreError> {
-    let raw = state
-        .store
-        .backend()
-        .get(Cf::Meta, &sync_key(peer, range))?;
+    read_ms(state, &sync_key(peer, range))
+}
+
+/// When `peer` was last seen in sync on `range` holding every tombstone of
+/// this side's (or newer), if ever.
+pub fn last_clean_sync<B: AgentBackend>(
+    state: &AgentState<B>,
+    peer: &str,
+    range: &str,
+) -> Result<Option<u64>, mend_store::StoreError> {
+    read_ms(state, &clean_key(peer, range))
+}
+
+fn read_ms<B: AgentBackend>(
+    state: &AgentState<B>,
+    key: &[u8],
+) -> Result<Option<u64>, mend_store::StoreError> {
+    let raw = state.store.backend().get(Cf::Meta, key)?;
     Ok(raw.and_then(|v| {
         <[u8; 8]>::try_from(v.as_slice())
             .ok()
@@ -102,8 +134,11 @@ pub struct Horizon {
     pub held_by: Option<String>,
 }
 
-/// The purge horizon of every range: the oldest last-in-sync time over the
-/// configured peers (with none configured, now).
+/// The purge horizon of every range: the oldest over the configured peers
+/// (with none configured, now) of each peer's last in-sync time, where a
+/// sync that found the peer holding nothing against a tombstone here
+/// counts only if no other peer's last clean sync is later (else the
+/// peer's own last clean sync counts; see the module doc).
 pub fn horizons<B: AgentBackend>(
     state: &AgentState<B>,
 ) -> Result<Vec<Horizon>, mend_store::StoreError> {
@@ -115,11 +150,18 @@ pub fn horizons<B: AgentBackend>(
             before_ms: now,
             held_by: None,
         };
+        let mut seen = Vec::with_capacity(state.config.peers.len());
         for p in &state.config.peers {
-            let at = last_sync(state, &p.id, &spec.name)?.unwrap_or(0);
+            let any = last_sync(state, &p.id, &spec.name)?.unwrap_or(0);
+            let clean = last_clean_sync(state, &p.id, &spec.name)?.unwrap_or(0);
+            seen.push((p.id.as_str(), any, clean));
+        }
+        for &(id, any, clean) in &seen {
+            let counts = clean >= any || seen.iter().all(|&(other, _, c)| other == id || c <= any);
+            let at = if counts { any } else { clean };
             if h.held_by.is_none() || at < h.before_ms {
                 h.before_ms = at;
-                h.held_by = Some(p.id.clone());
+                h.held_by = Some(id.to_string());
             }
         }
         out.push(h);

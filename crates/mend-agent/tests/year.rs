@@ -769,3 +769,95 @@ fn conflicts_resolve_toward_the_range_authority() {
     assert_eq!(live(&a, "s").as_deref(), Some(&b"b-newer"[..]));
     assert_eq!(diff_keys(&rt, &agent_a, "b"), 0);
 }
+
+/// Three agents on one in-memory registry, each configured with the other
+/// two as peers (gc on).
+fn trio(stores: &[Arc<Store<MemBackend>>; 3]) -> Vec<Arc<AgentState<MemBackend>>> {
+    use mend_agent::link::mem::{MemDialer, Registry};
+    use mend_agent::service::peer::PeerService;
+    let registry = Arc::new(Registry::default());
+    let wire = Arc::new(Counting::default());
+    let ids: Vec<String> = stores.iter().map(|s| s.node_id().to_string()).collect();
+    let mut out = Vec::new();
+    for s in stores {
+        let me = s.node_id().to_string();
+        let mut config = mend_agent::config::AgentConfig {
+            node_id: me.clone(),
+            ranges: s.ranges().specs().to_vec(),
+            peers: ids
+                .iter()
+                .filter(|p| **p != me)
+                .map(|p| mend_agent::config::PeerConfig {
+                    id: p.clone(),
+                    address: p.clone(),
+                    interval_ms: 0,
+                    budget: None,
+                })
+                .collect(),
+            insecure_plaintext: true,
+            tombstone_grace_ms: GRACE_MS,
+            ..Default::default()
+        };
+        config.gc.enabled = true;
+        let dialer = MemDialer::new(
+            me.clone(),
+            registry.clone(),
+            wire.clone(),
+            std::time::Duration::from_secs(600),
+        );
+        let mut a = AgentState::new_shared(s.clone(), config, Arc::new(dialer), None);
+        a.inline_blocking = true;
+        let a = Arc::new(a);
+        registry.set(&me, Some(Arc::new(PeerService::new(a.clone()))));
+        out.push(a);
+    }
+    out
+}
+
+/// `a` holds a delete, `b` nothing, `c` the older value. `a` sees `b` in
+/// sync (nothing cannot resurrect), then `c` repairs its value to `b` (a
+/// `missing` key there) and only then takes `a`'s delete. Both of `a`'s
+/// peers have now been seen without an older value, but not at the same
+/// time: `b` got one in between. `a` must not purge on that evidence, or
+/// `b`'s copy comes back as `missing` (found by the fault simulation,
+/// seed 6370 of 10 000).
+#[test]
+fn a_peer_holding_nothing_does_not_vouch_for_a_third_replica() {
+    let rt = rt();
+    let clock = Clock::new(T0);
+    let stores = [store("a", &clock), store("b", &clock), store("c", &clock)];
+    let [a, b, c] = &stores;
+    let agents = trio(&stores);
+    let (agent_a, agent_c) = (&agents[0], &agents[2]);
+    c.write(vec![Write::put("k", "old").at(version(
+        T0 - 10_000,
+        "c",
+        1,
+    ))])
+    .unwrap();
+    a.write(vec![Write::delete("k")]).unwrap();
+    clock.set(T0 + 10 * GRACE_MS);
+    assert_eq!(
+        diff_keys(&rt, agent_a, "b"),
+        1,
+        "a's tombstone against nothing"
+    );
+    repair_all(&rt, agent_c, "b");
+    assert_eq!(live(b, "k").as_deref(), Some(&b"old"[..]));
+    clock.set(T0 + 10 * GRACE_MS + 1_000);
+    repair_all(&rt, agent_a, "c");
+    assert_eq!(diff_keys(&rt, agent_a, "c"), 0);
+    clock.set(T0 + 20 * GRACE_MS);
+    assert_eq!(
+        purge(&rt, agent_a),
+        0,
+        "purged on b's word while b took c's older value after it"
+    );
+    // b gets the delete; once a sees b holding it, the purge may go.
+    repair_all(&rt, agent_a, "b");
+    assert_eq!(live(b, "k"), None);
+    clock.set(T0 + 20 * GRACE_MS + 1_000);
+    assert_eq!(diff_keys(&rt, agent_a, "b"), 0);
+    clock.set(T0 + 30 * GRACE_MS);
+    assert_eq!(purge(&rt, agent_a), 1);
+}
