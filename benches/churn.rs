@@ -59,6 +59,11 @@ fn tombstones(s: &Store<MemBackend>) -> u64 {
 }
 
 fn main() {
+    // MEND_UPKEEP_ONLY=1: only the write-path cost of scrub and purge.
+    if std::env::var_os("MEND_UPKEEP_ONLY").is_some() {
+        upkeep_cost();
+        return;
+    }
     let writes: u64 = std::env::var("MEND_CHURN_WRITES")
         .ok()
         .and_then(|v| v.parse().ok())

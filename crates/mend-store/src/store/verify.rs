@@ -286,6 +286,32 @@ impl<B: Backend> Store<B> {
         if lo == hi {
             return Ok(Vec::new());
         }
+        // The persisted leaves, read before taking the writer lock: one
+        // scan, not a point read per bucket (the leaves column family has
+        // a vector memtable, which sorts itself for every read), and off
+        // the lock so writers do not wait for it. Leaf rows change only
+        // under the writer lock, together with the in-memory tree; so a
+        // row that changed since this read changed the tree too, and the
+        // comparison with the tree under the lock still sees it. A row
+        // that looks wrong is read again under the lock before it counts.
+        let mut persisted: Vec<Option<Agg>> = vec![Some(Agg::default()); (hi - lo) as usize];
+        self.backend.scan(
+            Cf::Leaves,
+            &keys::bucket_key(range, lo as u32),
+            Some(&keys::bucket_end(range, hi)),
+            &mut |k, v| {
+                if let Some(slot) = k
+                    .get(2..6)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .and_then(|b| u64::from(b).checked_sub(lo))
+                    .and_then(|i| persisted.get_mut(i as usize))
+                {
+                    *slot = Agg::decode(v);
+                }
+                true
+            },
+        )?;
         let _w = self.writer()?;
         let rebuilt = self.leaves_from_data(range, lo, hi)?;
         let mut ops = Vec::new();
@@ -295,12 +321,16 @@ impl<B: Backend> Store<B> {
             let tree = &trees[range as usize];
             for (i, agg) in rebuilt.iter().enumerate() {
                 let b = (lo + i as u64) as u32;
-                // An unreadable persisted leaf is what this fixes, not an error.
-                let persisted = match self.backend.get(Cf::Leaves, &keys::bucket_key(range, b))? {
-                    Some(raw) => Agg::decode(&raw),
-                    None => Some(Agg::default()),
-                };
-                if tree.leaves()[b as usize] != *agg || persisted != Some(*agg) {
+                let mut bad = tree.leaves()[b as usize] != *agg;
+                if !bad && persisted[i] != Some(*agg) {
+                    // An unreadable persisted leaf is what this fixes, not an error.
+                    let now = match self.backend.get(Cf::Leaves, &keys::bucket_key(range, b))? {
+                        Some(raw) => Agg::decode(&raw),
+                        None => Some(Agg::default()),
+                    };
+                    bad = now != Some(*agg);
+                }
+                if bad {
                     fixed.push(b);
                     ops.push(leaf_op(range, b, agg));
                 }
