@@ -79,6 +79,17 @@ async fn diverged(
     (a, b, exp)
 }
 
+/// The keys of a report's `skipped` list whose reason contains `why`.
+fn skipped_for(v: &Value, why: &str) -> Vec<String> {
+    v["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .filter(|s| s["reason"].as_str().unwrap_or("").contains(why))
+        .map(|s| s["key"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 fn found(v: &Value) -> BTreeMap<String, (String, Option<String>)> {
     v["keys"]
         .as_array()
@@ -166,18 +177,7 @@ async fn diff_finds_exactly_the_injected_keys_repair_converges_and_undo_restores
     let (code, u) = mend_json(&["undo", "--agent", &a.addr, &id]);
     assert_eq!(code, 0, "{u}");
     assert_eq!(u["restored"], 6, "{u}");
-    let kept: Vec<&str> = u["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["reason"]
-                .as_str()
-                .unwrap_or("")
-                .contains("repaired delete")
-        })
-        .filter_map(|s| s["key"].as_str())
-        .collect();
+    let kept = skipped_for(&u, "repaired delete");
     // key-000020 was deleted over a live value (`never-existed`, deleted
     // over nothing, is undone: removing its tombstone resurrects nothing).
     assert_eq!(kept, ["key-000020"], "{u}");
@@ -261,18 +261,7 @@ async fn a_newer_write_racing_a_throttled_repair_survives() {
     write(&b, newer).await;
     let (code, rep) = repair.await.unwrap();
     assert_eq!(code, 0, "{rep}");
-    let kept: Vec<_> = rep["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["reason"]
-                .as_str()
-                .unwrap_or("")
-                .contains("peer kept its entry")
-        })
-        .map(|s| s["key"].as_str().unwrap_or("").to_string())
-        .collect();
+    let kept = skipped_for(&rep, "peer kept its entry");
     let want: Vec<_> = late.clone().map(|i| format!("race-{i:03}")).collect();
     assert_eq!(kept, want, "the push met exactly the newer writes");
     assert_eq!(rep["keys_to_peer"], 512, "{}", rep["keys_to_peer"]);
