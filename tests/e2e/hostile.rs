@@ -152,6 +152,7 @@ impl pb::peer_server::Peer for Hostile {
             ranges,
             now_ms: now_ms(),
             proof,
+            incarnation: 1,
         }))
     }
 

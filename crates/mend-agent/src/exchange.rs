@@ -175,6 +175,8 @@ pub struct DiffOutcome {
     pub local_node: String,
     /// The peer's node id.
     pub peer_node: String,
+    /// The peer's store incarnation from its handshake (0: unknown).
+    pub peer_incarnation: u64,
     /// Ranges compared.
     pub ranges: Vec<String>,
     /// Classified divergent keys.
@@ -357,6 +359,7 @@ async fn diff_once<B: AgentBackend>(
     let out = DiffOutcome {
         local_node: state.node_id.to_string(),
         peer_node: resp.node_id,
+        peer_incarnation: resp.incarnation,
         ranges: names,
         keys,
         tree_mismatches,

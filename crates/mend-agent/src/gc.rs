@@ -20,6 +20,18 @@
 //! peer's last *clean* sync (the peer held every tombstone here, or newer)
 //! is no later than it: then no replica held an older value it could pass
 //! on. Otherwise the peer's own last clean sync counts ([`horizons`]).
+//! A record is about one disk. A replica that loses its disk and rejoins
+//! empty under the same node id no longer holds what it was seen holding,
+//! and a third replica may hand it the older value before this side hears
+//! from it again. So every record carries the peer's *incarnation* (a
+//! random id its agent keeps for the life of its store and sends in every
+//! handshake; a new one resets the peer's records here), and each purge
+//! round first asks every configured peer for its incarnation
+//! ([`confirm_peers`]): a peer that does not answer, or answers with a new
+//! one, holds every horizon at 0 for that round; a record newer than the
+//! round's check is not used in it. A wipe after the check is harmless: by
+//! then every peer held the tombstone (or newer, or nothing under the rule
+//! above), so no replica has the older value to hand on.
 //! The purge removes tombstones that arrived here before the horizon and are
 //! older than `tombstone_grace_ms`, a bounded batch at a time, paced by
 //! `gc.purge_rate_per_s`, keeping the tree exact (the store does the
@@ -34,8 +46,10 @@
 //! The same background task prunes the repair journal
 //! ([`prune_journal`]).
 //!
-//! Rows: `agent/sync/<peer id>\0<range name>` → ms (u64 big-endian), and
-//! `agent/sync-clean/<peer id>\0<range name>` → ms of the last clean one.
+//! Rows: `agent/sync/<peer id>\0<range name>` → ms (u64 big-endian),
+//! `agent/sync-clean/<peer id>\0<range name>` → ms of the last clean one,
+//! and `agent/sync-incarnation/<peer id>` → the peer incarnation those
+//! records are about (u64 big-endian).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +69,13 @@ pub const PURGE_BATCH_ROWS: usize = 256;
 
 const SYNC_PREFIX: &[u8] = b"agent/sync/";
 const CLEAN_PREFIX: &[u8] = b"agent/sync-clean/";
+const INCARNATION_PREFIX: &[u8] = b"agent/sync-incarnation/";
+
+fn incarnation_key(peer: &str) -> Vec<u8> {
+    let mut k = INCARNATION_PREFIX.to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
 
 fn sync_key(peer: &str, range: &str) -> Vec<u8> {
     crate::state::peer_range_key(SYNC_PREFIX, peer, range)
@@ -65,29 +86,75 @@ fn clean_key(peer: &str, range: &str) -> Vec<u8> {
 }
 
 /// Records, for each range of `out` that is purge-safe, that the peer
-/// could not resurrect any tombstone this side held when the diff started. Only a configured peer's
-/// record moves a purge horizon; the peer is named by the node id its
-/// handshake proved.
+/// could not resurrect any tombstone this side held when the diff started.
+/// Only a configured peer's record moves a purge horizon; the peer is named
+/// by the node id its handshake proved, and its records are about the
+/// incarnation that handshake carried: a new one replaces (in the same
+/// batch) everything recorded about the old. A peer that sends none (0, an
+/// older agent) vouches for nothing.
 pub async fn record_sync<B: AgentBackend>(
     state: &AgentState<B>,
     out: &DiffOutcome,
 ) -> Result<(), Status> {
-    if !state.config.peers.iter().any(|p| p.id == out.peer_node) {
+    if !state.config.peers.iter().any(|p| p.id == out.peer_node) || out.peer_incarnation == 0 {
         return Ok(());
     }
+    let peer = out.peer_node.clone();
+    let incarnation = out.peer_incarnation;
     let at = out.started_ms.to_be_bytes().to_vec();
-    let mut ops: Vec<Op> = out
+    let mut puts: Vec<Op> = out
         .purge_safe_ranges()
-        .map(|r| Op::Put(Cf::Meta, sync_key(&out.peer_node, r), at.clone()))
+        .map(|r| Op::Put(Cf::Meta, sync_key(&peer, r), at.clone()))
         .collect();
-    ops.extend(
+    puts.extend(
         out.purge_clean_ranges()
-            .map(|r| Op::Put(Cf::Meta, clean_key(&out.peer_node, r), at.clone())),
+            .map(|r| Op::Put(Cf::Meta, clean_key(&peer, r), at.clone())),
     );
-    if ops.is_empty() {
+    let _records = state.sync_records.lock().await;
+    let stale = read_u64(state, &incarnation_key(&peer)).map_err(crate::status::from_store)?
+        != Some(incarnation);
+    if stale {
+        tracing::info!(peer = %peer, incarnation, "peer has a new store incarnation; its purge records start afresh");
+        let mut ops = forget_ops(state, &peer);
+        ops.retain(|d| !puts.iter().any(|p| op_key(p) == op_key(d)));
+        ops.push(Op::Put(
+            Cf::Meta,
+            incarnation_key(&peer),
+            incarnation.to_be_bytes().to_vec(),
+        ));
+        puts.extend(ops);
+    }
+    if puts.is_empty() {
         return Ok(());
     }
-    state.blocking(move |s| s.backend().write(ops, false)).await
+    state
+        .blocking(move |s| s.backend().write(puts, false))
+        .await
+}
+
+/// Deletes of every purge record about `peer` (each range, both kinds, and
+/// its incarnation).
+fn forget_ops<B: AgentBackend>(state: &AgentState<B>, peer: &str) -> Vec<Op> {
+    let mut ops: Vec<Op> = state
+        .store
+        .ranges()
+        .specs()
+        .iter()
+        .flat_map(|spec| {
+            [
+                Op::Delete(Cf::Meta, sync_key(peer, &spec.name)),
+                Op::Delete(Cf::Meta, clean_key(peer, &spec.name)),
+            ]
+        })
+        .collect();
+    ops.push(Op::Delete(Cf::Meta, incarnation_key(peer)));
+    ops
+}
+
+fn op_key(op: &Op) -> &[u8] {
+    match op {
+        Op::Put(_, k, _) | Op::Delete(_, k) => k,
+    }
 }
 
 /// When `peer` was last seen in sync on `range` (ms), if ever.
@@ -96,7 +163,7 @@ pub fn last_sync<B: AgentBackend>(
     peer: &str,
     range: &str,
 ) -> Result<Option<u64>, mend_store::StoreError> {
-    read_ms(state, &sync_key(peer, range))
+    read_u64(state, &sync_key(peer, range))
 }
 
 /// When `peer` was last seen in sync on `range` holding every tombstone of
@@ -106,10 +173,18 @@ pub fn last_clean_sync<B: AgentBackend>(
     peer: &str,
     range: &str,
 ) -> Result<Option<u64>, mend_store::StoreError> {
-    read_ms(state, &clean_key(peer, range))
+    read_u64(state, &clean_key(peer, range))
 }
 
-fn read_ms<B: AgentBackend>(
+/// The incarnation of `peer` its records here are about, if any.
+pub fn recorded_incarnation<B: AgentBackend>(
+    state: &AgentState<B>,
+    peer: &str,
+) -> Result<Option<u64>, mend_store::StoreError> {
+    read_u64(state, &incarnation_key(peer))
+}
+
+fn read_u64<B: AgentBackend>(
     state: &AgentState<B>,
     key: &[u8],
 ) -> Result<Option<u64>, mend_store::StoreError> {
@@ -132,23 +207,77 @@ pub struct Horizon {
     /// The configured peer with the oldest (or no) in-sync record; `None`
     /// when no peer is configured (a single replica purges on grace alone).
     pub held_by: Option<String>,
+    /// Why `held_by` holds the horizon where it is.
+    pub reason: HoldReason,
+}
+
+/// Why a peer holds a purge horizon back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// Its in-sync record is the oldest (or it has none).
+    OldestSync,
+    /// It did not answer this round's incarnation check.
+    Unconfirmed,
+    /// It answered with another incarnation than its records are about (a
+    /// replica that lost its disk): nothing recorded about it counts.
+    NewIncarnation,
+    /// Its record is newer than this round's check (an exchange raced it);
+    /// the next round uses it.
+    RecordAfterCheck,
+}
+
+/// What one purge round learnt from asking every configured peer for its
+/// incarnation ([`confirm_peers`]).
+#[derive(Debug, Clone, Default)]
+pub struct Confirmation {
+    /// This agent's clock (ms) before the first question.
+    pub asked_ms: u64,
+    /// Each configured peer's incarnation; `None`: it did not answer.
+    pub peers: std::collections::HashMap<String, Option<u64>>,
+}
+
+/// The purge horizon of every range as the records stand (what `mend
+/// status` shows; the purge itself uses [`horizons_confirmed`]).
+pub fn horizons<B: AgentBackend>(
+    state: &AgentState<B>,
+) -> Result<Vec<Horizon>, mend_store::StoreError> {
+    horizons_confirmed(state, None)
 }
 
 /// The purge horizon of every range: the oldest over the configured peers
 /// (with none configured, now) of each peer's last in-sync time, where a
 /// sync that found the peer holding nothing against a tombstone here
 /// counts only if no other peer's last clean sync is later (else the
-/// peer's own last clean sync counts; see the module doc).
-pub fn horizons<B: AgentBackend>(
+/// peer's own last clean sync counts; see the module doc). With a
+/// `confirmation`, a peer that did not answer it, answered with another
+/// incarnation than its records are about, or has a record newer than it
+/// holds the horizon at 0.
+pub fn horizons_confirmed<B: AgentBackend>(
     state: &AgentState<B>,
+    confirmation: Option<&Confirmation>,
 ) -> Result<Vec<Horizon>, mend_store::StoreError> {
     let now = state.store.now_ms();
+    let mut held = Vec::new();
+    if let Some(c) = confirmation {
+        for p in &state.config.peers {
+            let why = match c.peers.get(&p.id).copied().flatten() {
+                None => Some(HoldReason::Unconfirmed),
+                Some(i) if recorded_incarnation(state, &p.id)? != Some(i) => {
+                    Some(HoldReason::NewIncarnation)
+                }
+                Some(_) => None,
+            };
+            held.push(why);
+        }
+    }
     let mut out = Vec::new();
     for spec in state.store.ranges().specs() {
         let mut h = Horizon {
             range: spec.name.clone(),
             before_ms: now,
             held_by: None,
+            reason: HoldReason::OldestSync,
         };
         let mut seen = Vec::with_capacity(state.config.peers.len());
         for p in &state.config.peers {
@@ -156,17 +285,60 @@ pub fn horizons<B: AgentBackend>(
             let clean = last_clean_sync(state, &p.id, &spec.name)?.unwrap_or(0);
             seen.push((p.id.as_str(), any, clean));
         }
-        for &(id, any, clean) in &seen {
+        for (i, &(id, any, clean)) in seen.iter().enumerate() {
             let counts = clean >= any || seen.iter().all(|&(other, _, c)| other == id || c <= any);
-            let at = if counts { any } else { clean };
+            let mut at = if counts { any } else { clean };
+            let mut reason = HoldReason::OldestSync;
+            if let Some(why) = held.get(i).copied().flatten() {
+                (at, reason) = (0, why);
+            } else if let Some(c) = confirmation
+                && any.max(clean) > c.asked_ms
+            {
+                (at, reason) = (0, HoldReason::RecordAfterCheck);
+            }
             if h.held_by.is_none() || at < h.before_ms {
                 h.before_ms = at;
                 h.held_by = Some(id.to_string());
+                h.reason = reason;
             }
         }
         out.push(h);
     }
     Ok(out)
+}
+
+/// Asks every configured peer for its store incarnation (a handshake that
+/// compares no range), one after the other, each bounded by the link's
+/// per-call timeout.
+pub async fn confirm_peers<B: AgentBackend>(state: &AgentState<B>) -> Confirmation {
+    let mut c = Confirmation {
+        asked_ms: state.store.now_ms(),
+        peers: Default::default(),
+    };
+    for p in &state.config.peers {
+        let answer = async {
+            let peer = crate::exchange::connect(state, &p.address).await?;
+            let mut cost = crate::exchange::Cost::default();
+            crate::exchange::handshake(state, &peer, &p.address, &[], true, &mut cost).await
+        }
+        .await;
+        let answer = crate::exchange::forget_on_error(state, &p.address, answer);
+        let inc = match answer {
+            Ok(r) if r.node_id == p.id && r.incarnation != 0 => Some(r.incarnation),
+            Ok(r) => {
+                tracing::warn!(peer = %p.id, answered_as = %r.node_id, incarnation = r.incarnation,
+                    "peer cannot confirm its store incarnation; tombstone purge waits");
+                None
+            }
+            Err(e) => {
+                tracing::info!(peer = %p.id, error = %e.message(),
+                    "peer did not confirm its store incarnation; tombstone purge waits");
+                None
+            }
+        };
+        c.peers.insert(p.id.clone(), inc);
+    }
+    c
 }
 
 /// What one purge round did.
@@ -183,10 +355,25 @@ pub struct PurgeRound {
 /// One purge round over every range, to the current horizons, paced by
 /// `gc.purge_rate_per_s`.
 pub async fn purge_once<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<PurgeRound, Status> {
+    // Only when some record allows a purge is it worth asking the peers.
     let st = state.clone();
-    let hs = state
+    let recorded = state
         .run(move || horizons(&st).map_err(crate::status::from_store))
         .await?;
+    let hs = if recorded.iter().all(|h| h.before_ms == 0) {
+        recorded
+    } else {
+        let confirmation = confirm_peers(state).await;
+        let records = state.sync_records.lock().await;
+        let st = state.clone();
+        let hs = state
+            .run(move || {
+                horizons_confirmed(&st, Some(&confirmation)).map_err(crate::status::from_store)
+            })
+            .await?;
+        drop(records);
+        hs
+    };
     let mut round = PurgeRound::default();
     let mut pacer = crate::repair::Pacer::new(0, state.config.gc.purge_rate_per_s);
     for (id, h) in hs.iter().enumerate() {

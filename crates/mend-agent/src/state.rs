@@ -92,6 +92,46 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// where there are no other tasks to starve and threads would make
     /// runs irreproducible.
     pub inline_blocking: bool,
+    /// Random, fixed for the life of this store (persisted in its meta
+    /// column family, [`INCARNATION_KEY`]): a replica that loses its disk
+    /// and rejoins under the same node id has a new one, so its peers
+    /// stop trusting what they recorded about its old disk (`gc`).
+    pub incarnation: u64,
+    /// Serialises the purge records' read-modify-write (`gc`).
+    pub sync_records: tokio::sync::Mutex<()>,
+}
+
+/// Meta row of this store's incarnation (u64 big-endian, never 0).
+pub const INCARNATION_KEY: &[u8] = b"agent/incarnation";
+
+/// This store's incarnation, created (and persisted) on its first open by
+/// an agent. A row that cannot be read or written leaves a fresh one for
+/// this run only: peers then treat each restart as a new disk, which only
+/// delays purges.
+fn load_incarnation<B: AgentBackend>(store: &AgentStore<B>) -> u64 {
+    use mend_store::{Cf, Op};
+    match store.backend().get(Cf::Meta, INCARNATION_KEY) {
+        Ok(Some(raw)) => {
+            if let Ok(b) = <[u8; 8]>::try_from(raw.as_slice())
+                && u64::from_be_bytes(b) != 0
+            {
+                return u64::from_be_bytes(b);
+            }
+            tracing::warn!("incarnation row malformed; writing a new one");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "incarnation row unreadable; writing a new one"),
+    }
+    let fresh = rand::random::<u64>().max(1);
+    let op = Op::Put(
+        Cf::Meta,
+        INCARNATION_KEY.to_vec(),
+        fresh.to_be_bytes().to_vec(),
+    );
+    if let Err(e) = store.backend().write(vec![op], true) {
+        tracing::warn!(error = %e, "incarnation not persisted; peers will see a new one on restart");
+    }
+    fresh
 }
 
 impl<B: AgentBackend> AgentState<B> {
@@ -118,7 +158,10 @@ impl<B: AgentBackend> AgentState<B> {
             tracing::warn!(error = %e, "persisted drift history unreadable; starting it afresh");
             crate::monitor::Monitor::default()
         });
+        let incarnation = load_incarnation(&store);
         AgentState {
+            incarnation,
+            sync_records: tokio::sync::Mutex::new(()),
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),
             store,

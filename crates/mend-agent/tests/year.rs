@@ -770,48 +770,69 @@ fn conflicts_resolve_toward_the_range_authority() {
     assert_eq!(diff_keys(&rt, &agent_a, "b"), 0);
 }
 
+type Trio = (
+    Vec<Arc<AgentState<MemBackend>>>,
+    Arc<mend_agent::link::mem::Registry<MemBackend>>,
+);
+
 /// Three agents on one in-memory registry, each configured with the other
-/// two as peers (gc on).
+/// two as peers (gc on); the registry lets a test replace or remove one.
 fn trio(stores: &[Arc<Store<MemBackend>>; 3]) -> Vec<Arc<AgentState<MemBackend>>> {
-    use mend_agent::link::mem::{MemDialer, Registry};
-    use mend_agent::service::peer::PeerService;
+    trio_on(stores).0
+}
+
+fn trio_on(stores: &[Arc<Store<MemBackend>>; 3]) -> Trio {
+    use mend_agent::link::mem::Registry;
     let registry = Arc::new(Registry::default());
     let wire = Arc::new(Counting::default());
     let ids: Vec<String> = stores.iter().map(|s| s.node_id().to_string()).collect();
-    let mut out = Vec::new();
-    for s in stores {
-        let me = s.node_id().to_string();
-        let mut config = mend_agent::config::AgentConfig {
-            node_id: me.clone(),
-            ranges: s.ranges().specs().to_vec(),
-            peers: ids
-                .iter()
-                .filter(|p| **p != me)
-                .map(|p| mend_agent::config::PeerConfig {
-                    id: p.clone(),
-                    address: p.clone(),
-                    interval_ms: 0,
-                    budget: None,
-                })
-                .collect(),
-            insecure_plaintext: true,
-            tombstone_grace_ms: GRACE_MS,
-            ..Default::default()
-        };
-        config.gc.enabled = true;
-        let dialer = MemDialer::new(
-            me.clone(),
-            registry.clone(),
-            wire.clone(),
-            std::time::Duration::from_secs(600),
-        );
-        let mut a = AgentState::new_shared(s.clone(), config, Arc::new(dialer), None);
-        a.inline_blocking = true;
-        let a = Arc::new(a);
-        registry.set(&me, Some(Arc::new(PeerService::new(a.clone()))));
-        out.push(a);
-    }
-    out
+    let agents = stores
+        .iter()
+        .map(|s| join(&registry, &wire, s, &ids))
+        .collect();
+    (agents, registry)
+}
+
+/// An agent over `s` in `registry`, with the other `ids` as peers (gc on),
+/// registered under its node id (replacing whatever served it before).
+fn join(
+    registry: &Arc<mend_agent::link::mem::Registry<MemBackend>>,
+    wire: &Arc<Counting>,
+    s: &Arc<Store<MemBackend>>,
+    ids: &[String],
+) -> Arc<AgentState<MemBackend>> {
+    use mend_agent::link::mem::MemDialer;
+    use mend_agent::service::peer::PeerService;
+    let me = s.node_id().to_string();
+    let mut config = mend_agent::config::AgentConfig {
+        node_id: me.clone(),
+        ranges: s.ranges().specs().to_vec(),
+        peers: ids
+            .iter()
+            .filter(|p| **p != me)
+            .map(|p| mend_agent::config::PeerConfig {
+                id: p.clone(),
+                address: p.clone(),
+                interval_ms: 0,
+                budget: None,
+            })
+            .collect(),
+        insecure_plaintext: true,
+        tombstone_grace_ms: GRACE_MS,
+        ..Default::default()
+    };
+    config.gc.enabled = true;
+    let dialer = MemDialer::new(
+        me.clone(),
+        registry.clone(),
+        wire.clone(),
+        std::time::Duration::from_secs(600),
+    );
+    let mut a = AgentState::new_shared(s.clone(), config, Arc::new(dialer), None);
+    a.inline_blocking = true;
+    let a = Arc::new(a);
+    registry.set(&me, Some(Arc::new(PeerService::new(a.clone()))));
+    a
 }
 
 /// `a` holds a delete, `b` nothing, `c` the older value. `a` sees `b` in
@@ -860,4 +881,94 @@ fn a_peer_holding_nothing_does_not_vouch_for_a_third_replica() {
     assert_eq!(diff_keys(&rt, agent_a, "b"), 0);
     clock.set(T0 + 30 * GRACE_MS);
     assert_eq!(purge(&rt, agent_a), 1);
+}
+
+/// `a` and `b` hold a delete, `c` the older value; `a` sees `b` in sync.
+/// Then `b` loses its disk and rejoins empty under the same node id, `c`
+/// repairs its older value to it (a `missing` key there), and only then
+/// takes `a`'s delete. On its records `a` may purge (both peers seen
+/// holding the delete), but `b`'s record is of a disk that is gone: the
+/// purge must wait for an exchange with the new `b`, or `b`'s copy comes
+/// back to `a` as `missing` (the limit the README named before agents
+/// told each other their incarnation).
+#[test]
+fn a_wiped_replica_does_not_vouch_on_its_old_disk() {
+    let rt = rt();
+    let clock = Clock::new(T0);
+    let stores = [store("a", &clock), store("b", &clock), store("c", &clock)];
+    let [a, _, c] = &stores;
+    let (agents, registry) = trio_on(&stores);
+    let (agent_a, agent_c) = (&agents[0], &agents[2]);
+    c.write(vec![Write::put("k", "old").at(version(
+        T0 - 10_000,
+        "c",
+        1,
+    ))])
+    .unwrap();
+    for s in [a, &stores[1]] {
+        s.write(vec![Write::delete("k").at(version(T0, "a", 2))])
+            .unwrap();
+    }
+    clock.set(T0 + 10 * GRACE_MS);
+    assert_eq!(diff_keys(&rt, agent_a, "b"), 0, "b holds the delete");
+
+    // b's disk is lost; it rejoins empty under the same id.
+    let b2 = store("b", &clock);
+    let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let _agent_b2 = join(&registry, &Arc::new(Counting::default()), &b2, &ids);
+    repair_all(&rt, agent_c, "b");
+    assert_eq!(live(&b2, "k").as_deref(), Some(&b"old"[..]));
+    clock.set(T0 + 10 * GRACE_MS + 1_000);
+    repair_all(&rt, agent_a, "c");
+    assert_eq!(diff_keys(&rt, agent_a, "c"), 0);
+    clock.set(T0 + 20 * GRACE_MS);
+    assert_eq!(
+        purge(&rt, agent_a),
+        0,
+        "purged on the word of b's lost disk"
+    );
+    // The exchange with the new b puts the delete there; the value stays
+    // deleted on every replica, and the purge may go once b is seen in
+    // sync again.
+    repair_all(&rt, agent_a, "b");
+    assert_eq!(live(a, "k"), None, "the deleted value came back on a");
+    assert_eq!(live(&b2, "k"), None);
+    clock.set(T0 + 20 * GRACE_MS + 1_000);
+    assert_eq!(diff_keys(&rt, agent_a, "b"), 0);
+    clock.set(T0 + 30 * GRACE_MS);
+    assert_eq!(purge(&rt, agent_a), 1);
+}
+
+/// A peer that does not answer cannot confirm it still holds the disk its
+/// records are about, so no purge runs on them until it answers again.
+#[test]
+fn a_purge_waits_for_every_peer_to_answer() {
+    let rt = rt();
+    let clock = Clock::new(T0);
+    let stores = [store("a", &clock), store("b", &clock), store("c", &clock)];
+    let [a, b, c] = &stores;
+    let (agents, registry) = trio_on(&stores);
+    let agent_a = &agents[0];
+    for s in &stores {
+        s.write(vec![Write::delete("k").at(version(T0, "a", 2))])
+            .unwrap();
+    }
+    clock.set(T0 + 10 * GRACE_MS);
+    assert_eq!(diff_keys(&rt, agent_a, "b"), 0);
+    assert_eq!(diff_keys(&rt, agent_a, "c"), 0);
+    clock.set(T0 + 20 * GRACE_MS);
+    registry.set("c", None);
+    let round = rt.block_on(mend_agent::gc::purge_once(agent_a)).unwrap();
+    assert_eq!(round.purged, 0, "purged while c could not be asked");
+    assert_eq!(round.horizons[0].held_by.as_deref(), Some("c"));
+    assert_eq!(round.horizons[0].before_ms, 0);
+    registry.set(
+        "c",
+        Some(Arc::new(mend_agent::service::peer::PeerService::new(
+            agents[2].clone(),
+        ))),
+    );
+    assert_eq!(purge(&rt, agent_a), 1);
+    assert!(a.get(b"k").unwrap().is_none(), "the tombstone is gone on a");
+    assert!(b.get(b"k").unwrap().is_some() && c.get(b"k").unwrap().is_some());
 }

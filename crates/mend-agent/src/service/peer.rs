@@ -275,6 +275,7 @@ impl<B: AgentBackend> PeerService<B> {
             ranges,
             now_ms: self.state.store.now_ms(),
             proof: proof.to_vec(),
+            incarnation: self.state.incarnation,
         })
     }
 
