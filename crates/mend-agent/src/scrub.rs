@@ -5,6 +5,13 @@
 //! corrupted on disk or by a bug is found without stopping the agent and
 //! without waiting for an exchange to trip over it.
 //!
+//! The persisted leaves are read [`SNAPSHOT_STEPS`] steps' worth at a time
+//! (`Store::snapshot_leaves`): every read of the `leaves` column family
+//! sorts a copy of its memtable, and one read per step cost the write path
+//! up to a fifth of its throughput under churn (BENCHMARKS.md, "Running for
+//! months"). A leaf written since its snapshot had its row rewritten since,
+//! so it is checked against its data only.
+//!
 //! The position persists in the meta row `agent/scrub` (range u16, bucket
 //! u32, big-endian), so a restarted agent continues where it stopped
 //! instead of re-verifying the first buckets forever.
@@ -15,11 +22,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
 
-use mend_store::{Cf, Op};
+use mend_store::{Cf, LeafSnapshot, Op};
 
 use crate::state::{AgentBackend, AgentState};
 
 const CURSOR_KEY: &[u8] = b"agent/scrub";
+
+/// Scrub steps one read of the persisted leaves serves.
+pub const SNAPSHOT_STEPS: u32 = 16;
 
 /// Where the scrub is: the next (range, bucket) to verify.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +70,18 @@ pub async fn step<B: AgentBackend>(
     at: Cursor,
     count: u32,
 ) -> Result<Step, Status> {
+    step_with(state, at, count, &mut None).await
+}
+
+/// [`step`] against the persisted leaves of `snap`, first replaced by a
+/// read of the next [`SNAPSHOT_STEPS`] steps' buckets when it does not
+/// cover this step's.
+pub async fn step_with<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    at: Cursor,
+    count: u32,
+    snap: &mut Option<LeafSnapshot>,
+) -> Result<Step, Status> {
     let specs = state.store.ranges().specs();
     let at = if usize::from(at.range) < specs.len() {
         at
@@ -71,9 +93,17 @@ pub async fn step<B: AgentBackend>(
     let first = u64::from(at.bucket).min(buckets);
     let n = (buckets - first).min(u64::from(count.max(1)));
     let (id, b0, n32) = (at.range, first as u32, n as u32);
-    let fixed = state
-        .blocking(move |s| s.repair_buckets(id, b0, n32))
+    let held = snap.take().filter(|s| s.covers(id, b0, n32));
+    let (fixed, kept) = state
+        .blocking(move |s| {
+            let snap = match held {
+                Some(h) => h,
+                None => s.snapshot_leaves(id, b0, n32.saturating_mul(SNAPSHOT_STEPS))?,
+            };
+            Ok((s.repair_buckets_with(id, b0, n32, &snap)?, snap))
+        })
         .await?;
+    *snap = Some(kept);
     let end = first + n;
     let next = if end >= buckets {
         Cursor {
@@ -123,6 +153,7 @@ pub fn spawn<B: AgentBackend>(state: Arc<AgentState<B>>, mut shutdown: watch::Re
     let per_step = u32::try_from(rate).unwrap_or(u32::MAX);
     tokio::spawn(async move {
         let mut at = load_cursor(&state);
+        let mut snap = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -130,7 +161,7 @@ pub fn spawn<B: AgentBackend>(state: Arc<AgentState<B>>, mut shutdown: watch::Re
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            match step(&state, at, per_step).await {
+            match step_with(&state, at, per_step, &mut snap).await {
                 Ok(s) => at = s.next,
                 Err(e) => {
                     tracing::warn!(error = %e.message(), "scrub step failed; retried next second")

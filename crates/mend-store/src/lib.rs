@@ -24,8 +24,8 @@ pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
 pub use mem::MemBackend;
 pub use store::{
-    Applied, LeafEntry, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport,
-    Write,
+    Applied, LeafEntry, LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig,
+    VerifyReport, Write,
 };
 pub use tree::RangeTree;
 pub use view::RangeView;

@@ -26,7 +26,7 @@ use crate::keys;
 use crate::tree::RangeTree;
 
 pub use read::{LeafEntry, RangeStats, Stats};
-pub use verify::{Purged, RangeVerify, VerifyReport};
+pub use verify::{LeafSnapshot, Purged, RangeVerify, VerifyReport};
 
 /// Derives extra rows from the outcomes of a write batch, committed in the
 /// same batch (see [`Store::write_with_extra`]).

@@ -280,38 +280,78 @@ impl<B: Backend> Store<B> {
         first: u32,
         count: u32,
     ) -> Result<Vec<u32>, StoreError> {
+        let snap = self.snapshot_leaves(range, first, count)?;
+        self.repair_buckets_with(range, first, count, &snap)
+    }
+
+    /// The persisted leaves of buckets `first..first + count` of `range`,
+    /// read in one scan without the writer lock, for
+    /// [`Store::repair_buckets_with`]. One snapshot can serve several
+    /// scrub steps: every read of the `leaves` column family sorts a copy
+    /// of its vector memtable, the one cost of the scrub that grows with
+    /// the write rate, so the scrub takes one per several steps.
+    pub fn snapshot_leaves(
+        &self,
+        range: u16,
+        first: u32,
+        count: u32,
+    ) -> Result<LeafSnapshot, StoreError> {
+        let buckets = self.shape(range)?.buckets();
+        let lo = u64::from(first).min(buckets);
+        let hi = (lo + u64::from(count)).min(buckets);
+        // The tree's leaves first, then the rows: a leaf that differs from
+        // `before` when the snapshot is used was written since, and every
+        // leaf write rewrites its row from the tree (under the writer
+        // lock), so its row is not what this snapshot holds, nor in doubt.
+        let before = self.trees_read()?[range as usize].leaves()[lo as usize..hi as usize].to_vec();
+        let mut persisted: Vec<Option<Agg>> = vec![Some(Agg::default()); (hi - lo) as usize];
+        if lo < hi {
+            self.backend.scan(
+                Cf::Leaves,
+                &keys::bucket_key(range, lo as u32),
+                Some(&keys::bucket_end(range, hi)),
+                &mut |k, v| {
+                    if let Some(slot) = k
+                        .get(2..6)
+                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                        .map(u32::from_be_bytes)
+                        .and_then(|b| u64::from(b).checked_sub(lo))
+                        .and_then(|i| persisted.get_mut(i as usize))
+                    {
+                        *slot = Agg::decode(v);
+                    }
+                    true
+                },
+            )?;
+        }
+        Ok(LeafSnapshot {
+            range,
+            lo,
+            before,
+            persisted,
+        })
+    }
+
+    /// [`Store::repair_buckets`] against the persisted leaves of `snap`
+    /// (taken by [`Store::snapshot_leaves`], possibly several calls ago).
+    /// A bucket `snap` does not cover, or whose leaf was written since
+    /// `snap` (its row rewritten from the tree since), is checked against
+    /// its data only; a row that disagrees with a leaf unchanged since
+    /// `snap` is read again under the lock before it counts (a leaf can
+    /// change and change back).
+    pub fn repair_buckets_with(
+        &self,
+        range: u16,
+        first: u32,
+        count: u32,
+        snap: &LeafSnapshot,
+    ) -> Result<Vec<u32>, StoreError> {
         let buckets = self.shape(range)?.buckets();
         let lo = u64::from(first).min(buckets);
         let hi = (lo + u64::from(count)).min(buckets);
         if lo == hi {
             return Ok(Vec::new());
         }
-        // The persisted leaves, read before taking the writer lock: one
-        // scan, not a point read per bucket (the leaves column family has
-        // a vector memtable, which sorts itself for every read), and off
-        // the lock so writers do not wait for it. Leaf rows change only
-        // under the writer lock, together with the in-memory tree; so a
-        // row that changed since this read changed the tree too, and the
-        // comparison with the tree under the lock still sees it. A row
-        // that looks wrong is read again under the lock before it counts.
-        let mut persisted: Vec<Option<Agg>> = vec![Some(Agg::default()); (hi - lo) as usize];
-        self.backend.scan(
-            Cf::Leaves,
-            &keys::bucket_key(range, lo as u32),
-            Some(&keys::bucket_end(range, hi)),
-            &mut |k, v| {
-                if let Some(slot) = k
-                    .get(2..6)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_be_bytes)
-                    .and_then(|b| u64::from(b).checked_sub(lo))
-                    .and_then(|i| persisted.get_mut(i as usize))
-                {
-                    *slot = Agg::decode(v);
-                }
-                true
-            },
-        )?;
         let _w = self.writer()?;
         let rebuilt = self.leaves_from_data(range, lo, hi)?;
         let mut ops = Vec::new();
@@ -321,8 +361,13 @@ impl<B: Backend> Store<B> {
             let tree = &trees[range as usize];
             for (i, agg) in rebuilt.iter().enumerate() {
                 let b = (lo + i as u64) as u32;
-                let mut bad = tree.leaves()[b as usize] != *agg;
-                if !bad && persisted[i] != Some(*agg) {
+                let leaf = tree.leaves()[b as usize];
+                let mut bad = leaf != *agg;
+                if !bad
+                    && let Some((before, persisted)) = snap.get(range, u64::from(b))
+                    && leaf == before
+                    && persisted != Some(*agg)
+                {
                     // An unreadable persisted leaf is what this fixes, not an error.
                     let now = match self.backend.get(Cf::Leaves, &keys::bucket_key(range, b))? {
                         Some(raw) => Agg::decode(&raw),
@@ -345,6 +390,34 @@ impl<B: Backend> Store<B> {
             trees[range as usize].set_leaf(*b, rebuilt[(u64::from(*b) - lo) as usize]);
         }
         Ok(fixed)
+    }
+}
+
+/// The persisted leaves of a span of buckets with the tree's leaves just
+/// before they were read ([`Store::snapshot_leaves`]).
+#[derive(Debug, Clone)]
+pub struct LeafSnapshot {
+    range: u16,
+    lo: u64,
+    before: Vec<Agg>,
+    persisted: Vec<Option<Agg>>,
+}
+
+impl LeafSnapshot {
+    /// Whether the snapshot holds `range`'s buckets `first..first + count`.
+    pub fn covers(&self, range: u16, first: u32, count: u32) -> bool {
+        let (first, count) = (u64::from(first), u64::from(count));
+        range == self.range
+            && first >= self.lo
+            && first + count <= self.lo + self.before.len() as u64
+    }
+
+    fn get(&self, range: u16, bucket: u64) -> Option<(Agg, Option<Agg>)> {
+        if range != self.range {
+            return None;
+        }
+        let i = usize::try_from(bucket.checked_sub(self.lo)?).ok()?;
+        Some((*self.before.get(i)?, *self.persisted.get(i)?))
     }
 }
 
