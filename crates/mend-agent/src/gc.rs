@@ -110,51 +110,36 @@ pub async fn record_sync<B: AgentBackend>(
         out.purge_clean_ranges()
             .map(|r| Op::Put(Cf::Meta, clean_key(&peer, r), at.clone())),
     );
-    let _records = state.sync_records.lock().await;
-    let stale = read_u64(state, &incarnation_key(&peer)).map_err(crate::status::from_store)?
-        != Some(incarnation);
-    if stale {
-        tracing::info!(peer = %peer, incarnation, "peer has a new store incarnation; its purge records start afresh");
-        let mut ops = forget_ops(state, &peer);
-        ops.retain(|d| !puts.iter().any(|p| op_key(p) == op_key(d)));
-        ops.push(Op::Put(
-            Cf::Meta,
-            incarnation_key(&peer),
-            incarnation.to_be_bytes().to_vec(),
-        ));
-        puts.extend(ops);
-    }
-    if puts.is_empty() {
-        return Ok(());
-    }
-    state
-        .blocking(move |s| s.backend().write(puts, false))
-        .await
-}
-
-/// Deletes of every purge record about `peer` (each range, both kinds, and
-/// its incarnation).
-fn forget_ops<B: AgentBackend>(state: &AgentState<B>, peer: &str) -> Vec<Op> {
-    let mut ops: Vec<Op> = state
+    // Rows of a former incarnation that this diff does not overwrite: gone
+    // in the same batch when the peer turns out to have a new one.
+    let forget: Vec<Vec<u8>> = state
         .store
         .ranges()
         .specs()
         .iter()
-        .flat_map(|spec| {
-            [
-                Op::Delete(Cf::Meta, sync_key(peer, &spec.name)),
-                Op::Delete(Cf::Meta, clean_key(peer, &spec.name)),
-            ]
+        .flat_map(|spec| [sync_key(&peer, &spec.name), clean_key(&peer, &spec.name)])
+        .filter(|k| {
+            !puts
+                .iter()
+                .any(|p| matches!(p, Op::Put(_, pk, _) if pk == k))
         })
         .collect();
-    ops.push(Op::Delete(Cf::Meta, incarnation_key(peer)));
-    ops
-}
-
-fn op_key(op: &Op) -> &[u8] {
-    match op {
-        Op::Put(_, k, _) | Op::Delete(_, k) => k,
-    }
+    let inc_key = incarnation_key(&peer);
+    let inc_row = incarnation.to_be_bytes().to_vec();
+    let _records = state.sync_records.lock().await;
+    state
+        .blocking(move |s| {
+            if s.backend().get(Cf::Meta, &inc_key)?.as_ref() != Some(&inc_row) {
+                tracing::info!(peer = %peer, incarnation, "peer has a new store incarnation; its purge records start afresh");
+                puts.extend(forget.into_iter().map(|k| Op::Delete(Cf::Meta, k)));
+                puts.push(Op::Put(Cf::Meta, inc_key, inc_row));
+            }
+            if puts.is_empty() {
+                return Ok(());
+            }
+            s.backend().write(puts, false)
+        })
+        .await
 }
 
 /// When `peer` was last seen in sync on `range` (ms), if ever.

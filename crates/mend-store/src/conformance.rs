@@ -370,6 +370,21 @@ fn purge_keeps_tree_right<H: Harness>(h: &mut H) {
     assert!(s.purge_tombstones(9, u64::MAX, 1).is_err());
 }
 
+/// Overwrites the persisted leaf of `bucket` in range 0 with 40 bytes of
+/// `fill` (the tree in memory keeps the right one).
+fn corrupt_leaf<B: Backend>(s: &Store<B>, bucket: u32, fill: u8) {
+    s.backend()
+        .write(
+            vec![crate::backend::Op::Put(
+                Cf::Leaves,
+                crate::keys::bucket_key(0, bucket),
+                vec![fill; 40],
+            )],
+            true,
+        )
+        .unwrap();
+}
+
 /// A leaf out of step with the data is found and fixed by
 /// `repair_buckets` without reopening the store; correct buckets are left
 /// alone.
@@ -382,16 +397,7 @@ fn repair_buckets_fixes_only_what_is_wrong<H: Harness>(h: &mut H) {
     let buckets = s.shape(0).unwrap().buckets() as u32;
     assert!(s.repair_buckets(0, 0, buckets).unwrap().is_empty());
     let (_, bucket, _) = s.locate(b"k07").unwrap();
-    s.backend()
-        .write(
-            vec![crate::backend::Op::Put(
-                Cf::Leaves,
-                crate::keys::bucket_key(0, bucket),
-                vec![7; 40],
-            )],
-            true,
-        )
-        .unwrap();
+    corrupt_leaf(&s, bucket, 7);
     let b = h.reopen(s.into_backend());
     let s = Store::open(b, config("n1", 1000)).unwrap();
     assert!(!s.verify().unwrap().ok());
@@ -400,16 +406,7 @@ fn repair_buckets_fixes_only_what_is_wrong<H: Harness>(h: &mut H) {
     // Only the persisted row wrong, the tree in memory right (no reopen):
     // still found (the persisted leaves are read apart from the tree).
     let (_, other, _) = s.locate(b"k21").unwrap();
-    s.backend()
-        .write(
-            vec![crate::backend::Op::Put(
-                Cf::Leaves,
-                crate::keys::bucket_key(0, other),
-                vec![9; 40],
-            )],
-            true,
-        )
-        .unwrap();
+    corrupt_leaf(&s, other, 9);
     assert_eq!(s.repair_buckets(0, 0, buckets).unwrap(), vec![other]);
     assert!(s.repair_buckets(0, 0, buckets).unwrap().is_empty());
     // Out of range spans are empty, not errors; a bad range is.
@@ -431,18 +428,7 @@ fn a_leaf_snapshot_serves_later_steps<H: Harness>(h: &mut H) {
     let (_, quiet, _) = s.locate(b"k07").unwrap();
     let (_, busy, _) = s.locate(b"k21").unwrap();
     assert_ne!(quiet, busy);
-    let corrupt = |b: u32| {
-        s.backend()
-            .write(
-                vec![crate::backend::Op::Put(
-                    Cf::Leaves,
-                    crate::keys::bucket_key(0, b),
-                    vec![7; 40],
-                )],
-                true,
-            )
-            .unwrap();
-    };
+    let corrupt = |b: u32| corrupt_leaf(&s, b, 7);
     corrupt(quiet);
     corrupt(busy);
     let snap = s.snapshot_leaves(0, 0, buckets).unwrap();
