@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages mend's build needs on Debian: libclang for
 # RocksDB's bindgen step (libclang1-14 alone lacks the builtin headers such as
-# stdbool.h, which live in libclang-common-14-dev). Idempotent and quick when
-# the packages are already present.
+# stdbool.h, which live in libclang-common-14-dev), and headless Chromium
+# with its WebDriver for the dashboard's browser test. Idempotent and quick
+# when the packages are already present.
 set -euo pipefail
-pkgs=(libclang1-14 libclang-common-14-dev)
+pkgs=(libclang1-14 libclang-common-14-dev chromium chromium-driver)
 if dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
   exit 0
 fi

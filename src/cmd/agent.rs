@@ -70,6 +70,10 @@ fn build_config(a: &AgentArgs, tls: &TlsArgs) -> anyhow::Result<AgentConfig> {
     c.roles
         .peer_addresses
         .extend(a.allow_peer_address.iter().cloned());
+    // One peer list for every replica (a Kubernetes ConfigMap, say) names
+    // this node too: a node is not its own peer.
+    let me = c.node_id.clone();
+    c.peers.retain(|p| p.id != me);
     c.validate()?;
     Ok(c)
 }

@@ -240,7 +240,8 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             let holds: Vec<_> = s.holds.iter().map(|h| json!({"repair_id": h.repair_id, "until_ms": h.until_ms, "keys": h.keys})).collect();
             print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers,
                 "repairs": s.repairs, "repairs_total": s.repairs_total, "repairs_next": s.repairs_next,
-                "holds": holds, "undo_in_progress": s.undo_in_progress}))?;
+                "holds": holds, "undo_in_progress": s.undo_in_progress,
+                "exchange_slots": {"in_use": s.exchange_slots_in_use, "max": s.exchange_slots_max, "holders": s.exchange_slot_holders}}))?;
         } else {
             println!("node {} (mend {}), up {}s", s.node_id, s.version, s.uptime_ms / 1000);
             for r in &s.ranges {
@@ -255,6 +256,8 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             for p in &s.peers {
                 println!("  peer  {:<16} {}", p.id, p.address);
             }
+            println!("  exchange slots: {} of {} in use{}", s.exchange_slots_in_use, s.exchange_slots_max,
+                if s.exchange_slot_holders.is_empty() { String::new() } else { format!(" ({})", s.exchange_slot_holders.join(", ")) });
             if let Some(latest) = s.repairs.first() {
                 println!("  {} journaled repairs, latest {latest}", s.repairs_total);
             }

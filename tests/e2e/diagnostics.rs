@@ -368,20 +368,9 @@ async fn a_budget_flip_alerts_and_the_playbook_repairs_then_metrics_show_it() {
 
     let http = a.http.clone().expect("http address");
     let body = reqwest_get(&format!("http://{http}/metrics")).await;
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let scrape = scrape(&http).await;
     let get = |name: &str, label: Option<(&str, &str)>| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(x)
-                | prometheus_parse::Value::Gauge(x)
-                | prometheus_parse::Value::Untyped(x) => x,
-                _ => 0.0,
-            })
-            .sum()
+        metric(&scrape, name, label.as_slice())
     };
     assert!(
         get("mend_exchanges_total", Some(("peer", "node-b"))) >= 2.0,

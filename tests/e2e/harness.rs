@@ -102,6 +102,13 @@ impl AgentProc {
     /// Starts `mend agent` on an ephemeral port over `dir`, with extra args,
     /// over mutual TLS with a certificate named `node`.
     pub fn start(node: &str, dir: &Path, extra: &[&str]) -> AgentProc {
+        AgentProc::start_at(node, dir, "127.0.0.1:0", extra)
+    }
+
+    /// [`AgentProc::start`] on the gRPC address `listen`, for agents that
+    /// must know each other's addresses before they start (see
+    /// [`free_port`]).
+    pub fn start_at(node: &str, dir: &Path, listen: &str, extra: &[&str]) -> AgentProc {
         let set = cert_set(node);
         let set = set.to_str().expect("utf-8 path");
         let mut args = vec![
@@ -115,28 +122,26 @@ impl AgentProc {
             set,
         ];
         args.extend_from_slice(extra);
-        AgentProc::start_bare(node, dir, &args)
+        AgentProc::start_bare_at(node, dir, listen, &args)
     }
 
     /// Starts `mend agent` with exactly `args` besides node id, listen
     /// address and data directory (no TLS, roles or peers of the harness).
     pub fn start_bare(node: &str, dir: &Path, args: &[&str]) -> AgentProc {
+        AgentProc::start_bare_at(node, dir, "127.0.0.1:0", args)
+    }
+
+    /// [`AgentProc::start_bare`] on the gRPC address `listen`.
+    pub fn start_bare_at(node: &str, dir: &Path, listen: &str, args: &[&str]) -> AgentProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mend"));
-        cmd.args([
-            "agent",
-            "--node-id",
-            node,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(args)
-        .env("MEND_CLUSTER_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.args(["agent", "--node-id", node, "--listen", listen, "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("MEND_CLUSTER_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn mend agent");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -299,6 +304,44 @@ pub fn base_data(n: u64, ms: u64) -> Vec<pb::BatchWrite> {
             )
         })
         .collect()
+}
+
+/// A loopback port free now (bound, read, released): for a set of agents
+/// configured with each other's addresses before any of them starts. Another
+/// process could take it in between; on a test machine none does.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The value of the Prometheus series `name` with every label of `labels`
+/// in a scrape (summed over the other labels; 0 when absent).
+pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(x)
+            | prometheus_parse::Value::Gauge(x)
+            | prometheus_parse::Value::Untyped(x) => x,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// Scrapes an agent's `/metrics`.
+pub async fn scrape(http: &str) -> prometheus_parse::Scrape {
+    let body = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text")
 }
 
 /// Interval between two looks at a condition another process owns (a

@@ -293,6 +293,20 @@ impl pb::peer_server::Peer for Hostile {
     ) -> Result<Response<pb::LookupResponse>, Status> {
         Err(Status::unimplemented("hostile"))
     }
+
+    async fn reserve(
+        &self,
+        _: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        Err(Status::unimplemented("hostile"))
+    }
+
+    async fn release(
+        &self,
+        _: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("hostile"))
+    }
 }
 
 /// A boxed stream fed by `f` through a small channel.

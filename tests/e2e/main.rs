@@ -9,11 +9,14 @@
 
 mod agents;
 mod campaign;
+mod dashboard;
 mod demo;
+mod deploy;
 mod diagnostics;
 mod harness;
 mod hostile;
 mod plan;
+mod schedules;
 mod security;
 mod shapes;
 mod simulate;

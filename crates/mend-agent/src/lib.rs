@@ -8,6 +8,7 @@
 //! built in [`status`], never a panic.
 
 pub mod auth;
+pub mod dashboard;
 pub use mend_config as config;
 pub mod exchange;
 pub mod gc;
@@ -19,12 +20,14 @@ pub mod metrics;
 pub mod monitor;
 pub mod repair;
 pub mod report;
+pub mod runs;
 pub mod sample;
 pub mod schedule;
 pub mod scrub;
 pub mod server;
 pub mod service;
 pub mod shadow;
+pub mod slots;
 pub mod state;
 pub mod status;
 

@@ -64,6 +64,16 @@ pub struct RangeSource {
     pub source: String,
 }
 
+/// Labels: peer and why a scheduled exchange was skipped.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerReason {
+    /// Peer id.
+    pub peer: String,
+    /// `busy` (this node's slots taken), `peer_busy` (the peer's), or
+    /// `peer_unreachable` (the reservation failed).
+    pub reason: String,
+}
+
 /// Labels: range.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RangeLabel {
@@ -136,6 +146,12 @@ pub struct Metrics {
     pub purge_horizon_timestamp_seconds: Family<RangeLabel, Gauge>,
     /// The peer's clock minus this agent's, from the latest handshake.
     pub peer_clock_skew_seconds: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    /// Exchange slots taken now (`schedule.exchanges_max` at most).
+    pub exchange_slots_in_use: Gauge,
+    /// Most exchange slots ever taken at once since start.
+    pub exchange_slots_in_use_max: Gauge,
+    /// Scheduled exchanges that did not start, by reason.
+    pub scheduled_exchanges_skipped: Family<PeerReason, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,6 +186,9 @@ impl Default for Metrics {
             tombstones_purged: Family::default(),
             purge_horizon_timestamp_seconds: Family::default(),
             peer_clock_skew_seconds: Family::default(),
+            exchange_slots_in_use: Gauge::default(),
+            exchange_slots_in_use_max: Gauge::default(),
+            scheduled_exchanges_skipped: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -201,6 +220,21 @@ impl Default for Metrics {
             "exchange_errors",
             "Exchanges that failed",
             m.exchange_errors.clone(),
+        );
+        r.register(
+            "exchange_slots_in_use",
+            "Exchange slots taken now, as initiator or responder (schedule.exchanges_max at most)",
+            m.exchange_slots_in_use.clone(),
+        );
+        r.register(
+            "exchange_slots_in_use_max",
+            "Most exchange slots taken at once since the agent started",
+            m.exchange_slots_in_use_max.clone(),
+        );
+        r.register(
+            "scheduled_exchanges_skipped",
+            "Scheduled exchanges that did not start: busy, peer_busy, peer_unreachable",
+            m.scheduled_exchanges_skipped.clone(),
         );
         r.register(
             "exchange_rounds",

@@ -112,11 +112,25 @@ pub struct BudgetFlip {
     pub oldest_divergence_ms_max: u64,
 }
 
+/// How the exchanges with one peer went lately (in memory: since start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LinkState {
+    /// The last exchange that completed, ms since the epoch (0 = none).
+    pub last_ok_ms: u64,
+    /// The last failure's message (empty = none since start).
+    pub last_error: String,
+    /// When it failed.
+    pub last_error_ms: u64,
+    /// Failures since the last exchange that completed.
+    pub failures: u32,
+}
+
 /// Drift state of every peer, and the latest report per peer.
 #[derive(Default)]
 pub struct Monitor {
     ranges: Mutex<BTreeMap<(String, String), RangeDrift>>,
     last: Mutex<BTreeMap<String, (u64, Arc<DiffOutcome>)>>,
+    links: Mutex<BTreeMap<String, LinkState>>,
 }
 
 /// A snapshot of one (peer, range) for the History RPC and /status.
@@ -246,7 +260,33 @@ impl Monitor {
             }
         }
         lock(&self.last).insert(peer.to_string(), (now_ms, outcome.clone()));
+        let mut links = lock(&self.links);
+        let l = links.entry(peer.to_string()).or_default();
+        l.last_ok_ms = now_ms;
+        l.failures = 0;
         flips
+    }
+
+    /// An exchange with `peer` (a configured peer's id: bounded) failed.
+    pub fn exchange_failed(&self, peer: &str, now_ms: u64, error: &str) {
+        let mut links = lock(&self.links);
+        let l = links.entry(peer.to_string()).or_default();
+        l.last_error = error.to_string();
+        l.last_error_ms = now_ms;
+        l.failures = l.failures.saturating_add(1);
+    }
+
+    /// How the exchanges with each peer went lately.
+    pub fn links(&self) -> BTreeMap<String, LinkState> {
+        lock(&self.links).clone()
+    }
+
+    /// The latest report of every peer.
+    pub fn latest(&self) -> Vec<(String, Arc<DiffOutcome>)> {
+        lock(&self.last)
+            .iter()
+            .map(|(p, (_, o))| (p.clone(), o.clone()))
+            .collect()
     }
 
     /// Sets the playbook action of the latest record of `peer`.

@@ -329,9 +329,75 @@ async fn repair_planned<B: AgentBackend>(
     let header = RepairHeader::new(id.clone(), addr.to_string(), true, now);
     let h2 = header.clone();
     state.blocking(move |s| journal::put_header(s, &h2)).await?;
+    let run = Run {
+        state,
+        id: id.clone(),
+        progress,
+    };
+    state.runs.start(
+        &id,
+        &d.peer_node,
+        planned.len() as u64,
+        opts.rate_bytes_per_s,
+        now,
+    );
+    let out = move_planned(state, addr, d, &planned, opts, &run, header, &mut sum).await;
+    let summary = format!(
+        "{} keys here, {} pushed, {} skipped",
+        sum.keys_to_local,
+        sum.keys_to_peer,
+        sum.skipped.len()
+    );
+    state.runs.finish(
+        &id,
+        state.store.now_ms(),
+        out.as_ref()
+            .map(|_| summary)
+            .map_err(|e| e.message().to_string()),
+    );
+    out?;
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+/// A repair run as it goes: progress to the caller's stream and to the
+/// dashboard's board, and the steps of its timeline.
+struct Run<'a, B: AgentBackend> {
+    state: &'a AgentState<B>,
+    id: String,
+    progress: Option<Progress>,
+}
+
+impl<B: AgentBackend> Run<'_, B> {
+    async fn progress(&self, done: u64, total: u64, bytes: u64) {
+        self.state.runs.progress(&self.id, done, bytes);
+        report(&self.progress, done, total, bytes).await;
+    }
+
+    fn event(&self, what: String) {
+        self.state
+            .runs
+            .event(&self.id, self.state.store.now_ms(), what);
+    }
+}
+
+/// Moves the planned entries of repair `header` both ways, journaled, and
+/// records the counts in `sum` and the header.
+#[allow(clippy::too_many_arguments)]
+async fn move_planned<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    d: &DiffOutcome,
+    planned: &[Planned],
+    opts: RepairOptions,
+    run: &Run<'_, B>,
+    header: RepairHeader,
+    sum: &mut RepairSummary,
+) -> Result<(), Status> {
+    let id = header.id.clone();
     let total = planned.len() as u64;
-    let mut to_peer = keys_behind(&planned, Side::Peer);
-    let to_local = keys_behind(&planned, Side::Local);
+    let mut to_peer = keys_behind(planned, Side::Peer);
+    let to_local = keys_behind(planned, Side::Local);
     let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
     let peer = connect(state, addr).await?;
     let mut done = 0u64;
@@ -343,14 +409,19 @@ async fn repair_planned<B: AgentBackend>(
         .filter(|p| p.resolution == Resolution::Authority)
         .collect();
     if !toward.is_empty() {
-        let restamped = restamp(state, addr, &peer, d, &toward, &id, &mut sum, &mut pacer).await?;
+        let restamped = restamp(state, addr, &peer, d, &toward, &id, sum, &mut pacer).await?;
         sum.keys_toward_authority = restamped.len() as u64;
+        run.event(format!(
+            "{} keys re-stamped toward the range's authority",
+            restamped.len()
+        ));
         to_peer.extend(restamped);
     }
 
     // Local → peer: stream current local entries; the peer applies them
     // through its apply rule and journals its before-images.
     if !to_peer.is_empty() {
+        run.event(format!("pushing {} keys to the peer", to_peer.len()));
         let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
         let call = {
             let p = peer.clone();
@@ -407,7 +478,7 @@ async fn repair_planned<B: AgentBackend>(
                         break;
                     }
                     done += n;
-                    report(&progress, done, total, sum.bytes_streamed).await;
+                    run.progress(done, total, sum.bytes_streamed).await;
                 }
             }
             if !msg.entries.is_empty() || !msg.repair_id.is_empty() {
@@ -419,7 +490,7 @@ async fn repair_planned<B: AgentBackend>(
                     break;
                 }
                 done += n;
-                report(&progress, done, total, sum.bytes_streamed).await;
+                run.progress(done, total, sum.bytes_streamed).await;
             }
         }
         drop(tx);
@@ -428,6 +499,11 @@ async fn repair_planned<B: AgentBackend>(
             .map_err(crate::status::from_join)?
             .map_err(|s| peer_err(addr, s))?;
         sum.keys_to_peer = resp.applied;
+        run.event(format!(
+            "peer applied {} keys, kept {} of its own",
+            resp.applied,
+            resp.not_applied.len()
+        ));
         for o in resp.not_applied {
             sum.skipped.push((
                 o.key,
@@ -440,6 +516,9 @@ async fn repair_planned<B: AgentBackend>(
     }
 
     // Peer → local: fetch the peer's entries and apply them here, journaled.
+    if !to_local.is_empty() {
+        run.event(format!("fetching {} keys from the peer", to_local.len()));
+    }
     for chunk in to_local.chunks(
         state
             .config
@@ -504,12 +583,15 @@ async fn repair_planned<B: AgentBackend>(
                     }
                 }
                 done += n;
-                report(&progress, done, total, sum.bytes_streamed).await;
+                run.progress(done, total, sum.bytes_streamed).await;
             }
             if end {
                 break;
             }
         }
+    }
+    if !to_local.is_empty() {
+        run.event(format!("applied {} keys here", sum.keys_to_local));
     }
     pacer.finish().await;
     sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
@@ -518,8 +600,7 @@ async fn repair_planned<B: AgentBackend>(
     h.keys_pushed = sum.keys_to_peer;
     h.keys_toward_authority = sum.keys_toward_authority;
     state.blocking(move |s| journal::put_header(s, &h)).await?;
-    sum.elapsed = started.elapsed();
-    Ok(sum)
+    Ok(())
 }
 
 /// Resolves `moves` toward their range's authority: checks that neither

@@ -12,7 +12,9 @@ use tokio::sync::watch;
 
 use mend_core::classify::Category;
 
-use crate::config::PeerConfig;
+use mend_rpc::pb;
+
+use crate::config::{Initiate, PeerConfig};
 use crate::exchange::{DiffOutcome, diff};
 use crate::monitor::{BudgetFlip, observe_exchange};
 use crate::repair::{RepairOptions, repair_outcome};
@@ -21,25 +23,217 @@ use crate::state::{AgentBackend, AgentState};
 /// Window gap that splits attribution sources, ms.
 pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
 
-/// Spawns the scheduled-exchange tasks; they stop when `shutdown` changes.
+/// Spawns the scheduled-exchange tasks, one per peer this node initiates
+/// with (`schedule.initiate`); they stop when `shutdown` changes.
 pub fn spawn<B: AgentBackend>(state: Arc<AgentState<B>>, shutdown: watch::Receiver<bool>) {
+    let sc = state.config.schedule.clone();
     for p in state.config.peers.clone() {
         if p.interval_ms == 0 {
+            continue;
+        }
+        if !initiates(state.node_id.as_str(), &p.id, sc.initiate) {
+            tracing::info!(peer = %p.id, "scheduled exchanges with this peer are initiated by the peer (the lower node id)");
             continue;
         }
         let state = state.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(p.interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first exchange comes within the jitter window, so agents
+            // started together do not all start at once.
+            let jitter = p.interval_ms * sc.jitter_percent as u64 / 100;
+            let mut wait = Duration::from_millis(rand::random_range(0..=jitter));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => break,
                 }
-                run_once(&state, &p).await;
+                let started = tokio::time::Instant::now();
+                let ran = run_scheduled(&state, &p).await;
+                let busy = started.elapsed();
+                let u = rand::random::<f64>();
+                wait = match ran {
+                    // A skip (counted in its metric) retries at a random
+                    // point of the next interval: tasks that lost a slot
+                    // to each other fall out of step instead of meeting
+                    // again at every tick.
+                    Err(_) => retry_wait(p.interval_ms, u),
+                    Ok(_) => {
+                        jittered(p.interval_ms, sc.jitter_percent, u)
+                            + intensity_wait(busy, sc.intensity_percent)
+                    }
+                };
             }
         });
+    }
+}
+
+/// Whether `me` initiates the scheduled exchanges with `peer`.
+pub fn initiates(me: &str, peer: &str, mode: Initiate) -> bool {
+    match mode {
+        Initiate::Both => true,
+        Initiate::LowerId => me.as_bytes() < peer.as_bytes(),
+    }
+}
+
+/// The wait before the next exchange: `interval_ms` ± `jitter_percent`,
+/// placed by `u` in [0, 1).
+pub fn jittered(interval_ms: u64, jitter_percent: u32, u: f64) -> Duration {
+    let span = interval_ms as f64 * jitter_percent as f64 / 100.0;
+    let ms = interval_ms as f64 - span + 2.0 * span * u.clamp(0.0, 1.0);
+    Duration::from_millis(ms.max(0.0) as u64)
+}
+
+/// The wait after a skipped exchange: a point of the next interval placed
+/// by `u` in [0, 1), no sooner than a tenth of it.
+pub fn retry_wait(interval_ms: u64, u: f64) -> Duration {
+    let share = 0.1 + 0.9 * u.clamp(0.0, 1.0);
+    Duration::from_millis((interval_ms as f64 * share) as u64)
+}
+
+/// The extra wait after an exchange that was busy for `busy`, so exchanges
+/// keep the node busy at most `intensity_percent` of the time.
+pub fn intensity_wait(busy: Duration, intensity_percent: u32) -> Duration {
+    let p = intensity_percent.clamp(1, 100);
+    busy * (100 - p) / p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_side_of_a_pair_initiates() {
+        for (a, b) in [("node-a", "node-b"), ("n1", "n10"), ("B", "a")] {
+            assert!(initiates(a, b, Initiate::LowerId) != initiates(b, a, Initiate::LowerId));
+            assert!(initiates(a, b, Initiate::Both) && initiates(b, a, Initiate::Both));
+        }
+        assert!(!initiates("x", "x", Initiate::LowerId), "never with itself");
+    }
+
+    #[test]
+    fn waits_stay_in_their_windows() {
+        assert_eq!(jittered(1000, 10, 0.0), Duration::from_millis(900));
+        assert_eq!(jittered(1000, 10, 0.5), Duration::from_millis(1000));
+        assert_eq!(jittered(1000, 0, 0.9), Duration::from_millis(1000));
+        assert_eq!(
+            intensity_wait(Duration::from_millis(40), 100),
+            Duration::ZERO
+        );
+        assert_eq!(
+            intensity_wait(Duration::from_millis(40), 50),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            intensity_wait(Duration::from_millis(40), 20),
+            Duration::from_millis(160)
+        );
+        assert_eq!(retry_wait(1000, 0.0), Duration::from_millis(100));
+        assert!(retry_wait(1000, 0.999) <= Duration::from_millis(1000));
+    }
+}
+
+/// Why a scheduled exchange did not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Every slot of this node is taken.
+    Busy,
+    /// Every slot of the peer is taken.
+    PeerBusy,
+    /// The peer did not answer the reservation.
+    PeerUnreachable,
+}
+
+impl Skip {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Busy => "busy",
+            Skip::PeerBusy => "peer_busy",
+            Skip::PeerUnreachable => "peer_unreachable",
+        }
+    }
+}
+
+/// One scheduled exchange with `peer` when both sides have a free slot
+/// (`schedule.exchanges_max`); the slots are held through the exchange and
+/// its playbook repair. Returns the outcome, or why it did not run.
+pub async fn run_scheduled<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    peer: &PeerConfig,
+) -> Result<Option<Arc<DiffOutcome>>, Skip> {
+    let lease = Duration::from_millis(state.config.schedule.lease_ms);
+    let skip = |why: Skip| {
+        state
+            .metrics
+            .scheduled_exchanges_skipped
+            .get_or_create(&crate::metrics::PeerReason {
+                peer: peer.id.clone(),
+                reason: why.as_str().into(),
+            })
+            .inc();
+        tracing::debug!(peer = %peer.id, reason = why.as_str(), "scheduled exchange skipped");
+        Err(why)
+    };
+    let Some(mine) = state.slots.try_take(
+        &format!("{} (as initiator)", peer.id),
+        lease,
+        &state.metrics,
+    ) else {
+        return skip(Skip::Busy);
+    };
+    let theirs = match reserve(state, peer, lease).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            state.slots.release(mine, &state.metrics);
+            return skip(Skip::PeerBusy);
+        }
+        Err(e) => {
+            state.slots.release(mine, &state.metrics);
+            exchange_failed(state, &peer.id, &e);
+            tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange: no slot reserved at the peer");
+            return skip(Skip::PeerUnreachable);
+        }
+    };
+    let out = run_once(state, peer).await;
+    if !theirs.is_empty() {
+        let released = async {
+            let link = crate::exchange::connect(state, &peer.address).await?;
+            link.release(pb::ReleaseRequest { token: theirs }).await
+        }
+        .await;
+        if let Err(e) = released {
+            // The peer's lease frees it.
+            tracing::info!(peer = %peer.id, error = %e.message(), "slot at the peer not released; its lease will free it");
+        }
+    }
+    state.slots.release(mine, &state.metrics);
+    Ok(out)
+}
+
+/// Reserves a slot at `peer`: its token, `None` when the peer is busy. A
+/// peer too old to know `Reserve` (UNIMPLEMENTED) does not coordinate: the
+/// exchange runs with an empty token.
+async fn reserve<B: AgentBackend>(
+    state: &AgentState<B>,
+    peer: &PeerConfig,
+    lease: Duration,
+) -> Result<Option<String>, tonic::Status> {
+    let link = crate::exchange::connect(state, &peer.address).await?;
+    let req = pb::ReserveRequest {
+        lease_ms: lease.as_millis() as u64,
+    };
+    match link.reserve(req).await {
+        Ok(r) if r.granted && r.token.is_empty() => Err(tonic::Status::internal(
+            "peer granted a slot without a token",
+        )),
+        Ok(r) if r.granted => Ok(Some(r.token)),
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == tonic::Code::Unimplemented => Ok(Some(String::new())),
+        Err(e) => {
+            let e = crate::link::peer_err(&peer.address, e);
+            crate::exchange::forget(state, &peer.address);
+            Err(e)
+        }
     }
 }
 
@@ -58,43 +252,77 @@ pub async fn run_once<B: AgentBackend>(
     let outcome = match diff(state, &addr, None).await {
         Ok(o) => Arc::new(o),
         Err(e) => {
-            state
-                .metrics
-                .exchange_errors
-                .get_or_create(&crate::metrics::PeerLabel {
-                    peer: peer.id.clone(),
-                })
-                .inc();
+            exchange_failed(state, &peer.id, &e);
             tracing::warn!(peer = %peer.id, error = %e.message(), "scheduled exchange failed");
             return None;
         }
     };
-    observe_exchange(&state.metrics, &peer.id, &outcome, state.store.now_ms());
     let now = state.store.now_ms();
-    let flips = state.monitor.record(
-        &state.metrics,
-        &peer.id,
-        peer.budget,
-        state.config.history_max,
-        &outcome,
-        now,
-        "report",
-    );
+    let flips = record_exchange(state, &peer.id, &outcome, "report");
     // The playbook runs before alerts go out, so an alert says what was done.
     let action = playbook(state, peer, &addr, &outcome).await;
     state.monitor.set_action(&peer.id, &action);
-    match state.monitor.persisted(&peer.id) {
-        Ok(ops) => {
-            if let Err(e) = state.blocking(move |s| s.backend().write(ops, false)).await {
-                tracing::warn!(peer = %peer.id, error = %e.message(), "drift history not persisted");
-            }
-        }
-        Err(e) => tracing::warn!(peer = %peer.id, error = %e, "drift history not persisted"),
-    }
+    persist_drift(state, &peer.id).await;
     for f in flips {
         alert(state, &f, &outcome, now, &action).await;
     }
     Some(outcome)
+}
+
+/// An exchange with the configured peer `peer` failed: counted, and shown
+/// on the dashboard with its message.
+pub fn exchange_failed<B: AgentBackend>(state: &AgentState<B>, peer: &str, e: &tonic::Status) {
+    state
+        .metrics
+        .exchange_errors
+        .get_or_create(&crate::metrics::PeerLabel {
+            peer: peer.to_string(),
+        })
+        .inc();
+    state
+        .monitor
+        .exchange_failed(peer, state.store.now_ms(), e.message());
+}
+
+/// Records a completed exchange with `peer` (its proven node id): metrics,
+/// the drift history and budgets (the peer's configured budget, if any).
+/// Returns the budget flips.
+pub fn record_exchange<B: AgentBackend>(
+    state: &AgentState<B>,
+    peer: &str,
+    outcome: &Arc<DiffOutcome>,
+    action: &str,
+) -> Vec<BudgetFlip> {
+    let now = state.store.now_ms();
+    observe_exchange(&state.metrics, peer, outcome, now);
+    let budget = state
+        .config
+        .peers
+        .iter()
+        .find(|p| p.id == peer)
+        .and_then(|p| p.budget);
+    state.monitor.record(
+        &state.metrics,
+        peer,
+        budget,
+        state.config.history_max,
+        outcome,
+        now,
+        action,
+    )
+}
+
+/// Writes `peer`'s drift history to the store (a failure is logged: the
+/// history is diagnostics, never a reason to fail an exchange).
+pub async fn persist_drift<B: AgentBackend>(state: &AgentState<B>, peer: &str) {
+    match state.monitor.persisted(peer) {
+        Ok(ops) => {
+            if let Err(e) = state.blocking(move |s| s.backend().write(ops, false)).await {
+                tracing::warn!(%peer, error = %e.message(), "drift history not persisted");
+            }
+        }
+        Err(e) => tracing::warn!(%peer, error = %e, "drift history not persisted"),
+    }
 }
 
 async fn alert<B: AgentBackend>(

@@ -168,6 +168,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         addr: config.listen,
         source,
     })?;
+    let _ = state.grpc_addr.set(addr);
     let http_addr = match config.http {
         Some(h) => Some(
             crate::http::serve(h, state.clone())
@@ -416,6 +417,9 @@ pub async fn status(
             })
             .collect(),
         undo_in_progress,
+        exchange_slots_in_use: state.slots.in_use().0,
+        exchange_slots_max: state.slots.in_use().1,
+        exchange_slot_holders: state.slots.holders(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         budgets: state
             .monitor

@@ -99,6 +99,13 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     pub incarnation: u64,
     /// Serialises the purge records' read-modify-write (`gc`).
     pub sync_records: tokio::sync::Mutex<()>,
+    /// Repair runs in flight and recently finished, for the dashboard.
+    pub runs: crate::runs::RunBoard,
+    /// Exchange slots (`schedule.exchanges_max`), as initiator or responder.
+    pub slots: crate::slots::Slots,
+    /// The gRPC address the agent is bound to, once it is (for the
+    /// commands the dashboard shows).
+    pub grpc_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Meta row of this store's incarnation (u64 big-endian, never 0).
@@ -162,6 +169,9 @@ impl<B: AgentBackend> AgentState<B> {
         AgentState {
             incarnation,
             sync_records: tokio::sync::Mutex::new(()),
+            runs: crate::runs::RunBoard::default(),
+            slots: crate::slots::Slots::new(config.schedule.exchanges_max),
+            grpc_addr: std::sync::OnceLock::new(),
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),
             store,

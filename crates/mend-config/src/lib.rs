@@ -286,6 +286,57 @@ impl Default for Scrub {
     }
 }
 
+/// Which side of a pair starts the scheduled exchanges of their ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Initiate {
+    /// The side with the lower node id (byte order): exactly one side of
+    /// each pair, with no coordinator, so a pair never runs the same
+    /// exchange twice at once. The higher side answers.
+    LowerId,
+    /// Both sides, each on its own schedule (twice the exchanges).
+    Both,
+}
+
+/// Coordinated schedules (`[schedule]`): who initiates, how many exchanges
+/// a node takes part in at once, and how much background load they make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Who initiates the scheduled exchanges of a pair (`lower_id`).
+    pub initiate: Initiate,
+    /// Most scheduled exchanges (with their playbook repairs) this node
+    /// takes part in at once, as initiator or as responder (1..=64;
+    /// default 1, like Scylla Manager's one repair job per node). An
+    /// exchange starts only when both sides have a free slot; else it is
+    /// skipped until its next tick. On-demand diffs and repairs from an
+    /// operator are not counted: an operator mid-incident is never queued.
+    pub exchanges_max: u32,
+    /// Share of time scheduled exchanges may keep busy (1..=100): after an
+    /// exchange of duration d a peer's schedule also waits
+    /// d × (100 − p) / p. At 100 (default) only the interval counts.
+    pub intensity_percent: u32,
+    /// Each wait is the interval ± this share of it, drawn at random
+    /// (0..=50), so agents started together drift apart.
+    pub jitter_percent: u32,
+    /// Longest a slot reserved on a peer is held without a release, ms
+    /// (1 000..=86 400 000): an initiator that dies mid-exchange frees its
+    /// peer's slot after it.
+    pub lease_ms: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            initiate: Initiate::LowerId,
+            exchanges_max: 1,
+            intensity_percent: 100,
+            jitter_percent: 10,
+            lease_ms: 600_000,
+        }
+    }
+}
+
 /// Limits of the agent; each costs what its comment says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -392,6 +443,8 @@ pub struct AgentConfig {
     pub gc: Gc,
     /// Background verification of the tree against the data.
     pub scrub: Scrub,
+    /// Coordinated schedules of the exchanges with peers.
+    pub schedule: Schedule,
     /// Repair journal retention and undo holds.
     pub journal: Journal,
     /// Force each write to disk before acknowledging (slower, survives
@@ -436,6 +489,7 @@ impl Default for AgentConfig {
             tombstone_grace_ms: mend_store::store::TOMBSTONE_GRACE_MS_DEFAULT,
             gc: Gc::default(),
             scrub: Scrub::default(),
+            schedule: Schedule::default(),
             journal: Journal::default(),
             sync_writes: false,
             limits: Limits::default(),
@@ -654,6 +708,16 @@ impl AgentConfig {
             0,
             1_000_000,
         )?;
+        let sc = &self.schedule;
+        in_range("schedule.exchanges_max", sc.exchanges_max as u64, 1, 64)?;
+        in_range(
+            "schedule.intensity_percent",
+            sc.intensity_percent as u64,
+            1,
+            100,
+        )?;
+        in_range("schedule.jitter_percent", sc.jitter_percent as u64, 0, 50)?;
+        in_range("schedule.lease_ms", sc.lease_ms, 1_000, 86_400_000)?;
         in_range(
             "tls.reload_poll_ms",
             self.tls.reload_poll_ms,

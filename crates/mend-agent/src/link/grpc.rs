@@ -190,4 +190,10 @@ impl PeerLink for GrpcLink {
         Ok(r.get_ref().status
             == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
     }
+    async fn reserve(&self, r: pb::ReserveRequest) -> Result<pb::ReserveResponse, Status> {
+        Ok(self.peer.clone().reserve(r).await?.into_inner())
+    }
+    async fn release(&self, r: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+        Ok(self.peer.clone().release(r).await?.into_inner())
+    }
 }

@@ -48,6 +48,10 @@ pub enum Rpc {
     UndoPush,
     /// `grpc.health.v1.Health/Check`.
     Health,
+    /// `Reserve`.
+    Reserve,
+    /// `Release`.
+    Release,
 }
 
 /// What happens to one message.
@@ -391,6 +395,19 @@ impl<B: AgentBackend> PeerLink for Shared<B> {
         let p = &self.0.peer;
         self.0
             .unary(Rpc::UndoPush, r, |q| p.on_undo_push(None, q))
+            .await
+    }
+    async fn reserve(&self, r: pb::ReserveRequest) -> Result<pb::ReserveResponse, Status> {
+        let p = &self.0.peer;
+        let me = &self.0.from;
+        self.0
+            .unary(Rpc::Reserve, r, |q| async move { Ok(p.on_reserve(me, q)) })
+            .await
+    }
+    async fn release(&self, r: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+        let p = &self.0.peer;
+        self.0
+            .unary(Rpc::Release, r, |q| async move { p.on_release(q) })
             .await
     }
     async fn healthy(&self) -> Result<bool, Status> {

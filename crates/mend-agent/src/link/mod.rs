@@ -50,6 +50,10 @@ pub trait PeerLink: Send + Sync {
     /// The peer's own health for serving exchanges (store writable, reply
     /// streams free): true when SERVING.
     async fn healthy(&self) -> Result<bool, Status>;
+    /// One of the peer's exchange slots for a scheduled exchange.
+    async fn reserve(&self, r: pb::ReserveRequest) -> Result<pb::ReserveResponse, Status>;
+    /// Frees a slot `reserve` granted.
+    async fn release(&self, r: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status>;
 }
 
 /// Opens links to peers by address (`host:port`, or a node id in memory).

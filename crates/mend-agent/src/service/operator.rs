@@ -113,15 +113,23 @@ impl pb::operator_server::Operator for OperatorService {
         }
         let addr = self.state.resolve_peer(&r.peer)?;
         let range = (!r.range.is_empty()).then_some(r.range);
-        let d = diff(&self.state, &addr, range.as_deref()).await?;
+        let d = match diff(&self.state, &addr, range.as_deref()).await {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                // Shown per configured peer only (bounded: never a
+                // caller-supplied address).
+                if let Some(p) = self.state.config.peers.iter().find(|p| p.id == r.peer) {
+                    crate::schedule::exchange_failed(&self.state, &p.id, &e);
+                }
+                return Err(e);
+            }
+        };
         // Labelled by the node id the peer proved at handshake, never by the
-        // caller-supplied address (bounded cardinality).
-        crate::monitor::observe_exchange(
-            &self.state.metrics,
-            &d.peer_node.clone(),
-            &d,
-            self.state.store.now_ms(),
-        );
+        // caller-supplied address (bounded cardinality). An exchange on
+        // demand is part of the drift history like a scheduled one.
+        crate::schedule::record_exchange(&self.state, &d.peer_node, &d, "on demand");
+        crate::schedule::persist_drift(&self.state, &d.peer_node).await;
+        let d = Arc::unwrap_or_clone(d);
         Ok(Response::new(stream_report(d, self.state.store.now_ms())))
     }
 

@@ -681,6 +681,38 @@ impl<B: AgentBackend> PeerService<B> {
     }
 }
 
+impl<B: AgentBackend> PeerService<B> {
+    /// `Reserve`: one of this node's exchange slots for `holder`'s scheduled
+    /// exchange, leased for at most `schedule.lease_ms`.
+    pub fn on_reserve(&self, holder: &str, r: pb::ReserveRequest) -> pb::ReserveResponse {
+        let cap = self.state.config.schedule.lease_ms;
+        let lease = std::time::Duration::from_millis(r.lease_ms.clamp(1, cap));
+        let token = self.state.slots.try_take(
+            &format!("{holder} (as initiator)"),
+            lease,
+            &self.state.metrics,
+        );
+        let (in_use, max) = self.state.slots.in_use();
+        pb::ReserveResponse {
+            granted: token.is_some(),
+            token: token.map(|t| format!("{t:016x}")).unwrap_or_default(),
+            in_use,
+            max,
+        }
+    }
+
+    /// `Release`: frees a slot `Reserve` granted. A token that names no
+    /// held slot (its lease ran out) is not an error: the slot is free.
+    pub fn on_release(&self, r: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+        let token = u64::from_str_radix(&r.token, 16)
+            .ok()
+            .filter(|_| r.token.len() == 16)
+            .ok_or_else(|| Status::invalid_argument("token: 16 hex digits from Reserve"))?;
+        self.state.slots.release(token, &self.state.metrics);
+        Ok(pb::ReleaseResponse {})
+    }
+}
+
 fn owner_of<T>(req: &Request<T>) -> Option<String> {
     crate::auth::caller(req).map(|i| i.primary().to_string())
 }
@@ -770,5 +802,20 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
         self.on_undo_push(owner, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn reserve(
+        &self,
+        req: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let holder = owner_of(&req).unwrap_or_else(|| "a plaintext caller".into());
+        Ok(Response::new(self.on_reserve(&holder, req.into_inner())))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.on_release(req.into_inner()).map(Response::new)
     }
 }
