@@ -290,7 +290,8 @@ pub fn bench_diff(c: &mut Criterion) {
                         .await
                         .unwrap();
                     assert_eq!(d.keys.len(), 100);
-                    let srcs = mend_agent::report::sources(&d, a.state.store.now_ms(), 60_000);
+                    let srcs =
+                        mend_agent::report::attribution(&d, a.state.store.now_ms(), 60_000).sources;
                     assert!(!srcs.is_empty());
                     (d.cost.bytes_sent + d.cost.bytes_received, srcs.len())
                 })
@@ -389,7 +390,7 @@ pub fn grid(_: &mut Criterion) {
                     let o = mend_agent::exchange::diff(&a.state, &peer, None)
                         .await
                         .unwrap();
-                    let srcs = mend_agent::report::sources(&o, a.state.store.now_ms(), 60_000);
+                    let srcs = mend_agent::report::attribution(&o, a.state.store.now_ms(), 60_000);
                     std::hint::black_box(srcs);
                     o
                 });

@@ -108,9 +108,25 @@ pub struct ReportArgs {
     /// Keys to print in the human report.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
-    /// Print JSON.
+    /// `text` (the latest report), `markdown` (the incident summary for a
+    /// postmortem: what diverged, since when, why, what was repaired, what
+    /// is left) or `json` (both: `{"incident": ..., "report": ...}`).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Same as `--format json`.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Output of `mend report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The latest report, for a terminal.
+    Text,
+    /// The incident summary in Markdown.
+    Markdown,
+    /// The incident and the latest report as JSON.
+    Json,
 }
 
 /// Flags of `mend sample`.

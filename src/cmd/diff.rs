@@ -100,6 +100,7 @@ pub fn to_json(r: &Received) -> Value {
         "local_node": s.local_node,
         "peer_node": s.peer_node,
         "ranges": s.ranges,
+        "cause": if s.cause_kind.is_empty() { Value::Null } else { json!({"kind": s.cause_kind, "hint": s.cause}) },
         "sources": s.sources.iter().map(|x| json!({
             "category": x.category, "origin": x.origin, "newer_side": x.newer_side, "count": x.count,
             "first_ms": x.first_ms, "last_ms": x.last_ms, "seq_min": x.seq_min, "seq_max": x.seq_max,
@@ -184,6 +185,10 @@ pub fn print_human(r: &Received, show: usize) {
         if c.count > 0 {
             println!("  {:<22} {:>8}", c.category, c.count);
         }
+    }
+    if !s.cause.is_empty() {
+        println!();
+        println!("  one cause explains it all: {}", s.cause);
     }
     if !s.sources.is_empty() {
         println!();

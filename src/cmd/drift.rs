@@ -9,7 +9,7 @@ use serde_json::json;
 use super::client::operator;
 use super::diff::{Received, print_human, to_json};
 use super::{runtime, status_err};
-use crate::cli::{HistoryArgs, ReportArgs, SampleArgs};
+use crate::cli::{HistoryArgs, ReportArgs, ReportFormat, SampleArgs};
 use crate::output::print_json;
 
 fn ago(now: u64, at: u64) -> String {
@@ -114,10 +114,34 @@ pub fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         let summary = summary
             .ok_or_else(|| anyhow::anyhow!("agent {}: report ended without a summary", a.agent))?;
         let r = Received { keys, summary };
-        if a.json {
-            print_json(&to_json(&r))?;
-        } else {
+        let format = if a.json { ReportFormat::Json } else { a.format };
+        if format == ReportFormat::Text {
             print_human(&r, a.show);
+        } else {
+            let h = c
+                .history(pb::HistoryRequest {
+                    peer: r.summary.peer_node.clone(),
+                })
+                .await
+                .map_err(|s| status_err(&a.agent, s))?
+                .into_inner();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let st = c
+                .status(pb::StatusRequest {
+                    repairs_limit: 100,
+                    repairs_after: String::new(),
+                })
+                .await
+                .map_err(|s| status_err(&a.agent, s))?
+                .into_inner();
+            let inc = super::incident::incident(&h.peers, &r.summary, &r.keys, &st.repairs, now);
+            if format == ReportFormat::Markdown {
+                print!("{}", super::incident::markdown(&inc));
+            } else {
+                print_json(&json!({"incident": inc, "report": to_json(&r)}))?;
+            }
         }
         Ok(if r.summary.in_sync {
             ExitCode::SUCCESS

@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod diff;
 mod drift;
+mod incident;
 mod plan;
 mod repair;
 mod simulate;

@@ -16,6 +16,7 @@ mod diagnostics;
 mod harness;
 mod hostile;
 mod plan;
+mod reports;
 mod schedules;
 mod security;
 mod shapes;

@@ -50,6 +50,8 @@ pub struct Dashboard {
     pub peers: Vec<PeerView>,
     /// Per (peer, range): the last exchange and the drift history.
     pub exchanges: Vec<ExchangeView>,
+    /// The single cause of a peer's last exchange, where one explains it all.
+    pub causes: Vec<CauseView>,
     /// Attribution of each peer's last exchange, largest first.
     pub sources: Vec<SourceView>,
     /// Repair runs, in flight first.
@@ -123,6 +125,17 @@ pub struct SourceView {
     /// The source, with its hint.
     #[serde(flatten)]
     pub source: Source,
+}
+
+/// The one cause of a peer's whole divergence.
+#[derive(Debug, Clone, Serialize)]
+pub struct CauseView {
+    /// The peer.
+    pub peer: String,
+    /// The cause (`kind` and its fields).
+    pub cause: mend_core::attribution::Cause,
+    /// What it means, for a person.
+    pub hint: String,
 }
 
 /// A journaled repair and how to take it back.
@@ -211,8 +224,17 @@ pub async fn build<B: AgentBackend>(
         })
         .collect();
     let mut sources = Vec::new();
+    let mut causes = Vec::new();
     for (peer, outcome) in state.monitor.latest() {
-        for s in crate::report::sources(&outcome, now, crate::schedule::SOURCE_WINDOW_GAP_MS) {
+        let a = crate::report::attribution(&outcome, now, crate::schedule::SOURCE_WINDOW_GAP_MS);
+        if let Some((cause, hint)) = a.cause {
+            causes.push(CauseView {
+                peer: peer.clone(),
+                cause,
+                hint,
+            });
+        }
+        for s in a.sources {
             sources.push(SourceView {
                 peer: peer.clone(),
                 source: s,
@@ -251,6 +273,7 @@ pub async fn build<B: AgentBackend>(
         uptime_ms,
         peers,
         exchanges,
+        causes,
         sources,
         runs,
         recent_repairs,

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use mend_core::attribution::{Observed, Options, Source, attribute};
+use mend_core::attribution::{Cause, Observed, Options, Source, attribute, single_cause};
 use mend_core::classify::Category;
 use mend_core::exchange::EntrySummary;
 use mend_rpc::pb;
@@ -13,8 +13,18 @@ use crate::exchange::DiffOutcome;
 /// Sources shown per report.
 pub const SOURCES_MAX: usize = 10;
 
-/// Attribution of a diff: the largest groups of divergent keys with hints.
-pub fn sources(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Vec<Source> {
+/// Attribution of a diff: the largest groups of divergent keys with
+/// hints, and the single cause when one explains the whole diff.
+#[derive(Debug, Clone, Default)]
+pub struct Attribution {
+    /// Largest first, at most [`SOURCES_MAX`].
+    pub sources: Vec<Source>,
+    /// One cause of everything, with its hint.
+    pub cause: Option<(Cause, String)>,
+}
+
+/// Attributes `o` at `now_ms`.
+pub fn attribution(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Attribution {
     let observed: Vec<Observed<'_>> = o
         .keys
         .iter()
@@ -31,7 +41,28 @@ pub fn sources(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Vec<Source> 
         local_node: o.local_node.clone(),
         peer_node: o.peer_node.clone(),
     };
-    attribute(&observed, &opts)
+    Attribution {
+        sources: attribute(&observed, &opts),
+        cause: single_cause(&observed, &opts, o.entries_local, o.entries_peer),
+    }
+}
+
+/// The wire name of a cause's kind (`DiffSummary.cause_kind`).
+pub fn cause_kind(c: &Cause) -> &'static str {
+    match c {
+        Cause::Empty { .. } => "empty",
+        Cause::LostAfter { .. } => "lost_after",
+        Cause::ClockJump { .. } => "clock_jump",
+    }
+}
+
+/// The cause as JSON, as `mend diff --json` prints it from the wire:
+/// `{"kind": ..., "hint": ...}`, or null.
+pub fn cause_json(c: &Option<(Cause, String)>) -> Value {
+    match c {
+        Some((cause, hint)) => json!({"kind": cause_kind(cause), "hint": hint}),
+        None => Value::Null,
+    }
 }
 
 /// A source as a wire message.
@@ -68,8 +99,9 @@ pub fn source_pb(s: &Source) -> pb::Source {
     }
 }
 
-/// The summary message of a diff, with sources.
-pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
+/// The summary message of a diff, with its attribution.
+pub fn summary_pb(d: &DiffOutcome, a: &Attribution) -> pb::DiffSummary {
+    let sources = &a.sources;
     let by_category = Category::ALL
         .iter()
         .map(|c| pb::CategoryCount {
@@ -101,6 +133,16 @@ pub fn summary_pb(d: &DiffOutcome, sources: &[Source]) -> pb::DiffSummary {
         peer_node: d.peer_node.clone(),
         ranges: d.ranges.clone(),
         sources: sources.iter().map(source_pb).collect(),
+        cause: a
+            .cause
+            .as_ref()
+            .map(|(_, hint)| hint.clone())
+            .unwrap_or_default(),
+        cause_kind: a
+            .cause
+            .as_ref()
+            .map(|(c, _)| cause_kind(c).to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -114,7 +156,8 @@ fn side_json(e: &Option<EntrySummary>) -> Value {
 }
 
 /// The report as JSON (webhooks): the same fields as `mend diff --json`.
-pub fn to_json(d: &DiffOutcome, sources: &[Source]) -> Value {
+pub fn to_json(d: &DiffOutcome, a: &Attribution) -> Value {
+    let sources = &a.sources;
     let mut by_category = serde_json::Map::new();
     for c in Category::ALL {
         by_category.insert(
@@ -129,6 +172,7 @@ pub fn to_json(d: &DiffOutcome, sources: &[Source]) -> Value {
         "divergent_keys": d.keys.len(),
         "by_category": by_category,
         "sources": sources,
+        "cause": cause_json(&a.cause),
         "keys": d.keys.iter().map(|k| json!({
             "range": k.range,
             "key": String::from_utf8_lossy(&k.div.key),

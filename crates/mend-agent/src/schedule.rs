@@ -344,7 +344,7 @@ async fn alert<B: AgentBackend>(
     let Some(url) = state.config.webhook_url.clone() else {
         return;
     };
-    let srcs = crate::report::sources(outcome, now, SOURCE_WINDOW_GAP_MS);
+    let srcs = crate::report::attribution(outcome, now, SOURCE_WINDOW_GAP_MS);
     let body = serde_json::json!({ "budget": f, "action": action, "report": crate::report::to_json(outcome, &srcs) });
     let client = match webhook_client(state).await {
         Ok(c) => c,

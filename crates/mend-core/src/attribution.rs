@@ -358,6 +358,157 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (yoe + era * 400 + u64::from(m <= 2), m, d)
 }
 
+/// One cause that explains a whole diff, when there is one: named instead
+/// of one "propagation stopped" hint per origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cause {
+    /// `node` holds (almost) nothing the other side has: a wiped disk or a
+    /// new replica. Every divergent key is missing there.
+    Empty {
+        /// The empty side's node.
+        node: String,
+        /// Keys missing there.
+        keys: u64,
+        /// Distinct origins of those keys.
+        origins: u64,
+    },
+    /// `node` lacks every divergent write, from two or more origins, and all
+    /// of them were made at or after `after_ms`: restored from a backup
+    /// taken about then, or cut off from every peer since.
+    LostAfter {
+        /// The side behind.
+        node: String,
+        /// The earliest write it lacks.
+        after_ms: u64,
+        /// Keys behind.
+        keys: u64,
+        /// Distinct origins of the writes it lacks.
+        origins: u64,
+    },
+    /// Every divergent key is a write of `node` stamped ahead of the clock:
+    /// its clock jumped.
+    ClockJump {
+        /// The node whose writes are ahead.
+        node: String,
+        /// Keys.
+        keys: u64,
+        /// How far the furthest is ahead of now, ms.
+        ahead_ms: u64,
+    },
+}
+
+/// Share of the other side's entries at or under which a side counts as
+/// empty (1%): a wiped replica that took a few new writes since is still
+/// wiped.
+pub const EMPTY_SHARE_PERCENT: u64 = 1;
+
+/// The single cause of `observed` (keys in flight set aside), with its
+/// hint, or `None` when no one cause explains every key.
+/// `entries_local` and `entries_peer` are the sides' entry counts.
+pub fn single_cause(
+    observed: &[Observed<'_>],
+    opts: &Options,
+    entries_local: u64,
+    entries_peer: u64,
+) -> Option<(Cause, String)> {
+    let settled: Vec<&Observed<'_>> = observed
+        .iter()
+        .filter(|o| o.category != Category::InFlight)
+        .collect();
+    let first = settled.first()?;
+    let n = settled.len() as u64;
+    let newer: Vec<(Side, &EntrySummary)> = settled.iter().filter_map(|o| newer_write(o)).collect();
+    if newer.len() != settled.len() {
+        return None;
+    }
+    let origins: std::collections::BTreeSet<&str> = newer
+        .iter()
+        .map(|(_, e)| e.version.origin.as_str())
+        .collect();
+    if settled
+        .iter()
+        .all(|o| o.category == Category::FutureVersion)
+        && origins.len() == 1
+    {
+        let node = origins.first()?.to_string();
+        let ahead_ms = newer
+            .iter()
+            .map(|(_, e)| e.version.ms.saturating_sub(opts.now_ms))
+            .max()
+            .unwrap_or(0);
+        let hint = format!(
+            "all {} stamped by {node}, up to {} s ahead of this clock: {node}'s clock jumped ahead; \
+             fix its clock, then repair",
+            count(n, "divergent key is a write", "divergent keys are writes"),
+            ahead_ms / 1000
+        );
+        return Some((
+            Cause::ClockJump {
+                node,
+                keys: n,
+                ahead_ms,
+            },
+            hint,
+        ));
+    }
+    let behind = first.behind?;
+    let lagging = |o: &&Observed<'_>| {
+        o.behind == Some(behind)
+            && matches!(
+                o.category,
+                Category::Missing | Category::Stale | Category::UnpropagatedDelete
+            )
+    };
+    if !settled.iter().all(lagging) {
+        return None;
+    }
+    let node = opts.node(behind).to_string();
+    let (mine, other) = match behind {
+        Side::Local => (entries_local, entries_peer),
+        Side::Peer => (entries_peer, entries_local),
+    };
+    let k = origins.len() as u64;
+    if settled.iter().all(|o| o.category == Category::Missing)
+        && mine.saturating_mul(100) <= other.saturating_mul(EMPTY_SHARE_PERCENT)
+        && other > 0
+    {
+        let hint = format!(
+            "{node} holds {mine} of {other} entries: it is empty (a wiped disk or a new replica), \
+             so all {n} divergent keys from {} are missing there; not a propagation fault: \
+             bootstrap or repair {node} from this side",
+            count(k, "origin", "origins")
+        );
+        return Some((
+            Cause::Empty {
+                node,
+                keys: n,
+                origins: k,
+            },
+            hint,
+        ));
+    }
+    if k >= 2 {
+        let after_ms = newer.iter().map(|(_, e)| e.version.ms).min().unwrap_or(0);
+        let dated = after_ms / DAY_MS != opts.now_ms / DAY_MS;
+        let hint = format!(
+            "{node} lacks all {n} divergent writes, from {k} origins, every one made at or after {}: \
+             {node} was likely restored from a backup taken about then, or cut off from every peer since",
+            utc(after_ms, dated)
+        );
+        return Some((
+            Cause::LostAfter {
+                node,
+                after_ms,
+                keys: n,
+                origins: k,
+            },
+            hint,
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +563,94 @@ mod tests {
             peer_node,
             ..Options::default()
         }
+    }
+
+    fn two_origins() -> Vec<Divergence> {
+        let mut divs = missing(&[(NOW_MS - 600_000, 1), (NOW_MS - 590_000, 2)], "node-b");
+        divs.extend(missing(&[(NOW_MS - 400_000, 3)], "node-c"));
+        divs
+    }
+
+    #[test]
+    fn a_wiped_side_is_one_cause_not_one_hint_per_origin() {
+        let divs = two_origins();
+        let obs = observe(&divs, Category::Missing, Some(Side::Local));
+        // Per origin, attribution alone reads as two propagation faults.
+        let per_origin = attribute(&obs, &opts());
+        assert_eq!(per_origin.len(), 2);
+        assert!(per_origin.iter().all(|s| s.hint.contains("propagation")));
+        let (cause, hint) = single_cause(&obs, &opts(), 0, 1000).expect("one cause");
+        assert_eq!(
+            cause,
+            Cause::Empty {
+                node: "node-a".into(),
+                keys: 3,
+                origins: 2
+            }
+        );
+        assert!(
+            hint.starts_with("node-a holds 0 of 1000 entries: it is empty"),
+            "{hint}"
+        );
+        // A few writes taken since the wipe (at most 1%) do not hide it.
+        assert!(matches!(
+            single_cause(&obs, &opts(), 10, 1000),
+            Some((Cause::Empty { .. }, _))
+        ));
+    }
+
+    #[test]
+    fn a_side_behind_on_every_origin_since_a_time_is_one_cause() {
+        let divs = two_origins();
+        let obs = observe(&divs, Category::Missing, Some(Side::Local));
+        let (cause, hint) = single_cause(&obs, &opts(), 900, 1000).expect("one cause");
+        assert_eq!(
+            cause,
+            Cause::LostAfter {
+                node: "node-a".into(),
+                after_ms: NOW_MS - 600_000,
+                keys: 3,
+                origins: 2
+            }
+        );
+        assert!(hint.contains("at or after 13:00:00"), "{hint}");
+        assert!(hint.contains("restored from a backup"), "{hint}");
+    }
+
+    #[test]
+    fn no_single_cause_when_one_origin_or_both_sides_lag() {
+        let one = missing(&[(NOW_MS - 600_000, 1), (NOW_MS - 500_000, 2)], "node-b");
+        let obs = observe(&one, Category::Missing, Some(Side::Local));
+        assert_eq!(
+            single_cause(&obs, &opts(), 900, 1000),
+            None,
+            "one origin: its propagation"
+        );
+        let divs = two_origins();
+        let mut obs = observe(&divs, Category::Missing, Some(Side::Local));
+        obs[0].behind = Some(Side::Peer);
+        assert_eq!(
+            single_cause(&obs, &opts(), 0, 1000),
+            None,
+            "both sides behind somewhere"
+        );
+        assert_eq!(single_cause(&[], &opts(), 0, 0), None);
+    }
+
+    #[test]
+    fn writes_of_one_node_ahead_of_the_clock_are_a_clock_jump() {
+        let divs = missing(&[(NOW_MS + 60_000, 1), (NOW_MS + 90_000, 2)], "node-b");
+        let obs = observe(&divs, Category::FutureVersion, Some(Side::Local));
+        let (cause, hint) = single_cause(&obs, &opts(), 1000, 1000).expect("one cause");
+        assert_eq!(
+            cause,
+            Cause::ClockJump {
+                node: "node-b".into(),
+                keys: 2,
+                ahead_ms: 90_000
+            }
+        );
+        assert!(hint.contains("node-b's clock jumped ahead"), "{hint}");
     }
 
     #[test]

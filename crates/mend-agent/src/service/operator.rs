@@ -75,7 +75,7 @@ pub fn key_pb(k: &crate::exchange::DivergentKey) -> pb::DivergentKey {
 fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
     let (tx, rx) = mpsc::channel(STREAM_DEPTH);
     tokio::spawn(async move {
-        let srcs = crate::report::sources(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
+        let srcs = crate::report::attribution(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
         for k in &d.keys {
             let ev = key_pb(k);
             if tx
