@@ -9,6 +9,7 @@
 mod digest;
 mod e2e;
 mod exchange;
+mod ops;
 mod repair;
 mod scale;
 mod store;
@@ -19,5 +20,6 @@ criterion::criterion_main!(
     repair::benches,
     exchange::benches,
     e2e::benches,
-    scale::benches
+    scale::benches,
+    ops::benches
 );

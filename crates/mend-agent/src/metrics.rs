@@ -342,6 +342,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The counters labelled by peer alone.
+    pub fn peer_counters(&self) -> [&Family<PeerLabel, Counter>; 6] {
+        [
+            &self.exchanges,
+            &self.exchange_errors,
+            &self.exchange_sent_bytes,
+            &self.exchange_received_bytes,
+            &self.repaired_keys,
+            &self.repaired_bytes,
+        ]
+    }
+
     /// Counts a refused call.
     pub fn auth_denied(&self, service: &str, reason: &str) {
         self.auth_denied

@@ -35,14 +35,7 @@ fn touched() -> mend_agent::metrics::Metrics {
     });
     let _ = m.oldest_divergence_seconds.get_or_create(&pr);
     let _ = m.budget_exceeded.get_or_create(&pr);
-    for f in [
-        &m.exchanges,
-        &m.exchange_errors,
-        &m.exchange_sent_bytes,
-        &m.exchange_received_bytes,
-        &m.repaired_keys,
-        &m.repaired_bytes,
-    ] {
+    for f in m.peer_counters() {
         let _ = f.get_or_create(&peer);
     }
     let _ = m.exchange_rounds.get_or_create(&peer);
