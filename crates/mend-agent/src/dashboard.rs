@@ -310,6 +310,27 @@ pub struct ClusterRange {
     pub in_sync: bool,
 }
 
+/// How long one cluster view answers every `/api/cluster` request, ms: the
+/// HTTP port has no caller identity, so however often it is asked, the
+/// agent handshakes with its peers at most once per this interval.
+pub const CLUSTER_CACHE_MS: u64 = 5_000;
+
+/// The cluster view, at most [`CLUSTER_CACHE_MS`] old; one refresh at a
+/// time (concurrent callers wait for it and share it).
+pub async fn cluster_cached<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+) -> Result<Vec<ClusterPeer>, tonic::Status> {
+    let mut cache = state.cluster_view.lock().await;
+    if let Some((at, view)) = cache.as_ref()
+        && at.elapsed() < Duration::from_millis(CLUSTER_CACHE_MS)
+    {
+        return Ok(view.clone());
+    }
+    let view = cluster(state).await?;
+    *cache = Some((std::time::Instant::now(), view.clone()));
+    Ok(view)
+}
+
 /// Asks every configured peer for its roots (one handshake each, in
 /// parallel, each bounded by `limits.rpc_timeout_ms`).
 pub async fn cluster<B: AgentBackend>(

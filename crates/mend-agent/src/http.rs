@@ -116,7 +116,7 @@ async fn dashboard(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
 }
 
 async fn cluster(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    json_or_error(crate::dashboard::cluster(&state).await)
+    json_or_error(crate::dashboard::cluster_cached(&state).await)
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {

@@ -333,6 +333,7 @@ async fn repair_planned<B: AgentBackend>(
         state,
         id: id.clone(),
         progress,
+        finished: std::sync::atomic::AtomicBool::new(false),
     };
     state.runs.start(
         &id,
@@ -348,9 +349,7 @@ async fn repair_planned<B: AgentBackend>(
         sum.keys_to_peer,
         sum.skipped.len()
     );
-    state.runs.finish(
-        &id,
-        state.store.now_ms(),
+    run.finish(
         out.as_ref()
             .map(|_| summary)
             .map_err(|e| e.message().to_string()),
@@ -366,6 +365,19 @@ struct Run<'a, B: AgentBackend> {
     state: &'a AgentState<B>,
     id: String,
     progress: Option<Progress>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl<B: AgentBackend> Drop for Run<'_, B> {
+    /// A run dropped before it finished (its call was cancelled) does not
+    /// stay "running" on the board.
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            self.finish(Err(
+                "stopped before it finished: the call was cancelled".into()
+            ));
+        }
+    }
 }
 
 impl<B: AgentBackend> Run<'_, B> {
@@ -378,6 +390,14 @@ impl<B: AgentBackend> Run<'_, B> {
         self.state
             .runs
             .event(&self.id, self.state.store.now_ms(), what);
+    }
+
+    fn finish(&self, outcome: Result<String, String>) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .runs
+            .finish(&self.id, self.state.store.now_ms(), outcome);
     }
 }
 

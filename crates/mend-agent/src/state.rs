@@ -103,6 +103,8 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     pub runs: crate::runs::RunBoard,
     /// Exchange slots (`schedule.exchanges_max`), as initiator or responder.
     pub slots: crate::slots::Slots,
+    /// The dashboard's last cluster view and when it was taken.
+    pub cluster_view: tokio::sync::Mutex<Option<(Instant, Vec<crate::dashboard::ClusterPeer>)>>,
     /// The gRPC address the agent is bound to, once it is (for the
     /// commands the dashboard shows).
     pub grpc_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -171,6 +173,7 @@ impl<B: AgentBackend> AgentState<B> {
             sync_records: tokio::sync::Mutex::new(()),
             runs: crate::runs::RunBoard::default(),
             slots: crate::slots::Slots::new(config.schedule.exchanges_max),
+            cluster_view: tokio::sync::Mutex::new(None),
             grpc_addr: std::sync::OnceLock::new(),
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),

@@ -220,3 +220,33 @@ fn a_wiped_initiator_gets_the_listing_in_replies_under_the_size_limit() {
     assert_eq!(found.len(), 1500);
     assert!(divs.iter().all(|d| d.local.is_none() && d.peer.is_some()));
 }
+
+#[tokio::test]
+async fn the_dashboards_cluster_view_handshakes_at_most_once_per_cache_window() {
+    // The HTTP port is unauthenticated: however often /api/cluster is
+    // asked, the agent handshakes with its peers once per CLUSTER_CACHE_MS.
+    let wire = Arc::new(Counting::default());
+    let a = pair(
+        store("node-a", TreeShape::default()),
+        store("node-b", TreeShape::default()),
+        wire.clone(),
+    );
+    let first = mend_agent::dashboard::cluster_cached(&a).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].reachable, "{first:?}");
+    assert!(
+        first[0].ranges.iter().all(|r| r.in_sync),
+        "two empty stores agree"
+    );
+    let asked = wire.get(mend_agent::link::mem::Rpc::Handshake, false).0;
+    assert_eq!(asked, 1);
+    for _ in 0..10 {
+        let again = mend_agent::dashboard::cluster_cached(&a).await.unwrap();
+        assert_eq!(again.len(), 1);
+    }
+    assert_eq!(
+        wire.get(mend_agent::link::mem::Rpc::Handshake, false).0,
+        asked,
+        "answered from the cache"
+    );
+}
