@@ -1,9 +1,11 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
 //! real `mend agent` processes over mutual TLS (agents, security, hostile
-//! peers, diagnostics, tree shapes), the fault campaign on real processes
+//! peers, diagnostics, reports, tree shapes, coordinated schedules of six
+//! agents), the dashboard in headless Chromium (dashboard), the deployment
+//! files run as written (deploy), the fault campaign on real processes
 //! (campaign), crash safety of the RocksDB-backed store under SIGKILL, and
-//! the `mend` CLI (store, plan, simulate) run as real processes against real
-//! data directories.
+//! the `mend` CLI (store, plan, simulate, demo) run as real processes
+//! against real data directories.
 
 #![allow(clippy::unwrap_used)]
 
