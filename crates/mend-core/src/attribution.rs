@@ -334,7 +334,7 @@ fn count(n: u64, one: &str, many: &str) -> String {
 }
 
 /// UTC `HH:MM:SS` of epoch milliseconds, prefixed by `YYYY-MM-DD ` when `dated`.
-fn utc(ms: u64, dated: bool) -> String {
+pub fn utc(ms: u64, dated: bool) -> String {
     let secs = ms / 1000 % 86_400;
     let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
     if !dated {
