@@ -196,9 +196,7 @@ pub async fn build<B: AgentBackend>(
         .map(|v| {
             let budget = state
                 .config
-                .peers
-                .iter()
-                .find(|p| p.id == v.peer)
+                .peer(&v.peer)
                 .and_then(|p| p.budget)
                 .map(|b| BudgetView {
                     exceeded: v.budget_exceeded,
@@ -225,19 +223,20 @@ pub async fn build<B: AgentBackend>(
         .collect();
     let mut sources = Vec::new();
     let mut causes = Vec::new();
-    for (peer, outcome) in state.monitor.latest() {
-        let a = crate::report::attribution(&outcome, now, crate::schedule::SOURCE_WINDOW_GAP_MS);
-        if let Some((cause, hint)) = a.cause {
+    for (peer, latest) in state.monitor.latest() {
+        // Computed once per exchange, not once per poll.
+        let a = latest.attribution(crate::schedule::SOURCE_WINDOW_GAP_MS);
+        if let Some((cause, hint)) = &a.cause {
             causes.push(CauseView {
                 peer: peer.clone(),
-                cause,
-                hint,
+                cause: cause.clone(),
+                hint: hint.clone(),
             });
         }
-        for s in a.sources {
+        for s in &a.sources {
             sources.push(SourceView {
                 peer: peer.clone(),
-                source: s,
+                source: s.clone(),
             });
         }
     }
@@ -358,14 +357,12 @@ pub async fn cluster<B: AgentBackend>(
         let roots = &roots;
         async move {
             let before = state.store.now_ms();
-            let answer = tokio::time::timeout(timeout, async {
-                let peer = crate::exchange::connect(state, &p.address).await?;
-                let mut cost = crate::exchange::Cost::default();
-                crate::exchange::handshake(state, &peer, &p.address, specs, true, &mut cost).await
-            })
+            let answer = tokio::time::timeout(
+                timeout,
+                crate::exchange::ask_handshake(state, &p.address, specs),
+            )
             .await
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
-            let answer = crate::exchange::forget_on_error(state, &p.address, answer);
             let mut c = ClusterPeer {
                 id: p.id.clone(),
                 address: p.address.clone(),

@@ -49,6 +49,22 @@ fn same_protocol(addr: &str, version: u32) -> Result<(), Status> {
     )))
 }
 
+/// A handshake alone with the peer at `addr` asking for the shared ranges
+/// of `wanted` (none: just its node id, clock and incarnation), the cached
+/// connection forgotten on failure.
+pub async fn ask_handshake<B: AgentBackend>(
+    state: &AgentState<B>,
+    addr: &str,
+    wanted: &[mend_core::RangeSpec],
+) -> Result<pb::HandshakeResponse, Status> {
+    let answer = async {
+        let peer = connect(state, addr).await?;
+        handshake(state, &peer, addr, wanted, true, &mut Cost::default()).await
+    }
+    .await;
+    forget_on_error(state, addr, answer)
+}
+
 /// The handshake, initiator's side: a fresh challenge from the peer, our
 /// proof over it, and a check of everything the peer answers (protocol
 /// version, its proof over our nonce, one root per requested range).

@@ -301,13 +301,7 @@ pub async fn confirm_peers<B: AgentBackend>(state: &AgentState<B>) -> Confirmati
         peers: Default::default(),
     };
     for p in &state.config.peers {
-        let answer = async {
-            let peer = crate::exchange::connect(state, &p.address).await?;
-            let mut cost = crate::exchange::Cost::default();
-            crate::exchange::handshake(state, &peer, &p.address, &[], true, &mut cost).await
-        }
-        .await;
-        let answer = crate::exchange::forget_on_error(state, &p.address, answer);
+        let answer = crate::exchange::ask_handshake(state, &p.address, &[]).await;
         let inc = match answer {
             Ok(r) if r.node_id == p.id && r.incarnation != 0 => Some(r.incarnation),
             Ok(r) => {

@@ -125,11 +125,31 @@ pub struct LinkState {
     pub failures: u32,
 }
 
+/// The latest exchange with one peer, and its attribution, computed once
+/// when first asked for (the dashboard asks on every poll).
+#[derive(Debug)]
+pub struct Latest {
+    /// When it was recorded, ms.
+    pub at_ms: u64,
+    /// The exchange.
+    pub outcome: Arc<DiffOutcome>,
+    attribution: std::sync::OnceLock<crate::report::Attribution>,
+}
+
+impl Latest {
+    /// The attribution as of the exchange, windows split at `window_gap_ms`
+    /// (the first caller's gap is the one kept).
+    pub fn attribution(&self, window_gap_ms: u64) -> &crate::report::Attribution {
+        self.attribution
+            .get_or_init(|| crate::report::attribution(&self.outcome, self.at_ms, window_gap_ms))
+    }
+}
+
 /// Drift state of every peer, and the latest report per peer.
 #[derive(Default)]
 pub struct Monitor {
     ranges: Mutex<BTreeMap<(String, String), RangeDrift>>,
-    last: Mutex<BTreeMap<String, (u64, Arc<DiffOutcome>)>>,
+    last: Mutex<BTreeMap<String, Arc<Latest>>>,
     links: Mutex<BTreeMap<String, LinkState>>,
 }
 
@@ -259,7 +279,14 @@ impl Monitor {
                 drift.history.pop_front();
             }
         }
-        lock(&self.last).insert(peer.to_string(), (now_ms, outcome.clone()));
+        lock(&self.last).insert(
+            peer.to_string(),
+            Arc::new(Latest {
+                at_ms: now_ms,
+                outcome: outcome.clone(),
+                attribution: std::sync::OnceLock::new(),
+            }),
+        );
         let mut links = lock(&self.links);
         let l = links.entry(peer.to_string()).or_default();
         l.last_ok_ms = now_ms;
@@ -281,11 +308,11 @@ impl Monitor {
         lock(&self.links).clone()
     }
 
-    /// The latest report of every peer.
-    pub fn latest(&self) -> Vec<(String, Arc<DiffOutcome>)> {
+    /// The latest exchange of every peer.
+    pub fn latest(&self) -> Vec<(String, Arc<Latest>)> {
         lock(&self.last)
             .iter()
-            .map(|(p, (_, o))| (p.clone(), o.clone()))
+            .map(|(p, l)| (p.clone(), l.clone()))
             .collect()
     }
 
@@ -394,11 +421,11 @@ impl Monitor {
     pub fn last(&self, peer: Option<&str>) -> Option<Arc<DiffOutcome>> {
         let last = lock(&self.last);
         match peer {
-            Some(p) => last.get(p).map(|(_, o)| o.clone()),
+            Some(p) => last.get(p).map(|l| l.outcome.clone()),
             None => last
                 .values()
-                .max_by_key(|(t, _)| *t)
-                .map(|(_, o)| o.clone()),
+                .max_by_key(|l| l.at_ms)
+                .map(|l| l.outcome.clone()),
         }
     }
 }

@@ -295,12 +295,7 @@ pub fn record_exchange<B: AgentBackend>(
 ) -> Vec<BudgetFlip> {
     let now = state.store.now_ms();
     observe_exchange(&state.metrics, peer, outcome, now);
-    let budget = state
-        .config
-        .peers
-        .iter()
-        .find(|p| p.id == peer)
-        .and_then(|p| p.budget);
+    let budget = state.config.peer(peer).and_then(|p| p.budget);
     state.monitor.record(
         &state.metrics,
         peer,

@@ -426,7 +426,7 @@ pub async fn status(
             .view(None)
             .into_iter()
             .filter_map(|v| {
-                let b = state.config.peers.iter().find(|p| p.id == v.peer)?.budget?;
+                let b = state.config.peer(&v.peer)?.budget?;
                 let last = v.records.last();
                 Some(pb::BudgetStatus {
                     peer: v.peer.clone(),

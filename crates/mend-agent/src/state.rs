@@ -250,7 +250,7 @@ impl<B: AgentBackend> AgentState<B> {
     /// `roles.peer_addresses`. Anything else is `PERMISSION_DENIED`: the
     /// agent never dials an address just because a request names it.
     pub fn resolve_peer(&self, peer: &str) -> Result<String, Status> {
-        if let Some(p) = self.config.peers.iter().find(|p| p.id == peer) {
+        if let Some(p) = self.config.peer(peer) {
             return Ok(mend_tls::client::host_port(&p.address).to_string());
         }
         let hp = mend_tls::client::host_port(peer);

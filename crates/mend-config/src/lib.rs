@@ -546,6 +546,11 @@ impl AgentConfig {
         }
     }
 
+    /// The configured peer with node id `id`.
+    pub fn peer(&self, id: &str) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         NodeId::new(self.node_id.clone())
