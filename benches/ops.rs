@@ -149,7 +149,11 @@ fn first_render(url: &str) -> String {
             return "skipped: npm could not install playwright-core".into();
         }
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-dashboard.cjs");
+    let script = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .expect("cargo sets CARGO_MANIFEST_DIR when it runs tests and benches"),
+    )
+    .join("scripts/bench-dashboard.cjs");
     match Command::new("node")
         .arg(script)
         .args([url, "5"])

@@ -310,13 +310,17 @@ pub struct DiffArgs {
 
 /// Flags of `mend repair`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RepairArgs {
+    /// Pause, resume or cancel a run instead of starting one.
+    #[command(subcommand)]
+    pub control: Option<RepairControl>,
     /// The agent that runs the repair (and keeps its journal).
-    #[arg(long)]
-    pub agent: String,
+    #[arg(long, required = true)]
+    pub agent: Option<String>,
     /// The peer agent's address (or a configured peer id).
-    #[arg(long)]
-    pub peer: String,
+    #[arg(long, required = true)]
+    pub peer: Option<String>,
     /// Repair only this range.
     #[arg(long)]
     pub range: Option<String>,
@@ -336,6 +340,32 @@ pub struct RepairArgs {
     /// Categories to repair (default: missing, stale, unpropagated_delete).
     #[arg(long = "category")]
     pub categories: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mend repair pause|resume|cancel ID`.
+#[derive(Debug, Subcommand)]
+pub enum RepairControl {
+    /// Stop a run after its current segment; `resume` goes on from the next.
+    Pause(RepairControlArgs),
+    /// Go on with a paused, failed or interrupted run from its first
+    /// unfinished segment (in the background: watch `mend status`).
+    Resume(RepairControlArgs),
+    /// Stop a run after its current segment and drop the segments left;
+    /// what it did stays and can be undone.
+    Cancel(RepairControlArgs),
+}
+
+/// Flags of `mend repair pause|resume|cancel`.
+#[derive(Debug, Args)]
+pub struct RepairControlArgs {
+    /// The agent that runs the repair.
+    #[arg(long)]
+    pub agent: String,
+    /// The repair id printed by `mend repair` (and listed by `mend status`).
+    pub repair_id: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -508,6 +538,8 @@ mod fuzz_cases {
         "diff --agent 127.0.0.1:7400 --peer node-b --json",
         "repair --agent a:1 --peer b --dry-run --rate-keys 100",
         "undo --agent a:1 ID",
+        "repair pause --agent a:1 ID",
+        "repair resume --agent a:1 ID --json",
         "simulate --seeds 10 --seed 3",
         "simulate --scenario lost_writes --seed 1 --json",
         "plan --keys 1000000 --divergent 100",

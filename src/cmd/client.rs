@@ -241,6 +241,7 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers,
                 "repairs": s.repairs, "repairs_total": s.repairs_total, "repairs_next": s.repairs_next,
                 "holds": holds, "undo_in_progress": s.undo_in_progress,
+                "runs": s.runs.iter().map(super::repair::run_json).collect::<Vec<_>>(),
                 "exchange_slots": {"in_use": s.exchange_slots_in_use, "max": s.exchange_slots_max, "holders": s.exchange_slot_holders}}))?;
         } else {
             println!("node {} (mend {}), up {}s", s.node_id, s.version, s.uptime_ms / 1000);
@@ -263,6 +264,17 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             for h in &s.holds {
                 println!("  hold  {} keys of {} left alone by scheduled repairs until {} ms (undone)", h.keys, h.repair_id, h.until_ms);
+            }
+            for r in &s.runs {
+                let state = super::repair::run_state(r.state);
+                let how = match (state, r.live) {
+                    ("running", false) => " (interrupted: resumes at the next start, or mend repair resume)".to_string(),
+                    ("failed", _) => format!(": {}; mend repair resume retries", r.error),
+                    ("paused", _) => "; mend repair resume goes on".to_string(),
+                    _ => String::new(),
+                };
+                println!("  run   {} with {}: {state}, {}/{} segments done, {}/{} keys{how}",
+                    r.repair_id, r.peer, r.segments_done, r.segments_total, r.keys_done, r.keys_total);
             }
             for id in &s.undo_in_progress {
                 println!("  UNDO IN PROGRESS {id}: it started and did not finish; run `mend undo {id}` again to finish it");

@@ -185,8 +185,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             println!();
         }
         let ra = RepairArgs {
-            agent: addr[0].clone(),
-            peer: addr[1].clone(),
+            control: None,
+            agent: Some(addr[0].clone()),
+            peer: Some(addr[1].clone()),
             range: None,
             dry_run: false,
             rate: None,

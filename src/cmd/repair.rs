@@ -1,6 +1,7 @@
 //! `mend repair`: runs a repair on the agent at `--agent` against `--peer`,
 //! with a progress bar, and prints the repair id, what moved and what was
-//! skipped and why.
+//! skipped and why; `mend repair pause|resume|cancel ID` controls a run
+//! between its segments.
 
 use std::process::ExitCode;
 
@@ -10,14 +11,22 @@ use serde_json::json;
 
 use super::client::operator;
 use super::{runtime, status_err};
-use crate::cli::RepairArgs;
+use crate::cli::{RepairArgs, RepairControl, RepairControlArgs};
 use crate::output::{human_bytes, print_json};
 
 /// Runs a repair and returns its summary.
 pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::RepairSummary> {
-    let mut c = operator(&a.agent).await?;
+    let agent = a
+        .agent
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--agent is required"))?;
+    let peer = a
+        .peer
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--peer is required"))?;
+    let mut c = operator(agent).await?;
     let req = pb::RepairRequest {
-        peer: a.peer.clone(),
+        peer: peer.to_string(),
         range: a.range.clone().unwrap_or_default(),
         dry_run: a.dry_run,
         rate_bytes_per_s: a.rate.unwrap_or(0),
@@ -28,14 +37,10 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
     let mut stream = c
         .repair(req)
         .await
-        .map_err(|s| status_err(&a.agent, s))?
+        .map_err(|s| status_err(agent, s))?
         .into_inner();
     let mut summary = None;
-    while let Some(ev) = stream
-        .message()
-        .await
-        .map_err(|s| status_err(&a.agent, s))?
-    {
+    while let Some(ev) = stream.message().await.map_err(|s| status_err(agent, s))? {
         match ev.event {
             Some(pb::repair_event::Event::Progress(p)) => {
                 bar.set_length(p.keys_total);
@@ -46,12 +51,72 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         }
     }
     bar.finish_and_clear();
-    summary
-        .ok_or_else(|| anyhow::anyhow!("agent {}: repair stream ended without a summary", a.agent))
+    summary.ok_or_else(|| anyhow::anyhow!("agent {agent}: repair stream ended without a summary"))
+}
+
+/// The state of a run, for a person and in JSON.
+pub fn run_state(s: i32) -> &'static str {
+    match pb::RepairRunState::try_from(s) {
+        Ok(pb::RepairRunState::Running) => "running",
+        Ok(pb::RepairRunState::Paused) => "paused",
+        Ok(pb::RepairRunState::Cancelled) => "cancelled",
+        Ok(pb::RepairRunState::Done) => "done",
+        Ok(pb::RepairRunState::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+/// A run as JSON (`mend repair pause|resume|cancel --json`, `mend status --json`).
+pub fn run_json(r: &pb::RepairRun) -> serde_json::Value {
+    json!({
+        "repair_id": r.repair_id,
+        "peer": r.peer,
+        "state": run_state(r.state),
+        "live": r.live,
+        "segments_done": r.segments_done,
+        "segments_total": r.segments_total,
+        "keys_done": r.keys_done,
+        "keys_total": r.keys_total,
+        "error": r.error,
+    })
+}
+
+/// `mend repair pause|resume|cancel`.
+fn control(c: RepairControl) -> anyhow::Result<ExitCode> {
+    let (action, a, verb): (_, RepairControlArgs, _) = match c {
+        RepairControl::Pause(a) => (pb::RepairAction::Pause, a, "pause"),
+        RepairControl::Resume(a) => (pb::RepairAction::Resume, a, "resume"),
+        RepairControl::Cancel(a) => (pb::RepairAction::Cancel, a, "cancel"),
+    };
+    runtime()?.block_on(async {
+        let mut c = operator(&a.agent).await?;
+        let r = c
+            .control_repair(pb::RepairControlRequest {
+                repair_id: a.repair_id.clone(),
+                action: action as i32,
+            })
+            .await
+            .map_err(|s| status_err(&a.agent, s))?
+            .into_inner();
+        if a.json {
+            print_json(&run_json(&r))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let at = format!("{} of {} segments done", r.segments_done, r.segments_total);
+        match (verb, r.live) {
+            ("resume", _) => println!("repair {}: resumed ({at}); watch it with mend status --agent {}", r.repair_id, a.agent),
+            (_, true) => println!("repair {}: will {verb} after its current segment ({at}); watch it with mend status --agent {}", r.repair_id, a.agent),
+            _ => println!("repair {}: {} ({at})", r.repair_id, run_state(r.state)),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `mend repair`.
 pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
+    if let Some(c) = a.control {
+        return control(c);
+    }
     runtime()?.block_on(async {
         let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
         bar.set_style(ProgressStyle::with_template("repairing {bar:40} {pos}/{len} keys").unwrap_or_else(|_| ProgressStyle::default_bar()));
@@ -78,6 +143,9 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 "skipped": skipped,
                 "plan": plan,
                 "elapsed_ms": s.elapsed_ms,
+                "state": run_state(s.state),
+                "segments_done": s.segments_done,
+                "segments_total": s.segments_total,
                 "shadow": s.shadow.as_ref().map(|o| json!({
                     "predicted_converged": o.predicted_converged,
                     "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason})).collect::<Vec<_>>(),
@@ -117,7 +185,14 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
             if s.keys_toward_authority > 0 {
                 println!("{} keys resolved toward their range's authority (winner in the journal)", s.keys_toward_authority);
             }
-            println!("undo with: mend undo --agent {} {}", a.agent, s.repair_id);
+            let agent = a.agent.as_deref().unwrap_or_default();
+            if s.segments_total > 1 || s.state != pb::RepairRunState::Done as i32 {
+                println!("{}: {} of {} segments done", run_state(s.state), s.segments_done, s.segments_total);
+            }
+            if s.state == pb::RepairRunState::Paused as i32 {
+                println!("resume with: mend repair resume --agent {agent} {}", s.repair_id);
+            }
+            println!("undo with: mend undo --agent {agent} {}", s.repair_id);
         }
         if !a.json && !s.skipped.is_empty() {
             println!("skipped {} keys:", s.skipped.len());

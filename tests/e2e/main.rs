@@ -1,7 +1,7 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
 //! real `mend agent` processes over mutual TLS (agents, security, hostile
 //! peers, diagnostics, reports, tree shapes, coordinated schedules of six
-//! agents), the dashboard in headless Chromium (dashboard), the deployment
+//! agents, segmented repairs paused, resumed and killed), the dashboard in headless Chromium (dashboard), the deployment
 //! files run as written (deploy), the fault campaign on real processes
 //! (campaign), crash safety of the RocksDB-backed store under SIGKILL, and
 //! the `mend` CLI (store, plan, simulate, demo) run as real processes
@@ -21,6 +21,7 @@ mod plan;
 mod reports;
 mod schedules;
 mod security;
+mod segments;
 mod shapes;
 mod simulate;
 mod store_cli;

@@ -56,6 +56,10 @@ pub struct Dashboard {
     pub sources: Vec<SourceView>,
     /// Repair runs, in flight first.
     pub runs: Vec<RunView>,
+    /// Runs the journal says have segments left (running, paused, failed,
+    /// or interrupted by a restart), newest first, with the commands that
+    /// control them.
+    pub unfinished: Vec<UnfinishedRun>,
     /// Finished repairs from the journal, newest first.
     pub recent_repairs: Vec<RecentRepair>,
 }
@@ -265,6 +269,23 @@ pub async fn build<B: AgentBackend>(
             undone: h.undone,
         })
         .collect();
+    let unfinished = crate::repair::control::unfinished(state)
+        .await?
+        .into_iter()
+        .map(|run| {
+            let verbs: &[&str] = match (run.state, run.live) {
+                (crate::runs::RunState::Running, true) => &["pause", "cancel"],
+                _ => &["resume", "cancel"],
+            };
+            UnfinishedRun {
+                commands: verbs
+                    .iter()
+                    .map(|v| format!("mend repair {v} --agent {agent} {}", run.id))
+                    .collect(),
+                run,
+            }
+        })
+        .collect();
     Ok(Dashboard {
         node_id: state.node_id.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -275,8 +296,19 @@ pub async fn build<B: AgentBackend>(
         causes,
         sources,
         runs,
+        unfinished,
         recent_repairs,
     })
+}
+
+/// A run with segments left, as the page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnfinishedRun {
+    /// The run, from its journal header.
+    #[serde(flatten)]
+    pub run: crate::repair::control::RunInfo,
+    /// `mend repair pause|resume|cancel` for it, whichever apply.
+    pub commands: Vec<String>,
 }
 
 /// A configured peer as it answers a handshake now.

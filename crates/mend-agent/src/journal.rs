@@ -12,6 +12,9 @@
 //!   hold every key of the repair on this side too;
 //! * `a` + repair id + `0x00` + key → the winning node id: a key resolved
 //!   toward its range's authority (re-stamped here, then pushed);
+//! * `s` + repair id + `0x00` + segment index (u32 BE) → the plan of one
+//!   unfinished segment of the run (`segment`), deleted in the batch that
+//!   records the segment finished;
 //! * `p` → the newest creation time (ms, u64 BE) of a pruned repair, so an
 //!   undo of a pruned repair says so.
 //!
@@ -30,9 +33,14 @@ use serde::{Deserialize, Serialize};
 use mend_core::Record;
 use mend_store::{Applied, Backend, Cf, Op, Store, StoreError};
 
+use crate::runs::RunState;
+
 /// Most bytes of a repair id: a node id (up to 64), a timestamp (20) and
 /// 16 hex digits of randomness, with separators, fit.
 pub const REPAIR_ID_BYTES_MAX: usize = 128;
+
+/// The row kind of a run's unfinished segment plans (`repair::segment`).
+pub const SEGMENT_ROW: u8 = b's';
 
 /// Summary row of one journaled repair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +73,40 @@ pub struct RepairHeader {
     /// no hold). Set by undo.
     #[serde(default)]
     pub hold_until_ms: u64,
+    /// Where the run is (initiator only; rows written before segmented
+    /// runs read as done). `Running` found at start means the agent died
+    /// mid-run: it resumes from `segments_done`.
+    #[serde(default = "finished")]
+    pub run: RunState,
+    /// The run's segments (`segment`), and how many finished. The plan of
+    /// each unfinished one is in its `s` row.
+    #[serde(default)]
+    pub segments_total: u32,
+    /// Segments finished (their `s` rows are gone).
+    #[serde(default)]
+    pub segments_done: u32,
+    /// Keys planned, over all segments.
+    #[serde(default)]
+    pub keys_total: u64,
+    /// Keys of finished segments.
+    #[serde(default)]
+    pub keys_done: u64,
+    /// The peer's node id (for the board and `mend status`).
+    #[serde(default)]
+    pub peer_node: String,
+    /// The rate limits the run was started with, kept for a resume.
+    #[serde(default)]
+    pub rate_bytes_per_s: u64,
+    /// See `rate_bytes_per_s`.
+    #[serde(default)]
+    pub rate_keys_per_s: u64,
+    /// Why the run last stopped, if it failed.
+    #[serde(default)]
+    pub error: String,
+}
+
+fn finished() -> RunState {
+    RunState::Done
 }
 
 impl RepairHeader {
@@ -81,7 +123,32 @@ impl RepairHeader {
             undone: false,
             undo_started_ms: None,
             hold_until_ms: 0,
+            // Only the initiator runs anything; the receiving side's row
+            // is a record of what it applied.
+            run: if initiator {
+                RunState::Running
+            } else {
+                RunState::Done
+            },
+            segments_total: 0,
+            segments_done: 0,
+            keys_total: 0,
+            keys_done: 0,
+            peer_node: String::new(),
+            rate_bytes_per_s: 0,
+            rate_keys_per_s: 0,
+            error: String::new(),
         }
+    }
+
+    /// The run has segments left to move (running, paused, failed or
+    /// interrupted): retention keeps it.
+    pub fn unfinished(&self) -> bool {
+        self.initiator
+            && matches!(
+                self.run,
+                RunState::Running | RunState::Paused | RunState::Failed
+            )
     }
 
     /// An undo started and did not finish (a crash, a lost peer): run undo
@@ -106,7 +173,7 @@ fn entry_prefix(id: &str) -> Vec<u8> {
     row_prefix(b'e', id)
 }
 
-fn row_prefix(kind: u8, id: &str) -> Vec<u8> {
+pub(crate) fn row_prefix(kind: u8, id: &str) -> Vec<u8> {
     let mut k = vec![kind];
     k.extend_from_slice(id.as_bytes());
     k.push(0);
@@ -114,7 +181,7 @@ fn row_prefix(kind: u8, id: &str) -> Vec<u8> {
 }
 
 /// The exclusive end of the rows under `prefix` (which ends in `0x00`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     if let Some(last) = end.last_mut() {
         *last = 1;
@@ -202,10 +269,13 @@ pub fn entry_ops(id: &str, keys: &[Vec<u8>], outcomes: &[Applied]) -> Vec<Op> {
 
 /// Writes a header row.
 pub fn put_header<B: Backend>(store: &Store<B>, h: &RepairHeader) -> Result<(), StoreError> {
+    store.backend().write(vec![header_op(h)?], false)
+}
+
+/// The write of a header row, for a batch that commits it with other rows.
+pub fn header_op(h: &RepairHeader) -> Result<Op, StoreError> {
     let raw = serde_json::to_vec(h).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store
-        .backend()
-        .write(vec![Op::Put(Cf::Journal, header_key(&h.id), raw)], false)
+    Ok(Op::Put(Cf::Journal, header_key(&h.id), raw))
 }
 
 /// Reads a header row.
@@ -343,7 +413,8 @@ pub struct Retention {
 }
 
 /// Removes the repairs `retention` no longer keeps (oldest first), except
-/// those with an undo in progress or a running hold. Returns how many went.
+/// those with an undo in progress, a running hold, or a run that is
+/// running or paused. Returns how many went.
 pub fn prune<B: Backend>(
     store: &Store<B>,
     now_ms: u64,
@@ -355,13 +426,18 @@ pub fn prune<B: Backend>(
     let mut newest_pruned = pruned_up_to(store)?.unwrap_or(0);
     for (i, h) in all.iter().enumerate() {
         let old = h.created_ms.saturating_add(retention.age_ms) < now_ms;
-        if !(old || i < excess) || h.undo_in_progress() || h.hold_until_ms > now_ms {
+        if !(old || i < excess)
+            || h.undo_in_progress()
+            || h.hold_until_ms > now_ms
+            || (h.initiator && matches!(h.run, RunState::Running | RunState::Paused))
+        {
             continue;
         }
         let rows = [
             entry_prefix(&h.id),
             row_prefix(b'q', &h.id),
             row_prefix(b'a', &h.id),
+            row_prefix(SEGMENT_ROW, &h.id),
         ];
         loop {
             let mut ops = Vec::new();

@@ -240,6 +240,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     crate::gc::spawn(state.clone(), schedules.clone());
     crate::scrub::spawn(state.clone(), schedules.clone());
     crate::schedule::spawn(state.clone(), schedules);
+    crate::repair::control::resume_interrupted(&state);
     Ok(RunningAgent {
         addr,
         http_addr,
@@ -420,6 +421,11 @@ pub async fn status(
         exchange_slots_in_use: state.slots.in_use().0,
         exchange_slots_max: state.slots.in_use().1,
         exchange_slot_holders: state.slots.holders(),
+        runs: crate::repair::control::unfinished(state)
+            .await?
+            .into_iter()
+            .map(crate::service::operator::run_pb)
+            .collect(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         budgets: state
             .monitor

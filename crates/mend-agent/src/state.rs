@@ -101,6 +101,8 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     pub sync_records: tokio::sync::Mutex<()>,
     /// Repair runs in flight and recently finished, for the dashboard.
     pub runs: crate::runs::RunBoard,
+    /// The repair runs in flight, for pause, resume and cancel.
+    pub controls: crate::runs::Controls,
     /// Exchange slots (`schedule.exchanges_max`), as initiator or responder.
     pub slots: crate::slots::Slots,
     /// The dashboard's last cluster view and when it was taken.
@@ -172,6 +174,7 @@ impl<B: AgentBackend> AgentState<B> {
             incarnation,
             sync_records: tokio::sync::Mutex::new(()),
             runs: crate::runs::RunBoard::default(),
+            controls: crate::runs::Controls::default(),
             slots: crate::slots::Slots::new(config.schedule.exchanges_max),
             cluster_view: tokio::sync::Mutex::new(None),
             grpc_addr: std::sync::OnceLock::new(),

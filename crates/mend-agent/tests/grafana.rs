@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 fn dashboard() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/grafana/mend.json"
-    );
+    // Read at run time, not baked in at build time: a test binary reused
+    // from a checkout at another path still reads this one's files.
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .expect("cargo sets CARGO_MANIFEST_DIR when it runs tests and benches"),
+    )
+    .join("../../deploy/grafana/mend.json");
     let text = std::fs::read_to_string(path).expect("deploy/grafana/mend.json");
     serde_json::from_str(&text).expect("valid JSON")
 }

@@ -352,6 +352,14 @@ pub struct Limits {
     pub repair_rate_keys_per_s: u64,
     /// Most keys one `Fetch` request may name (1..=100 000).
     pub fetch_keys_max: usize,
+    /// A repair planning more keys than this runs subtree by subtree
+    /// (segments: one per range's top-level child), pausable and resumable
+    /// between segments, and resumed from its first unfinished segment after
+    /// a restart (0..=10 000 000; 0 = always). A smaller plan is one segment
+    /// and keeps the whole plan's causal order; a segmented one keeps it
+    /// within each segment. Each segment's plan is held in the journal until
+    /// the segment finishes.
+    pub repair_segment_keys_min: usize,
     /// Most divergent keys one diff reports before it stops listing and
     /// refuses to repair (1..=10 000 000); bounds the memory of a diff.
     pub diff_keys_max: usize,
@@ -392,6 +400,7 @@ impl Default for Limits {
             repair_rate_bytes_per_s: 0,
             repair_rate_keys_per_s: 0,
             fetch_keys_max: 10_000,
+            repair_segment_keys_min: 4_096,
             diff_keys_max: 2_000_000,
             diff_key_bytes_max: 256 << 20,
             connections_max: mend_tls::accept::CONNECTIONS_MAX_DEFAULT,
@@ -576,6 +585,12 @@ impl AgentConfig {
             self.limits.fetch_keys_max as u64,
             1,
             100_000,
+        )?;
+        in_range(
+            "limits.repair_segment_keys_min",
+            self.limits.repair_segment_keys_min as u64,
+            0,
+            10_000_000,
         )?;
         in_range(
             "limits.diff_keys_max",

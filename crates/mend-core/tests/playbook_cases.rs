@@ -105,7 +105,11 @@ fn check_verdict(case: &str, args: &[&str], expected: &[&str]) {
 
 #[test]
 fn check_all_cases() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/playbook.txt");
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .expect("cargo sets CARGO_MANIFEST_DIR when it runs tests and benches"),
+    )
+    .join("testdata/playbook.txt");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut cases = 0;
     for line in text.lines().map(str::trim) {

@@ -35,6 +35,33 @@ impl OperatorService {
     }
 }
 
+/// A run state on the wire.
+pub fn run_state_pb(s: crate::runs::RunState) -> pb::RepairRunState {
+    use crate::runs::RunState;
+    match s {
+        RunState::Running => pb::RepairRunState::Running,
+        RunState::Paused => pb::RepairRunState::Paused,
+        RunState::Cancelled => pb::RepairRunState::Cancelled,
+        RunState::Done => pb::RepairRunState::Done,
+        RunState::Failed => pb::RepairRunState::Failed,
+    }
+}
+
+/// A run on the wire.
+pub fn run_pb(r: crate::repair::control::RunInfo) -> pb::RepairRun {
+    pb::RepairRun {
+        repair_id: r.id,
+        peer: r.peer,
+        state: run_state_pb(r.state) as i32,
+        live: r.live,
+        segments_done: r.segments_done,
+        segments_total: r.segments_total,
+        keys_done: r.keys_done,
+        keys_total: r.keys_total,
+        error: r.error,
+    }
+}
+
 fn entry_version(e: &Option<EntrySummary>) -> pb::EntryVersion {
     match e {
         Some(e) => pb::EntryVersion {
@@ -215,6 +242,9 @@ impl pb::operator_server::Operator for OperatorService {
                             .map(|(key, reason)| pb::SkippedKey { key, reason })
                             .collect(),
                     }),
+                    state: run_state_pb(s.run) as i32,
+                    segments_done: s.segments_done,
+                    segments_total: s.segments_total,
                 })),
             });
             let _ = tx.send(msg).await;
@@ -330,6 +360,27 @@ impl pb::operator_server::Operator for OperatorService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn control_repair(
+        &self,
+        req: Request<pb::RepairControlRequest>,
+    ) -> Result<Response<pb::RepairRun>, Status> {
+        use crate::repair::control::{Action, control};
+        let r = req.into_inner();
+        let action = match pb::RepairAction::try_from(r.action) {
+            Ok(pb::RepairAction::Pause) => Action::Pause,
+            Ok(pb::RepairAction::Resume) => Action::Resume,
+            Ok(pb::RepairAction::Cancel) => Action::Cancel,
+            Ok(pb::RepairAction::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "action: {} is not one of PAUSE (1), RESUME (2), CANCEL (3)",
+                    r.action
+                )));
+            }
+        };
+        let run = control(&self.state, &r.repair_id, action).await?;
+        Ok(Response::new(run_pb(run)))
     }
 
     async fn status(

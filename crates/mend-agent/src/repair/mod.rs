@@ -2,7 +2,12 @@
 //! entries to the side that is behind, through the store's apply rule on
 //! both ends (so a newer write made meanwhile is never overwritten and a
 //! second run changes nothing), paced by byte and key rate limits, and
-//! journaled with before-images on both sides for undo.
+//! journaled with before-images on both sides for undo. A large plan runs
+//! segment by segment (`segment`), pausable, resumable and cancellable
+//! between segments (`control`).
+
+pub mod control;
+pub mod segment;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +29,7 @@ use mend_rpc::{GRPC_FRAME_BYTES, pb};
 use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, next_message, peer_err};
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
+use crate::runs::{Claim, RunState, Want};
 use crate::service::peer::write_from_pb;
 use crate::state::{AgentBackend, AgentState};
 
@@ -61,7 +67,7 @@ pub struct ShadowOutcome {
 }
 
 /// A key planned for repair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Planned {
     /// The key.
     pub key: Vec<u8>,
@@ -99,6 +105,13 @@ pub struct RepairSummary {
     pub elapsed: Duration,
     /// The prediction, for shadow runs.
     pub shadow: Option<ShadowOutcome>,
+    /// Where the run stopped: done, or paused or cancelled between
+    /// segments (done for dry and shadow runs).
+    pub run: RunState,
+    /// Segments finished.
+    pub segments_done: u32,
+    /// Segments of the run (`segment`).
+    pub segments_total: u32,
 }
 
 /// Paces a stream of work to byte and key rates: each call waits until the
@@ -326,37 +339,176 @@ async fn repair_planned<B: AgentBackend>(
     let now = state.store.now_ms();
     let id = new_repair_id(&state.node_id, now);
     sum.repair_id = id.clone();
-    let header = RepairHeader::new(id.clone(), addr.to_string(), true, now);
-    let h2 = header.clone();
-    state.blocking(move |s| journal::put_header(s, &h2)).await?;
-    let run = Run {
-        state,
-        id: id.clone(),
-        progress,
-        finished: std::sync::atomic::AtomicBool::new(false),
-    };
+    let mut header = RepairHeader::new(id.clone(), addr.to_string(), true, now);
+    header.peer_node = d.peer_node.clone();
+    header.keys_total = planned.len() as u64;
+    header.rate_bytes_per_s = opts.rate_bytes_per_s;
+    header.rate_keys_per_s = opts.rate_keys_per_s;
+    let min = state.config.limits.repair_segment_keys_min;
+    // The header and every segment's plan in one batch: from here on the
+    // run can be resumed from the journal alone.
+    let (header, segments) = state
+        .blocking(move |s| {
+            let segs = segment::split(s, planned, min)?;
+            header.segments_total = segs.len() as u32;
+            let mut ops = segment::rows(&header.id, &segs);
+            ops.push(journal::header_op(&header)?);
+            s.backend().write(ops, false)?;
+            Ok((header, segs))
+        })
+        .await?;
+    let claim = state
+        .controls
+        .claim(&id)
+        .ok_or_else(|| Status::internal(format!("repair {id} is already running")))?;
     state.runs.start(
         &id,
         &d.peer_node,
-        planned.len() as u64,
+        header.keys_total,
         opts.rate_bytes_per_s,
         now,
     );
-    let out = move_planned(state, addr, d, &planned, opts, &run, header, &mut sum).await;
-    let summary = format!(
+    let segments = (0..).zip(segments).collect();
+    run_segments(state, Some(d), header, segments, &claim, progress, &mut sum).await?;
+    sum.elapsed = started.elapsed();
+    Ok(sum)
+}
+
+/// Runs the unfinished `segments` of run `header` in order against the
+/// peer at `header.peer`, looking between segments at what the operator
+/// wants (`claim`), and records each finished segment in the journal in
+/// the batch that deletes its plan. `d` is the diff the plan came from
+/// (`None` on a resume: keys planned toward an authority are then left to
+/// the next exchange, since their unchanged-since-the-diff check needs it).
+/// Returns where the run stopped; the header and the board say so too.
+async fn run_segments<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    d: Option<&DiffOutcome>,
+    mut header: RepairHeader,
+    segments: Vec<(u32, segment::Segment)>,
+    claim: &Claim,
+    progress: Option<Progress>,
+    sum: &mut RepairSummary,
+) -> Result<RunState, Status> {
+    let run = Run {
+        state,
+        id: header.id.clone(),
+        progress,
+        finished: std::sync::atomic::AtomicBool::new(false),
+    };
+    sum.keys_to_local = header.keys_here;
+    sum.keys_to_peer = header.keys_pushed;
+    sum.keys_toward_authority = header.keys_toward_authority;
+    sum.segments_total = header.segments_total;
+    let mut pacer = Pacer::new(header.rate_bytes_per_s, header.rate_keys_per_s);
+    let addr = header.peer.clone();
+    let out: Result<RunState, Status> = async {
+        let peer = connect(state, &addr).await?;
+        for (index, seg) in segments {
+            match claim.want() {
+                Want::Run => {}
+                Want::Pause => return Ok(RunState::Paused),
+                Want::Cancel => return Ok(RunState::Cancelled),
+            }
+            state.runs.segment(
+                &header.id,
+                header.segments_done,
+                header.segments_total,
+                &seg.label,
+            );
+            if header.segments_total > 1 {
+                run.event(format!(
+                    "segment {} of {} ({}): {} keys",
+                    index + 1,
+                    header.segments_total,
+                    seg.label,
+                    seg.planned.len()
+                ));
+            }
+            let at = Position {
+                done: header.keys_done,
+                total: header.keys_total,
+            };
+            move_planned(
+                state,
+                &addr,
+                &peer,
+                d,
+                &seg.planned,
+                &run,
+                &mut pacer,
+                at,
+                sum,
+            )
+            .await?;
+            header.segments_done += 1;
+            header.keys_done += seg.planned.len() as u64;
+            header.keys_here = sum.keys_to_local;
+            header.keys_pushed = sum.keys_to_peer;
+            header.keys_toward_authority = sum.keys_toward_authority;
+            let h = header.clone();
+            state
+                .blocking(move |s| {
+                    let ops = vec![segment::done_op(&h.id, index), journal::header_op(&h)?];
+                    s.backend().write(ops, false)
+                })
+                .await?;
+            state
+                .runs
+                .segment(&header.id, header.segments_done, header.segments_total, "");
+        }
+        pacer.finish().await;
+        Ok(RunState::Done)
+    }
+    .await;
+    sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
+    sum.segments_done = header.segments_done;
+    let counts = format!(
         "{} keys here, {} pushed, {} skipped",
         sum.keys_to_local,
         sum.keys_to_peer,
         sum.skipped.len()
     );
-    run.finish(
-        out.as_ref()
-            .map(|_| summary)
-            .map_err(|e| e.message().to_string()),
-    );
-    out?;
-    sum.elapsed = started.elapsed();
-    Ok(sum)
+    let left = header.segments_total - header.segments_done;
+    let (end, what) = match &out {
+        Ok(RunState::Paused) => (
+            RunState::Paused,
+            format!("paused with {left} segments left: {counts}"),
+        ),
+        Ok(RunState::Cancelled) => (
+            RunState::Cancelled,
+            format!("cancelled with {left} segments left: {counts}"),
+        ),
+        Ok(_) => (RunState::Done, format!("done: {counts}")),
+        Err(e) => (RunState::Failed, format!("failed: {}", e.message())),
+    };
+    header.run = end;
+    header.error = match &out {
+        Err(e) => e.message().to_string(),
+        Ok(_) => String::new(),
+    };
+    sum.run = end;
+    let h = header;
+    let recorded = state
+        .blocking(move |s| {
+            if end == RunState::Cancelled {
+                segment::clear(s, &h.id)?;
+            }
+            journal::put_header(s, &h)
+        })
+        .await;
+    run.stop(end, what);
+    recorded?;
+    out
+}
+
+/// Where a segment's keys fall in the whole run, for progress.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// Keys of the segments finished before it.
+    done: u64,
+    /// Keys of the whole run.
+    total: u64,
 }
 
 /// A repair run as it goes: progress to the caller's stream and to the
@@ -399,28 +551,32 @@ impl<B: AgentBackend> Run<'_, B> {
             .runs
             .finish(&self.id, self.state.store.now_ms(), outcome);
     }
+
+    fn stop(&self, end: RunState, what: String) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .runs
+            .stop(&self.id, self.state.store.now_ms(), end, what);
+    }
 }
 
-/// Moves the planned entries of repair `header` both ways, journaled, and
-/// records the counts in `sum` and the header.
+/// Moves the planned entries of one segment both ways, journaled under
+/// the run's id, adding the counts to `sum`.
 #[allow(clippy::too_many_arguments)]
 async fn move_planned<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     addr: &str,
-    d: &DiffOutcome,
+    peer: &crate::exchange::Peer,
+    d: Option<&DiffOutcome>,
     planned: &[Planned],
-    opts: RepairOptions,
     run: &Run<'_, B>,
-    header: RepairHeader,
+    pacer: &mut Pacer,
+    at: Position,
     sum: &mut RepairSummary,
 ) -> Result<(), Status> {
-    let id = header.id.clone();
-    let total = planned.len() as u64;
     let mut to_peer = keys_behind(planned, Side::Peer);
     let to_local = keys_behind(planned, Side::Local);
-    let mut pacer = Pacer::new(opts.rate_bytes_per_s, opts.rate_keys_per_s);
-    let peer = connect(state, addr).await?;
-    let mut done = 0u64;
 
     // Toward the authority: its content re-stamped here, newer than both
     // sides, then pushed with the rest (last: the newest versions).
@@ -428,117 +584,187 @@ async fn move_planned<B: AgentBackend>(
         .iter()
         .filter(|p| p.resolution == Resolution::Authority)
         .collect();
-    if !toward.is_empty() {
-        let restamped = restamp(state, addr, &peer, d, &toward, &id, sum, &mut pacer).await?;
-        sum.keys_toward_authority = restamped.len() as u64;
-        run.event(format!(
-            "{} keys re-stamped toward the range's authority",
-            restamped.len()
-        ));
-        to_peer.extend(restamped);
+    match d {
+        _ if toward.is_empty() => {}
+        Some(d) => {
+            let restamped = restamp(state, addr, peer, d, &toward, &run.id, sum, pacer).await?;
+            sum.keys_toward_authority += restamped.len() as u64;
+            run.event(format!(
+                "{} keys re-stamped toward the range's authority",
+                restamped.len()
+            ));
+            to_peer.extend(restamped);
+        }
+        None => {
+            for p in &toward {
+                sum.skipped.push((
+                    p.key.clone(),
+                    "not resolved toward the authority: the run was resumed, and whether \
+                     an entry changed since the diff is unknown; the next exchange resolves it"
+                        .into(),
+                ));
+            }
+        }
     }
 
+    let mut done = at.done;
+    if !to_peer.is_empty() {
+        push_planned(
+            state,
+            addr,
+            peer,
+            &to_peer,
+            run,
+            pacer,
+            (&mut done, at.total),
+            sum,
+        )
+        .await?;
+    }
+    if !to_local.is_empty() {
+        fetch_planned(
+            state,
+            addr,
+            peer,
+            &to_local,
+            run,
+            pacer,
+            (&mut done, at.total),
+            sum,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Streams the current local entries of `to_peer` to the peer, which
+/// applies them through its apply rule and journals its before-images.
+#[allow(clippy::too_many_arguments)]
+async fn push_planned<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    to_peer: &[Vec<u8>],
+    run: &Run<'_, B>,
+    pacer: &mut Pacer,
+    (done, total): (&mut u64, u64),
+    sum: &mut RepairSummary,
+) -> Result<(), Status> {
+    let id = run.id.clone();
     // Local → peer: stream current local entries; the peer applies them
     // through its apply rule and journals its before-images.
-    if !to_peer.is_empty() {
-        run.event(format!("pushing {} keys to the peer", to_peer.len()));
-        let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
-        let call = {
-            let p = peer.clone();
-            let msgs: Inbound<pb::PushRequest> = Box::pin(ReceiverStream::new(rx).map(Ok));
-            tokio::spawn(async move { p.push(msgs).await })
+    run.event(format!("pushing {} keys to the peer", to_peer.len()));
+    let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
+    let call = {
+        let p = peer.clone();
+        let msgs: Inbound<pb::PushRequest> = Box::pin(ReceiverStream::new(rx).map(Ok));
+        tokio::spawn(async move { p.push(msgs).await })
+    };
+    let mut first = true;
+    for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
+        let keys = chunk.to_vec();
+        let rid = id.clone();
+        let recs = state
+            .blocking(move |s| {
+                // Recorded before the push: an undo holds these keys on
+                // this side too.
+                s.backend().write(journal::pushed_ops(&rid, &keys), false)?;
+                Ok(keys
+                    .iter()
+                    .cloned()
+                    .zip(s.get_many(&keys)?)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut msg = pb::PushRequest {
+            repair_id: if first { id.clone() } else { String::new() },
+            entries: Vec::new(),
         };
-        let mut first = true;
-        for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
-            let keys = chunk.to_vec();
-            let rid = id.clone();
-            let recs = state
-                .blocking(move |s| {
-                    // Recorded before the push: an undo holds these keys on
-                    // this side too.
-                    s.backend().write(journal::pushed_ops(&rid, &keys), false)?;
-                    Ok(keys
-                        .iter()
-                        .cloned()
-                        .zip(s.get_many(&keys)?)
-                        .collect::<Vec<_>>())
-                })
-                .await?;
-            let mut msg = pb::PushRequest {
-                repair_id: if first { id.clone() } else { String::new() },
-                entries: Vec::new(),
+        first = false;
+        for (key, rec) in recs {
+            let Some(rec) = rec else {
+                sum.skipped
+                    .push((key, "gone locally since the diff (purged)".into()));
+                continue;
             };
-            first = false;
-            for (key, rec) in recs {
-                let Some(rec) = rec else {
-                    sum.skipped
-                        .push((key, "gone locally since the diff (purged)".into()));
-                    continue;
-                };
-                msg.entries.push(pb::Entry {
-                    key,
-                    version: Some(version_to_pb(&rec.meta.version)),
-                    tombstone: rec.meta.tombstone,
-                    value: rec.value,
-                });
-                let size = msg.encoded_len();
-                if size >= REPAIR_BATCH_BYTES || msg.entries.len() >= REPAIR_BATCH_KEYS {
-                    let n = msg.entries.len() as u64;
-                    let out = std::mem::replace(
-                        &mut msg,
-                        pb::PushRequest {
-                            repair_id: String::new(),
-                            entries: Vec::new(),
-                        },
-                    );
-                    let bytes = out.encoded_len() as u64 + GRPC_FRAME_BYTES;
-                    pacer.take(bytes, n).await;
-                    sum.bytes_streamed += bytes;
-                    if tx.send(out).await.is_err() {
-                        break;
-                    }
-                    done += n;
-                    run.progress(done, total, sum.bytes_streamed).await;
-                }
-            }
-            if !msg.entries.is_empty() || !msg.repair_id.is_empty() {
+            msg.entries.push(pb::Entry {
+                key,
+                version: Some(version_to_pb(&rec.meta.version)),
+                tombstone: rec.meta.tombstone,
+                value: rec.value,
+            });
+            let size = msg.encoded_len();
+            if size >= REPAIR_BATCH_BYTES || msg.entries.len() >= REPAIR_BATCH_KEYS {
                 let n = msg.entries.len() as u64;
-                let bytes = msg.encoded_len() as u64 + GRPC_FRAME_BYTES;
+                let out = std::mem::replace(
+                    &mut msg,
+                    pb::PushRequest {
+                        repair_id: String::new(),
+                        entries: Vec::new(),
+                    },
+                );
+                let bytes = out.encoded_len() as u64 + GRPC_FRAME_BYTES;
                 pacer.take(bytes, n).await;
                 sum.bytes_streamed += bytes;
-                if tx.send(msg).await.is_err() {
+                if tx.send(out).await.is_err() {
                     break;
                 }
-                done += n;
-                run.progress(done, total, sum.bytes_streamed).await;
+                *done += n;
+                run.progress(*done, total, sum.bytes_streamed).await;
             }
         }
-        drop(tx);
-        let resp = call
-            .await
-            .map_err(crate::status::from_join)?
-            .map_err(|s| peer_err(addr, s))?;
-        sum.keys_to_peer = resp.applied;
-        run.event(format!(
-            "peer applied {} keys, kept {} of its own",
-            resp.applied,
-            resp.not_applied.len()
-        ));
-        for o in resp.not_applied {
-            sum.skipped.push((
-                o.key,
-                format!(
-                    "peer kept its entry ({}): it changed since the diff",
-                    o.decision
-                ),
-            ));
+        if !msg.entries.is_empty() || !msg.repair_id.is_empty() {
+            let n = msg.entries.len() as u64;
+            let bytes = msg.encoded_len() as u64 + GRPC_FRAME_BYTES;
+            pacer.take(bytes, n).await;
+            sum.bytes_streamed += bytes;
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+            *done += n;
+            run.progress(*done, total, sum.bytes_streamed).await;
         }
     }
-
-    // Peer → local: fetch the peer's entries and apply them here, journaled.
-    if !to_local.is_empty() {
-        run.event(format!("fetching {} keys from the peer", to_local.len()));
+    drop(tx);
+    let resp = call
+        .await
+        .map_err(crate::status::from_join)?
+        .map_err(|s| peer_err(addr, s))?;
+    sum.keys_to_peer += resp.applied;
+    run.event(format!(
+        "peer applied {} keys, kept {} of its own",
+        resp.applied,
+        resp.not_applied.len()
+    ));
+    for o in resp.not_applied {
+        sum.skipped.push((
+            o.key,
+            format!(
+                "peer kept its entry ({}): it changed since the diff",
+                o.decision
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// Fetches the peer's entries of `to_local` and applies them here through
+/// the apply rule, journaled.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_planned<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    to_local: &[Vec<u8>],
+    run: &Run<'_, B>,
+    pacer: &mut Pacer,
+    (done, total): (&mut u64, u64),
+    sum: &mut RepairSummary,
+) -> Result<(), Status> {
+    let id = run.id.clone();
+    // Peer → local: fetch the peer's entries and apply them here, journaled.
+    run.event(format!("fetching {} keys from the peer", to_local.len()));
+    let before = sum.keys_to_local;
     for chunk in to_local.chunks(
         state
             .config
@@ -602,24 +828,15 @@ async fn move_planned<B: AgentBackend>(
                         ));
                     }
                 }
-                done += n;
-                run.progress(done, total, sum.bytes_streamed).await;
+                *done += n;
+                run.progress(*done, total, sum.bytes_streamed).await;
             }
             if end {
                 break;
             }
         }
     }
-    if !to_local.is_empty() {
-        run.event(format!("applied {} keys here", sum.keys_to_local));
-    }
-    pacer.finish().await;
-    sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
-    let mut h = header;
-    h.keys_here = sum.keys_to_local;
-    h.keys_pushed = sum.keys_to_peer;
-    h.keys_toward_authority = sum.keys_toward_authority;
-    state.blocking(move |s| journal::put_header(s, &h)).await?;
+    run.event(format!("applied {} keys here", sum.keys_to_local - before));
     Ok(())
 }
 
@@ -905,27 +1122,15 @@ pub async fn undo<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     id: String,
 ) -> Result<UndoSummary, Status> {
-    if !journal::valid_id(&id) {
-        return Err(Status::invalid_argument(
-            "repair id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
-        ));
-    }
-    let id2 = id.clone();
-    let header = state
-        .blocking(move |s| match journal::get_header(s, &id2)? {
-            Some(h) => Ok(Ok(h)),
-            None => Ok(Err(journal::missing(s, &id2)?)),
-        })
-        .await?
-        .map_err(Status::not_found)?;
-    if !header.initiator {
-        return Err(Status::failed_precondition(format!(
-            "repair {id} was run by another agent; undo it there"
-        )));
-    }
+    let header = control::initiated(state, &id, "undo").await?;
     if header.undone {
         return Err(Status::failed_precondition(format!(
             "repair {id} was already undone"
+        )));
+    }
+    if state.controls.wanted(&id).is_some() {
+        return Err(Status::failed_precondition(format!(
+            "repair {id} is running; pause or cancel it first (mend repair pause {id})"
         )));
     }
     // Recorded before either side restores anything: a crash from here on
@@ -962,6 +1167,11 @@ pub async fn undo<B: AgentBackend>(
             let mut h = header;
             h.undone = true;
             h.hold_until_ms = hold_until;
+            if h.unfinished() {
+                // An undone run does not go on.
+                segment::clear(s, &id2)?;
+                h.run = RunState::Cancelled;
+            }
             journal::put_header(s, &h)?;
             Ok(o)
         })
