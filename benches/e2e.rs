@@ -65,6 +65,22 @@ async fn agent(dir: &std::path::Path, name: &str) -> RunningAgent {
 
 /// An in-process agent, over mutual TLS or (`tls` false) plaintext.
 async fn agent_on(dir: &std::path::Path, name: &str, tls: bool) -> RunningAgent {
+    agent_with(
+        dir,
+        name,
+        tls,
+        AgentConfig::default().limits.repair_segment_keys_min,
+    )
+    .await
+}
+
+/// [`agent_on`] with `limits.repair_segment_keys_min` = `segment_min`.
+async fn agent_with(
+    dir: &std::path::Path,
+    name: &str,
+    tls: bool,
+    segment_min: usize,
+) -> RunningAgent {
     let mut cfg = AgentConfig {
         node_id: name.into(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -77,13 +93,18 @@ async fn agent_on(dir: &std::path::Path, name: &str, tls: bool) -> RunningAgent 
     } else {
         cfg.insecure_plaintext = true;
     }
+    cfg.limits.repair_segment_keys_min = segment_min;
     mend_agent::start(cfg, Secret::development()).await.unwrap()
 }
 
 /// Two agents; `a` holds `n` keys with 1 KiB values that `b` lacks.
 /// Returns them and the bytes of the divergent entries (key + value + version).
-async fn setup(dir: &std::path::Path, n: u64) -> (RunningAgent, RunningAgent, u64) {
-    let a = agent(dir, "a").await;
+async fn setup(
+    dir: &std::path::Path,
+    n: u64,
+    segment_min: usize,
+) -> (RunningAgent, RunningAgent, u64) {
+    let a = agent_with(dir, "a", true, segment_min).await;
     let b = agent(dir, "b").await;
     let origin = NodeId::new("bench").unwrap();
     let mut entry_bytes = 0u64;
@@ -113,9 +134,25 @@ async fn setup(dir: &std::path::Path, n: u64) -> (RunningAgent, RunningAgent, u6
 
 /// One repair of `n` keys; returns (elapsed, bytes streamed, entry bytes).
 fn one_repair(rt: &tokio::runtime::Runtime, n: u64, rate: u64) -> (Duration, u64, u64, u64) {
+    one_repair_with(
+        rt,
+        n,
+        rate,
+        AgentConfig::default().limits.repair_segment_keys_min,
+    )
+}
+
+/// [`one_repair`] with `limits.repair_segment_keys_min` = `segment_min` at
+/// the repairing agent.
+fn one_repair_with(
+    rt: &tokio::runtime::Runtime,
+    n: u64,
+    rate: u64,
+    segment_min: usize,
+) -> (Duration, u64, u64, u64) {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, entry_bytes) = setup(dir.path(), n).await;
+        let (a, b, entry_bytes) = setup(dir.path(), n, segment_min).await;
         let peer = format!("http://{}", b.addr);
         let opts = RepairOptions {
             rate_bytes_per_s: rate,
@@ -178,6 +215,24 @@ pub fn report(_: &mut Criterion) {
     println!(
         "| overstreaming (bytes streamed / divergent entry bytes) | {:.3} | {streamed} / {entry} |",
         streamed as f64 / entry as f64
+    );
+    // Segmented (16 subtree segments at the default shape; each segment's
+    // plan journaled first) against one segment, same run, alternating.
+    let (mut seg, mut one) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        seg.push(one_repair_with(&rt, n, 0, 0).0.as_secs_f64());
+        one.push(one_repair_with(&rt, n, 0, 10_000_000).0.as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ts, to) = (median(&mut seg), median(&mut one));
+    println!(
+        "| repair of {n} keys in 16 segments / in one segment (median of 3, diff excluded) | {:.3} | {:.2} s / {:.2} s |",
+        ts / to,
+        ts,
+        to
     );
     for rate in [2_000_000u64, 8_000_000] {
         let n2 = (rate * 3 / 1100).min(n);
