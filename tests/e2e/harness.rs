@@ -138,7 +138,10 @@ impl AgentProc {
             .arg(dir)
             .args(args)
             .env("MEND_CLUSTER_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("MEND_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

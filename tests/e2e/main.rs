@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod deploy;
 mod diagnostics;
+mod discovery;
 mod harness;
 mod hostile;
 mod plan;

@@ -169,8 +169,7 @@ pub async fn build<B: AgentBackend>(
     let uptime_ms = state.started.elapsed().as_millis() as u64;
     let links = state.monitor.links();
     let mut peers: Vec<PeerView> = state
-        .config
-        .peers
+        .peers()
         .iter()
         .map(|p| {
             let link = links.get(&p.id).cloned().unwrap_or_default();
@@ -384,7 +383,7 @@ pub async fn cluster<B: AgentBackend>(
         .await?;
     let (specs, roots) = ours;
     let timeout = Duration::from_millis(state.config.limits.rpc_timeout_ms);
-    let asks = state.config.peers.iter().map(|p| {
+    let asks = state.peers().into_iter().map(|p| {
         let specs = &specs;
         let roots = &roots;
         async move {

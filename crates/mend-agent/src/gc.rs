@@ -96,7 +96,7 @@ pub async fn record_sync<B: AgentBackend>(
     state: &AgentState<B>,
     out: &DiffOutcome,
 ) -> Result<(), Status> {
-    if !state.config.peers.iter().any(|p| p.id == out.peer_node) || out.peer_incarnation == 0 {
+    if !state.peers().iter().any(|p| p.id == out.peer_node) || out.peer_incarnation == 0 {
         return Ok(());
     }
     let peer = out.peer_node.clone();
@@ -210,6 +210,9 @@ pub enum HoldReason {
     /// Its record is newer than this round's check (an exchange raced it);
     /// the next round uses it.
     RecordAfterCheck,
+    /// Discovery is on and has not resolved since start: a peer may be
+    /// missing from the set.
+    DiscoveryPending,
 }
 
 /// What one purge round learnt from asking every configured peer for its
@@ -243,9 +246,11 @@ pub fn horizons_confirmed<B: AgentBackend>(
     confirmation: Option<&Confirmation>,
 ) -> Result<Vec<Horizon>, mend_store::StoreError> {
     let now = state.store.now_ms();
+    let peers = state.peers();
+    let pending = state.discovery_pending();
     let mut held = Vec::new();
     if let Some(c) = confirmation {
-        for p in &state.config.peers {
+        for p in &peers {
             let why = match c.peers.get(&p.id).copied().flatten() {
                 None => Some(HoldReason::Unconfirmed),
                 Some(i) if recorded_incarnation(state, &p.id)? != Some(i) => {
@@ -264,8 +269,14 @@ pub fn horizons_confirmed<B: AgentBackend>(
             held_by: None,
             reason: HoldReason::OldestSync,
         };
-        let mut seen = Vec::with_capacity(state.config.peers.len());
-        for p in &state.config.peers {
+        if pending {
+            h.before_ms = 0;
+            h.reason = HoldReason::DiscoveryPending;
+            out.push(h);
+            continue;
+        }
+        let mut seen = Vec::with_capacity(peers.len());
+        for p in &peers {
             let any = last_sync(state, &p.id, &spec.name)?.unwrap_or(0);
             let clean = last_clean_sync(state, &p.id, &spec.name)?.unwrap_or(0);
             seen.push((p.id.as_str(), any, clean));
@@ -300,7 +311,7 @@ pub async fn confirm_peers<B: AgentBackend>(state: &AgentState<B>) -> Confirmati
         asked_ms: state.store.now_ms(),
         peers: Default::default(),
     };
-    for p in &state.config.peers {
+    for p in &state.peers() {
         let answer = crate::exchange::ask_handshake(state, &p.address, &[]).await;
         let inc = match answer {
             Ok(r) if r.node_id == p.id && r.incarnation != 0 => Some(r.incarnation),

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod discovery;
 pub use mend_config as config;
 pub mod exchange;
 pub mod gc;
@@ -18,6 +19,7 @@ pub mod journal;
 pub mod link;
 pub mod metrics;
 pub mod monitor;
+pub mod peers;
 pub mod repair;
 pub mod report;
 pub mod runs;

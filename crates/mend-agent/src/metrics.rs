@@ -123,6 +123,8 @@ pub struct Metrics {
     pub convergence_seconds: Histogram,
     /// Calls refused by the role check or an ownership check.
     pub auth_denied: Family<Denied, Counter>,
+    /// DNS lookups of `[discovery]`, by result (`ok`, `failed`).
+    pub discovery_lookups: Family<Reason, Counter>,
     /// Connections closed before serving (limits, TLS failures).
     pub connections_refused: Family<Reason, Counter>,
     /// TLS sets swapped in by hot reload.
@@ -175,6 +177,7 @@ impl Default for Metrics {
             budget_exceeded: Family::default(),
             convergence_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             auth_denied: Family::default(),
+            discovery_lookups: Family::default(),
             connections_refused: Family::default(),
             tls_reloads: Counter::default(),
             tls_reload_failures: Counter::default(),
@@ -282,6 +285,11 @@ impl Default for Metrics {
             m.auth_denied.clone(),
         );
         r.register(
+            "discovery_lookups",
+            "DNS lookups of [discovery] peers, by result (reason = ok or failed)",
+            m.discovery_lookups.clone(),
+        );
+        r.register(
             "connections_refused",
             "Connections closed before serving: connection limit, TLS handshake failure or timeout",
             m.connections_refused.clone(),
@@ -352,6 +360,15 @@ impl Metrics {
             &self.repaired_keys,
             &self.repaired_bytes,
         ]
+    }
+
+    /// Counts a discovery lookup.
+    pub fn discovery(&self, ok: bool) {
+        self.discovery_lookups
+            .get_or_create(&Reason {
+                reason: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
     }
 
     /// Counts a refused call.

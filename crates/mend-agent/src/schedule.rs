@@ -26,45 +26,61 @@ pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
 /// Spawns the scheduled-exchange tasks, one per peer this node initiates
 /// with (`schedule.initiate`); they stop when `shutdown` changes.
 pub fn spawn<B: AgentBackend>(state: Arc<AgentState<B>>, shutdown: watch::Receiver<bool>) {
-    let sc = state.config.schedule.clone();
-    for p in state.config.peers.clone() {
-        if p.interval_ms == 0 {
-            continue;
-        }
-        if !initiates(state.node_id.as_str(), &p.id, sc.initiate) {
-            tracing::info!(peer = %p.id, "scheduled exchanges with this peer are initiated by the peer (the lower node id)");
-            continue;
-        }
-        let state = state.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            // The first exchange comes within the jitter window, so agents
-            // started together do not all start at once.
-            let jitter = p.interval_ms * sc.jitter_percent as u64 / 100;
-            let mut wait = Duration::from_millis(rand::random_range(0..=jitter));
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => break,
-                }
-                let started = tokio::time::Instant::now();
-                let ran = run_scheduled(&state, &p).await;
-                let busy = started.elapsed();
-                let u = rand::random::<f64>();
-                wait = match ran {
-                    // A skip (counted in its metric) retries at a random
-                    // point of the next interval: tasks that lost a slot
-                    // to each other fall out of step instead of meeting
-                    // again at every tick.
-                    Err(_) => retry_wait(p.interval_ms, u),
-                    Ok(_) => {
-                        jittered(p.interval_ms, sc.jitter_percent, u)
-                            + intensity_wait(busy, sc.intensity_percent)
-                    }
-                };
-            }
-        });
+    for p in state.peers() {
+        spawn_peer(&state, p, &shutdown);
     }
+}
+
+/// Spawns the scheduled-exchange task of one peer (a listed one at start,
+/// a discovered one when found), if it has a schedule and this node
+/// initiates. Each tick reads the peer's current address, so a discovered
+/// peer that moved is reached where it is now.
+pub fn spawn_peer<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    p: crate::config::PeerConfig,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let sc = state.config.schedule.clone();
+    if p.interval_ms == 0 {
+        return;
+    }
+    if !initiates(state.node_id.as_str(), &p.id, sc.initiate) {
+        tracing::info!(peer = %p.id, "scheduled exchanges with this peer are initiated by the peer (the lower node id)");
+        return;
+    }
+    let state = state.clone();
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut p = p;
+        // The first exchange comes within the jitter window, so agents
+        // started together do not all start at once.
+        let jitter = p.interval_ms * sc.jitter_percent as u64 / 100;
+        let mut wait = Duration::from_millis(rand::random_range(0..=jitter));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Some(now) = state.peer(&p.id) {
+                p = now;
+            }
+            let started = tokio::time::Instant::now();
+            let ran = run_scheduled(&state, &p).await;
+            let busy = started.elapsed();
+            let u = rand::random::<f64>();
+            wait = match ran {
+                // A skip (counted in its metric) retries at a random
+                // point of the next interval: tasks that lost a slot
+                // to each other fall out of step instead of meeting
+                // again at every tick.
+                Err(_) => retry_wait(p.interval_ms, u),
+                Ok(_) => {
+                    jittered(p.interval_ms, sc.jitter_percent, u)
+                        + intensity_wait(busy, sc.intensity_percent)
+                }
+            };
+        }
+    });
 }
 
 /// Whether `me` initiates the scheduled exchanges with `peer`.
@@ -295,7 +311,7 @@ pub fn record_exchange<B: AgentBackend>(
 ) -> Vec<BudgetFlip> {
     let now = state.store.now_ms();
     observe_exchange(&state.metrics, peer, outcome, now);
-    let budget = state.config.peer(peer).and_then(|p| p.budget);
+    let budget = state.peer(peer).and_then(|p| p.budget);
     state.monitor.record(
         &state.metrics,
         peer,

@@ -151,12 +151,16 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let discovered = Arc::new(crate::peers::Discovered::load(&store));
     let dialer = Arc::new(crate::link::grpc::GrpcDialer::new(
         tls.clone(),
         &config.peers,
         std::time::Duration::from_millis(config.limits.rpc_timeout_ms),
+        Some(discovered.clone()),
     ));
-    let state = Arc::new(AgentState::new(store, config.clone(), dialer, tls.clone()));
+    let mut state = AgentState::new(store, config.clone(), dialer.clone(), tls.clone());
+    state.discovered = discovered;
+    let state = Arc::new(state);
     let metrics = state.metrics.clone();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -239,6 +243,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     tracing::info!(node = %state.node_id, %addr, tls = tls.is_some(), "agent serving");
     crate::gc::spawn(state.clone(), schedules.clone());
     crate::scrub::spawn(state.clone(), schedules.clone());
+    crate::discovery::spawn(state.clone(), schedules.clone());
     crate::schedule::spawn(state.clone(), schedules);
     crate::repair::control::resume_interrupted(&state);
     Ok(RunningAgent {
@@ -397,8 +402,7 @@ pub async fn status(
         version: env!("CARGO_PKG_VERSION").into(),
         ranges,
         peers: state
-            .config
-            .peers
+            .peers()
             .iter()
             .map(|p| pb::PeerInfo {
                 id: p.id.clone(),
@@ -432,7 +436,7 @@ pub async fn status(
             .view(None)
             .into_iter()
             .filter_map(|v| {
-                let b = state.config.peer(&v.peer)?.budget?;
+                let b = state.peer(&v.peer)?.budget?;
                 let last = v.records.last();
                 Some(pb::BudgetStatus {
                     peer: v.peer.clone(),

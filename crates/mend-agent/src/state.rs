@@ -110,6 +110,8 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// The gRPC address the agent is bound to, once it is (for the
     /// commands the dashboard shows).
     pub grpc_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Peers found in DNS (`[discovery]`), shared with the dialer.
+    pub discovered: Arc<crate::peers::Discovered>,
 }
 
 /// Meta row of this store's incarnation (u64 big-endian, never 0).
@@ -170,7 +172,9 @@ impl<B: AgentBackend> AgentState<B> {
             crate::monitor::Monitor::default()
         });
         let incarnation = load_incarnation(&store);
+        let discovered = Arc::new(crate::peers::Discovered::load(&store));
         AgentState {
+            discovered,
             incarnation,
             sync_records: tokio::sync::Mutex::new(()),
             runs: crate::runs::RunBoard::default(),
@@ -253,13 +257,12 @@ impl<B: AgentBackend> AgentState<B> {
     /// `roles.peer_addresses`. Anything else is `PERMISSION_DENIED`: the
     /// agent never dials an address just because a request names it.
     pub fn resolve_peer(&self, peer: &str) -> Result<String, Status> {
-        if let Some(p) = self.config.peer(peer) {
+        if let Some(p) = self.peer(peer) {
             return Ok(mend_tls::client::host_port(&p.address).to_string());
         }
         let hp = mend_tls::client::host_port(peer);
         let configured = self
-            .config
-            .peers
+            .peers()
             .iter()
             .any(|p| mend_tls::client::host_port(&p.address) == hp);
         let allowed = self
@@ -275,6 +278,42 @@ impl<B: AgentBackend> AgentState<B> {
         Err(Status::permission_denied(format!(
             "peer {peer:?} is neither a configured peer nor allowed by roles.peer_addresses"
         )))
+    }
+
+    /// Every peer: those listed in the config, then those found in DNS
+    /// (scheduled every `discovery.interval_ms`, no budget), a listed id
+    /// taking precedence.
+    pub fn peers(&self) -> Vec<crate::config::PeerConfig> {
+        let mut all = self.config.peers.clone();
+        for f in self.discovered.found() {
+            if f.id != self.node_id.as_str() && !all.iter().any(|p| p.id == f.id) {
+                all.push(crate::config::PeerConfig {
+                    id: f.id,
+                    address: f.address,
+                    interval_ms: self.config.discovery.interval_ms,
+                    budget: None,
+                });
+            }
+        }
+        all
+    }
+
+    /// The peer with node id `id`, listed or discovered.
+    pub fn peer(&self, id: &str) -> Option<crate::config::PeerConfig> {
+        if let Some(p) = self.config.peer(id) {
+            return Some(p.clone());
+        }
+        self.peers().into_iter().find(|p| p.id == id)
+    }
+
+    /// Discovery is on and has not finished a resolution since start: the
+    /// set of peers may be incomplete, so the purge waits.
+    pub fn discovery_pending(&self) -> bool {
+        !self.config.discovery.peers.is_empty()
+            && !self
+                .discovered
+                .resolved
+                .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The TLS name a peer at `addr` must present: the configured peer's

@@ -49,6 +49,7 @@ fn touched() -> mend_agent::metrics::Metrics {
         reason: "busy".into(),
     });
     m.auth_denied("Peer", "role");
+    m.discovery(false);
     let _ = m.connections_refused.get_or_create(&Reason {
         reason: "limit".into(),
     });

@@ -337,6 +337,89 @@ impl Default for Schedule {
     }
 }
 
+/// Peers discovered from DNS (`[discovery]`), e.g. a Kubernetes headless
+/// Service: re-resolved every `interval_ms`; each address found is asked
+/// for a handshake, and the node id it proves (its certificate checked
+/// against the name below, the cluster secret proven) becomes a peer,
+/// scheduled like a listed one. A peer once found is kept (persisted in
+/// the store's `meta`), so one missing from DNS for a while, or at a
+/// restart, still holds back the tombstone purge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Discovery {
+    /// `dns:NAME:PORT`: the A/AAAA records of NAME, each at PORT, every
+    /// peer's certificate naming NAME (a Service name SAN); or
+    /// `dns:_SERVICE._PROTO.NAME`: its SRV records, each target at its port,
+    /// the certificate naming the target. Empty: off.
+    pub peers: String,
+    /// The DNS server to ask, `IP:PORT` (default: the system's, from
+    /// /etc/resolv.conf).
+    pub nameserver: Option<SocketAddr>,
+    /// Interval of scheduled exchanges with discovered peers and of the
+    /// re-resolution, in ms (1 000..=86 400 000).
+    pub interval_ms: u64,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            peers: String::new(),
+            nameserver: None,
+            interval_ms: 60_000,
+        }
+    }
+}
+
+/// A parsed `discovery.peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsPeers {
+    /// A/AAAA records of `name`, at `port`.
+    Addresses {
+        /// The name resolved, also the TLS name every peer must present.
+        name: String,
+        /// The gRPC port of every address.
+        port: u16,
+    },
+    /// SRV records of `name` (`_service._proto.domain`).
+    Srv {
+        /// The SRV name.
+        name: String,
+    },
+}
+
+impl Discovery {
+    /// The parsed `peers`, `None` when off.
+    pub fn parse(&self) -> Result<Option<DnsPeers>, ConfigError> {
+        if self.peers.is_empty() {
+            return Ok(None);
+        }
+        let allowed = "dns:NAME:PORT (A/AAAA) or dns:_SERVICE._PROTO.NAME (SRV)";
+        let err = || bad("discovery.peers", &self.peers, allowed);
+        let rest = self.peers.strip_prefix("dns:").ok_or_else(err)?;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        if rest.starts_with('_') {
+            if !name_ok(rest) || rest.contains(':') {
+                return Err(err());
+            }
+            return Ok(Some(DnsPeers::Srv { name: rest.into() }));
+        }
+        let (name, port) = rest.rsplit_once(':').ok_or_else(err)?;
+        let port: u16 = port.parse().map_err(|_| err())?;
+        if !name_ok(name) || port == 0 {
+            return Err(err());
+        }
+        Ok(Some(DnsPeers::Addresses {
+            name: name.into(),
+            port,
+        }))
+    }
+}
+
 /// Limits of the agent; each costs what its comment says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -454,6 +537,8 @@ pub struct AgentConfig {
     pub scrub: Scrub,
     /// Coordinated schedules of the exchanges with peers.
     pub schedule: Schedule,
+    /// Peers found in DNS, besides the `peers` listed.
+    pub discovery: Discovery,
     /// Repair journal retention and undo holds.
     pub journal: Journal,
     /// Force each write to disk before acknowledging (slower, survives
@@ -499,6 +584,7 @@ impl Default for AgentConfig {
             gc: Gc::default(),
             scrub: Scrub::default(),
             schedule: Schedule::default(),
+            discovery: Discovery::default(),
             journal: Journal::default(),
             sync_writes: false,
             limits: Limits::default(),
@@ -738,6 +824,13 @@ impl AgentConfig {
         )?;
         in_range("schedule.jitter_percent", sc.jitter_percent as u64, 0, 50)?;
         in_range("schedule.lease_ms", sc.lease_ms, 1_000, 86_400_000)?;
+        self.discovery.parse()?;
+        in_range(
+            "discovery.interval_ms",
+            self.discovery.interval_ms,
+            1_000,
+            86_400_000,
+        )?;
         in_range(
             "tls.reload_poll_ms",
             self.tls.reload_poll_ms,
@@ -843,6 +936,45 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_peers_parse_both_forms_and_refuse_the_rest() {
+        let d = |p: &str| Discovery {
+            peers: p.into(),
+            ..Discovery::default()
+        };
+        assert_eq!(d("").parse().unwrap(), None);
+        assert_eq!(
+            d("dns:mend.default.svc.cluster.local:7400")
+                .parse()
+                .unwrap(),
+            Some(DnsPeers::Addresses {
+                name: "mend.default.svc.cluster.local".into(),
+                port: 7400
+            })
+        );
+        assert_eq!(
+            d("dns:_grpc._tcp.mend.default.svc").parse().unwrap(),
+            Some(DnsPeers::Srv {
+                name: "_grpc._tcp.mend.default.svc".into()
+            })
+        );
+        for bad in [
+            "mend:7400",
+            "dns:mend",
+            "dns:mend:0",
+            "dns:mend:70000",
+            "dns::7400",
+            "dns:me nd:7400",
+            "dns:_grpc._tcp.mend:7400",
+        ] {
+            let e = d(bad).parse().unwrap_err().to_string();
+            assert!(
+                e.contains("discovery.peers") && e.contains("dns:NAME:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_validate_and_errors_name_the_field() {

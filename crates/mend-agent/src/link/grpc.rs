@@ -28,6 +28,8 @@ pub struct GrpcDialer {
     /// with: exchanges reuse a connection (one TLS handshake per peer, not
     /// per diff) until the certificates are reloaded.
     channels: Mutex<HashMap<String, (u64, Channel)>>,
+    /// TLS names of addresses found in DNS (`discovery`).
+    discovered: Option<Arc<crate::peers::Discovered>>,
 }
 
 impl GrpcDialer {
@@ -37,6 +39,7 @@ impl GrpcDialer {
         tls: Option<Arc<mend_tls::TlsSource>>,
         peers: &[crate::config::PeerConfig],
         timeout: Duration,
+        discovered: Option<Arc<crate::peers::Discovered>>,
     ) -> GrpcDialer {
         GrpcDialer {
             tls,
@@ -51,6 +54,7 @@ impl GrpcDialer {
                 .collect(),
             timeout,
             channels: Mutex::new(HashMap::new()),
+            discovered,
         }
     }
 
@@ -82,7 +86,12 @@ impl GrpcDialer {
         }
         // A configured peer must present a certificate naming its id; an
         // address allowed by pattern, one naming the address's host.
-        let name = self.names.get(&key).map(String::as_str);
+        let found = self.discovered.as_ref().and_then(|d| d.tls_name(&key));
+        let name = self
+            .names
+            .get(&key)
+            .map(String::as_str)
+            .or(found.as_deref());
         let ep = mend_tls::client::endpoint(addr, name, &self.client_tls())
             .map_err(Status::invalid_argument)?
             .connect_timeout(self.timeout)

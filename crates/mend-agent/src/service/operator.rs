@@ -145,7 +145,7 @@ impl pb::operator_server::Operator for OperatorService {
             Err(e) => {
                 // Shown per configured peer only (bounded: never a
                 // caller-supplied address).
-                if let Some(p) = self.state.config.peer(&r.peer) {
+                if let Some(p) = self.state.peer(&r.peer) {
                     crate::schedule::exchange_failed(&self.state, &p.id, &e);
                 }
                 return Err(e);
