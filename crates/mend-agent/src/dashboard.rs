@@ -251,9 +251,9 @@ pub async fn build<B: AgentBackend>(
         .get()
         .map(|a| a.to_string())
         .unwrap_or_else(|| state.config.listen.to_string());
-    let recent_repairs = state
-        .blocking(crate::journal::list)
-        .await?
+    let journal = state.blocking(crate::journal::list).await?;
+    let unfinished = crate::repair::control::unfinished(state, &journal);
+    let recent_repairs = journal
         .into_iter()
         .rev()
         .filter(|h| h.initiator)
@@ -268,8 +268,7 @@ pub async fn build<B: AgentBackend>(
             undone: h.undone,
         })
         .collect();
-    let unfinished = crate::repair::control::unfinished(state)
-        .await?
+    let unfinished = unfinished
         .into_iter()
         .map(|run| {
             let verbs: &[&str] = match (run.state, run.live) {

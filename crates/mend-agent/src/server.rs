@@ -368,6 +368,7 @@ pub async fn status(
                 .collect::<Result<Vec<u64>, _>>()
         })
         .await?;
+    let runs = crate::repair::control::unfinished(state, &all);
     let mine: Vec<_> = all.into_iter().rev().filter(|h| h.initiator).collect();
     let limit = match req.repairs_limit {
         0 => REPAIRS_PAGE_DEFAULT,
@@ -425,8 +426,7 @@ pub async fn status(
         exchange_slots_in_use: state.slots.in_use().0,
         exchange_slots_max: state.slots.in_use().1,
         exchange_slot_holders: state.slots.holders(),
-        runs: crate::repair::control::unfinished(state)
-            .await?
+        runs: runs
             .into_iter()
             .map(crate::service::operator::run_pb)
             .collect(),

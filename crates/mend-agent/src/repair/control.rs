@@ -233,17 +233,15 @@ async fn resume<B: AgentBackend>(
     Ok(out)
 }
 
-/// The runs with segments left (running, paused, failed or interrupted),
-/// newest first.
-pub async fn unfinished<B: AgentBackend>(state: &AgentState<B>) -> Result<Vec<RunInfo>, Status> {
-    let all = state.blocking(|s| journal::list(s)).await?;
-    let mut out: Vec<RunInfo> = all
-        .iter()
+/// The runs with segments left (running, paused, failed or interrupted)
+/// among `all` (the journal's headers, oldest first, as `journal::list`
+/// gives them), newest first.
+pub fn unfinished<B: AgentBackend>(state: &AgentState<B>, all: &[RepairHeader]) -> Vec<RunInfo> {
+    all.iter()
+        .rev()
         .filter(|h| h.unfinished())
         .map(|h| info(h, state.controls.wanted(&h.id).is_some()))
-        .collect();
-    out.reverse();
-    Ok(out)
+        .collect()
 }
 
 /// Resumes, in the background, every run the journal says was running
