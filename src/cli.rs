@@ -66,6 +66,9 @@ pub enum Command {
     Repair(RepairArgs),
     /// Undo a repair (run against the agent that ran it).
     Undo(UndoArgs),
+    /// Open an operator session of an agent's dashboard page: prints the URL
+    /// whose page can repair, undo, pause, resume and cancel as you.
+    Dashboard(DashboardArgs),
     /// Show an agent's ranges, roots, peers, budgets and journaled repairs.
     Status(StatusArgs),
     /// Drift over time: the scheduled exchanges with each peer.
@@ -379,6 +382,20 @@ pub struct UndoArgs {
     pub agent: String,
     /// The repair id printed by `mend repair`.
     pub repair_id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `mend dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The agent whose page to open (it must serve HTTP, `--http`).
+    #[arg(long)]
+    pub agent: String,
+    /// How long the session lasts, in minutes (at most 720).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub minutes: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -12,7 +12,9 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::{runtime, status_err};
-use crate::cli::{DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs};
+use crate::cli::{
+    DashboardArgs, DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs,
+};
 use crate::output::print_json;
 
 /// Connects to an agent's Replica service.
@@ -221,6 +223,44 @@ pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `mend dashboard`: an operator session of the agent's page.
+pub fn dashboard(a: DashboardArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut c = operator(&a.agent).await?;
+        let req = pb::DashboardSessionRequest { ttl_ms: a.minutes * 60_000 };
+        let r = c.dashboard_session(req).await.map_err(|s| status_err(&a.agent, s))?.into_inner();
+        let url = session_url(&a.agent, &r.http_address, &r.token);
+        if a.json {
+            print_json(&json!({"url": url, "operator": r.operator, "expires_at_ms": r.expires_at_ms}))?;
+        } else {
+            println!("Operator session of {} as {}, for {} min (until the agent restarts at the latest):", a.agent, r.operator, a.minutes);
+            println!("  {url}");
+            println!("Whoever holds this URL can repair and undo as {} until then. The HTTP port has no TLS:", r.operator);
+            println!("open it on this host or through a tunnel (ssh -L, kubectl port-forward).");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The page's URL with the token in its fragment (never sent to the server
+/// or written to its logs; the page moves it to session storage). An
+/// agent bound to every interface is reached at the host `--agent` names.
+fn session_url(agent: &str, http: &str, token: &str) -> String {
+    let http: Option<std::net::SocketAddr> = http.parse().ok();
+    let host = match http {
+        Some(h) if h.ip().is_unspecified() => {
+            let agent = agent
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
+            let host = agent.rsplit_once(':').map(|(h, _)| h).unwrap_or(agent);
+            format!("{host}:{}", h.port())
+        }
+        Some(h) => h.to_string(),
+        None => agent.to_string(),
+    };
+    format!("http://{host}/#session={token}")
 }
 
 /// `mend status`.

@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => diff::run(a),
         Command::Repair(a) => repair::run(a),
         Command::Undo(a) => client::undo(a),
+        Command::Dashboard(a) => client::dashboard(a),
         Command::Status(a) => client::status(a),
         Command::History(a) => drift::history(a),
         Command::Report(a) => drift::report(a),

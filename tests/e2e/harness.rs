@@ -46,10 +46,18 @@ pub fn certs() -> &'static Path {
 
 /// The TLS set directory of `name`, issued by the test CA on first use.
 pub fn cert_set(name: &str) -> PathBuf {
+    cert_set_with(name, &[])
+}
+
+/// [`cert_set`], issued with `sans` besides `name` (a shared DNS name, say)
+/// when it is first issued; a set issued before keeps its names.
+pub fn cert_set_with(name: &str, sans: &[&str]) -> PathBuf {
     let dir = certs().join(name);
     let _g = ISSUE.lock().unwrap_or_else(|p| p.into_inner());
     if !dir.join("tls.crt").exists() {
-        mend_tls::dev::make(certs(), &[name.to_string()], &[], 2).expect("issue test certificate");
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        mend_tls::dev::make(certs(), &[name.to_string()], &sans, 2)
+            .expect("issue test certificate");
     }
     dir
 }

@@ -1,7 +1,8 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
 //! real `mend agent` processes over mutual TLS (agents, security, hostile
 //! peers, diagnostics, reports, tree shapes, coordinated schedules of six
-//! agents, segmented repairs paused, resumed and killed), the dashboard in headless Chromium (dashboard), the deployment
+//! agents, segmented repairs paused, resumed and killed), the dashboard in headless Chromium (dashboard; its operator actions
+//! clicked over WebDriver, dashboard_actions), the deployment
 //! files run as written (deploy), the fault campaign on real processes
 //! (campaign), crash safety of the RocksDB-backed store under SIGKILL, and
 //! the `mend` CLI (store, plan, simulate, demo) run as real processes
@@ -12,6 +13,7 @@
 mod agents;
 mod campaign;
 mod dashboard;
+mod dashboard_actions;
 mod demo;
 mod deploy;
 mod diagnostics;

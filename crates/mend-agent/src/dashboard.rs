@@ -62,6 +62,10 @@ pub struct Dashboard {
     pub unfinished: Vec<UnfinishedRun>,
     /// Finished repairs from the journal, newest first.
     pub recent_repairs: Vec<RecentRepair>,
+    /// What operators did from this page, oldest first (`actions`).
+    pub actions: Vec<crate::actions::ActionView>,
+    /// The command that opens an operator session of this page.
+    pub session_command: String,
 }
 
 /// A configured peer and how its exchanges go.
@@ -271,11 +275,12 @@ pub async fn build<B: AgentBackend>(
     let unfinished = unfinished
         .into_iter()
         .map(|run| {
-            let verbs: &[&str] = match (run.state, run.live) {
+            let verbs: &[&'static str] = match (run.state, run.live) {
                 (crate::runs::RunState::Running, true) => &["pause", "cancel"],
                 _ => &["resume", "cancel"],
             };
             UnfinishedRun {
+                verbs: verbs.to_vec(),
                 commands: verbs
                     .iter()
                     .map(|v| format!("mend repair {v} --agent {agent} {}", run.id))
@@ -296,6 +301,8 @@ pub async fn build<B: AgentBackend>(
         runs,
         unfinished,
         recent_repairs,
+        actions: state.actions.list(),
+        session_command: format!("mend dashboard --agent {agent}"),
     })
 }
 
@@ -305,7 +312,10 @@ pub struct UnfinishedRun {
     /// The run, from its journal header.
     #[serde(flatten)]
     pub run: crate::repair::control::RunInfo,
-    /// `mend repair pause|resume|cancel` for it, whichever apply.
+    /// `pause`, `resume`, `cancel`: whichever apply (also the page's
+    /// actions, `actions::Action`).
+    pub verbs: Vec<&'static str>,
+    /// `mend repair VERB` for each of `verbs`.
     pub commands: Vec<String>,
 }
 

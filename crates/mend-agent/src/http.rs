@@ -2,18 +2,29 @@
 //! `/api/dashboard` and `/api/cluster` (`dashboard`), `/healthz`
 //! (liveness), `/readyz` (readiness: the store takes writes), `/status`
 //! (JSON) and `/metrics` (Prometheus text format via the
-//! `prometheus-client` crate). Read-only: nothing here changes the store.
+//! `prometheus-client` crate). All of that is read-only and open.
+//!
+//! The one way to change anything over HTTP is `POST /api/actions` (repair,
+//! undo, pause, resume, cancel: `actions`), and it needs an operator
+//! session (`session`): `Authorization: Bearer TOKEN`, else 401 before the
+//! body is read. `GET /api/session` says whom a token names; `DELETE
+//! /api/session` ends it. The port has no TLS: bind it to loopback or reach
+//! it through a tunnel (`kubectl port-forward`, ssh) when sessions are used.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 
 use crate::state::AgentState;
+
+/// Largest request body accepted, in bytes (an action is a few dozen);
+/// larger is 413.
+pub const ACTION_BODY_BYTES_MAX: usize = 4096;
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(addr: SocketAddr, state: Arc<AgentState>) -> std::io::Result<SocketAddr> {
@@ -23,6 +34,8 @@ pub async fn serve(addr: SocketAddr, state: Arc<AgentState>) -> std::io::Result<
         .route("/", get(page))
         .route("/api/dashboard", get(dashboard))
         .route("/api/cluster", get(cluster))
+        .route("/api/session", get(session).delete(end_session))
+        .route("/api/actions", post(act))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/status", get(status))
@@ -134,5 +147,106 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain")],
             String::from("encoding failed"),
         ),
+    }
+}
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut m = msg.into();
+    m.push('\n');
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        m,
+    )
+        .into_response()
+}
+
+fn json(code: StatusCode, v: serde_json::Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// The session a request's `Authorization: Bearer` names, or the 401 to
+/// answer.
+fn authorize(
+    state: &AgentState,
+    headers: &HeaderMap,
+) -> Result<(String, crate::session::Session), Box<Response>> {
+    use crate::session::SessionError;
+    let token = match headers.get(header::AUTHORIZATION) {
+        None => Err(SessionError::Missing),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .ok_or(SessionError::Malformed),
+    };
+    token
+        .and_then(|t| {
+            let s = state.sessions.verify(&t, state.store.now_ms())?;
+            Ok((t, s))
+        })
+        .map_err(|e| {
+            state.metrics.auth_denied("Dashboard", "session");
+            let mut r = text(StatusCode::UNAUTHORIZED, e.to_string());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"mend\""),
+            );
+            Box::new(r)
+        })
+}
+
+fn session_json(s: &crate::session::Session) -> serde_json::Value {
+    serde_json::json!({"operator": s.operator, "expires_at_ms": s.expires_at_ms})
+}
+
+async fn session(State(state): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
+    match authorize(&state, &headers) {
+        Ok((_, s)) => json(StatusCode::OK, session_json(&s)),
+        Err(r) => *r,
+    }
+}
+
+async fn end_session(State(state): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
+    let token = match authorize(&state, &headers) {
+        Ok((t, _)) => t,
+        Err(r) => return *r,
+    };
+    match state.sessions.end(&token, state.store.now_ms()) {
+        Ok(s) => json(StatusCode::OK, session_json(&s)),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn act(State(state): State<Arc<AgentState>>, req: axum::extract::Request) -> Response {
+    use crate::actions::{ActionError, start};
+    let session = match authorize(&state, req.headers()) {
+        Ok((_, s)) => s,
+        Err(r) => return *r,
+    };
+    // Read only now, so a caller without a session never has its body read.
+    let body = match axum::body::to_bytes(req.into_body(), ACTION_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("not an action: over {ACTION_BODY_BYTES_MAX} bytes, or cut short"),
+            );
+        }
+    };
+    let action = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("not an action: {e}")),
+    };
+    match start(&state, &session, action) {
+        Ok(id) => json(StatusCode::ACCEPTED, serde_json::json!({"id": id})),
+        Err(e @ ActionError::Invalid(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ ActionError::Busy) => text(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     }
 }

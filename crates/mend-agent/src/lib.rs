@@ -7,6 +7,7 @@
 //! async worker; every error that reaches the wire is a `tonic::Status`
 //! built in [`status`], never a panic.
 
+pub mod actions;
 pub mod auth;
 pub mod dashboard;
 pub mod discovery;
@@ -28,6 +29,7 @@ pub mod schedule;
 pub mod scrub;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod shadow;
 pub mod slots;
 pub mod state;

@@ -181,6 +181,9 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         ),
         None => None,
     };
+    if let Some(h) = http_addr {
+        let _ = state.http_addr.set(h);
+    }
     let (stop_schedules, schedules) = watch::channel(false);
     let mode = match &tls {
         Some(src) => {

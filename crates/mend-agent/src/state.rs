@@ -110,6 +110,13 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// The gRPC address the agent is bound to, once it is (for the
     /// commands the dashboard shows).
     pub grpc_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The HTTP address the agent is bound to, once it is (for the URL of
+    /// a dashboard session).
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Operator sessions of the dashboard page (key drawn at start).
+    pub sessions: crate::session::Sessions,
+    /// What operators did from the dashboard page, newest last.
+    pub actions: crate::actions::ActionLog,
     /// Peers found in DNS (`[discovery]`), shared with the dialer.
     pub discovered: Arc<crate::peers::Discovered>,
 }
@@ -182,6 +189,9 @@ impl<B: AgentBackend> AgentState<B> {
             slots: crate::slots::Slots::new(config.schedule.exchanges_max),
             cluster_view: tokio::sync::Mutex::new(None),
             grpc_addr: std::sync::OnceLock::new(),
+            http_addr: std::sync::OnceLock::new(),
+            sessions: Default::default(),
+            actions: Default::default(),
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),
             store,

@@ -383,6 +383,34 @@ impl pb::operator_server::Operator for OperatorService {
         Ok(Response::new(run_pb(run)))
     }
 
+    async fn dashboard_session(
+        &self,
+        req: Request<pb::DashboardSessionRequest>,
+    ) -> Result<Response<pb::DashboardSessionResponse>, Status> {
+        // The operator role's guard already admitted the caller; the page
+        // acts as them.
+        let operator = crate::auth::caller(&req)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "a plaintext caller (no TLS)".to_string());
+        let http = self.state.http_addr.get().ok_or_else(|| {
+            Status::failed_precondition(
+                "this agent serves no HTTP port (start it with --http ADDR)",
+            )
+        })?;
+        let ttl_ms = req.into_inner().ttl_ms;
+        let (token, expires_at_ms) =
+            self.state
+                .sessions
+                .issue(&operator, self.state.store.now_ms(), ttl_ms);
+        tracing::info!(%operator, expires_at_ms, "dashboard session issued");
+        Ok(Response::new(pb::DashboardSessionResponse {
+            token,
+            expires_at_ms,
+            operator,
+            http_address: http.to_string(),
+        }))
+    }
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,
