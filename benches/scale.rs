@@ -145,11 +145,12 @@ impl Agent {
     }
 
     fn stop(mut self) {
-        // SAFETY: signalling our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        // rustix's safe `kill` (the workspace forbids unsafe code).
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .expect("signal the agent");
         let st = self.child.wait().unwrap();
         assert!(st.success(), "agent exited with {st}");
     }

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use mend_rpc::pb;
 use mend_rpc::pb::operator_client::OperatorClient;
 
-use crate::harness::{AgentProc, CLIENT, mend, now_ms, try_channel_as};
+use crate::harness::{AgentProc, CLIENT, Signal, mend, now_ms, try_channel_as};
 
 const AGENTS: usize = 3;
 const KEYS: u64 = 300;
@@ -259,11 +259,8 @@ impl Cluster {
     }
 }
 
-fn signal(a: &AgentProc, sig: i32) {
-    // `kill` has no memory-safety preconditions.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(a.child.id() as i32, sig) };
-    assert_eq!(rc, 0);
+fn signal(a: &AgentProc, sig: Signal) {
+    crate::harness::signal(&a.child, sig);
 }
 
 /// A TLS channel to `addr` as the CLI's client; an agent that is down is
@@ -433,7 +430,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
                 if stopped.is_none()
                     && let Some(a) = cl.agents[i].as_ref()
                 {
-                    signal(a, libc::SIGSTOP);
+                    signal(a, Signal::STOP);
                     stopped = Some(i);
                     t.stops += 1;
                 }
@@ -442,7 +439,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
                 if let Some(s) = stopped.take()
                     && let Some(a) = cl.agents[s].as_ref()
                 {
-                    signal(a, libc::SIGCONT);
+                    signal(a, Signal::CONT);
                 }
             }
             85..95 => {
@@ -476,7 +473,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
     if let Some(s) = stopped.take()
         && let Some(a) = cl.agents[s].as_ref()
     {
-        signal(a, libc::SIGCONT);
+        signal(a, Signal::CONT);
     }
     for row in &cl.proxies {
         for p in row.iter().flatten() {

@@ -180,10 +180,7 @@ impl AgentProc {
 
     /// Stops the agent with SIGTERM and waits for a clean exit.
     pub fn stop(mut self) {
-        // SAFETY-free: libc::kill on our own child's pid.
-        let pid = self.child.id() as i32;
-        let rc = unsafe_free_kill(pid, libc::SIGTERM);
-        assert_eq!(rc, 0, "signal agent");
+        signal(&self.child, Signal::TERM);
         let st = self.child.wait().expect("wait agent");
         assert!(st.success(), "agent {} exited with {st}", self.node);
     }
@@ -200,13 +197,13 @@ impl AgentProc {
     }
 }
 
-fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
-    // `kill` has no memory-safety preconditions; libc marks it unsafe only
-    // because it is an FFI call.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, sig)
-    }
+pub use rustix::process::Signal;
+
+/// Sends `sig` to our own child process (rustix's safe `kill`, so the
+/// workspace's `unsafe_code = "forbid"` holds in tests too).
+pub fn signal(child: &Child, sig: Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_child(child), sig)
+        .unwrap_or_else(|e| panic!("signal {sig:?} to pid {}: {e}", child.id()));
 }
 
 impl Drop for AgentProc {

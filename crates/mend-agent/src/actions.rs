@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::REPAIR_ID_BYTES_MAX;
 use crate::repair::control::{self, Action as RunAction};
 use crate::repair::{RepairOptions, RepairSummary};
 use crate::session::Session;
@@ -23,9 +24,6 @@ pub const ACTIONS_MAX: usize = 32;
 
 /// Actions running at once.
 pub const ACTIONS_PENDING_MAX: usize = 4;
-
-/// Longest repair id an action names, in bytes.
-pub const REPAIR_ID_BYTES_MAX: usize = 128;
 
 /// An action as the page posts it (`POST /api/actions`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -265,9 +263,9 @@ fn check<B: AgentBackend>(state: &AgentState<B>, a: &Action) -> Result<String, A
         | Action::Pause { id }
         | Action::Resume { id }
         | Action::Cancel { id } => {
-            if id.is_empty() || id.len() > REPAIR_ID_BYTES_MAX {
+            if !crate::journal::valid_id(id) {
                 return Err(ActionError::Invalid(format!(
-                    "a repair id is 1..={REPAIR_ID_BYTES_MAX} bytes"
+                    "a repair id is 1..={REPAIR_ID_BYTES_MAX} printable ASCII bytes"
                 )));
             }
             Ok(String::new())

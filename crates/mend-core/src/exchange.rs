@@ -38,6 +38,14 @@ pub const PROBE_HASHES_MAX: usize = 65_536;
 /// responder refuses larger requests.
 pub const PROBE_REPLY_HASHES_MAX: usize = 1 << 20;
 
+// A probe of one parent (FANOUT_MAX hashes) fits a probe, and its reply's
+// grandchildren a request: so `per` above is never 0 and no probe is refused.
+const _: () = assert!((crate::limits::FANOUT_MAX as usize) <= PROBE_HASHES_MAX);
+const _: () = assert!(
+    (crate::limits::FANOUT_MAX as usize) * (crate::limits::FANOUT_MAX as usize)
+        <= PROBE_REPLY_HASHES_MAX
+);
+
 /// Most bucket queries one [`LeafProbe`] carries.
 pub const LEAF_QUERIES_MAX: usize = 4_096;
 
@@ -590,6 +598,9 @@ impl Descent {
         }
         let hashes = view.child_hashes(level, &descend)?;
         let f = self.shape.fanout as usize;
+        // The view's contract: `fanout` child hashes per parent, in order
+        // (a short answer would silently drop parents from the probes).
+        assert_eq!(hashes.len(), descend.len() * f, "child hashes per parent");
         // Parents per probe: its hashes within PROBE_HASHES_MAX, and the
         // children its reply may list within PROBE_REPLY_HASHES_MAX.
         let per = (PROBE_HASHES_MAX / f)
@@ -604,6 +615,12 @@ impl Descent {
                 hashes: h.to_vec(),
             })
             .collect();
+        // Every probe is one the responder accepts (`respond_probe`,
+        // `check_probe_request`): never an error made on this side.
+        for p in &self.sent {
+            assert!(p.hashes.len() == p.parents.len() * f && p.hashes.len() <= PROBE_HASHES_MAX);
+            assert!(probe_weight(self.shape, p) <= PROBE_REPLY_HASHES_MAX);
+        }
         self.stats.nodes_compared += hashes.len() as u64;
         Ok(Step::Probe(self.sent.clone()))
     }

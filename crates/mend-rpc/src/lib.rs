@@ -28,5 +28,30 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// `RESOURCE_EXHAUSTED` by tonic.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 
+// Limits elsewhere that must fit one message (checked at compile time, so
+// raising one of them past the message limit does not build).
+const _: () = {
+    use mend_core::exchange::{
+        LEAF_DIGESTS_MAX, LEAF_ENTRY_OVERHEAD_BYTES, LEAF_QUERIES_MAX, LEAF_REPLY_BYTES_MAX,
+        PROBE_REPLY_HASHES_MAX,
+    };
+    use mend_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+    /// Generous bytes of protobuf framing per repeated element and message.
+    const SLACK: usize = 64;
+    // The largest entry: a 4 MiB value with the largest key.
+    assert!(
+        VALUE_BYTES_MAX + KEY_BYTES_MAX + LEAF_ENTRY_OVERHEAD_BYTES + SLACK <= MESSAGE_BYTES_MAX
+    );
+    // The replies to one probe request: 8-byte truncated hashes (fixed64).
+    assert!(PROBE_REPLY_HASHES_MAX * 8 + SLACK <= MESSAGE_BYTES_MAX);
+    // One leaf probe: its digests (fixed64) and each query's framing.
+    assert!(LEAF_DIGESTS_MAX * 8 + LEAF_QUERIES_MAX * SLACK <= MESSAGE_BYTES_MAX);
+    // A leaf reply is cut after the entry that passes its soft limit.
+    assert!(
+        LEAF_REPLY_BYTES_MAX + KEY_BYTES_MAX + LEAF_ENTRY_OVERHEAD_BYTES + SLACK
+            <= MESSAGE_BYTES_MAX
+    );
+};
+
 /// Framing bytes gRPC adds to each message (compression flag + length).
 pub const GRPC_FRAME_BYTES: u64 = 5;

@@ -39,6 +39,22 @@ pub const REPAIR_BATCH_KEYS: usize = 256;
 /// Value bytes per push message before it is sent early (1 MiB).
 pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
 
+// A push batch must fit one `PushRequest`: at most REPAIR_BATCH_KEYS
+// entries (the peer's PUSH_ENTRIES_MAX), and, since a batch is sent once its
+// values pass REPAIR_BATCH_BYTES, just under that plus one largest value,
+// with every key at its largest.
+const _: () = {
+    use mend_core::exchange::LEAF_ENTRY_OVERHEAD_BYTES;
+    use mend_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+    assert!(REPAIR_BATCH_KEYS <= crate::service::peer::PUSH_ENTRIES_MAX);
+    assert!(
+        REPAIR_BATCH_BYTES
+            + VALUE_BYTES_MAX
+            + REPAIR_BATCH_KEYS * (KEY_BYTES_MAX + LEAF_ENTRY_OVERHEAD_BYTES)
+            <= mend_rpc::MESSAGE_BYTES_MAX
+    );
+};
+
 pub use mend_core::playbook::DEFAULT_CATEGORIES;
 use mend_core::playbook::{Authority, Divergent, Resolution, repair_plan};
 
