@@ -27,12 +27,14 @@ fn ranges() -> Vec<RangeSpec> {
             start: Vec::new(),
             end: Some(b"m".to_vec()),
             shape: shape(RANGES[0]),
+            mode: Default::default(),
         },
         RangeSpec {
             name: RANGES[1].0.into(),
             start: b"m".to_vec(),
             end: None,
             shape: shape(RANGES[1]),
+            mode: Default::default(),
         },
     ]
 }

@@ -65,12 +65,14 @@ fn ranges() -> Vec<RangeSpec> {
             start: Vec::new(),
             end: Some(b"m".to_vec()),
             shape,
+            mode: Default::default(),
         },
         RangeSpec {
             name: "high".into(),
             start: b"m".to_vec(),
             end: None,
             shape,
+            mode: Default::default(),
         },
     ]
 }

@@ -39,6 +39,9 @@ pub const NONCE_BYTES: usize = 16;
 pub enum Role {
     /// The Replica service.
     Replica,
+    /// The Ingest service: a change feed's writer, so it takes the
+    /// replica role's identities (`roles.replica`).
+    Ingest,
     /// The Peer service.
     Peer,
     /// The Operator service.
@@ -50,8 +53,18 @@ impl Role {
     pub fn service(self) -> &'static str {
         match self {
             Role::Replica => "Replica",
+            Role::Ingest => "Ingest",
             Role::Peer => "Peer",
             Role::Operator => "Operator",
+        }
+    }
+
+    /// The configuration field listing the role's identities.
+    pub fn config_field(self) -> &'static str {
+        match self {
+            Role::Replica | Role::Ingest => "roles.replica",
+            Role::Peer => "roles.peer",
+            Role::Operator => "roles.operator",
         }
     }
 }
@@ -80,7 +93,7 @@ impl RolePatterns {
 
     fn of(&self, r: Role) -> &[Pattern] {
         match r {
-            Role::Replica => &self.replica,
+            Role::Replica | Role::Ingest => &self.replica,
             Role::Peer => &self.peer,
             Role::Operator => &self.operator,
         }
@@ -124,12 +137,12 @@ impl Guard {
         };
         self.metrics.auth_denied(self.role.service(), reason);
         Err(Status::permission_denied(format!(
-            "{} is not allowed to call the {} service (roles.{})",
+            "{} is not allowed to call the {} service ({})",
             identity
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "a caller without a certificate".into()),
             self.role.service(),
-            self.role.service().to_ascii_lowercase(),
+            self.role.config_field(),
         )))
     }
 }

@@ -2,7 +2,8 @@
 //! service, from its real state rather than a constant SERVING: checked
 //! every [`HEALTH_CHECK_MS`].
 //!
-//! - `mend.v1.Replica`: the store takes a write (`Store::probe_writable`).
+//! - `mend.v1.Replica` and `mend.v1.Ingest`: the store takes a write
+//!   (`Store::probe_writable`).
 //! - `mend.v1.Peer`: the store takes a write, and a streamed reply slot is
 //!   free (`limits.server_streams_max`; all taken means overloaded, and an
 //!   exchange started now would queue).
@@ -59,7 +60,7 @@ impl Health {
 /// Reports `h` on the health service.
 pub async fn report(reporter: &HealthReporter, h: Health) {
     let base = status(h.writable);
-    for svc in ["", "mend.v1.Replica", "mend.v1.Operator"] {
+    for svc in ["", "mend.v1.Replica", "mend.v1.Ingest", "mend.v1.Operator"] {
         reporter.set_service_status(svc, base).await;
     }
     reporter

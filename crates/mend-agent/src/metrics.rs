@@ -97,6 +97,10 @@ pub struct Metrics {
     pub writes: Counter,
     /// Tree leaf updates (one per applied entry).
     pub tree_updates: Counter,
+    /// Batches committed through the Ingest service.
+    pub ingest_batches: Counter,
+    /// Entries received through the Ingest service (applied or not).
+    pub ingest_entries: Counter,
     /// Divergent keys found by the latest exchange.
     pub divergent_keys: Family<PeerRangeCategory, Gauge>,
     /// Age of the oldest divergence (now minus the newer write's timestamp).
@@ -162,6 +166,8 @@ impl Default for Metrics {
         let m = Metrics {
             writes: Counter::default(),
             tree_updates: Counter::default(),
+            ingest_batches: Counter::default(),
+            ingest_entries: Counter::default(),
             divergent_keys: Family::default(),
             oldest_divergence_seconds: Family::default(),
             exchanges: Family::default(),
@@ -203,6 +209,16 @@ impl Default for Metrics {
             "tree_updates",
             "Tree leaf updates (one per applied entry)",
             m.tree_updates.clone(),
+        );
+        r.register(
+            "ingest_batches",
+            "Batches committed through the Ingest service",
+            m.ingest_batches.clone(),
+        );
+        r.register(
+            "ingest_entries",
+            "Entries received through the Ingest service (applied or not)",
+            m.ingest_entries.clone(),
         );
         r.register(
             "divergent_keys",

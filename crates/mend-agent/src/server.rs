@@ -15,6 +15,7 @@ use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
 use mend_rpc::pb::operator_server::OperatorServer;
 use mend_rpc::pb::peer_server::PeerServer;
+use mend_rpc::pb::ingest_server::IngestServer;
 use mend_rpc::pb::replica_server::ReplicaServer;
 use mend_rpc::{FILE_DESCRIPTOR_SET, MESSAGE_BYTES_MAX, pb};
 use mend_store::{Store, StoreConfig};
@@ -23,6 +24,7 @@ use crate::auth::{Guard, Role, RolePatterns};
 use crate::config::AgentConfig;
 use crate::service::operator::OperatorService;
 use crate::service::peer::PeerService;
+use crate::service::ingest::IngestService;
 use crate::service::replica::ReplicaService;
 use crate::state::AgentState;
 
@@ -295,6 +297,12 @@ async fn routes(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
             guard(Role::Replica),
+        ))
+        .add_service(InterceptedService::new(
+            IngestServer::new(IngestService::new(state.clone()))
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            guard(Role::Ingest),
         ))
         .add_service(InterceptedService::new(
             PeerServer::new(PeerService::new(state.clone()))

@@ -239,15 +239,25 @@ impl<B: AgentBackend> AgentState<B> {
     /// it could only come from a clock outside the allowed skew. The whole
     /// request is refused; nothing is written.
     pub fn check_future(&self, writes: &[mend_store::Write]) -> Result<(), Status> {
+        self.check_future_versions(
+            writes
+                .iter()
+                .filter_map(|w| w.version.as_ref().map(|v| (w.key.as_slice(), v))),
+        )
+    }
+
+    /// [`AgentState::check_future`] over (key, version) pairs (ingested
+    /// entries carry their source's versions).
+    pub fn check_future_versions<'a>(
+        &self,
+        mut versions: impl Iterator<Item = (&'a [u8], &'a mend_core::Version)>,
+    ) -> Result<(), Status> {
         if self.config.future_writes == crate::config::FutureWrites::Accept {
             return Ok(());
         }
         let max = self.config.clock_skew_ms;
         let limit = self.store.now_ms().saturating_add(max);
-        let Some((w, v)) = writes
-            .iter()
-            .find_map(|w| w.version.as_ref().filter(|v| v.ms > limit).map(|v| (w, v)))
-        else {
+        let Some((key, v)) = versions.find(|(_, v)| v.ms > limit) else {
             return Ok(());
         };
         self.metrics.future_writes_refused.inc();
@@ -257,7 +267,7 @@ impl<B: AgentBackend> AgentState<B> {
             v.ms,
             v.logical,
             v.origin,
-            String::from_utf8_lossy(&w.key),
+            String::from_utf8_lossy(key),
             v.ms.saturating_sub(self.store.now_ms()),
         )))
     }

@@ -6,7 +6,8 @@ use mend_core::exchange::ExchangeError;
 use mend_store::StoreError;
 
 /// A store error as a gRPC status: bad input is `INVALID_ARGUMENT`,
-/// retryable engine errors `UNAVAILABLE`, corruption `DATA_LOSS`.
+/// retryable engine errors `UNAVAILABLE`, corruption `DATA_LOSS`, a write
+/// or read that does not fit the range's mode `FAILED_PRECONDITION`.
 pub fn from_store(e: StoreError) -> Status {
     match &e {
         StoreError::Input(_) => Status::invalid_argument(e.to_string()),
@@ -17,7 +18,8 @@ pub fn from_store(e: StoreError) -> Status {
         StoreError::Corrupt(_) => Status::data_loss(e.to_string()),
         StoreError::SecretMismatch { .. }
         | StoreError::ParamsMismatch(_)
-        | StoreError::NotAStore { .. } => Status::failed_precondition(e.to_string()),
+        | StoreError::NotAStore { .. }
+        | StoreError::WrongMode { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Backend { .. } => Status::internal(e.to_string()),
     }
 }

@@ -52,6 +52,10 @@ pub enum CoreError {
     /// A stored or received record could not be decoded.
     #[error("malformed record: {0}")]
     Malformed(&'static str),
+    /// An ingest batch breaks a limit or names what does not exist (source
+    /// name, position, entry count, a key outside the batch's range).
+    #[error("invalid ingest batch: {0}")]
+    Ingest(String),
 }
 
 /// Checks a key against the limits.

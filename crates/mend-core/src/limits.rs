@@ -32,3 +32,17 @@ pub const DEPTH_MAX: u32 = 8;
 /// 48 bytes per bucket (leaf plus interior nodes), so this caps one range's
 /// tree at ~800 MiB; the default shape (16^4 = 65 536 buckets) needs ~3 MiB.
 pub const BUCKETS_MAX: u64 = 1 << 24;
+
+/// Most entries in one ingest batch. A batch commits in one backend batch
+/// (entries, tree leaves and the source's position together), so this bounds
+/// the memory one batch holds and the size of that commit: at the largest
+/// key, ~41 MiB of keys; typical feeds send far smaller batches.
+pub const INGEST_BATCH_ENTRIES_MAX: usize = 10_000;
+
+/// Longest ingest source name, in bytes (a feed's name, e.g. `pg-orders`).
+/// Stored in every position row's key, so it is kept short.
+pub const SOURCE_NAME_BYTES_MAX: usize = 128;
+
+/// Longest ingest position, in bytes. A position is opaque to mend (a WAL
+/// LSN, a Kafka offset, a resume token); 256 bytes holds any of them.
+pub const POSITION_BYTES_MAX: usize = 256;

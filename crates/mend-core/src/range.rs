@@ -25,6 +25,48 @@ pub struct RangeSpec {
     /// Shape of the range's tree.
     #[serde(default)]
     pub shape: TreeShape,
+    /// What the range holds: values (the default) or, for a range fed by a
+    /// change feed through the `Ingest` service, only each value's digest.
+    /// Persisted with the range, so a store cannot be reopened with a
+    /// range's mode switched (its entries would not fit the other mode).
+    #[serde(default, skip_serializing_if = "RangeMode::is_values")]
+    pub mode: RangeMode,
+}
+
+/// What a range's entries carry.
+///
+/// Both modes keep the same entry digest (`Secret::entry_digest` over the
+/// key, version, tombstone flag and the value's 32-byte hash), so a
+/// digest-only range and a value-holding range with the same entries have
+/// the same tree and compare equal in an exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeMode {
+    /// Entries hold their values; written by the `Replica` service and by
+    /// repairs.
+    #[default]
+    Values,
+    /// Entries hold only the value's 32-byte hash, supplied by a change-feed
+    /// adapter through the `Ingest` service; no values are stored, so they
+    /// cannot be served to peers or repaired from here (a repair goes
+    /// through the adapter).
+    Digests,
+}
+
+impl RangeMode {
+    /// True for the default mode (not written to persisted parameters, so
+    /// stores created before modes existed keep their parameters).
+    pub fn is_values(&self) -> bool {
+        *self == RangeMode::Values
+    }
+
+    /// Its name in configuration and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RangeMode::Values => "values",
+            RangeMode::Digests => "digests",
+        }
+    }
 }
 
 impl RangeSpec {
@@ -35,6 +77,7 @@ impl RangeSpec {
             start: Vec::new(),
             end: None,
             shape,
+            mode: RangeMode::Values,
         }
     }
 
@@ -146,6 +189,7 @@ mod tests {
             start: start.to_vec(),
             end: end.map(|e| e.to_vec()),
             shape: TreeShape::default(),
+            mode: Default::default(),
         }
     }
 

@@ -64,6 +64,21 @@ impl Record {
         }
     }
 
+    /// A live entry of a digest-only range: the value's 32-byte hash as a
+    /// change-feed adapter computed it, and no value. Its digest equals the
+    /// digest of `Record::live(version, v)` for any `v` hashing to
+    /// `value_hash`.
+    pub fn digest_only(version: Version, value_hash: Digest) -> Record {
+        Record {
+            meta: EntryMeta {
+                version,
+                tombstone: false,
+                value_hash,
+            },
+            value: Vec::new(),
+        }
+    }
+
     /// A tombstone.
     pub fn tombstone(version: Version) -> Record {
         Record {

@@ -1,5 +1,5 @@
 //! mend-rpc: the gRPC edge. Generated protobuf/tonic code lives in [`pb`];
-//! [`convert`] turns wire messages into domain types (validating everything
+//! [`convert`] (and [`ingest`] for the Ingest service) turns wire messages into domain types (validating everything
 //! that came from the network) and back. No other crate sees generated types
 //! except the agent's service implementations, which convert at once.
 //!
@@ -7,6 +7,7 @@
 //! passing a `convert` function that returns a `tonic::Status` on bad input.
 
 pub mod convert;
+pub mod ingest;
 pub mod fuzzing;
 
 /// Generated code for `proto/mend/v1/mend.proto`.

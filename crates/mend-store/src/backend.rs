@@ -12,7 +12,8 @@ pub enum Cf {
     Leaves,
     /// Tombstone expiry index: `[version ms u64][data key]` → empty.
     Tombstones,
-    /// Store parameters and clock: `params`, `clock`.
+    /// Store parameters, clock and ingest positions: `params`, `clock`,
+    /// `ingest/[range u16][source]`, and the agent's `agent/...` rows.
     Meta,
     /// Repair journal (owned by the agent): `[repair id][...]` → before-images.
     Journal,

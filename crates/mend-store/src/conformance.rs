@@ -3,6 +3,8 @@
 //! directory; a failure names the check and the backend.
 #![allow(clippy::unwrap_used)]
 
+pub mod ingest;
+
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
 
 use crate::backend::{Backend, Cf};
@@ -28,12 +30,14 @@ pub fn ranges() -> Vec<RangeSpec> {
             start: Vec::new(),
             end: Some(b"m".to_vec()),
             shape,
+            mode: Default::default(),
         },
         RangeSpec {
             name: "b".into(),
             start: b"m".to_vec(),
             end: None,
             shape,
+            mode: Default::default(),
         },
     ]
 }
@@ -74,6 +78,7 @@ pub fn run_all<H: Harness>(h: &mut H) {
     restore_is_compare_and_set(h);
     leaf_listing(h);
     batch_reads_current_entries(h);
+    ingest::run_ingest(h);
 }
 
 /// A batch decides each write against the stored entry (read in one
@@ -270,6 +275,7 @@ fn bad_input_writes_nothing<H: Harness>(h: &mut H) {
         start: b"b".to_vec(),
         end: Some(b"c".to_vec()),
         shape: TreeShape::default(),
+        mode: Default::default(),
     }]);
     let s = Store::open(h.fresh(), c).unwrap();
     let e = s.write(vec![Write::put("a", "1")]).unwrap_err();

@@ -39,6 +39,18 @@ pub enum StoreError {
     /// The configured ranges or tree shapes differ from the persisted ones.
     #[error("configured ranges differ from the store's: {0}")]
     ParamsMismatch(String),
+    /// The write or read does not fit the range's mode: values written to,
+    /// or read from, a digest-only range, or digests ingested into a
+    /// value-holding range. Nothing was written.
+    #[error("range {range:?} holds {mode}: {why}")]
+    WrongMode {
+        /// The range's name.
+        range: String,
+        /// The range's mode (`values` or `digests`).
+        mode: &'static str,
+        /// What was refused.
+        why: String,
+    },
     /// Persisted metadata or tree rows are unreadable.
     #[error("store is corrupt: {0}")]
     Corrupt(String),

@@ -12,7 +12,11 @@
 //!   for: a row whose data entry has been overwritten since is stale.
 //! * `meta`:       `params` → JSON [`crate::store`] parameters;
 //!   `clock` → `[hlc ms u64][hlc logical u32][seq u64]`; rows under
-//!   [`META_AGENT_PREFIX`] belong to the agent.
+//!   [`META_AGENT_PREFIX`] belong to the agent; rows under
+//!   [`META_INGEST_PREFIX`] are ingest positions:
+//!   `ingest/[range u16][source name bytes]` → the source's position (opaque
+//!   bytes, 1..=`POSITION_BYTES_MAX`), written in the same batch as the
+//!   entries that reach it (see [`ingest_position_key`]).
 
 /// Prefix length of a data key: range id and bucket.
 pub const DATA_PREFIX: usize = 6;
@@ -121,3 +125,18 @@ pub const META_CLOCK: &[u8] = b"clock";
 /// Meta row: the agent's health probe (value: ms since the epoch, u64
 /// big-endian), rewritten every health check to prove the store writable.
 pub const META_HEALTH_PROBE: &[u8] = b"health-probe";
+
+/// Meta rows under this prefix hold ingest positions, one per (range,
+/// source): `ingest/[range u16][source name]` → position bytes. Keyed by
+/// range id (persisted and checked on open, like the data rows) so a source
+/// may feed several ranges, each with its own position.
+pub const META_INGEST_PREFIX: &[u8] = b"ingest/";
+
+/// The meta row key of `source`'s position in `range`.
+pub fn ingest_position_key(range: u16, source: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(META_INGEST_PREFIX.len() + 2 + source.len());
+    k.extend_from_slice(META_INGEST_PREFIX);
+    k.extend_from_slice(&range.to_be_bytes());
+    k.extend_from_slice(source.as_bytes());
+    k
+}

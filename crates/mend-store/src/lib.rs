@@ -9,7 +9,9 @@
 //! Invariant: a data row, its tree leaf and its index rows change together in
 //! one atomic backend batch; the in-memory tree is updated under the same lock
 //! that covers the commit, so readers never see a tree describing data that
-//! is not there.
+//! is not there. An ingest batch's entries and its source's position commit
+//! in one backend batch too, so the position never describes entries the
+//! store does not hold, nor misses ones it does.
 
 pub mod backend;
 pub mod conformance;
@@ -24,7 +26,7 @@ pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
 pub use mem::MemBackend;
 pub use store::{
-    Applied, LeafEntry, LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig,
+    Applied, IngestBatch, IngestEntry, Ingested, LeafEntry, LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig,
     VerifyReport, Write,
 };
 pub use tree::RangeTree;

@@ -6,6 +6,7 @@
 //! backend batch. Reads for the exchange, rebuild, verify and purge live in
 //! the submodules.
 
+mod ingest;
 mod read;
 mod verify;
 
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use mend_core::error::{check_key, check_value};
 use mend_core::{
-    Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret, Version, decide,
+    Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeMode, RangeSpec, Record, Secret, Version,
+    decide,
 };
 
 use crate::backend::{Backend, Cf, Op};
@@ -25,8 +27,49 @@ use crate::error::StoreError;
 use crate::keys;
 use crate::tree::RangeTree;
 
+pub use ingest::{IngestBatch, IngestEntry, Ingested};
 pub use read::{LeafEntry, RangeStats, Stats};
 pub use verify::{LeafSnapshot, Purged, RangeVerify, VerifyReport};
+
+/// What an incoming entry carries: `Write`s and ingested entries both
+/// become one of these before the apply rule sees them.
+pub(crate) enum Content {
+    /// A value (value-holding ranges).
+    Value(Vec<u8>),
+    /// A value's 32-byte hash and no value (digest-only ranges).
+    Digest(mend_core::Digest),
+    /// A delete.
+    Tombstone,
+}
+
+/// One entry on its way to the apply rule.
+pub(crate) struct Incoming {
+    pub(crate) key: Vec<u8>,
+    pub(crate) content: Content,
+    pub(crate) version: Option<Version>,
+}
+
+/// A position to record in the same batch as the entries it covers: row
+/// `row` of `meta` moves to `to` unless it already holds `to` or a
+/// position after it (byte order).
+pub(crate) struct PositionUpdate<'a> {
+    pub(crate) row: Vec<u8>,
+    pub(crate) to: &'a [u8],
+}
+
+/// How [`Store::commit`] commits one batch.
+pub(crate) struct Commit<'a> {
+    /// The mode every entry's range must have.
+    pub(crate) mode: RangeMode,
+    /// Return each key's before-image.
+    pub(crate) capture: bool,
+    /// Rows derived from the outcomes, committed in the same batch.
+    pub(crate) extra: Option<ExtraRows<'a>>,
+    /// A source's position, committed in the same batch.
+    pub(crate) position: Option<PositionUpdate<'a>>,
+    /// Force the batch to stable storage before returning.
+    pub(crate) sync: bool,
+}
 
 /// Derives extra rows from the outcomes of a write batch, committed in the
 /// same batch (see [`Store::write_with_extra`]).
@@ -399,12 +442,44 @@ impl<B: Backend> Store<B> {
         capture: bool,
         extra: Option<ExtraRows<'_>>,
     ) -> Result<Vec<Applied>, StoreError> {
+        let incoming = writes
+            .into_iter()
+            .map(|w| Incoming {
+                key: w.key,
+                content: match w.value {
+                    Some(v) => Content::Value(v),
+                    None => Content::Tombstone,
+                },
+                version: w.version,
+            })
+            .collect();
+        let commit = Commit {
+            mode: RangeMode::Values,
+            capture,
+            extra,
+            position: None,
+            sync: self.cfg.sync_writes,
+        };
+        Ok(self.commit(incoming, commit)?.0)
+    }
+
+    /// The one write path: validates every entry (key, value, the range's
+    /// mode), decides each by the apply rule, and commits data, tombstone
+    /// index, leaf, clock and (for an ingest) position rows in one backend
+    /// batch. Returns the outcomes and, when `c.position` is given, the
+    /// durable position after the batch and whether it moved.
+    pub(crate) fn commit(
+        &self,
+        writes: Vec<Incoming>,
+        c: Commit<'_>,
+    ) -> Result<(Vec<Applied>, Option<(Vec<u8>, bool)>), StoreError> {
         let mut located = Vec::with_capacity(writes.len());
         for w in &writes {
             let loc = self.locate(&w.key)?;
-            if let Some(v) = &w.value {
+            if let Content::Value(v) = &w.content {
                 check_value(v)?;
             }
+            self.check_mode(loc.0, c.mode)?;
             located.push(loc);
         }
         let mut st = self.writer()?;
@@ -428,7 +503,22 @@ impl<B: Backend> Store<B> {
             }
         }
         let now = self.now_ms();
-        let mut ops = Vec::with_capacity(writes.len() * 2 + 2);
+        let mut ops = Vec::with_capacity(writes.len() * 2 + 3);
+        // The source's position is read under the writer lock too, so two
+        // batches of one source cannot both decide to move it.
+        let position = match &c.position {
+            None => None,
+            Some(p) => {
+                let held = self.backend.get(Cf::Meta, &p.row)?;
+                match held {
+                    Some(h) if p.to <= h.as_slice() => Some((h, false)),
+                    _ => {
+                        ops.push(Op::Put(Cf::Meta, p.row.clone(), p.to.to_vec()));
+                        Some((p.to.to_vec(), true))
+                    }
+                }
+            }
+        };
         let mut pending: HashMap<&[u8], (EntryMeta, Record)> = HashMap::new();
         let mut leaves: HashMap<(u16, u32), Agg> = HashMap::new();
         let mut stamped = false;
@@ -437,10 +527,10 @@ impl<B: Backend> Store<B> {
         for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
             let (range, bucket) = (*range, *bucket);
             let (previous, before) = match pending.get(dkey.as_slice()) {
-                Some((m, r)) => (Some(m.clone()), capture.then(|| r.clone())),
+                Some((m, r)) => (Some(m.clone()), c.capture.then(|| r.clone())),
                 None => match stored.get(dkey.as_slice()).and_then(|v| v.as_deref()) {
                     Some(raw) => {
-                        if capture {
+                        if c.capture {
                             let r = Record::decode(raw).map_err(|e| corrupt(e.to_string()))?;
                             (Some(r.meta.clone()), Some(r))
                         } else {
@@ -487,9 +577,10 @@ impl<B: Backend> Store<B> {
                     }
                 }
             };
-            let record = match w.value {
-                Some(v) => Record::live(version.clone(), v),
-                None => Record::tombstone(version.clone()),
+            let record = match w.content {
+                Content::Value(v) => Record::live(version.clone(), v),
+                Content::Digest(h) => Record::digest_only(version.clone(), h),
+                Content::Tombstone => Record::tombstone(version.clone()),
             };
             let decision = decide(previous.as_ref(), &record.meta);
             let incoming_meta = record.meta.clone();
@@ -520,7 +611,7 @@ impl<B: Backend> Store<B> {
             });
         }
         drop(trees);
-        if let Some(f) = extra {
+        if let Some(f) = c.extra {
             ops.extend(f(&out));
         }
         // The clock is persisted whenever it moved, by a local stamp or by
@@ -528,7 +619,7 @@ impl<B: Backend> Store<B> {
         // version older than one this store has already ordered after.
         let clock_moved = stamped || st.hlc != clock_before;
         if ops.is_empty() && !clock_moved {
-            return Ok(out);
+            return Ok((out, position));
         }
         for ((range, bucket), agg) in &leaves {
             ops.push(leaf_op(*range, *bucket, agg));
@@ -537,11 +628,29 @@ impl<B: Backend> Store<B> {
             ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), clock_row(&st)));
         }
         let mut trees = self.trees_write()?;
-        self.backend.write(ops, self.cfg.sync_writes)?;
+        self.backend.write(ops, c.sync)?;
         for ((range, bucket), agg) in leaves {
             trees[range as usize].set_leaf(bucket, agg);
         }
-        Ok(out)
+        Ok((out, position))
+    }
+
+    /// Refuses an entry of range `range` written through the path for
+    /// `mode` when the range has the other mode.
+    pub(crate) fn check_mode(&self, range: u16, mode: RangeMode) -> Result<(), StoreError> {
+        let spec = self.ranges.get(range).ok_or_else(|| corrupt("range id"))?;
+        if spec.mode == mode {
+            return Ok(());
+        }
+        let why = match spec.mode {
+            RangeMode::Digests => "it takes entries only through ingest (no values)",
+            RangeMode::Values => "it takes values only (ingest needs a range with mode = \"digests\")",
+        };
+        Err(StoreError::WrongMode {
+            range: spec.name.clone(),
+            mode: spec.mode.as_str(),
+            why: why.into(),
+        })
     }
 
     /// Moves the clock past `v` (within the clock skew, as for a replicated

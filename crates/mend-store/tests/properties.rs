@@ -22,12 +22,14 @@ fn ranges() -> Vec<RangeSpec> {
             start: Vec::new(),
             end: Some(b"k5".to_vec()),
             shape,
+            mode: Default::default(),
         },
         RangeSpec {
             name: "high".into(),
             start: b"k5".to_vec(),
             end: None,
             shape,
+            mode: Default::default(),
         },
     ]
 }

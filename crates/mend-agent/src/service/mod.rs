@@ -1,5 +1,6 @@
 //! The gRPC services: one module each.
 
+pub mod ingest;
 pub mod operator;
 pub mod peer;
 pub mod replica;

@@ -1,5 +1,7 @@
 //! The Replica service: the data path of the replica this agent sits beside.
-//! Every write goes through the store's apply rule; a batch is atomic.
+//! Every write goes through the store's apply rule; a batch is atomic. A
+//! digest-only range takes no writes or reads here (`FAILED_PRECONDITION`):
+//! its entries come from the Ingest service.
 
 use std::sync::Arc;
 
@@ -83,7 +85,12 @@ impl pb::replica_server::Replica for ReplicaService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let key = req.into_inner().key;
         key_from_pb(&key)?;
-        let rec = self.state.blocking(move |s| s.get(&key)).await?;
+        // `get_many` refuses a key of a digest-only range
+        // (`FAILED_PRECONDITION`): its record holds no value to return.
+        let rec = self
+            .state
+            .blocking(move |s| Ok(s.get_many(std::slice::from_ref(&key))?.pop().flatten()))
+            .await?;
         Ok(Response::new(match rec {
             None => pb::GetResponse::default(),
             Some(r) => pb::GetResponse {

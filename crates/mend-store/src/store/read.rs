@@ -74,11 +74,26 @@ impl<B: Backend> Store<B> {
     }
 
     /// The current records of `keys`, in order, read with one batched
-    /// backend read.
+    /// backend read. These are the reads that move values (repair, fetch):
+    /// a key of a digest-only range is refused, since its record has no
+    /// value to move and sending one would plant an empty value elsewhere.
     pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StoreError> {
         let dkeys = keys
             .iter()
-            .map(|k| self.locate(k).map(|(_, _, d)| d))
+            .map(|k| {
+                let (range, _, d) = self.locate(k)?;
+                if let Some(spec) = self.ranges.get(range)
+                    && spec.mode == mend_core::RangeMode::Digests
+                {
+                    return Err(StoreError::WrongMode {
+                        range: spec.name.clone(),
+                        mode: spec.mode.as_str(),
+                        why: "its values are not held here; repair through the source's adapter"
+                            .into(),
+                    });
+                }
+                Ok(d)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[u8]> = dkeys.iter().map(Vec::as_slice).collect();
         self.backend

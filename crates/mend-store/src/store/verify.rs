@@ -72,8 +72,13 @@ impl<B: Backend> Store<B> {
     }
 
     /// The leaves of buckets `lo..hi` of `range`, recomputed from the data
-    /// rows with every value rehashed.
+    /// rows with every value rehashed (digest-only ranges: with the stored
+    /// hashes, and no value allowed).
     fn leaves_from_data(&self, range: u16, lo: u64, hi: u64) -> Result<Vec<Agg>, StoreError> {
+        let digests = self
+            .ranges
+            .get(range)
+            .is_some_and(|s| s.mode == mend_core::RangeMode::Digests);
         let mut leaves = vec![Agg::default(); (hi - lo) as usize];
         let mut bad = None;
         self.backend.scan(
@@ -93,8 +98,17 @@ impl<B: Backend> Store<B> {
                     return false;
                 };
                 match Record::decode_meta(v) {
+                    Ok((_, at)) if digests && at != v.len() => {
+                        bad = Some(format!("bucket {b}: a value in a digest-only range"));
+                        false
+                    }
                     Ok((mut meta, at)) => {
-                        meta.value_hash = value_hash(&v[at..]);
+                        // A digest-only range holds no value to rehash: its
+                        // hash is the adapter's, and the record checks it
+                        // is well-formed.
+                        if !digests {
+                            meta.value_hash = value_hash(&v[at..]);
+                        }
                         slot.add_digest(&meta.digest(&self.secret, key));
                         true
                     }
