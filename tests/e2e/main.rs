@@ -1,6 +1,7 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
 //! real `mend agent` processes over mutual TLS (agents, security, hostile
-//! peers, diagnostics, reports, tree shapes, coordinated schedules of six
+//! peers, diagnostics, reports, tree shapes, ingest into digest-only ranges
+//! across a SIGKILL, coordinated schedules of six
 //! agents, segmented repairs paused, resumed and killed), the dashboard in headless Chromium (dashboard; its operator actions
 //! clicked over WebDriver, dashboard_actions), the deployment
 //! files run as written (deploy), the fault campaign on real processes
@@ -20,6 +21,7 @@ mod diagnostics;
 mod discovery;
 mod harness;
 mod hostile;
+mod ingest;
 mod plan;
 mod reports;
 mod schedules;

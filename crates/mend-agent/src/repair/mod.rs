@@ -261,8 +261,37 @@ pub fn plan_for<B: AgentBackend>(
     } else {
         u64::MAX
     };
-    plan(d, categories, grace, &state.config.authority)
+    let (planned, mut skipped) = plan(d, categories, grace, &state.config.authority);
+    // A digest-only range holds no values to move: its keys are reported
+    // and left to the source's adapter (moving an entry without its value
+    // would plant an empty value on the other side).
+    let digest_only: std::collections::HashSet<&str> = state
+        .store
+        .ranges()
+        .specs()
+        .iter()
+        .filter(|s| s.mode == mend_core::RangeMode::Digests)
+        .map(|s| s.name.as_str())
+        .collect();
+    if digest_only.is_empty() {
+        return (planned, skipped);
+    }
+    let held_back: std::collections::HashSet<&[u8]> = d
+        .keys
+        .iter()
+        .filter(|k| digest_only.contains(k.range.as_str()))
+        .map(|k| k.div.key.as_slice())
+        .collect();
+    let (planned, kept): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|p| !held_back.contains(p.key.as_slice()));
+    skipped.extend(kept.into_iter().map(|p| (p.key, DIGEST_ONLY_SKIP.to_string())));
+    (planned, skipped)
 }
+
+/// Why a key of a digest-only range is not repaired by mend.
+pub const DIGEST_ONLY_SKIP: &str = "digest-only range: mend holds no value to move; \
+     repair through the source's adapter";
 
 /// The sort key of a divergent key in causal order: its newer entry's
 /// (ms, logical, origin, seq); keys with no entry on either side sort first.
