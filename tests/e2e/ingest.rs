@@ -216,7 +216,10 @@ async fn ingest_survives_sigkill_and_diff_finds_exactly_the_injected_keys() {
         "resumes at or after the last acknowledged batch, not past the last sent: {from}"
     );
     let rest = send(&a.addr, feed_a[from as usize..].to_vec()).await;
-    assert!(rest.iter().all(|k| k.advanced && k.duplicates == 0 && k.conflicts == 0));
+    assert!(
+        rest.iter()
+            .all(|k| k.advanced && k.duplicates == 0 && k.conflicts == 0)
+    );
     assert_eq!(resume_from(&a.addr).await, BATCHES);
 
     let (v, found) = diff(&a.addr, &b.addr);

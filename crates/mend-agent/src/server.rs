@@ -13,18 +13,18 @@ use tonic::service::interceptor::InterceptedService;
 
 use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
+use mend_rpc::pb::ingest_server::IngestServer;
 use mend_rpc::pb::operator_server::OperatorServer;
 use mend_rpc::pb::peer_server::PeerServer;
-use mend_rpc::pb::ingest_server::IngestServer;
 use mend_rpc::pb::replica_server::ReplicaServer;
 use mend_rpc::{FILE_DESCRIPTOR_SET, MESSAGE_BYTES_MAX, pb};
 use mend_store::{Store, StoreConfig};
 
 use crate::auth::{Guard, Role, RolePatterns};
 use crate::config::AgentConfig;
+use crate::service::ingest::IngestService;
 use crate::service::operator::OperatorService;
 use crate::service::peer::PeerService;
-use crate::service::ingest::IngestService;
 use crate::service::replica::ReplicaService;
 use crate::state::AgentState;
 

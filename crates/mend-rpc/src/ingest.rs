@@ -5,10 +5,10 @@
 
 use tonic::Status;
 
+use mend_core::RangeMap;
 use mend_core::digest::Digest;
 use mend_core::error::check_key;
 use mend_core::ingest::{IngestBatch, IngestEntry, check_entries, check_position, check_source};
-use mend_core::RangeMap;
 
 use crate::convert::version_from_pb;
 use crate::pb;
@@ -42,9 +42,10 @@ pub fn batch_from_pb(b: pb::IngestBatch, ranges: &RangeMap) -> Result<IngestBatc
     let range = range_id(ranges, &b.range)?;
     let mut entries = Vec::with_capacity(b.entries.len());
     for (i, e) in b.entries.into_iter().enumerate() {
-        entries.push(entry_from_pb(e).map_err(|s| {
-            Status::invalid_argument(format!("entries[{i}].{}", s.message()))
-        })?);
+        entries.push(
+            entry_from_pb(e)
+                .map_err(|s| Status::invalid_argument(format!("entries[{i}].{}", s.message())))?,
+        );
     }
     Ok(IngestBatch {
         range,
@@ -66,7 +67,10 @@ fn entry_from_pb(e: pb::IngestEntry) -> Result<IngestEntry, Status> {
         let d: Digest = e.value_digest.as_slice().try_into().map_err(|_| {
             invalid(
                 "value_digest",
-                format!("{} bytes; a live entry needs exactly 32", e.value_digest.len()),
+                format!(
+                    "{} bytes; a live entry needs exactly 32",
+                    e.value_digest.len()
+                ),
             )
         })?;
         Some(d)

@@ -7,8 +7,8 @@
 //! passing a `convert` function that returns a `tonic::Status` on bad input.
 
 pub mod convert;
-pub mod ingest;
 pub mod fuzzing;
+pub mod ingest;
 
 /// Generated code for `proto/mend/v1/mend.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]

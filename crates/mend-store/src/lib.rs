@@ -26,8 +26,8 @@ pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
 pub use mem::MemBackend;
 pub use store::{
-    Applied, IngestBatch, IngestEntry, Ingested, LeafEntry, LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig,
-    VerifyReport, Write,
+    Applied, IngestBatch, IngestEntry, Ingested, LeafEntry, LeafSnapshot, Purged, RangeStats,
+    RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
 };
 pub use tree::RangeTree;
 pub use view::RangeView;

@@ -644,7 +644,9 @@ impl<B: Backend> Store<B> {
         }
         let why = match spec.mode {
             RangeMode::Digests => "it takes entries only through ingest (no values)",
-            RangeMode::Values => "it takes values only (ingest needs a range with mode = \"digests\")",
+            RangeMode::Values => {
+                "it takes values only (ingest needs a range with mode = \"digests\")"
+            }
         };
         Err(StoreError::WrongMode {
             range: spec.name.clone(),

@@ -285,7 +285,10 @@ pub fn plan_for<B: AgentBackend>(
     let (planned, kept): (Vec<Planned>, Vec<Planned>) = planned
         .into_iter()
         .partition(|p| !held_back.contains(p.key.as_slice()));
-    skipped.extend(kept.into_iter().map(|p| (p.key, DIGEST_ONLY_SKIP.to_string())));
+    skipped.extend(
+        kept.into_iter()
+            .map(|p| (p.key, DIGEST_ONLY_SKIP.to_string())),
+    );
     (planned, skipped)
 }
 

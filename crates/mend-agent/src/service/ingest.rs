@@ -42,12 +42,7 @@ impl IngestService {
 async fn ingest_one(state: &Arc<AgentState>, b: pb::IngestBatch) -> Result<pb::IngestAck, Status> {
     let range_name = b.range.clone();
     let batch = batch_from_pb(b, state.store.ranges())?;
-    state.check_future_versions(
-        batch
-            .entries
-            .iter()
-            .map(|e| (e.key.as_slice(), &e.version)),
-    )?;
+    state.check_future_versions(batch.entries.iter().map(|e| (e.key.as_slice(), &e.version)))?;
     let source = batch.source.clone();
     let n = batch.entries.len() as u64;
     let done = state.blocking(move |s| s.ingest(batch)).await?;

@@ -117,7 +117,9 @@ pub fn run_ingest<H: Harness>(h: &mut H) {
 /// conflict and never overwrites; an older one is stale; tombstones ingest.
 fn digests_follow_the_apply_rule<H: Harness>(h: &mut H) {
     let s = Store::open(h.fresh(), digest_config("n1")).unwrap();
-    let r = s.ingest(batch(1, vec![entry("mk", 10, Some("x"))])).unwrap();
+    let r = s
+        .ingest(batch(1, vec![entry("mk", 10, Some("x"))]))
+        .unwrap();
     assert_eq!(r.applied[0].decision, Decision::Apply);
     let r = s
         .ingest(batch(
@@ -186,7 +188,10 @@ fn position_and_entries_are_atomic<H: Harness>(h: &mut H) {
     };
     let (batches, fail) = (spy.batches.clone(), spy.fail_next.clone());
     let s = Store::open(spy, digest_config("n1")).unwrap();
-    let b = batch(3, vec![entry("mx", 10, Some("a")), entry("my", 11, Some("b"))]);
+    let b = batch(
+        3,
+        vec![entry("mx", 10, Some("a")), entry("my", 11, Some("b"))],
+    );
     let root = s.root(1).unwrap();
     let before = dump(s.backend());
     fail.store(true, Ordering::SeqCst);
@@ -234,7 +239,8 @@ fn modes_refuse_the_other_path<H: Harness>(h: &mut H) {
     let mut into_values = batch(1, vec![entry("az", 10, Some("x"))]);
     into_values.range = 0;
     wrong(s.ingest(into_values).unwrap_err());
-    s.ingest(batch(1, vec![entry("mz", 10, Some("x"))])).unwrap();
+    s.ingest(batch(1, vec![entry("mz", 10, Some("x"))]))
+        .unwrap();
     wrong(s.get_many(&[b"mz".to_vec()]).unwrap_err());
     let b = h.reopen(s.into_backend());
     let e = Store::open(b, config("n1", 1000)).unwrap_err();

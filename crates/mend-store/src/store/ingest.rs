@@ -93,9 +93,8 @@ impl<B: Backend> Store<B> {
             sync: true,
         };
         let (applied, position) = self.commit(incoming, commit)?;
-        let (position, advanced) = position.ok_or_else(|| {
-            StoreError::Corrupt("ingest commit returned no position".into())
-        })?;
+        let (position, advanced) = position
+            .ok_or_else(|| StoreError::Corrupt("ingest commit returned no position".into()))?;
         Ok(Ingested {
             applied,
             position,
