@@ -57,6 +57,10 @@ pub(crate) struct PositionUpdate<'a> {
     pub(crate) to: &'a [u8],
 }
 
+/// What [`Store::commit`] did: each entry's outcome and, for an ingest, the
+/// durable position after the batch and whether it moved.
+pub(crate) type Committed = (Vec<Applied>, Option<(Vec<u8>, bool)>);
+
 /// How [`Store::commit`] commits one batch.
 pub(crate) struct Commit<'a> {
     /// The mode every entry's range must have.
@@ -472,7 +476,7 @@ impl<B: Backend> Store<B> {
         &self,
         writes: Vec<Incoming>,
         c: Commit<'_>,
-    ) -> Result<(Vec<Applied>, Option<(Vec<u8>, bool)>), StoreError> {
+    ) -> Result<Committed, StoreError> {
         let mut located = Vec::with_capacity(writes.len());
         for w in &writes {
             let loc = self.locate(&w.key)?;
