@@ -669,14 +669,16 @@ async fn reflection_and_health_are_served() {
     let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
     let ch = channel(&a.addr).await;
     let mut h = HealthClient::new(ch.clone());
-    let r = h
-        .check(HealthCheckRequest {
-            service: "mend.v1.Peer".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.status, 1, "SERVING");
+    for service in ["mend.v1.Peer", "mend.v1.Ingest"] {
+        let r = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, 1, "{service} SERVING");
+    }
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_request::MessageRequest,
@@ -695,6 +697,7 @@ async fn reflection_and_health_are_served() {
     let text = format!("{msg:?}");
     for svc in [
         "mend.v1.Replica",
+        "mend.v1.Ingest",
         "mend.v1.Peer",
         "mend.v1.Operator",
         "grpc.health.v1.Health",

@@ -285,3 +285,48 @@ async fn ingest_survives_sigkill_and_diff_finds_exactly_the_injected_keys() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_needs_the_replica_role() {
+    // Proves the Ingest service is behind the replica role: a peer's or an
+    // operator's certificate is refused before anything is written, naming
+    // roles.replica; a writer's certificate is served.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("ingest.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let a = AgentProc::start(
+        "node-a",
+        &d.path().join("a"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (batches, _) = feed(Side::A, now_ms() - 3_600_000);
+    for name in ["node-x", "operator"] {
+        let mut c = IngestClient::new(channel_as(&a.addr, name).await);
+        let e = c
+            .ingest(tokio_stream::iter(vec![batches[0].clone()]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{name}: {e}");
+        assert!(e.message().contains("roles.replica"), "{e}");
+        let e = c
+            .position(pb::IngestPositionRequest {
+                source: "pg-orders".into(),
+                range: "orders".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{name}: {e}");
+    }
+    assert_eq!(resume_from(&a.addr).await, 0, "nothing was written");
+    let mut w = IngestClient::new(channel_as(&a.addr, "replica").await);
+    let acks: Vec<_> = w
+        .ingest(tokio_stream::iter(vec![batches[0].clone()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].as_ref().unwrap().position, position(1));
+    a.stop();
+}
