@@ -514,8 +514,11 @@ pub struct AgentConfig {
     pub secret_file: Option<PathBuf>,
     /// Peers.
     pub peers: Vec<PeerConfig>,
-    /// Key ranges served, each with its tree shape. Default: one range
-    /// `default` covering every key, fan-out 16, depth 4.
+    /// Key ranges served, each with its tree shape and its `mode`:
+    /// `"values"` (the default: written through the Replica service) or
+    /// `"digests"` (fed by a change feed through the Ingest service, value
+    /// hashes only; persisted, so a range's mode cannot change later).
+    /// Default: one range `default` covering every key, fan-out 16, depth 4.
     pub ranges: Vec<RangeSpec>,
     /// Settle window in ms: a divergence whose newer version is younger is
     /// reported `in_flight` and not repaired (0..=86 400 000).
@@ -936,6 +939,22 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_modes_parse_and_a_bad_one_names_the_allowed() {
+        let c = AgentConfig::from_toml(
+            "[[ranges]]\nname = \"a\"\nend = [109]\n\
+             [[ranges]]\nname = \"d\"\nstart = [109]\nmode = \"digests\"\n",
+        )
+        .unwrap();
+        RangeMap::new(c.ranges.clone()).unwrap();
+        assert_eq!(c.ranges[0].mode, mend_core::RangeMode::Values);
+        assert_eq!(c.ranges[1].mode, mend_core::RangeMode::Digests);
+        let e = AgentConfig::from_toml("[[ranges]]\nname = \"a\"\nmode = \"hashes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hashes") && e.contains("digests"), "{e}");
+    }
 
     #[test]
     fn dns_peers_parse_both_forms_and_refuse_the_rest() {

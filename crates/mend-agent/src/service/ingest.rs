@@ -7,6 +7,13 @@
 //! adapter that sends faster than the store commits is held back by HTTP/2
 //! flow control, and at most [`INGEST_ACK_DEPTH`] acknowledgements wait for
 //! a slow reader (each for at most `stream_send_timeout_ms`).
+//!
+//! A stream may live as long as its feed: it holds one task, at most one
+//! batch (bounded by `MESSAGE_BYTES_MAX` and `INGEST_BATCH_ENTRIES_MAX`) and
+//! those acknowledgements; how many streams exist is bounded by
+//! `limits.connections_max` × `limits.streams_per_connection_max`. Two
+//! streams of one source are serialised by the store's writer lock, and the
+//! position only moves forward.
 
 use std::sync::Arc;
 use std::time::Duration;
