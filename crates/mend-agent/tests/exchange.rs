@@ -250,3 +250,90 @@ async fn the_dashboards_cluster_view_handshakes_at_most_once_per_cache_window() 
         "answered from the cache"
     );
 }
+
+#[test]
+fn a_digest_only_replica_diffs_like_a_value_holding_one_and_is_not_repaired() {
+    // Proves a range fed with value hashes (ingest) has the same tree as a
+    // replica holding the values, the exchange finds exactly the keys that
+    // differ with the usual categories, and the repair plan leaves the
+    // digest-only range's keys to the source's adapter.
+    use mend_core::digest::value_hash;
+    use mend_core::{Category, RangeMode};
+    use mend_store::{IngestBatch, IngestEntry};
+    let shape = TreeShape::new(16, 3).unwrap();
+    let mut spec = RangeSpec::whole("all", shape);
+    spec.mode = RangeMode::Digests;
+    let cfg = StoreConfig::new(
+        NodeId::new("a").unwrap(),
+        Secret::from_bytes(b"exchange test"),
+        Some(vec![spec]),
+    );
+    let a = Arc::new(Store::open(MemBackend::new(), cfg).unwrap());
+    let b = store("b", shape);
+    load(&b, 3000);
+    let entry = |key: String, version: Version, value: &str| IngestEntry {
+        key: key.into_bytes(),
+        version,
+        value_hash: Some(value_hash(value.as_bytes())),
+    };
+    let all: Vec<IngestEntry> = (0..3000u64)
+        .map(|i| {
+            entry(
+                format!("key-{i:07}"),
+                v(1_000 + i, i),
+                &format!("value-{i}"),
+            )
+        })
+        .collect();
+    for (n, c) in all.chunks(1000).enumerate() {
+        a.ingest(IngestBatch {
+            range: 0,
+            source: "feed".into(),
+            position_to: (n as u64 + 1).to_be_bytes().to_vec(),
+            entries: c.to_vec(),
+        })
+        .unwrap();
+    }
+    assert_eq!(a.root(0).unwrap(), b.root(0).unwrap());
+    let (keys, rounds, _) = diff(&a, &b);
+    assert!(keys.is_empty());
+    assert_eq!(rounds, HANDSHAKE_ROUNDS, "in sync after the handshake");
+
+    a.ingest(IngestBatch {
+        range: 0,
+        source: "feed".into(),
+        position_to: 4u64.to_be_bytes().to_vec(),
+        entries: vec![entry("only-a".into(), v(9_000, 1), "x")],
+    })
+    .unwrap();
+    b.write(vec![Write::put("key-0000009", "newer").at(v(9_001, 2))])
+        .unwrap();
+    let agent = pair(a.clone(), b.clone(), Arc::new(Counting::default()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let out = rt
+        .block_on(mend_agent::exchange::diff(&agent, "b", None))
+        .unwrap();
+    let found: Vec<(Vec<u8>, Category)> = out
+        .keys
+        .iter()
+        .map(|k| (k.div.key.clone(), k.category))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (b"key-0000009".to_vec(), Category::Stale),
+            (b"only-a".to_vec(), Category::Missing),
+        ]
+    );
+    let (planned, skipped) = mend_agent::repair::plan_for(&agent, &out, &[]);
+    assert!(planned.is_empty(), "{planned:?}");
+    assert_eq!(skipped.len(), 2);
+    assert!(
+        skipped
+            .iter()
+            .all(|(_, why)| why == mend_agent::repair::DIGEST_ONLY_SKIP)
+    );
+}
