@@ -1,10 +1,12 @@
 //! The store: open, the write path, and the shared state.
 //!
-//! Every write (client put/delete, replicated write, repair) goes through
-//! [`Store::write`], which decides each entry with [`mend_core::decide`] and
-//! commits data row, tombstone index row, leaf row and clock row in one
-//! backend batch. Reads for the exchange, rebuild, verify and purge live in
-//! the submodules.
+//! Every write (client put/delete, replicated write, repair, and a change
+//! feed's batch through [`Store::ingest`]) goes through one commit
+//! (`Store::commit`), which decides each entry with [`mend_core::decide`]
+//! and commits data row, tombstone index row, leaf row, clock row and, for
+//! an ingest, the source's position row in one backend batch. Reads for the
+//! exchange, rebuild, verify and purge live in the submodules; ingest in
+//! `ingest`.
 
 mod ingest;
 mod read;
@@ -415,7 +417,9 @@ impl<B: Backend> Store<B> {
     /// Applies writes atomically: all validated first (any invalid write
     /// rejects the whole batch, nothing written), then each decided by the
     /// apply rule against the local entry (or an earlier write of the same
-    /// batch), then committed together with their tree updates.
+    /// batch), then committed together with their tree updates. A key of a
+    /// digest-only range is refused ([`StoreError::WrongMode`]): those
+    /// ranges take entries only through [`Store::ingest`].
     pub fn write(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
         self.write_inner(writes, false)
     }
