@@ -55,6 +55,12 @@ async fn ingest_one(state: &Arc<AgentState>, b: pb::IngestBatch) -> Result<pb::I
     let done = state.blocking(move |s| s.ingest(batch)).await?;
     state.metrics.ingest_batches.inc();
     state.metrics.ingest_entries.inc_by(n);
+    let applied = done
+        .applied
+        .iter()
+        .filter(|a| a.decision == Decision::Apply)
+        .count() as u64;
+    state.metrics.tree_updates.inc_by(applied);
     Ok(ack(source, range_name, &done))
 }
 
