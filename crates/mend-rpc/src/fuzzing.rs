@@ -1,7 +1,7 @@
 //! What the `convert_decode` fuzz target calls (and `cargo test` runs on
 //! fixed and structure-aware inputs): protobuf bytes from the network,
-//! decoded and passed through the `convert` functions the agent uses on
-//! them. None may panic; what converts to the domain converts back to an
+//! decoded and passed through the `convert` (and `ingest`) functions the
+//! agent uses on them. None may panic; what converts to the domain converts back to an
 //! equal message.
 
 use prost::Message;
@@ -11,10 +11,20 @@ use crate::convert::{
     probe_reply_from_pb, probe_reply_to_pb, probe_to_pb, summary_from_pb, summary_to_pb,
     unpack_bits, unpack_status, version_from_pb, version_to_pb,
 };
+use crate::ingest::{batch_from_pb, batch_to_pb};
 use crate::pb;
 
+/// The ranges ingest batches are converted against: one, named "d".
+fn ingest_ranges() -> &'static mend_core::RangeMap {
+    static RANGES: std::sync::OnceLock<mend_core::RangeMap> = std::sync::OnceLock::new();
+    RANGES.get_or_init(|| {
+        let spec = mend_core::RangeSpec::whole("d", mend_core::TreeShape::default());
+        mend_core::RangeMap::new(vec![spec]).unwrap_or_else(|_| unreachable!("one valid range"))
+    })
+}
+
 /// Which message the first byte of a fuzz input selects.
-pub const KINDS: u8 = 6;
+pub const KINDS: u8 = 7;
 
 /// Decodes `data[1..]` as the message `data[0]` selects and converts it.
 pub fn convert_decode(data: &[u8]) {
@@ -73,6 +83,15 @@ pub fn convert_decode(data: &[u8]) {
                 && let Ok(d) = summary_from_pb(e)
             {
                 assert_eq!(summary_from_pb(summary_to_pb(&d)).ok(), Some(d));
+            }
+        }
+        5 => {
+            // An ingest batch, against one range named "d".
+            if let Ok(b) = pb::IngestBatch::decode(rest)
+                && let Ok(d) = batch_from_pb(b, ingest_ranges())
+            {
+                let back = batch_to_pb(&d, "d");
+                assert_eq!(batch_from_pb(back, ingest_ranges()).ok(), Some(d));
             }
         }
         _ => {
@@ -177,6 +196,19 @@ mod tests {
             hash: r(),
         };
         out.push([vec![4], summary_to_pb(&e).encode_to_vec()].concat());
+        let batch = mend_core::ingest::IngestBatch {
+            range: 0,
+            source: format!("feed-{}", r() % 3),
+            position_to: r().to_be_bytes().to_vec(),
+            entries: (0..(r() % 4))
+                .map(|i| mend_core::ingest::IngestEntry {
+                    key: format!("key-{i}").into_bytes(),
+                    version: version(r),
+                    value_hash: r().is_multiple_of(3).then(|| [r() as u8; 32]),
+                })
+                .collect(),
+        };
+        out.push([vec![5], batch_to_pb(&batch, "d").encode_to_vec()].concat());
         out
     }
 
