@@ -9,6 +9,7 @@
 mod digest;
 mod e2e;
 mod exchange;
+mod ingest;
 mod ops;
 mod repair;
 mod scale;
@@ -17,6 +18,7 @@ mod store;
 criterion::criterion_main!(
     digest::benches,
     store::benches,
+    ingest::benches,
     repair::benches,
     exchange::benches,
     e2e::benches,

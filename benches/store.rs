@@ -62,7 +62,7 @@ fn key_count() -> usize {
 }
 
 /// The N key/value pairs, generated once per process.
-fn pairs() -> &'static [Pair] {
+pub(crate) fn pairs() -> &'static [Pair] {
     static PAIRS: OnceLock<Vec<Pair>> = OnceLock::new();
     PAIRS.get_or_init(|| {
         let mut rng = StdRng::seed_from_u64(0x6d65_6e64);
@@ -112,7 +112,7 @@ pub(crate) fn fresh<T>(iters: u64, open: impl Fn(&Path) -> T, load: impl Fn(&T))
     total
 }
 
-fn slow_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+pub(crate) fn slow_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
