@@ -258,27 +258,11 @@ async fn ingest_survives_sigkill_and_diff_finds_exactly_the_injected_keys() {
     into_values.range = "plain".into();
     into_values.entries = vec![entry("plain-1", t0, 1, Some("x"))];
     let mut client = IngestClient::new(channel(&a.addr).await);
-    let e = client
-        .ingest(tokio_stream::iter(vec![into_values]))
-        .await
-        .unwrap()
-        .into_inner()
-        .next()
-        .await
-        .expect("a reply")
-        .unwrap_err();
+    let e = refused(&mut client, into_values).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
     let mut bad = feed_a[0].clone();
     bad.position_to = vec![0; mend_core::limits::POSITION_BYTES_MAX + 1];
-    let e = client
-        .ingest(tokio_stream::iter(vec![bad]))
-        .await
-        .unwrap()
-        .into_inner()
-        .next()
-        .await
-        .expect("a reply")
-        .unwrap_err();
+    let e = refused(&mut client, bad).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(e.message().contains("position_to"), "{e}");
 
@@ -329,4 +313,20 @@ async fn ingest_needs_the_replica_role() {
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].as_ref().unwrap().position, position(1));
     a.stop();
+}
+
+/// The error that ends an Ingest stream whose first batch is `batch`.
+async fn refused(
+    client: &mut IngestClient<tonic::transport::Channel>,
+    batch: pb::IngestBatch,
+) -> tonic::Status {
+    client
+        .ingest(tokio_stream::iter(vec![batch]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .expect("a reply")
+        .unwrap_err()
 }
