@@ -1,13 +1,39 @@
 //! End-to-end tests of the root package, in one binary (STYLE point 11):
-//! real `mend agent` processes over mutual TLS (agents, security, hostile
-//! peers, diagnostics, reports, tree shapes, ingest into digest-only ranges
-//! across a SIGKILL, coordinated schedules of six
-//! agents, segmented repairs paused, resumed and killed), the dashboard in headless Chromium (dashboard; its operator actions
-//! clicked over WebDriver, dashboard_actions), the deployment
-//! files run as written (deploy), the fault campaign on real processes
-//! (campaign), crash safety of the RocksDB-backed store under SIGKILL, and
-//! the `mend` CLI (store, plan, simulate, demo) run as real processes
-//! against real data directories.
+//! real processes (the `mend` binary; for `store_crash`, this binary
+//! re-executed), RocksDB in temporary directories, agents on loopback over
+//! mutual TLS from a test CA. One module per area:
+//!
+//! - `harness`: shared helpers (agent processes, certificates, the CLI); no tests;
+//! - `agents`: diff, repair and undo between real agents; a write racing a
+//!   throttled repair; peers killed mid-exchange and mid-repair; malformed
+//!   and over-limit requests; reflection and health;
+//! - `security`: callers with missing, foreign, wrong-role, expired and
+//!   rotated certificates, unlisted peer addresses, plaintext off loopback,
+//!   floods, far-future versions, ranges of one name with other bounds;
+//! - `hostile`: a hostile peer server (packed bomb, endless listing, entries
+//!   it was not asked for) and readers that stop reading;
+//! - `diagnostics`: categories, attribution, drift budgets with webhook
+//!   alerts, playbooks, shadow runs, sampling, `/metrics`;
+//! - `reports`: a wiped replica named as one cause, `mend report`;
+//! - `shapes`: wide trees whose probes exceed one gRPC message;
+//! - `ingest`: the Ingest service into digest-only ranges across a SIGKILL;
+//! - `schedules`: six agents' coordinated schedules, and a control run without;
+//! - `segments`: segmented repairs paused, resumed, cancelled and killed;
+//! - `discovery`: peers found in DNS (SRV and A records) and remembered;
+//! - `plan`: `mend plan`'s model against measured runs of two agents;
+//! - `campaign`: the fault campaign (fault proxies, SIGKILL, SIGSTOP) on
+//!   three agents;
+//! - `dashboard`: the page in headless Chromium, with a screenshot;
+//! - `dashboard_actions`: the page's operator actions clicked over WebDriver;
+//! - `deploy`: `deploy/`: the Kubernetes example's config run by a real
+//!   agent, its peers against the StatefulSet, the systemd unit's command
+//!   and hardening;
+//! - `demo`: `mend demo` as a newcomer runs it;
+//! - `simulate`: `mend simulate` (drills and `--seeds`);
+//! - `store_cli`: `mend store verify` and `mend store stats` on prepared
+//!   data directories;
+//! - `store_crash`: the store under SIGKILL, with this binary re-executed as
+//!   the writer.
 
 #![allow(clippy::unwrap_used)]
 

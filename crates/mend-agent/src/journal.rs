@@ -47,10 +47,22 @@ pub const SEGMENT_ROW: u8 = b's';
 pub struct RepairHeader {
     /// The repair id.
     pub id: String,
-    /// On the initiator: the peer's address (where undo pushes go). On the
-    /// receiving peer: the certificate identity (primary name) of the agent
-    /// that pushed, the only identity allowed to add to or undo the repair
-    /// (empty on a plaintext agent).
+    /// The other side of the repair as this side knows it (the peer's node
+    /// id is `peer_node`, filled on the initiator only).
+    ///
+    /// On the initiator: the address the run dialled (the `addr` given to
+    /// `repair::repair` or `repair::repair_outcome`), dialled again by a
+    /// resumed run and by undo (`repair::run_segments`, `repair::undo`):
+    /// `AgentState::resolve_peer`'s `host:port` (scheme stripped) for the
+    /// Operator RPCs and schedules, a known peer's `host:port` for a
+    /// dashboard action, and over `link::mem` the name its `Registry` knows
+    /// the peer by (the simulator uses node ids).
+    ///
+    /// On the receiving side: the primary name of the pushing caller's
+    /// certificate (`mend_tls::Identity::primary`), the only caller allowed
+    /// to add to the repair (`Push`) or undo it (`UndoPush`). Empty where
+    /// callers carry no identity (a plaintext agent, `link::mem`): there no
+    /// ownership is checked.
     pub peer: String,
     /// True on the agent that ran the repair; false on the peer that received pushes.
     pub initiator: bool,

@@ -3,7 +3,8 @@
 //! persistent), time to convergence, and drift budgets with their state.
 //!
 //! The history, the budget state and the convergence counters survive a
-//! restart: after each scheduled exchange the agent writes them
+//! restart: after each exchange, scheduled or on demand
+//! (`schedule::run_once`, `Operator/Diff`), the agent writes them
 //! ([`Monitor::persisted`], at most `history_max` records per pair) to the
 //! meta rows `agent/drift/<peer>\0<range>` (JSON), and loads them when it
 //! starts ([`Monitor::load`]). The per-key streaks (which keys were
@@ -36,7 +37,9 @@ pub struct ExchangeRecord {
     pub persistent: u64,
     /// Keys in flight or new since the previous exchange.
     pub transient: u64,
-    /// Keys divergent last time and converged now.
+    /// Keys divergent in the previous exchange of this (peer, range) and
+    /// not in this one (0 in the first exchange after a restart: which
+    /// keys were divergent is not persisted).
     pub converged: u64,
     /// Round trips of the whole exchange.
     pub rounds: u32,
@@ -66,9 +69,17 @@ pub struct RangeDrift {
     pub budget_exceeded: bool,
     /// When the budget state last flipped (0 = never).
     pub budget_since_ms: u64,
-    /// Keys seen converging, and their total time to convergence.
+    /// Convergences seen so far: one each time an exchange no longer finds
+    /// a key the previous exchange of this (peer, range) found divergent (a
+    /// key that diverges again counts again). The sum of
+    /// [`ExchangeRecord::converged`] over every exchange, not only those
+    /// the bounded history still holds.
     pub converged_keys: u64,
-    /// Sum of times to convergence, ms.
+    /// The sum, over those convergences, of the time from the first
+    /// exchange of the key's unbroken run of divergent exchanges (or the
+    /// first after a restart) to the exchange that no longer found it, ms.
+    /// Measured between exchanges: not from the write that made the key
+    /// diverge, nor to the moment it converged.
     pub convergence_ms_total: u64,
 }
 
@@ -81,9 +92,9 @@ pub struct PersistedDrift {
     pub budget_exceeded: bool,
     /// When the budget state last flipped.
     pub budget_since_ms: u64,
-    /// Keys seen converging.
+    /// [`RangeDrift::converged_keys`].
     pub converged_keys: u64,
-    /// Sum of times to convergence, ms.
+    /// [`RangeDrift::convergence_ms_total`].
     pub convergence_ms_total: u64,
 }
 
@@ -166,9 +177,11 @@ pub struct DriftView {
     pub budget_since_ms: u64,
     /// The history, oldest first.
     pub records: Vec<ExchangeRecord>,
-    /// Keys seen converging.
+    /// [`RangeDrift::converged_keys`].
     pub converged_keys: u64,
-    /// Mean time to convergence, ms.
+    /// [`RangeDrift::convergence_ms_total`] over `converged_keys`, ms (0
+    /// when none): a mean time between exchanges, not between a write and
+    /// its convergence.
     pub convergence_ms_mean: u64,
 }
 

@@ -155,7 +155,19 @@ fn side_json(e: &Option<EntrySummary>) -> Value {
     }
 }
 
-/// The report as JSON (webhooks): the same fields as `mend diff --json`.
+/// The report as JSON (webhooks, under `"report"`). Built here from the
+/// outcome, while `mend diff --json` is built by hand from the wire summary
+/// (`src/cmd/diff.rs`), and the two differ:
+///
+/// - `nodes_compared` and `leaves_compared` are in `mend diff --json` only;
+/// - each source's sequence gaps: here `seq_gaps` is `null` or one object
+///   `{"missing_on", "missing", "ranges": [[first, last], ...]}` (the
+///   serde form of `mend_core::attribution::SeqGaps`); `mend diff --json`
+///   has three flat fields, `seq_missing_on` (`null` when none),
+///   `seq_missing` (0 when none) and `seq_gaps` (the `[first, last]`
+///   pairs alone, `[]` when none).
+///
+/// Every other field has the same name and shape in both.
 pub fn to_json(d: &DiffOutcome, a: &Attribution) -> Value {
     let sources = &a.sources;
     let mut by_category = serde_json::Map::new();
