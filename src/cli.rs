@@ -50,6 +50,9 @@ pub enum Command {
     Store(StoreCommand),
     /// Run the sidecar agent.
     Agent(AgentArgs),
+    /// Run an agent for a PostgreSQL table: snapshot it, follow its logical
+    /// replication slot into a digest-only range, and serve like `mend agent`.
+    Attach(AttachArgs),
     /// Make a development CA and certificates (no openssl needed).
     Cert(CertArgs),
     /// Write a value through an agent.
@@ -184,6 +187,40 @@ pub struct AgentArgs {
     /// requests may target besides the configured peers; repeatable.
     #[arg(long = "allow-peer-address", value_name = "PATTERN")]
     pub allow_peer_address: Vec<String>,
+}
+
+/// Flags of `mend attach`: the agent's flags plus the table to follow.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The agent (as `mend agent`). Without --config, the agent has one
+    /// digest-only range covering every key, named after --range.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// PostgreSQL connection string, libpq keyword/value form
+    /// (e.g. "host=/run/postgresql dbname=app user=mend").
+    #[arg(long, value_name = "CONNINFO")]
+    pub postgres: String,
+    /// The table to follow.
+    #[arg(long)]
+    pub table: String,
+    /// The table's schema.
+    #[arg(long, default_value = "public")]
+    pub schema: String,
+    /// The column that orders a row's versions (timestamp[tz] or integer).
+    #[arg(long)]
+    pub version_column: String,
+    /// The origin every version carries: the same for every replica of the table.
+    #[arg(long, default_value = "pg")]
+    pub origin: String,
+    /// The replication slot and publication (default: mend_TABLE).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// The digest-only range the rows go to (default: the table's name).
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Entries per ingest batch and changes per peek at the slot.
+    #[arg(long, default_value_t = mend_pg::BATCH_ROWS_DEFAULT)]
+    pub batch_rows: usize,
 }
 
 /// Flags of `mend cert`.
@@ -421,9 +458,13 @@ pub struct StatusArgs {
 /// Flags of `mend demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Keys per replica.
+    /// Keys per replica (rows per table with --postgres).
     #[arg(long, default_value_t = 20_000)]
     pub keys: u64,
+    /// Run the demo beside two PostgreSQL servers (started in a temp dir;
+    /// needs Debian's postgresql package) instead of mend's own replicas.
+    #[arg(long)]
+    pub postgres: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

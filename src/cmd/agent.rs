@@ -10,7 +10,8 @@ use mend_agent::config::{AgentConfig, PeerConfig};
 
 use crate::cli::{AgentArgs, TlsArgs};
 
-fn build_config(a: &AgentArgs, tls: &TlsArgs) -> anyhow::Result<AgentConfig> {
+/// The agent's config from its flags and config file.
+pub fn build_config(a: &AgentArgs, tls: &TlsArgs) -> anyhow::Result<AgentConfig> {
     let mut c = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -78,8 +79,8 @@ fn build_config(a: &AgentArgs, tls: &TlsArgs) -> anyhow::Result<AgentConfig> {
     Ok(c)
 }
 
-/// Runs the agent until a signal.
-pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
+/// Logs through `tracing` on stderr (`RUST_LOG`, default info).
+pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -87,6 +88,11 @@ pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+}
+
+/// Runs the agent until a signal.
+pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
     let config = build_config(&a, tls)?;
     let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
     let rt = super::runtime()?;

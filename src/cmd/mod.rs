@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 mod agent;
+mod attach;
 mod cert;
 mod client;
 mod demo;
+mod demo_pg;
 mod diff;
 mod drift;
 mod incident;
@@ -31,9 +33,11 @@ static CLIENT_TLS: OnceLock<ClientTls> = OnceLock::new();
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = TLS_ARGS.set(cli.tls.clone());
     match cli.command {
+        Command::Demo(a) if a.postgres => demo_pg::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Store(c) => store::run(c),
         Command::Agent(a) => agent::run(a, &cli.tls),
+        Command::Attach(a) => attach::run(a, &cli.tls),
         Command::Cert(a) => cert::run(a),
         Command::Put(a) => client::put(a),
         Command::Delete(a) => client::delete(a),

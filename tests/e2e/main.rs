@@ -49,6 +49,7 @@ mod harness;
 mod hostile;
 mod ingest;
 mod plan;
+mod postgres;
 mod reports;
 mod schedules;
 mod security;

@@ -93,6 +93,9 @@ fn seconds_histogram() -> Histogram {
 pub struct Metrics {
     /// The registry they are registered in.
     pub registry: Registry,
+    /// Registries of components started beside the agent in its process
+    /// (`mend attach`'s PostgreSQL adapter), served after the agent's own.
+    extra: std::sync::Mutex<Vec<Registry>>,
     /// Writes applied through the Replica service.
     pub writes: Counter,
     /// Tree leaf updates (one per applied entry).
@@ -199,6 +202,7 @@ impl Default for Metrics {
             exchange_slots_in_use_max: Gauge::default(),
             scheduled_exchanges_skipped: Family::default(),
             registry: Registry::default(),
+            extra: std::sync::Mutex::new(Vec::new()),
         };
         r.register(
             "writes",
@@ -408,10 +412,22 @@ impl Metrics {
         self.tree_buckets_fixed.get_or_create(&l).inc_by(fixed);
     }
 
+    /// Serves `registry` after the agent's own metrics.
+    pub fn register_extra(&self, registry: Registry) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(registry);
+    }
+
     /// Renders the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut s = String::new();
-        prometheus_client::encoding::text::encode(&mut s, &self.registry)?;
+        prometheus_client::encoding::text::encode_registry(&mut s, &self.registry)?;
+        for r in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            prometheus_client::encoding::text::encode_registry(&mut s, r)?;
+        }
+        prometheus_client::encoding::text::encode_eof(&mut s)?;
         Ok(s)
     }
 }

@@ -1,0 +1,128 @@
+//! `mend attach`: an agent for a PostgreSQL table in one command. The
+//! agent starts as `mend agent` would (same flags, same banner line), with
+//! one digest-only range for the table unless a config file says
+//! otherwise; then the `mend-pg` adapter checks the table and the server,
+//! takes the slot, snapshots the table and follows the slot into the range
+//! through the agent's own Ingest service (over its TLS, as its own node
+//! identity, which this command grants the replica role). The adapter's
+//! metrics (`mend_pg_*`) are served with the agent's. SIGTERM/SIGINT stop
+//! both; an adapter error (the table changed, the slot was taken) stops the
+//! agent and exits non-zero with the error on one line.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use mend_agent::config::FutureWrites;
+use mend_core::{NodeId, RangeMode, RangeSpec, TreeShape};
+use mend_pg::{Adapter, AdapterConfig, PgLimits, PgMetrics};
+use mend_rpc::pb::ingest_client::IngestClient;
+use mend_tls::client::ClientTls;
+
+use crate::cli::{AttachArgs, TlsArgs};
+
+/// Runs the agent and the adapter until a signal or an error.
+pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
+    super::agent::init_tracing();
+    let mut config = super::agent::build_config(&a.agent, tls)?;
+    let range = a.range.clone().unwrap_or_else(|| a.table.clone());
+    if a.agent.config.is_none() {
+        let mut spec = RangeSpec::whole(&range, TreeShape::default());
+        spec.mode = RangeMode::Digests;
+        config.ranges = vec![spec];
+    }
+    match config.ranges.iter().find(|r| r.name == range) {
+        Some(r) if r.mode == RangeMode::Digests => {}
+        Some(_) => anyhow::bail!("range {range:?} holds values: attach needs mode = \"digests\""),
+        None => anyhow::bail!("the config has no range {range:?} for table {}", a.table),
+    }
+    // The database already holds whatever version a writer stamped:
+    // refusing it would stall the feed; diffs classify it future_version.
+    config.future_writes = FutureWrites::Accept;
+    config.roles.replica.push(config.node_id.clone());
+    config.validate()?;
+    let mut adapter_config = AdapterConfig::new(&a.postgres, &a.table, &a.version_column, &range);
+    adapter_config.schema = a.schema.clone();
+    adapter_config.source = format!("pg:{}.{}", a.schema, a.table);
+    adapter_config.origin = NodeId::new(a.origin.clone())?;
+    if let Some(s) = &a.slot {
+        adapter_config.slot = s.clone();
+    }
+    adapter_config.limits = PgLimits {
+        batch_rows: a.batch_rows,
+        ..PgLimits::default()
+    };
+    adapter_config.validate()?;
+    let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
+    let client_tls = match config.tls.paths() {
+        Some(p) if !config.insecure_plaintext => {
+            ClientTls::Tls(Arc::new(mend_tls::Material::load(&p)?))
+        }
+        _ => ClientTls::Plaintext,
+    };
+    super::runtime()?.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let metrics = Arc::new(PgMetrics::default());
+        let mut adapter = Adapter::connect(adapter_config, metrics.clone()).await?;
+        let mut agent = mend_agent::start(config.clone(), secret).await?;
+        let mut registry = prometheus_client::registry::Registry::with_prefix("mend");
+        metrics.register(&mut registry);
+        agent.state.metrics.register_extra(registry);
+        let channel = mend_tls::client::endpoint(
+            &agent.addr.to_string(),
+            Some(config.node_id.as_str()),
+            &client_tls,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .connect()
+        .await?;
+        let ingest = IngestClient::new(channel)
+            .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX);
+        let http = agent
+            .http_addr
+            .map(|h| h.to_string())
+            .unwrap_or_else(|| "off".into());
+        println!(
+            "mend agent {} listening on grpc={} http={} tls={} attached={} range={range}",
+            config.node_id,
+            agent.addr,
+            http,
+            if agent.state.tls.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            adapter.spec().qualified(),
+        );
+        std::io::stdout().flush()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let follow = adapter.run(ingest, shutdown);
+        tokio::pin!(follow);
+        let failed = tokio::select! {
+            _ = int.recv() => None,
+            _ = term.recv() => None,
+            r = &mut follow => Some(r),
+            r = agent.wait() => {
+                r.map_err(|e| anyhow::anyhow!("server failed: {e}"))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        if failed.is_none() {
+            let _ = stop.send(());
+            follow.await?;
+        }
+        agent
+            .stop()
+            .await
+            .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+        match failed {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
