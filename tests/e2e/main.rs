@@ -17,6 +17,10 @@
 //! - `reports`: a wiped replica named as one cause, `mend report`;
 //! - `shapes`: wide trees whose probes exceed one gRPC message;
 //! - `ingest`: the Ingest service into digest-only ranges across a SIGKILL;
+//! - `postgres`: the `mend-pg` adapter against real PostgreSQL servers
+//!   (snapshot + slot stream = a full scan across an adapter crash and an
+//!   agent SIGKILL, divergence by SQL found by category and repaired in
+//!   SQL, bad configurations, `mend attach`);
 //! - `schedules`: six agents' coordinated schedules, and a control run without;
 //! - `segments`: segmented repairs paused, resumed, cancelled and killed;
 //! - `discovery`: peers found in DNS (SRV and A records) and remembered;
@@ -28,7 +32,7 @@
 //! - `deploy`: `deploy/`: the Kubernetes example's config run by a real
 //!   agent, its peers against the StatefulSet, the systemd unit's command
 //!   and hardening;
-//! - `demo`: `mend demo` as a newcomer runs it;
+//! - `demo`: `mend demo` as a newcomer runs it, and `mend demo --postgres`;
 //! - `simulate`: `mend simulate` (drills and `--seeds`);
 //! - `store_cli`: `mend store verify` and `mend store stats` on prepared
 //!   data directories;

@@ -539,3 +539,109 @@ async fn postgres_bad_configurations_are_clear_errors() {
     assert!(e.to_string().contains("wal_level = logical"), "{e}");
     drop((db, pg, other));
 }
+
+/// A `mend attach` process: the agent's banner line read, killed on drop.
+struct Attached {
+    child: std::process::Child,
+    addr: String,
+    http: String,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn attach(node: &str, dir: &Path, pg: &LocalPostgres) -> Attached {
+    use std::io::BufRead;
+    let set = cert_set(node);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["attach", "--node-id", node, "--listen", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0", "--allow", "peer=node-*"])
+        .args(["--allow-peer-address", "127.0.0.1:*", "--tls-dir"])
+        .arg(&set)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--postgres", &pg.conninfo("postgres")])
+        .args(["--table", "orders", "--version-column", "updated_at"])
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mend attach");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in the banner {line:?}"))
+            .to_string()
+    };
+    assert_eq!(field("attached="), "\"public\".\"orders\"", "{line}");
+    Attached {
+        addr: field("grpc="),
+        http: field("http="),
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mend_attach_follows_a_table_in_one_command() {
+    // Proves `mend attach` alone (no config file) serves an agent whose
+    // range follows the table: two attached databases that differ by one
+    // row diff to exactly that row, the adapter's slot lag is exported with
+    // the agent's metrics, and a bad table is a one-line error, exit 1.
+    let d = tempfile::tempdir().unwrap();
+    let (pg1, db1) = server(&d.path().join("pg1"), 500).await;
+    let (pg2, _db2) = server(&d.path().join("pg2"), 500).await;
+    let a = attach("node-a", &d.path().join("a"), &pg1);
+    let b = attach("node-b", &d.path().join("b"), &pg2);
+    db1.batch_execute(
+        "INSERT INTO orders VALUES (7001, 'only on pg1', 1, '2026-03-01 00:00:00+00')",
+    )
+    .await
+    .unwrap();
+    let want: BTreeMap<String, String> = [("7001".to_string(), "missing".to_string())].into();
+    until(
+        std::time::Duration::from_secs(30),
+        "the row at node-a",
+        async || (diff(&a.addr, &b.addr) == want).then_some(()),
+    )
+    .await;
+    let m = scrape(&a.http).await;
+    assert!(metric(&m, "mend_pg_slot_lag_bytes", &[]) >= 0.0);
+    assert!(metric(&m, "mend_pg_snapshot_rows_total", &[]) == 500.0);
+    assert!(metric(&m, "mend_ingest_batches_total", &[]) >= 1.0);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args([
+            "attach",
+            "--node-id",
+            "node-c",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-dir",
+        ])
+        .arg(cert_set("node-c"))
+        .arg("--data-dir")
+        .arg(d.path().join("c"))
+        .args(["--postgres", &pg1.conninfo("postgres")])
+        .args(["--table", "nosuch", "--version-column", "updated_at"])
+        .env("MEND_CLUSTER_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("mend: ")).collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+    assert!(
+        errors[0].contains("\"public\".\"nosuch\" does not exist"),
+        "{err}"
+    );
+    drop((a, b, pg1, pg2));
+}
