@@ -218,10 +218,15 @@ pub struct AttachArgs {
     /// The digest-only range the rows go to (default: the table's name).
     #[arg(long)]
     pub range: Option<String>,
-    /// Entries per ingest batch and changes per peek at the slot.
-    #[arg(long, default_value_t = mend_pg::BATCH_ROWS_DEFAULT)]
+    /// Entries per ingest batch and changes per peek at the slot (1..=10 000).
+    #[arg(long, default_value_t = ATTACH_BATCH_ROWS_DEFAULT)]
     pub batch_rows: usize,
 }
+
+/// `mend attach --batch-rows` default: mend-pg's `BATCH_ROWS_DEFAULT`
+/// (asserted equal in `cmd::attach`; spelled out here because the
+/// `cli_parse` fuzz target compiles this file without mend-pg).
+pub const ATTACH_BATCH_ROWS_DEFAULT: usize = 5_000;
 
 /// Flags of `mend cert`.
 #[derive(Debug, Args)]

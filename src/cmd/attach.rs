@@ -21,6 +21,8 @@ use mend_tls::client::ClientTls;
 
 use crate::cli::{AttachArgs, TlsArgs};
 
+const _: () = assert!(crate::cli::ATTACH_BATCH_ROWS_DEFAULT == mend_pg::BATCH_ROWS_DEFAULT);
+
 /// Runs the agent and the adapter until a signal or an error.
 pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     super::agent::init_tracing();
