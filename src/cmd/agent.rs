@@ -90,6 +90,23 @@ pub fn init_tracing() {
         .init();
 }
 
+/// The line printed once serving: tests and scripts read the addresses.
+pub fn banner(node_id: &str, agent: &mend_agent::RunningAgent) -> String {
+    let http = agent
+        .http_addr
+        .map(|h| h.to_string())
+        .unwrap_or_else(|| "off".into());
+    let tls = if agent.state.tls.is_some() {
+        "on"
+    } else {
+        "off"
+    };
+    format!(
+        "mend agent {node_id} listening on grpc={} http={http} tls={tls}",
+        agent.addr
+    )
+}
+
 /// Runs the agent until a signal.
 pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
@@ -101,21 +118,7 @@ pub fn run(a: AgentArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut agent = mend_agent::start(config.clone(), secret).await?;
-        let http = agent
-            .http_addr
-            .map(|h| h.to_string())
-            .unwrap_or_else(|| "off".into());
-        println!(
-            "mend agent {} listening on grpc={} http={} tls={}",
-            config.node_id,
-            agent.addr,
-            http,
-            if agent.state.tls.is_some() {
-                "on"
-            } else {
-                "off"
-            }
-        );
+        println!("{}", banner(&config.node_id, &agent));
         std::io::stdout().flush()?;
         tokio::select! {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),

@@ -82,20 +82,9 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
         let ingest = IngestClient::new(channel)
             .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
             .max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX);
-        let http = agent
-            .http_addr
-            .map(|h| h.to_string())
-            .unwrap_or_else(|| "off".into());
         println!(
-            "mend agent {} listening on grpc={} http={} tls={} attached={} range={range}",
-            config.node_id,
-            agent.addr,
-            http,
-            if agent.state.tls.is_some() {
-                "on"
-            } else {
-                "off"
-            },
+            "{} attached={} range={range}",
+            super::agent::banner(&config.node_id, &agent),
             adapter.spec().qualified(),
         );
         std::io::stdout().flush()?;
