@@ -30,7 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use mend_core::Record;
+use mend_core::{EntryMeta, Record};
 use mend_store::{Applied, Backend, Cf, Op, Store, StoreError};
 
 use crate::runs::RunState;
@@ -248,35 +248,38 @@ pub fn winners<B: Backend>(
 
 /// The journal rows for the applied outcomes of a repair batch.
 pub fn entry_ops(id: &str, keys: &[Vec<u8>], outcomes: &[Applied]) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for (key, a) in keys.iter().zip(outcomes) {
-        if a.decision != mend_core::Decision::Apply {
-            continue;
+    keys.iter()
+        .zip(outcomes)
+        .filter(|(_, a)| a.decision == mend_core::Decision::Apply)
+        .flat_map(|(key, a)| image_ops(id, key, a.before.as_ref(), &a.meta))
+        .collect()
+}
+
+/// The journal row of one applied repair write of `key`: its before-image
+/// (a row's payload as the value, for a digest-only range) and the entry
+/// it left (meta only: the value hash identifies the value).
+pub fn image_ops(id: &str, key: &[u8], before: Option<&Record>, after: &EntryMeta) -> Vec<Op> {
+    let mut row = Vec::new();
+    match before {
+        Some(b) => {
+            let enc = b.encode();
+            row.push(1);
+            row.extend_from_slice(&(enc.len() as u32).to_be_bytes());
+            row.extend_from_slice(&enc);
         }
-        let mut row = Vec::new();
-        match &a.before {
-            Some(b) => {
-                let enc = b.encode();
-                row.push(1);
-                row.extend_from_slice(&(enc.len() as u32).to_be_bytes());
-                row.extend_from_slice(&enc);
-            }
-            None => {
-                row.push(0);
-                row.extend_from_slice(&0u32.to_be_bytes());
-            }
+        None => {
+            row.push(0);
+            row.extend_from_slice(&0u32.to_be_bytes());
         }
-        // The after-image: meta only (the value hash identifies the value).
-        let after = Record {
-            meta: a.meta.clone(),
-            value: Vec::new(),
-        };
-        row.extend_from_slice(&after.encode());
-        let mut k = entry_prefix(id);
-        k.extend_from_slice(key);
-        ops.push(Op::Put(Cf::Journal, k, row));
     }
-    ops
+    let after = Record {
+        meta: after.clone(),
+        value: Vec::new(),
+    };
+    row.extend_from_slice(&after.encode());
+    let mut k = entry_prefix(id);
+    k.extend_from_slice(key);
+    vec![Op::Put(Cf::Journal, k, row)]
 }
 
 /// Writes a header row.
@@ -343,11 +346,16 @@ pub struct UndoOutcome {
 ///
 /// With `keep_repaired_deletes` (the agent purges tombstones, `gc.enabled`)
 /// a key the repair deleted is left deleted: see the skip reason.
+///
+/// Keys for which `is_row` holds (keys of digest-only ranges, whose rows
+/// live behind an adapter) are not restored here: their images are
+/// returned for `rows::undo`.
 pub fn undo_here<B: Backend>(
     store: &Store<B>,
     id: &str,
     keep_repaired_deletes: bool,
-) -> Result<UndoOutcome, StoreError> {
+    is_row: &dyn Fn(&[u8]) -> bool,
+) -> Result<(UndoOutcome, Vec<crate::rows::RowImage>), StoreError> {
     let prefix = entry_prefix(id);
     let end = prefix_end(&prefix);
     let mut rows = Vec::new();
@@ -358,6 +366,7 @@ pub fn undo_here<B: Backend>(
             true
         })?;
     let mut out = UndoOutcome::default();
+    let mut images = Vec::new();
     for (key, row) in rows {
         let (before, after) =
             decode_row(&row).map_err(|e| StoreError::Corrupt(format!("journal row: {e}")))?;
@@ -377,6 +386,10 @@ pub fn undo_here<B: Backend>(
             out.skipped.push((key, why.into()));
             continue;
         }
+        if is_row(&key) {
+            images.push((key, before, after));
+            continue;
+        }
         if store.compare_and_restore(&key, Some(&after), before.as_ref())? {
             out.restored += 1;
             continue;
@@ -390,7 +403,7 @@ pub fn undo_here<B: Backend>(
             out.skipped.push((key, "changed since the repair".into()));
         }
     }
-    Ok(out)
+    Ok((out, images))
 }
 
 const PRUNED_KEY: &[u8] = b"p";

@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod peers;
 pub mod repair;
 pub mod report;
+pub mod rows;
 pub mod runs;
 pub mod sample;
 pub mod schedule;

@@ -117,6 +117,8 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     pub sessions: crate::session::Sessions,
     /// What operators did from the dashboard page, newest last.
     pub actions: crate::actions::ActionLog,
+    /// The adapters that serve repairs of digest-only ranges (`rows`).
+    pub rows: crate::rows::RowAdapters,
     /// Peers found in DNS (`[discovery]`), shared with the dialer.
     pub discovered: Arc<crate::peers::Discovered>,
 }
@@ -192,6 +194,7 @@ impl<B: AgentBackend> AgentState<B> {
             http_addr: std::sync::OnceLock::new(),
             sessions: Default::default(),
             actions: Default::default(),
+            rows: Default::default(),
             node_id: store.node_id().clone(),
             secret: store.secret().clone(),
             store,

@@ -530,6 +530,20 @@ pub fn pair_with<B: AgentBackend>(
     wire: Arc<dyn Wire>,
     configure: impl Fn(&mut crate::config::AgentConfig),
 ) -> Arc<crate::state::AgentState<B>> {
+    pair_both(local, peer, wire, configure).0
+}
+
+/// [`pair_with`], returning the peer's agent too (to reach its state: its
+/// row adapters, its journal).
+pub fn pair_both<B: AgentBackend>(
+    local: Arc<mend_store::Store<B>>,
+    peer: Arc<mend_store::Store<B>>,
+    wire: Arc<dyn Wire>,
+    configure: impl Fn(&mut crate::config::AgentConfig),
+) -> (
+    Arc<crate::state::AgentState<B>>,
+    Arc<crate::state::AgentState<B>>,
+) {
     let registry = Arc::new(Registry::default());
     let timeout = Duration::from_secs(600);
     let (local_id, peer_id) = (local.node_id().to_string(), peer.node_id().to_string());
@@ -561,10 +575,11 @@ pub fn pair_with<B: AgentBackend>(
         &local_id,
         MemDialer::new(peer_id.clone(), registry.clone(), wire.clone(), timeout),
     );
-    registry.set(&peer_id, Some(Arc::new(PeerService::new(far))));
-    agent(
+    registry.set(&peer_id, Some(Arc::new(PeerService::new(far.clone()))));
+    let near = agent(
         local,
         &peer_id,
         MemDialer::new(local_id, registry, wire, timeout),
-    )
+    );
+    (near, far)
 }

@@ -262,12 +262,19 @@ pub fn plan_for<B: AgentBackend>(
         u64::MAX
     };
     let (planned, mut skipped) = plan(d, categories, grace, &state.config.authority);
-    // A digest-only range holds no values to move: its keys are reported
-    // and left to the source's adapter (moving an entry without its value
-    // would plant an empty value on the other side).
-    let digest_only: std::collections::HashSet<&str> = state
-        .store
-        .ranges()
+    // A digest-only range's values live behind its adapter: its keys move
+    // through the adapters of both sides (`rows`), newer-wins only (a
+    // resolution toward an authority re-stamps a value here, which a store
+    // behind an adapter does not take); without an adapter here they are
+    // reported and left alone.
+    let ranges = state.store.ranges();
+    let mut why: std::collections::HashMap<&str, &'static str> = Default::default();
+    for s in ranges.specs() {
+        if s.mode == mend_core::RangeMode::Digests && state.rows.get(&s.name).is_none() {
+            why.insert(s.name.as_str(), DIGEST_ONLY_SKIP);
+        }
+    }
+    let digest_only: std::collections::HashSet<&str> = ranges
         .specs()
         .iter()
         .filter(|s| s.mode == mend_core::RangeMode::Digests)
@@ -276,25 +283,37 @@ pub fn plan_for<B: AgentBackend>(
     if digest_only.is_empty() {
         return (planned, skipped);
     }
-    let held_back: std::collections::HashSet<&[u8]> = d
+    let range_of: std::collections::HashMap<&[u8], &str> = d
         .keys
         .iter()
         .filter(|k| digest_only.contains(k.range.as_str()))
-        .map(|k| k.div.key.as_slice())
+        .map(|k| (k.div.key.as_slice(), k.range.as_str()))
         .collect();
-    let (planned, kept): (Vec<Planned>, Vec<Planned>) = planned
-        .into_iter()
-        .partition(|p| !held_back.contains(p.key.as_slice()));
-    skipped.extend(
-        kept.into_iter()
-            .map(|p| (p.key, DIGEST_ONLY_SKIP.to_string())),
-    );
-    (planned, skipped)
+    let mut kept = Vec::with_capacity(planned.len());
+    for p in planned {
+        let reason = match range_of.get(p.key.as_slice()) {
+            None => None,
+            Some(r) => why
+                .get(r)
+                .copied()
+                .or((p.resolution == Resolution::Authority).then_some(DIGEST_ONLY_AUTHORITY_SKIP)),
+        };
+        match reason {
+            Some(r) => skipped.push((p.key, r.to_string())),
+            None => kept.push(p),
+        }
+    }
+    (kept, skipped)
 }
 
-/// Why a key of a digest-only range is not repaired by mend.
-pub const DIGEST_ONLY_SKIP: &str = "digest-only range: mend holds no value to move; \
-     repair through the source's adapter";
+/// Why a key of a digest-only range is not repaired by this agent.
+pub const DIGEST_ONLY_SKIP: &str = "digest-only range without an adapter here: mend holds \
+     no value to move; repair through the source's adapter (mend attach serves repairs)";
+
+/// Why a key of a digest-only range is not resolved toward an authority.
+pub const DIGEST_ONLY_AUTHORITY_SKIP: &str = "digest-only range: resolving toward an \
+     authority re-stamps the value, which a store behind an adapter does not take; \
+     repair it newer-wins or by hand";
 
 /// The sort key of a divergent key in causal order: its newer entry's
 /// (ms, logical, origin, seq); keys with no entry on either side sort first.
@@ -712,18 +731,14 @@ async fn push_planned<B: AgentBackend>(
     for chunk in to_peer.chunks(REPAIR_BATCH_KEYS) {
         let keys = chunk.to_vec();
         let rid = id.clone();
-        let recs = state
-            .blocking(move |s| {
-                // Recorded before the push: an undo holds these keys on
-                // this side too.
-                s.backend().write(journal::pushed_ops(&rid, &keys), false)?;
-                Ok(keys
-                    .iter()
-                    .cloned()
-                    .zip(s.get_many(&keys)?)
-                    .collect::<Vec<_>>())
-            })
+        // Recorded before the push: an undo holds these keys on this side
+        // too.
+        let ops = journal::pushed_ops(&rid, &keys);
+        state
+            .blocking(move |s| s.backend().write(ops, false))
             .await?;
+        let got = crate::rows::read_records(state, keys.clone()).await?;
+        let recs = keys.into_iter().zip(got);
         let mut msg = pb::PushRequest {
             repair_id: if first { id.clone() } else { String::new() },
             entries: Vec::new(),
@@ -854,26 +869,13 @@ async fn fetch_planned<B: AgentBackend>(
                 let writes = std::mem::take(&mut batch);
                 batch_bytes = 0;
                 let n = writes.len() as u64;
-                let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
-                let rid = id.clone();
-                let outs = state
-                    .blocking(move |s| {
-                        let ks = keys.clone();
-                        s.write_with_extra(writes, &|o| journal::entry_ops(&rid, &ks, o))
-                            .map(|o| (keys, o))
-                    })
-                    .await?;
-                for (k, a) in outs.0.into_iter().zip(outs.1) {
-                    if a.decision == Decision::Apply {
-                        sum.keys_to_local += 1;
-                    } else {
-                        sum.skipped.push((
+                for (k, a) in crate::rows::apply_writes(state, &id, writes).await? {
+                    match a {
+                        crate::rows::Applied::Applied => sum.keys_to_local += 1,
+                        crate::rows::Applied::Kept(decision) => sum.skipped.push((
                             k,
-                            format!(
-                                "kept the local entry ({}): it changed since the diff",
-                                crate::service::decision_str(a.decision)
-                            ),
-                        ));
+                            format!("kept the local entry ({decision}): it changed since the diff"),
+                        )),
                     }
                 }
                 *done += n;
@@ -1017,6 +1019,12 @@ async fn shadow_run<B: AgentBackend>(
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
     let peer = connect(state, addr).await?;
+    // Rows behind an adapter have no checkpoint to apply to.
+    let (rows, planned): (Vec<&Planned>, Vec<&Planned>) = planned
+        .iter()
+        .partition(|p| crate::rows::digest_range(state, &p.key).is_some());
+    let planned: Vec<Planned> = planned.into_iter().cloned().collect();
+    let planned = planned.as_slice();
     let to_peer = keys_behind(planned, Side::Peer);
     let to_local = keys_behind(planned, Side::Local);
     let mut peer_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
@@ -1112,6 +1120,14 @@ async fn shadow_run<B: AgentBackend>(
         summarize(r, &mut peer_after)?;
     }
     let mut out = ShadowOutcome::default();
+    for p in rows {
+        out.remaining.push((
+            p.key.clone(),
+            "not predicted: a digest-only range's rows live behind its adapter, \
+             which a shadow run does not write to"
+                .into(),
+        ));
+    }
     for p in planned {
         if p.resolution == Resolution::Authority {
             out.remaining.push((
@@ -1209,9 +1225,20 @@ pub async fn undo<B: AgentBackend>(
         .now_ms()
         .saturating_add(state.config.journal.undo_hold_ms);
     let keep_deletes = state.config.gc.enabled;
-    let local = state
+    let st = state.clone();
+    let (mut local, images) = state
         .blocking(move |s| {
-            let o = journal::undo_here(s, &id2, keep_deletes)?;
+            journal::undo_here(s, &id2, keep_deletes, &|k| {
+                crate::rows::digest_range(&st, k).is_some()
+            })
+        })
+        .await?;
+    let rows = crate::rows::undo(state, images).await?;
+    local.restored += rows.restored;
+    local.skipped.extend(rows.skipped);
+    let id2 = id.clone();
+    state
+        .blocking(move |s| {
             let mut h = header;
             h.undone = true;
             h.hold_until_ms = hold_until;
@@ -1220,8 +1247,7 @@ pub async fn undo<B: AgentBackend>(
                 segment::clear(s, &id2)?;
                 h.run = RunState::Cancelled;
             }
-            journal::put_header(s, &h)?;
-            Ok(o)
+            journal::put_header(s, &h)
         })
         .await?;
     out.restored_local = local.restored;

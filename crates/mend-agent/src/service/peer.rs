@@ -17,7 +17,6 @@ use mend_rpc::convert::{
 use mend_rpc::{PROTOCOL_VERSION, pb};
 use mend_store::{RangeView, Write};
 
-use super::decision_str;
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
 use crate::state::{AgentBackend, AgentState, AgentStore};
@@ -374,8 +373,7 @@ impl<B: AgentBackend> PeerService<B> {
         tokio::spawn(async move {
             let _permit = permit;
             for chunk in keys.chunks(FETCH_CHUNK_KEYS) {
-                let ks = chunk.to_vec();
-                let got = state.blocking(move |s| s.get_many(&ks)).await;
+                let got = crate::rows::read_records(&state, chunk.to_vec()).await;
                 let got = match got {
                     Ok(g) => g,
                     Err(e) => {
@@ -475,25 +473,13 @@ impl<B: AgentBackend> PeerService<B> {
                 writes.push(write_from_pb(e)?);
             }
             self.state.check_future(&writes)?;
-            let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
-            let rid2 = rid.clone();
-            let outs = self
-                .state
-                .blocking(move |store| {
-                    let ks = keys.clone();
-                    let out =
-                        store.write_with_extra(writes, &|o| journal::entry_ops(&rid2, &ks, o))?;
-                    Ok((keys, out))
-                })
-                .await?;
-            for (k, a) in outs.0.into_iter().zip(outs.1) {
-                if a.decision == mend_core::Decision::Apply {
-                    applied += 1;
-                } else {
-                    not_applied.push(pb::KeyOutcome {
-                        key: k,
-                        decision: decision_str(a.decision).into(),
-                    });
+            for (key, a) in crate::rows::apply_writes(&self.state, &rid, writes).await? {
+                match a {
+                    crate::rows::Applied::Applied => applied += 1,
+                    crate::rows::Applied::Kept(decision) => not_applied.push(pb::KeyOutcome {
+                        key,
+                        decision: decision.into(),
+                    }),
                 }
             }
         }
@@ -638,10 +624,11 @@ impl<B: AgentBackend> PeerService<B> {
             .now_ms()
             .saturating_add(self.state.config.journal.undo_hold_ms);
         let keep_deletes = self.state.config.gc.enabled;
-        let out = self
+        let st = self.state.clone();
+        let found = self
             .state
             .blocking(move |s| {
-                let Some(mut h) = journal::get_header(s, &id)? else {
+                let Some(h) = journal::get_header(s, &id)? else {
                     return Ok(None);
                 };
                 // Only the identity that pushed the repair may undo it (on a
@@ -657,15 +644,33 @@ impl<B: AgentBackend> PeerService<B> {
                 // Idempotent: the initiator resumes an undo that crashed
                 // after this side finished by asking again.
                 if h.undone {
-                    return Ok(Some(Ok(journal::UndoOutcome::default())));
+                    return Ok(Some(Ok(None)));
                 }
-                let o = journal::undo_here(s, &id, keep_deletes)?;
-                h.undone = true;
-                h.hold_until_ms = hold_until;
-                journal::put_header(s, &h)?;
-                Ok(Some(Ok(o)))
+                let (o, images) = journal::undo_here(s, &id, keep_deletes, &|k| {
+                    crate::rows::digest_range(&st, k).is_some()
+                })?;
+                Ok(Some(Ok(Some((h, o, images)))))
             })
             .await?;
+        let out = match found {
+            None => None,
+            Some(Err(s)) => Some(Err(s)),
+            Some(Ok(None)) => Some(Ok(journal::UndoOutcome::default())),
+            Some(Ok(Some((mut h, mut o, images)))) => {
+                // Rows behind an adapter go back before the repair is
+                // marked undone: a crash in between leaves it to a second
+                // undo, which finds the restored rows restored.
+                let rows = crate::rows::undo(&self.state, images).await?;
+                o.restored += rows.restored;
+                o.skipped.extend(rows.skipped);
+                h.undone = true;
+                h.hold_until_ms = hold_until;
+                self.state
+                    .blocking(move |s| journal::put_header(s, &h))
+                    .await?;
+                Some(Ok(o))
+            }
+        };
         match out {
             None => Ok(pb::UndoResponse::default()),
             Some(Err(s)) => Err(s),

@@ -1,0 +1,462 @@
+//! Rows of a store mend does not own: how a repair of a digest-only range
+//! moves data. The range's tree holds only (key, version, value digest),
+//! fed by the store's change feed (`service::ingest`); the values live in
+//! the store (a PostgreSQL table, ...). A repair therefore reads the newer
+//! row through the ahead side's [`RowAdapter`] and writes it through the
+//! behind side's, whose store checks the version itself, so a newer row
+//! written meanwhile is never clobbered.
+//!
+//! Invariants:
+//! * the tree of a digest-only range changes only through its feed, never
+//!   by a repair write (so the tree never claims what the store does not
+//!   hold), with one exception: undo puts an older version back, which the
+//!   feed's apply rule would refuse, so undo restores the tree entry it
+//!   checked is the repair's own ([`undo`]);
+//! * a row's payload is the adapter's encoding of the row, and
+//!   `value_hash(payload)` is the digest its feed reports: a record read
+//!   through an adapter has the same entry digest as the tree's entry;
+//! * the before-image of every applied row is in the journal before the
+//!   store commits the write (the adapter calls [`JournalFn`] under the
+//!   row's lock), so an undo always has it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use tonic::Status;
+
+use mend_core::limits::VALUE_BYTES_MAX;
+use mend_core::{EntryMeta, RangeMode, Record, Version};
+use mend_store::Write;
+
+use crate::journal;
+use crate::state::{AgentBackend, AgentState};
+
+/// A boxed future of an adapter call.
+pub type RowFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RowError>> + Send + 'a>>;
+
+/// Why an adapter call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// The store cannot be reached or is busy: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This key or change cannot be applied (not a key of the table, a
+    /// payload that does not decode, a row over a limit): retrying will not
+    /// help.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl RowError {
+    fn status(&self, range: &str) -> Status {
+        match self {
+            RowError::Unavailable(m) => {
+                Status::unavailable(format!("the adapter of range {range}: {m}"))
+            }
+            RowError::Rejected(m) => {
+                Status::failed_precondition(format!("the adapter of range {range}: {m}"))
+            }
+        }
+    }
+}
+
+/// A change a repair writes into the store behind an adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    /// The ahead side's row: written unless the store holds a version at
+    /// least as new. `version` is the row's own version (the adapter
+    /// checks that the payload carries it).
+    Put {
+        /// The row's version.
+        version: Version,
+        /// The row, in the adapter's encoding.
+        payload: Vec<u8>,
+    },
+    /// The ahead side deleted the row at tombstone `version`: the held row
+    /// is deleted unless it is newer than the deleted one.
+    Delete {
+        /// The tombstone's version.
+        version: Version,
+    },
+}
+
+/// What an undo of one row found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// The store held the repair's row; it holds the before-image now.
+    Restored,
+    /// The store already held the before-image (an earlier undo that did
+    /// not finish).
+    AlreadyRestored,
+    /// The row changed since the repair: left alone.
+    Changed,
+}
+
+/// The journal write an adapter makes before it commits an applied change,
+/// under the row's lock: (before-image, entry the feed will report after
+/// the change). An error aborts the change.
+pub type JournalFn<'a> =
+    &'a (dyn Fn(Option<Record>, EntryMeta) -> RowFuture<'static, ()> + Send + Sync);
+
+/// The repair interface of a store behind a digest-only range.
+pub trait RowAdapter: Send + Sync {
+    /// The current rows of `keys`, in order: records whose value is the
+    /// row's payload and whose meta is what the feed reports for the row
+    /// (`None` where the store holds no row).
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>]) -> RowFuture<'a, Vec<Option<Record>>>;
+
+    /// Applies `change` to `key` if the store's own version check lets it
+    /// (true), calling `journal` with the before-image first; false when
+    /// the store kept a row at least as new.
+    fn apply<'a>(
+        &'a self,
+        key: &'a [u8],
+        change: &'a RowChange,
+        journal: JournalFn<'a>,
+    ) -> RowFuture<'a, bool>;
+
+    /// Puts `before` back (or removes the row when `None`) if the store
+    /// still holds the row a repair wrote, whose feed entry is `after`.
+    fn restore<'a>(
+        &'a self,
+        key: &'a [u8],
+        after: &'a EntryMeta,
+        before: Option<&'a Record>,
+    ) -> RowFuture<'a, Restore>;
+}
+
+/// The adapters serving repairs of this agent's digest-only ranges, by
+/// range name (`mend attach` registers its table's).
+#[derive(Default)]
+pub struct RowAdapters {
+    by_range: RwLock<HashMap<String, Arc<dyn RowAdapter>>>,
+}
+
+impl RowAdapters {
+    /// Serves repairs of `range` through `adapter`.
+    pub fn register(&self, range: &str, adapter: Arc<dyn RowAdapter>) {
+        self.by_range
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(range.to_string(), adapter);
+    }
+
+    /// The adapter of `range`, if one is registered.
+    pub fn get(&self, range: &str) -> Option<Arc<dyn RowAdapter>> {
+        self.by_range
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(range)
+            .cloned()
+    }
+}
+
+/// The name of `key`'s range if that range is digest-only.
+pub fn digest_range<B: AgentBackend>(state: &AgentState<B>, key: &[u8]) -> Option<String> {
+    let ranges = state.store.ranges();
+    let spec = ranges.get(ranges.lookup(key).ok()?)?;
+    (spec.mode == RangeMode::Digests).then(|| spec.name.clone())
+}
+
+fn adapter_of<B: AgentBackend>(
+    state: &AgentState<B>,
+    range: &str,
+) -> Result<Arc<dyn RowAdapter>, Status> {
+    state.rows.get(range).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "range {range} is digest-only and no adapter serves its rows on {} \
+             (run the agent with `mend attach` to repair it)",
+            state.node_id
+        ))
+    })
+}
+
+/// Indices of `keys` grouped by their digest-only range; keys of
+/// value-holding ranges under `None`.
+fn by_range<B: AgentBackend>(
+    state: &AgentState<B>,
+    keys: &[Vec<u8>],
+) -> HashMap<Option<String>, Vec<usize>> {
+    let mut groups: HashMap<Option<String>, Vec<usize>> = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(digest_range(state, k)).or_default().push(i);
+    }
+    groups
+}
+
+/// The current records of `keys`, in order, wherever they live: values
+/// from the store, rows of digest-only ranges through their adapters (a
+/// row the store no longer holds is the tree's tombstone, if it has one).
+pub async fn read_records<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    keys: Vec<Vec<u8>>,
+) -> Result<Vec<Option<Record>>, Status> {
+    let mut out: Vec<Option<Record>> = vec![None; keys.len()];
+    for (range, idx) in by_range(state, &keys) {
+        let ks: Vec<Vec<u8>> = idx.iter().map(|&i| keys[i].clone()).collect();
+        let got = match range {
+            None => state.blocking(move |s| s.get_many(&ks)).await?,
+            Some(range) => {
+                let adapter = adapter_of(state, &range)?;
+                let rows = adapter.read(&ks).await.map_err(|e| e.status(&range))?;
+                if rows.len() != ks.len() {
+                    return Err(Status::internal(format!(
+                        "the adapter of range {range} answered {} keys of {}",
+                        rows.len(),
+                        ks.len()
+                    )));
+                }
+                let held = state
+                    .blocking(move |s| ks.iter().map(|k| s.get(k)).collect())
+                    .await?;
+                merge_rows(rows, held, &range)?
+            }
+        };
+        for (i, r) in idx.into_iter().zip(got) {
+            out[i] = r;
+        }
+    }
+    Ok(out)
+}
+
+/// A store's rows with the tree's entries of the same keys: the row where
+/// there is one, else the tree's tombstone (a delete the feed reported).
+fn merge_rows(
+    rows: Vec<Option<Record>>,
+    held: Vec<Option<Record>>,
+    range: &str,
+) -> Result<Vec<Option<Record>>, Status> {
+    rows.into_iter()
+        .zip(held)
+        .map(|(row, held)| match row {
+            Some(r) if r.value.len() > VALUE_BYTES_MAX => {
+                Err(Status::failed_precondition(format!(
+                    "a row of range {range} encodes to {} bytes, over VALUE_BYTES_MAX = \
+                     {VALUE_BYTES_MAX}: it cannot be repaired through mend",
+                    r.value.len()
+                )))
+            }
+            Some(r) => Ok(Some(r)),
+            None => Ok(held.filter(|h| h.meta.tombstone)),
+        })
+        .collect()
+}
+
+/// What applying one repair write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Written (in the store, or through the adapter).
+    Applied,
+    /// Not written: the receiving side's apply rule (or store) kept its
+    /// own, named by this decision ("stale", "duplicate", ...).
+    Kept(&'static str),
+}
+
+/// Applies repair `rid`'s `writes` (each with a version), journaled with
+/// their before-images: writes of value-holding ranges through the store's
+/// apply rule in one batch, writes of digest-only ranges through their
+/// adapters. Returns each write's key and outcome, in order.
+pub async fn apply_writes<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    rid: &str,
+    writes: Vec<Write>,
+) -> Result<Vec<(Vec<u8>, Applied)>, Status> {
+    let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+    let groups = by_range(state, &keys);
+    let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
+    let mut out: Vec<Option<Applied>> = vec![None; keys.len()];
+    for (range, idx) in groups {
+        let ws: Vec<Write> = idx.iter().filter_map(|&i| slots[i].take()).collect();
+        let got = match range {
+            None => apply_values(state, rid, ws).await?,
+            Some(range) => apply_rows(state, rid, &range, ws).await?,
+        };
+        for (i, a) in idx.into_iter().zip(got) {
+            out[i] = Some(a);
+        }
+    }
+    Ok(keys
+        .into_iter()
+        .zip(out)
+        .map(|(k, a)| (k, a.unwrap_or(Applied::Kept("missing"))))
+        .collect())
+}
+
+async fn apply_values<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    rid: &str,
+    writes: Vec<Write>,
+) -> Result<Vec<Applied>, Status> {
+    let rid = rid.to_string();
+    let outs = state
+        .blocking(move |s| {
+            let ks: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+            s.write_with_extra(writes, &|o| journal::entry_ops(&rid, &ks, o))
+        })
+        .await?;
+    Ok(outs
+        .into_iter()
+        .map(|a| match a.decision {
+            mend_core::Decision::Apply => Applied::Applied,
+            d => Applied::Kept(crate::service::decision_str(d)),
+        })
+        .collect())
+}
+
+async fn apply_rows<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    rid: &str,
+    range: &str,
+    writes: Vec<Write>,
+) -> Result<Vec<Applied>, Status> {
+    let adapter = adapter_of(state, range)?;
+    let mut out = Vec::with_capacity(writes.len());
+    for w in writes {
+        let version = w
+            .version
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("a repair write without a version"))?;
+        let change = match w.value {
+            Some(payload) => RowChange::Put { version, payload },
+            None => RowChange::Delete { version },
+        };
+        let st = state.clone();
+        let (id, key) = (rid.to_string(), w.key.clone());
+        let journal = move |before: Option<Record>, after: EntryMeta| -> RowFuture<'static, ()> {
+            let (st, id, key) = (st.clone(), id.clone(), key.clone());
+            Box::pin(async move {
+                st.blocking(move |s| {
+                    s.backend().write(
+                        journal::image_ops(&id, &key, before.as_ref(), &after),
+                        false,
+                    )
+                })
+                .await
+                .map_err(|e| RowError::Unavailable(format!("journal: {}", e.message())))
+            })
+        };
+        let applied = adapter
+            .apply(&w.key, &change, &journal)
+            .await
+            .map_err(|e| e.status(range))?;
+        out.push(if applied {
+            Applied::Applied
+        } else {
+            Applied::Kept("stale")
+        });
+    }
+    Ok(out)
+}
+
+/// A journaled row of a digest-only range to undo: (key, before-image,
+/// the feed's entry after the repair).
+pub type RowImage = (Vec<u8>, Option<Record>, EntryMeta);
+
+/// Undoes the journaled rows of digest-only ranges through their adapters.
+///
+/// A row goes back only where the store still holds the repair's row. The
+/// tree must hold it too (the feed delivered the repair's write): the
+/// restored row carries an older version, which the feed's apply rule
+/// would refuse, so after the store restores it the tree entry is put
+/// back here, from the repair's entry only; if the feed has not delivered
+/// the repair's write yet, restoring now would let that late delivery
+/// win, so the key is skipped and a second undo finishes it.
+pub async fn undo<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    images: Vec<RowImage>,
+) -> Result<journal::UndoOutcome, Status> {
+    let mut out = journal::UndoOutcome::default();
+    for (key, before, after) in images {
+        let Some(range) = digest_range(state, &key) else {
+            continue;
+        };
+        let adapter = adapter_of(state, &range)?;
+        match undo_row(state, adapter.as_ref(), &key, before, after)
+            .await
+            .map_err(|e| e.status(&range))?
+        {
+            Ok(()) => out.restored += 1,
+            Err(why) => out.skipped.push((key, why)),
+        }
+    }
+    Ok(out)
+}
+
+/// Undoes one row: `Ok(Ok(()))` when the store holds the before-image
+/// afterwards (restored now or by an earlier undo), `Ok(Err(why))` when
+/// it was left alone.
+async fn undo_row<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    adapter: &dyn RowAdapter,
+    key: &[u8],
+    before: Option<Record>,
+    after: EntryMeta,
+) -> Result<Result<(), String>, RowError> {
+    const CHANGED: &str = "changed since the repair";
+    let tree_of = |k: Vec<u8>| async move {
+        state
+            .blocking(move |s| s.get(&k))
+            .await
+            .map(|r| r.map(|r| r.meta))
+            .map_err(|e| RowError::Unavailable(e.message().to_string()))
+    };
+    // A restored row the feed reports as a delete needs no tree entry put
+    // back: the feed's tombstone is newer than the repair's entry.
+    let Some(b) = before else {
+        return Ok(match adapter.restore(key, &after, None).await? {
+            Restore::Changed => Err(CHANGED.into()),
+            Restore::Restored | Restore::AlreadyRestored => Ok(()),
+        });
+    };
+    let mut tree = tree_of(key.to_vec()).await?;
+    if tree.as_ref() != Some(&after) {
+        let now = adapter
+            .read(std::slice::from_ref(&key.to_vec()))
+            .await?
+            .pop()
+            .flatten()
+            .map(|r| r.meta);
+        if now.as_ref() == Some(&b.meta) && tree.as_ref() == Some(&b.meta) {
+            return Ok(Ok(()));
+        }
+        if now.as_ref() != Some(&after) {
+            return Ok(Err(CHANGED.into()));
+        }
+        // The store holds the repair's row, the tree not yet: the feed
+        // has still to deliver it, and restoring before it does would let
+        // that late delivery win over the older restored row.
+        let deadline = tokio::time::Instant::now() + UNDO_FEED_WAIT;
+        while tree.as_ref() != Some(&after) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tree = tree_of(key.to_vec()).await?;
+        }
+        if tree.as_ref() != Some(&after) {
+            return Ok(Err(format!(
+                "the change feed did not deliver the repair's write to the tree within \
+                 {} ms (UNDO_FEED_WAIT); left as it is",
+                UNDO_FEED_WAIT.as_millis()
+            )));
+        }
+    }
+    match adapter.restore(key, &after, Some(&b)).await? {
+        Restore::Changed => Ok(Err(CHANGED.into())),
+        Restore::Restored | Restore::AlreadyRestored => {
+            // The feed will report the restored row at its older version,
+            // which its apply rule refuses over the repair's entry: put the
+            // tree entry back here, from the repair's entry only.
+            let restored = Record::digest_only(b.meta.version, b.meta.value_hash);
+            let k = key.to_vec();
+            state
+                .blocking(move |s| s.compare_and_restore(&k, Some(&after), Some(&restored)))
+                .await
+                .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
+            Ok(Ok(()))
+        }
+    }
+}
+
+/// How long undo waits for the change feed to deliver a repair's write to
+/// the tree before it leaves the row alone.
+pub const UNDO_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
