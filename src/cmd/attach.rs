@@ -14,8 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use mend_agent::config::FutureWrites;
+use mend_agent::rows::{JournalFn, Restore, RowAdapter, RowChange, RowError, RowFuture};
+use mend_core::{EntryMeta, Record};
 use mend_core::{NodeId, RangeMode, RangeSpec, TreeShape};
-use mend_pg::{Adapter, AdapterConfig, PgLimits, PgMetrics};
+use mend_pg::rows::{PgRows, Restored};
+use mend_pg::{Adapter, AdapterConfig, PgError, PgLimits, PgMetrics};
 use mend_rpc::pb::ingest_client::IngestClient;
 use mend_tls::client::ClientTls;
 
@@ -67,7 +70,12 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let metrics = Arc::new(PgMetrics::default());
         let mut adapter = Adapter::connect(adapter_config, metrics.clone()).await?;
+        let rows = PgRows::connect(&a.postgres, adapter.spec().clone()).await?;
         let mut agent = mend_agent::start(config.clone(), secret).await?;
+        agent
+            .state
+            .rows
+            .register(&range, Arc::new(PgRowAdapter(rows)));
         let mut registry = prometheus_client::registry::Registry::with_prefix("mend");
         metrics.register(&mut registry);
         agent.state.metrics.register_extra(registry);
@@ -116,4 +124,67 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
             _ => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// The table's repair access as the agent's row adapter of its range.
+struct PgRowAdapter(PgRows);
+
+/// A data or integrity error is the row's (retrying will not help); any
+/// other failure (connection, server) is "retry later".
+fn row_err(e: PgError) -> RowError {
+    match &e {
+        PgError::Row(m) => RowError::Rejected(m.clone()),
+        PgError::Sql { source, .. }
+            if source
+                .code()
+                .is_some_and(|c| ["22", "23", "42"].iter().any(|k| c.code().starts_with(k))) =>
+        {
+            RowError::Rejected(e.to_string())
+        }
+        _ => RowError::Unavailable(e.to_string()),
+    }
+}
+
+impl RowAdapter for PgRowAdapter {
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>]) -> RowFuture<'a, Vec<Option<Record>>> {
+        Box::pin(async move { self.0.read(keys).await.map_err(row_err) })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        key: &'a [u8],
+        change: &'a RowChange,
+        journal: JournalFn<'a>,
+    ) -> RowFuture<'a, bool> {
+        Box::pin(async move {
+            let (version, payload) = match change {
+                RowChange::Put { version, payload } => (version, Some(payload.as_slice())),
+                RowChange::Delete { version } => (version, None),
+            };
+            let journal = |b: Option<Record>, a: EntryMeta| async move {
+                journal(b, a).await.map_err(|e| e.to_string())
+            };
+            self.0
+                .apply(key, version, payload, journal)
+                .await
+                .map_err(row_err)
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        key: &'a [u8],
+        after: &'a EntryMeta,
+        before: Option<&'a Record>,
+    ) -> RowFuture<'a, Restore> {
+        Box::pin(async move {
+            Ok(
+                match self.0.restore(key, after, before).await.map_err(row_err)? {
+                    Restored::Restored => Restore::Restored,
+                    Restored::AlreadyRestored => Restore::AlreadyRestored,
+                    Restored::Changed => Restore::Changed,
+                },
+            )
+        })
+    }
 }

@@ -645,3 +645,241 @@ async fn mend_attach_follows_a_table_in_one_command() {
     );
     drop((a, b, pg1, pg2));
 }
+
+/// Every row of `orders`, in key order, as one line of text each.
+async fn table_rows(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query(
+        "SELECT id::text || '|' || coalesce(note, '<null>') || '|' || qty || '|' || \
+         updated_at::text FROM orders ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mend_repair_moves_rows_between_attached_databases_and_undoes_them() {
+    // Proves `mend repair` repairs a digest-only range through the
+    // adapters of both `mend attach` agents: the plan of a dry run changes
+    // no row; the repair moves each row toward the side that is behind in
+    // SQL (both directions, a delete included) at the rate asked; the
+    // tables then agree row for row and the trees follow; `mend undo`
+    // puts the rows back (a repaired delete stays, as with values) and the
+    // trees follow the restored, older rows.
+    let d = tempfile::tempdir().unwrap();
+    let (pg1, db1) = server(&d.path().join("pg1"), 300).await;
+    let (pg2, db2) = server(&d.path().join("pg2"), 300).await;
+    let a = attach("node-a", &d.path().join("a"), &pg1);
+    let b = attach("node-b", &d.path().join("b"), &pg2);
+    let newer = "updated_at = updated_at + interval '2 hours'";
+    db1.batch_execute(&format!(
+        "UPDATE orders SET note = 'newer at pg1', {newer} WHERE id = 5; \
+         DELETE FROM orders WHERE id = 6; \
+         INSERT INTO orders VALUES (7001, 'only at pg1', 1, '2026-03-01 00:00:00+00')"
+    ))
+    .await
+    .unwrap();
+    db2.batch_execute(&format!(
+        "UPDATE orders SET note = 'newer at pg2', {newer} WHERE id = 8; \
+         INSERT INTO orders VALUES (7002, NULL, 2, '2026-03-02 00:00:00+00')"
+    ))
+    .await
+    .unwrap();
+    let want: BTreeMap<String, String> = [
+        ("5", "stale"),
+        ("6", "unpropagated_delete"),
+        ("7001", "missing"),
+        ("8", "stale"),
+        ("7002", "missing"),
+    ]
+    .into_iter()
+    .map(|(k, c)| (k.to_string(), c.to_string()))
+    .collect();
+    until(
+        std::time::Duration::from_secs(30),
+        "the divergence in both trees",
+        async || (diff(&a.addr, &b.addr) == want).then_some(()),
+    )
+    .await;
+    let (before1, before2) = (table_rows(&db1).await, table_rows(&db2).await);
+
+    let (code, dry) = mend_json(&["repair", "--agent", &a.addr, "--peer", &b.addr, "--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    let plan: BTreeMap<String, String> = dry["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap().to_string(),
+                p["behind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let behind: BTreeMap<String, String> = [
+        ("5", "peer"),
+        ("6", "peer"),
+        ("7001", "peer"),
+        ("8", "local"),
+        ("7002", "local"),
+    ]
+    .into_iter()
+    .map(|(k, s)| (k.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(plan, behind, "{dry}");
+    assert_eq!(table_rows(&db1).await, before1, "a dry run writes nothing");
+    assert_eq!(table_rows(&db2).await, before2, "a dry run writes nothing");
+
+    // Two keys a second: the last of five keys cannot leave before 2 s.
+    let (code, rep) = mend_json(&[
+        "repair",
+        "--agent",
+        &a.addr,
+        "--peer",
+        &b.addr,
+        "--rate-keys",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(rep["skipped"].as_array().unwrap().len(), 0, "{rep}");
+    assert_eq!(
+        (rep["keys_to_peer"].as_u64(), rep["keys_to_local"].as_u64()),
+        (Some(3), Some(2)),
+        "{rep}"
+    );
+    assert!(rep["elapsed_ms"].as_u64().unwrap() >= 2000, "paced: {rep}");
+    let id = rep["repair_id"].as_str().unwrap().to_string();
+    let (after1, after2) = (table_rows(&db1).await, table_rows(&db2).await);
+    assert_eq!(after1, after2, "the tables agree row for row");
+    assert!(
+        after2.iter().any(|r| r.starts_with("5|newer at pg1|")),
+        "{after2:?}"
+    );
+    assert!(
+        after1.iter().any(|r| r.starts_with("8|newer at pg2|")),
+        "{after1:?}"
+    );
+    assert!(
+        after1.iter().any(|r| r.starts_with("7002|<null>|2|")),
+        "{after1:?}"
+    );
+    assert!(!after2.iter().any(|r| r.starts_with("6|")), "{after2:?}");
+    until(
+        std::time::Duration::from_secs(30),
+        "the trees to follow the repaired tables",
+        async || diff(&a.addr, &b.addr).is_empty().then_some(()),
+    )
+    .await;
+
+    let (code, u) = mend_json(&["undo", "--agent", &a.addr, &id]);
+    assert_eq!(code, 0, "{u}");
+    assert_eq!(u["restored"], 4, "{u}");
+    let skipped: Vec<&str> = u["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["6"], "the repaired delete stays: {u}");
+    assert_eq!(table_rows(&db1).await, before1, "pg1 restored");
+    let mut back2 = before2.clone();
+    back2.retain(|r| !r.starts_with("6|"));
+    assert_eq!(
+        table_rows(&db2).await,
+        back2,
+        "pg2 restored but for the delete"
+    );
+    let mut again = want.clone();
+    again.remove("6");
+    until(
+        std::time::Duration::from_secs(30),
+        "the trees to follow the restored tables",
+        async || (diff(&a.addr, &b.addr) == again).then_some(()),
+    )
+    .await;
+    drop((a, b, pg1, pg2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_row_never_overwrites_a_newer_row_and_journals_before_it_commits() {
+    // Proves the adapter's repair write keeps a row written newer since
+    // the diff, hands the agent's journal the before-image before the
+    // commit, and rolls the write back when the journal fails.
+    use mend_pg::rows::PgRows;
+    let d = tempfile::tempdir().unwrap();
+    let (pg1, db1) = server(&d.path().join("pg1"), 50).await;
+    let (pg2, db2) = server(&d.path().join("pg2"), 50).await;
+    let spec = mend_pg::catalog::table_spec(
+        &db1,
+        "public",
+        "orders",
+        "updated_at",
+        mend_core::NodeId::new("pg").unwrap(),
+    )
+    .await
+    .unwrap();
+    let ahead = PgRows::connect(&pg1.conninfo("postgres"), spec.clone())
+        .await
+        .unwrap();
+    let behind = PgRows::connect(&pg2.conninfo("postgres"), spec)
+        .await
+        .unwrap();
+    db1.batch_execute("UPDATE orders SET note = 'ahead', updated_at = updated_at + interval '1 hour' WHERE id IN (3, 4)")
+        .await
+        .unwrap();
+    let rows = ahead.read(&[b"3".to_vec(), b"4".to_vec()]).await.unwrap();
+    let (r3, r4) = (rows[0].clone().unwrap(), rows[1].clone().unwrap());
+    // Newer still, at the behind side, after the "diff".
+    db2.batch_execute("UPDATE orders SET note = 'newest', updated_at = updated_at + interval '2 hours' WHERE id = 3")
+        .await
+        .unwrap();
+    let journaled = std::sync::Mutex::new(Vec::new());
+    let applied = behind
+        .apply(b"3", &r3.meta.version, Some(&r3.value), |b, a| {
+            journaled.lock().unwrap().push((b, a));
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert!(!applied, "the newer row is kept");
+    assert!(
+        journaled.lock().unwrap().is_empty(),
+        "nothing journaled for a kept row"
+    );
+    assert_eq!(note_of(&db2, 3).await.as_deref(), Some("newest"));
+
+    // A journal that fails rolls the write back.
+    let applied = behind
+        .apply(b"4", &r4.meta.version, Some(&r4.value), |_, _| async {
+            Err("journal unavailable".to_string())
+        })
+        .await;
+    assert!(applied.is_err());
+    assert_eq!(note_of(&db2, 4).await.as_deref(), Some("order 4"));
+    // With a journal that works: applied, journaled with the before-image.
+    let applied = behind
+        .apply(b"4", &r4.meta.version, Some(&r4.value), |b, a| {
+            journaled.lock().unwrap().push((b, a));
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert!(applied);
+    assert_eq!(note_of(&db2, 4).await.as_deref(), Some("ahead"));
+    let j = journaled.lock().unwrap();
+    assert_eq!(j.len(), 1);
+    let (before, after) = &j[0];
+    assert!(String::from_utf8_lossy(&before.as_ref().unwrap().value).contains("order 4"));
+    assert_eq!(after, &r4.meta);
+    drop((pg1, pg2));
+}
+
+async fn note_of(db: &tokio_postgres::Client, id: i32) -> Option<String> {
+    db.query_one("SELECT note FROM orders WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}

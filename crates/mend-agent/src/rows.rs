@@ -402,13 +402,8 @@ async fn undo_row<B: AgentBackend>(
             .map(|r| r.map(|r| r.meta))
             .map_err(|e| RowError::Unavailable(e.message().to_string()))
     };
-    // A restored row the feed reports as a delete needs no tree entry put
-    // back: the feed's tombstone is newer than the repair's entry.
     let Some(b) = before else {
-        return Ok(match adapter.restore(key, &after, None).await? {
-            Restore::Changed => Err(CHANGED.into()),
-            Restore::Restored | Restore::AlreadyRestored => Ok(()),
-        });
+        return undo_insert(state, adapter, key, after).await;
     };
     let mut tree = tree_of(key.to_vec()).await?;
     if tree.as_ref() != Some(&after) {
@@ -460,3 +455,58 @@ async fn undo_row<B: AgentBackend>(
 /// How long undo waits for the change feed to deliver a repair's write to
 /// the tree before it leaves the row alone.
 pub const UNDO_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Undoes a repair that inserted `key`'s row (no before-image): the store
+/// deletes it, and its feed reports the delete as a tombstone newer than
+/// the repair's entry. Before the repair the tree held nothing for the key,
+/// and a tombstone would say this replica deleted the row (a later repair
+/// would carry that delete to its peer), so once the feed has delivered it
+/// the tombstone is removed here, from a tombstone newer than the repair's
+/// entry only.
+async fn undo_insert<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    adapter: &dyn RowAdapter,
+    key: &[u8],
+    after: EntryMeta,
+) -> Result<Result<(), String>, RowError> {
+    match adapter.restore(key, &after, None).await? {
+        Restore::Changed => return Ok(Err("changed since the repair".into())),
+        Restore::Restored | Restore::AlreadyRestored => {}
+    }
+    let deadline = tokio::time::Instant::now() + UNDO_FEED_WAIT;
+    loop {
+        let k = key.to_vec();
+        let tree = state
+            .blocking(move |s| s.get(&k))
+            .await
+            .map(|r| r.map(|r| r.meta))
+            .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
+        match tree {
+            // Gone already (an earlier undo removed it).
+            None => return Ok(Ok(())),
+            Some(t) if t.tombstone && newer(&t, &after) => {
+                let k = key.to_vec();
+                state
+                    .blocking(move |s| s.compare_and_restore(&k, Some(&t), None))
+                    .await
+                    .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
+                return Ok(Ok(()));
+            }
+            // A live row newer than the repair's: written since the undo.
+            Some(t) if newer(&t, &after) => return Ok(Ok(())),
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Ok(Err(format!(
+                    "the row is deleted, but the change feed did not deliver the delete to \
+                     the tree within {} ms (UNDO_FEED_WAIT): the tree will show a delete here",
+                    UNDO_FEED_WAIT.as_millis()
+                )));
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Whether `a` is newer than `b` by the apply rule.
+fn newer(a: &EntryMeta, b: &EntryMeta) -> bool {
+    mend_core::apply::decide(Some(b), a) == mend_core::Decision::Apply
+}

@@ -298,6 +298,40 @@ async fn diverged(adapters: (bool, bool)) -> Pair {
     Pair { a, ta, tb }
 }
 
+/// Runs `work` while the tables' feeds deliver every few milliseconds,
+/// starting `lag` after it.
+async fn with_feeds<T>(
+    tables: [&Arc<Table>; 2],
+    lag: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let feed = async {
+        tokio::time::sleep(lag).await;
+        while !done.load(Ordering::SeqCst) {
+            for t in tables {
+                t.deliver();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let work = async {
+        let out = work.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    tokio::join!(work, feed).0
+}
+
+/// Key -> category of a diff from `a` to its peer.
+async fn categories(a: &Arc<AgentState<MemBackend>>) -> BTreeMap<Vec<u8>, mend_core::Category> {
+    let d = mend_agent::exchange::diff(a, "b", None).await.unwrap();
+    d.keys
+        .into_iter()
+        .map(|k| (k.div.key, k.category))
+        .collect()
+}
+
 const TOUCHED: [&str; 5] = ["k-010", "k-020", "only-a", "k-030", "only-b"];
 
 fn rt() -> tokio::runtime::Runtime {
@@ -312,6 +346,8 @@ fn a_digest_only_range_is_repaired_through_both_adapters_and_undone() {
     rt().block_on(async {
         let p = diverged((true, true)).await;
         let (before_a, before_b) = (p.ta.snapshot().await, p.tb.snapshot().await);
+        let diverged_as = categories(&p.a).await;
+        assert_eq!(diverged_as.len(), 5, "{diverged_as:?}");
 
         // Dry run: the plan names every key and its direction; no table
         // changes.
@@ -366,9 +402,13 @@ fn a_digest_only_range_is_repaired_through_both_adapters_and_undone() {
         // Undo: both tables back to their rows before the repair, and both
         // trees following them (the restored rows carry older versions,
         // which the feed alone could not put back).
-        let undo = mend_agent::repair::undo(&p.a, sum.repair_id.clone())
-            .await
-            .unwrap();
+        let undo = with_feeds(
+            [&p.ta, &p.tb],
+            std::time::Duration::ZERO,
+            mend_agent::repair::undo(&p.a, sum.repair_id.clone()),
+        )
+        .await
+        .unwrap();
         assert!(undo.skipped.is_empty(), "{:?}", undo.skipped);
         assert_eq!((undo.restored_local, undo.restored_peer), (2, 3));
         assert_eq!(p.ta.snapshot().await, before_a);
@@ -377,12 +417,9 @@ fn a_digest_only_range_is_repaired_through_both_adapters_and_undone() {
         p.tb.deliver();
         p.ta.assert_tree_follows(&TOUCHED).await;
         p.tb.assert_tree_follows(&TOUCHED).await;
-        let d = mend_agent::exchange::diff(&p.a, "b", None).await.unwrap();
-        let mut keys: Vec<&[u8]> = d.keys.iter().map(|k| k.div.key.as_slice()).collect();
-        keys.sort();
-        let mut want: Vec<&[u8]> = TOUCHED.iter().map(|k| k.as_bytes()).collect();
-        want.sort();
-        assert_eq!(keys, want, "diverged again exactly as before the repair");
+        // Diverged again exactly as before the repair: an undone insert is
+        // no entry, not a delete a later repair would carry over.
+        assert_eq!(categories(&p.a).await, diverged_as);
     });
 }
 
@@ -432,13 +469,13 @@ fn undo_waits_for_a_lagging_feed_so_the_trees_follow_the_tables() {
         // The feeds have delivered none of the repair's writes when the
         // undo starts; they do while it runs.
         let (ta, tb) = (p.ta.clone(), p.tb.clone());
-        let feed = async move {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            ta.deliver();
-            tb.deliver();
-        };
-        let (undo, ()) = tokio::join!(mend_agent::repair::undo(&p.a, sum.repair_id), feed);
+        // The feeds start 50 ms into the undo.
+        let undo = with_feeds(
+            [&ta, &tb],
+            std::time::Duration::from_millis(50),
+            mend_agent::repair::undo(&p.a, sum.repair_id),
+        )
+        .await;
         let undo = undo.unwrap();
         assert!(undo.skipped.is_empty(), "{:?}", undo.skipped);
         assert_eq!(p.tb.snapshot().await, before_b);

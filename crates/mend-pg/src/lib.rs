@@ -26,6 +26,7 @@ pub mod instance;
 pub mod metrics;
 pub mod pgoutput;
 pub mod repair;
+pub mod rows;
 pub mod table;
 
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! written concurrently with a newer version survives the repair (the
 //! statement then changes nothing and reports it).
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use crate::error::PgError;
@@ -66,9 +66,27 @@ fn key_predicate(spec: &TableSpec, first: usize) -> String {
 
 /// Reads the row of `key` (every column as text), `None` if absent.
 pub async fn read_row(
-    db: &Client,
+    db: &impl GenericClient,
     spec: &TableSpec,
     key: &[u8],
+) -> Result<Option<TextRow>, PgError> {
+    read_row_sql(db, spec, key, "").await
+}
+
+/// [`read_row`], locking the row for the rest of the transaction.
+pub async fn read_row_for_update(
+    db: &impl GenericClient,
+    spec: &TableSpec,
+    key: &[u8],
+) -> Result<Option<TextRow>, PgError> {
+    read_row_sql(db, spec, key, " FOR UPDATE").await
+}
+
+async fn read_row_sql(
+    db: &impl GenericClient,
+    spec: &TableSpec,
+    key: &[u8],
+    lock: &str,
 ) -> Result<Option<TextRow>, PgError> {
     let cols: Vec<String> = spec
         .columns
@@ -76,7 +94,7 @@ pub async fn read_row(
         .map(|c| format!("{}::text", quote_ident(c)))
         .collect();
     let sql = format!(
-        "SELECT {} FROM {} WHERE {}",
+        "SELECT {} FROM {} WHERE {}{lock}",
         cols.join(", "),
         spec.qualified(),
         key_predicate(spec, 1)
@@ -98,9 +116,27 @@ pub async fn read_row(
 /// `INSERT ... ON CONFLICT (key) DO UPDATE SET ... WHERE held.version <
 /// excluded.version`.
 pub async fn upsert_if_newer(
-    db: &Client,
+    db: &impl GenericClient,
     spec: &TableSpec,
     row: &TextRow,
+) -> Result<Outcome, PgError> {
+    upsert(db, spec, row, true).await
+}
+
+/// Inserts `row` or overwrites the held row, whatever its version (undo).
+pub async fn overwrite(
+    db: &impl GenericClient,
+    spec: &TableSpec,
+    row: &TextRow,
+) -> Result<Outcome, PgError> {
+    upsert(db, spec, row, false).await
+}
+
+async fn upsert(
+    db: &impl GenericClient,
+    spec: &TableSpec,
+    row: &TextRow,
+    if_newer: bool,
 ) -> Result<Outcome, PgError> {
     if row.len() != spec.columns.len() {
         return Err(PgError::Row(format!(
@@ -119,14 +155,23 @@ pub async fn upsert_if_newer(
         .map(|(_, n)| format!("{n} = EXCLUDED.{n}"))
         .collect();
     let version = &names[spec.version];
+    let check = if if_newer {
+        format!(" WHERE held.{version} < EXCLUDED.{version}")
+    } else {
+        String::new()
+    };
+    // A table of key columns only has nothing to update on conflict.
+    let action = if sets.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}{check}", sets.join(", "))
+    };
     let sql = format!(
-        "INSERT INTO {table} AS held ({cols}) VALUES ({vals}) \
-         ON CONFLICT ({keys}) DO UPDATE SET {sets} WHERE held.{version} < EXCLUDED.{version}",
+        "INSERT INTO {table} AS held ({cols}) VALUES ({vals}) ON CONFLICT ({keys}) {action}",
         table = spec.qualified(),
         cols = names.join(", "),
         vals = values.join(", "),
         keys = keys.join(", "),
-        sets = sets.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let n = db
@@ -143,7 +188,7 @@ pub async fn upsert_if_newer(
 /// Deletes the row of `key` only if its version is at most `deleted`
 /// (the version of the row the other replica deleted, as text).
 pub async fn delete_if_not_newer(
-    db: &Client,
+    db: &impl GenericClient,
     spec: &TableSpec,
     key: &[u8],
     deleted: &str,
@@ -178,8 +223,8 @@ pub async fn delete_if_not_newer(
 /// the ahead replica no longer holds (deleted since the diff) is left for
 /// the next diff.
 pub async fn repair_key(
-    ahead: &Client,
-    behind: &Client,
+    ahead: &impl GenericClient,
+    behind: &impl GenericClient,
     spec: &TableSpec,
     key: &[u8],
     tombstone: Option<&mend_core::Version>,
@@ -191,4 +236,29 @@ pub async fn repair_key(
             None => Ok(Outcome::Kept),
         },
     }
+}
+
+/// Deletes the row of `key`, whatever its version (undo of a repair that
+/// inserted it).
+pub async fn delete_row(
+    db: &impl GenericClient,
+    spec: &TableSpec,
+    key: &[u8],
+) -> Result<Outcome, PgError> {
+    let parts = key_parts(spec, key)?;
+    let sql = format!(
+        "DELETE FROM {} WHERE {}",
+        spec.qualified(),
+        key_predicate(spec, 1)
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = parts.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let n = db
+        .execute(&sql, &params)
+        .await
+        .map_err(PgError::sql("undoing a repaired row"))?;
+    Ok(if n == 1 {
+        Outcome::Applied
+    } else {
+        Outcome::Kept
+    })
 }

@@ -147,6 +147,40 @@ impl TableSpec {
         Ok(out)
     }
 
+    /// The row whose canonical bytes ([`TableSpec::encode`]) are `bytes`:
+    /// one column per value, table order (a row's text holds no NUL byte).
+    pub fn decode(&self, bytes: &[u8]) -> Result<Vec<Option<String>>, PgError> {
+        let bad = |why: &str| PgError::Row(format!("a row payload that does not decode: {why}"));
+        let mut row = Vec::with_capacity(self.columns.len());
+        let mut rest = bytes;
+        while let Some((&tag, tail)) = rest.split_first() {
+            if row.len() == self.columns.len() {
+                return Err(bad("more columns than the table has"));
+            }
+            match tag {
+                0 => {
+                    row.push(None);
+                    rest = tail;
+                }
+                1 => {
+                    let end = tail
+                        .iter()
+                        .position(|&b| b == 0)
+                        .ok_or_else(|| bad("an unterminated value"))?;
+                    let text =
+                        std::str::from_utf8(&tail[..end]).map_err(|_| bad("a value not UTF-8"))?;
+                    row.push(Some(text.to_string()));
+                    rest = &tail[end + 1..];
+                }
+                _ => return Err(bad("an unknown column tag")),
+            }
+        }
+        if row.len() != self.columns.len() {
+            return Err(bad("fewer columns than the table has"));
+        }
+        Ok(row)
+    }
+
     /// The version of a row.
     pub fn version(&self, row: &[Option<&str>]) -> Result<Version, PgError> {
         let name = &self.columns[self.version];
