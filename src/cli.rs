@@ -207,8 +207,10 @@ pub struct AttachArgs {
     #[arg(long, default_value = "public")]
     pub schema: String,
     /// The column that orders a row's versions (timestamp[tz] or integer).
+    /// Without it the table is followed versionless: diffs say only
+    /// missing / differs / deleted, and nothing is repaired automatically.
     #[arg(long)]
-    pub version_column: String,
+    pub version_column: Option<String>,
     /// The origin every version carries: the same for every replica of the table.
     #[arg(long, default_value = "pg")]
     pub origin: String,

@@ -31,14 +31,36 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     super::agent::init_tracing();
     let mut config = super::agent::build_config(&a.agent, tls)?;
     let range = a.range.clone().unwrap_or_else(|| a.table.clone());
+    let versionless = a.version_column.is_none();
     if a.agent.config.is_none() {
         let mut spec = RangeSpec::whole(&range, TreeShape::default());
         spec.mode = RangeMode::Digests;
+        spec.versionless = versionless;
         config.ranges = vec![spec];
     }
     match config.ranges.iter().find(|r| r.name == range) {
-        Some(r) if r.mode == RangeMode::Digests => {}
-        Some(_) => anyhow::bail!("range {range:?} holds values: attach needs mode = \"digests\""),
+        Some(r) if r.mode != RangeMode::Digests => {
+            anyhow::bail!("range {range:?} holds values: attach needs mode = \"digests\"")
+        }
+        Some(r) if r.versionless != versionless => anyhow::bail!(
+            "range {range:?} is {} but the table is followed {}: {}",
+            if r.versionless {
+                "versionless"
+            } else {
+                "versioned"
+            },
+            if versionless {
+                "without --version-column"
+            } else {
+                "with --version-column"
+            },
+            if versionless {
+                "give --version-column, or set versionless = true on the range"
+            } else {
+                "drop --version-column, or set versionless = false on the range"
+            }
+        ),
+        Some(_) => {}
         None => anyhow::bail!("the config has no range {range:?} for table {}", a.table),
     }
     // The database already holds whatever version a writer stamped:
@@ -46,7 +68,12 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     config.future_writes = FutureWrites::Accept;
     config.roles.replica.push(config.node_id.clone());
     config.validate()?;
-    let mut adapter_config = AdapterConfig::new(&a.postgres, &a.table, &a.version_column, &range);
+    let mut adapter_config = AdapterConfig::new(
+        &a.postgres,
+        &a.table,
+        a.version_column.as_deref().unwrap_or(""),
+        &range,
+    );
     adapter_config.schema = a.schema.clone();
     adapter_config.source = format!("pg:{}.{}", a.schema, a.table);
     adapter_config.origin = NodeId::new(a.origin.clone())?;

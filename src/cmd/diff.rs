@@ -100,6 +100,7 @@ pub fn to_json(r: &Received) -> Value {
         "local_node": s.local_node,
         "peer_node": s.peer_node,
         "ranges": s.ranges,
+        "versionless_ranges": s.versionless_ranges,
         "cause": if s.cause_kind.is_empty() { Value::Null } else { json!({"kind": s.cause_kind, "hint": s.cause}) },
         "sources": s.sources.iter().map(|x| json!({
             "category": x.category, "origin": x.origin, "newer_side": x.newer_side, "count": x.count,
@@ -151,6 +152,12 @@ pub fn print_human(r: &Received, show: usize) {
         println!(
             "CLOCK SKEW: {}'s clock is {:+} ms from {}'s",
             s.peer_node, s.peer_clock_skew_ms, s.local_node
+        );
+    }
+    for r in &s.versionless_ranges {
+        println!(
+            "VERSIONLESS range {r}: its store keeps no versions, so keys are only missing, \
+             differs or deleted (no side is known to be newer) and none is repaired automatically"
         );
     }
     if s.in_sync {

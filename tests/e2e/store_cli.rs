@@ -28,6 +28,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: Some(b"m".to_vec()),
             shape: shape(RANGES[0]),
             mode: Default::default(),
+            versionless: false,
         },
         RangeSpec {
             name: RANGES[1].0.into(),
@@ -35,6 +36,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: None,
             shape: shape(RANGES[1]),
             mode: Default::default(),
+            versionless: false,
         },
     ]
 }

@@ -66,6 +66,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: Some(b"m".to_vec()),
             shape,
             mode: Default::default(),
+            versionless: false,
         },
         RangeSpec {
             name: "high".into(),
@@ -73,6 +74,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: None,
             shape,
             mode: Default::default(),
+            versionless: false,
         },
     ]
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tonic::Status;
 
 use mend_core::EntryMeta;
-use mend_core::classify::{Category, Side, classify};
+use mend_core::classify::{Category, Classified, Side, classify, classify_versionless};
 use mend_core::exchange::{Descent, Divergence, EntrySummary, ExchangeError, Step};
 use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
 use mend_rpc::{GRPC_FRAME_BYTES, PROTOCOL_VERSION, pb};
@@ -195,6 +195,8 @@ pub struct DiffOutcome {
     pub peer_incarnation: u64,
     /// Ranges compared.
     pub ranges: Vec<String>,
+    /// Of those, the versionless ones (keys classified without versions).
+    pub versionless_ranges: Vec<String>,
     /// Classified divergent keys.
     pub keys: Vec<DivergentKey>,
     /// Ranges whose trees disagreed where their entries did not.
@@ -354,13 +356,9 @@ async fn diff_once<B: AgentBackend>(
         if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
             tree_mismatches.push(tree_mismatch(state, addr, id, &rr.name, quiet).await?);
         }
+        let versionless = state.store.ranges().get(id).is_some_and(|s| s.versionless);
         for d in divs {
-            let c = classify(
-                d.local.as_ref().map(meta_of).as_ref(),
-                d.peer.as_ref().map(meta_of).as_ref(),
-                now,
-                &policy,
-            );
+            let c = classify_in(versionless, d.local.as_ref(), d.peer.as_ref(), now, &policy);
             if let Some(c) = c {
                 keys.push(DivergentKey {
                     range: rr.name.clone(),
@@ -376,6 +374,16 @@ async fn diff_once<B: AgentBackend>(
         local_node: state.node_id.to_string(),
         peer_node: resp.node_id,
         peer_incarnation: resp.incarnation,
+        versionless_ranges: names
+            .iter()
+            .filter(|n| {
+                let r = state.store.ranges();
+                r.by_name(n)
+                    .and_then(|id| r.get(id))
+                    .is_some_and(|s| s.versionless)
+            })
+            .cloned()
+            .collect(),
         ranges: names,
         keys,
         tree_mismatches,
@@ -618,4 +626,22 @@ async fn descend<B: AgentBackend>(
     cost.leaves_compared += st.leaves_compared;
     let quiet = d.quiet_buckets();
     Ok((d.finish(), quiet, roots_differ))
+}
+
+/// Classifies a divergent key of a range: by the taxonomy, or, in a
+/// versionless range, by what can be known without versions
+/// (`classify_versionless`).
+pub fn classify_in(
+    versionless: bool,
+    local: Option<&EntrySummary>,
+    peer: Option<&EntrySummary>,
+    now_ms: u64,
+    policy: &mend_core::classify::Policy,
+) -> Option<Classified> {
+    let (l, p) = (local.map(meta_of), peer.map(meta_of));
+    if versionless {
+        classify_versionless(l.as_ref(), p.as_ref())
+    } else {
+        classify(l.as_ref(), p.as_ref(), now_ms, policy)
+    }
 }

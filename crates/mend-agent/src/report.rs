@@ -132,6 +132,7 @@ pub fn summary_pb(d: &DiffOutcome, a: &Attribution) -> pb::DiffSummary {
         local_node: d.local_node.clone(),
         peer_node: d.peer_node.clone(),
         ranges: d.ranges.clone(),
+        versionless_ranges: d.versionless_ranges.clone(),
         sources: sources.iter().map(source_pb).collect(),
         cause: a
             .cause
@@ -201,5 +202,6 @@ pub fn to_json(d: &DiffOutcome, a: &Attribution) -> Value {
         "local_node": d.local_node,
         "peer_node": d.peer_node,
         "ranges": d.ranges,
+        "versionless_ranges": d.versionless_ranges,
     })
 }

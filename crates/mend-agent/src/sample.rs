@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use mend_core::classify::classify;
 use mend_core::exchange::{Divergence, EntrySummary, entry_hash};
 use mend_rpc::convert::summary_from_pb;
 use mend_rpc::pb;
 
-use crate::exchange::{DivergentKey, connect, meta_of, peer_err};
+use crate::exchange::{DivergentKey, classify_in, connect, peer_err};
 use crate::state::{AgentBackend, AgentState};
 
 /// Most keys one sample may draw.
@@ -140,12 +139,13 @@ async fn sample_once<B: AgentBackend>(
         if l.as_ref().map(|e| e.hash) == p.as_ref().map(|e| e.hash) {
             continue;
         }
-        let Some(c) = classify(
-            l.as_ref().map(meta_of).as_ref(),
-            p.as_ref().map(meta_of).as_ref(),
-            now,
-            &policy,
-        ) else {
+        let versionless = state
+            .store
+            .ranges()
+            .by_name(&range)
+            .and_then(|id| state.store.ranges().get(id))
+            .is_some_and(|s| s.versionless);
+        let Some(c) = classify_in(versionless, l.as_ref(), p.as_ref(), now, &policy) else {
             continue;
         };
         let key = l

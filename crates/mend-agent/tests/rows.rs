@@ -530,3 +530,27 @@ fn a_peer_without_an_adapter_or_with_its_store_down_fails_the_repair_clearly() {
         assert!(err.message().contains("connection refused"), "{err:?}");
     });
 }
+
+#[test]
+fn a_versionless_range_is_not_compared_with_a_versioned_one() {
+    // Every key would differ (one side's entries carry the store's
+    // versions, the other's one version): the handshake refuses.
+    rt().block_on(async {
+        let mut spec = RangeSpec::whole("orders", TreeShape::new(16, 2).unwrap());
+        spec.mode = RangeMode::Digests;
+        spec.versionless = true;
+        let cfg = StoreConfig::new(
+            NodeId::new("a").unwrap(),
+            Secret::from_bytes(b"rows test"),
+            Some(vec![spec]),
+        );
+        let sa = Arc::new(Store::open(MemBackend::new(), cfg).unwrap());
+        let (a, _) = pair_both(sa, store("b"), Arc::new(Counting::default()), |_| {});
+        let err = mend_agent::exchange::diff(&a, "b", None).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains("versioned here, versionless at a"),
+            "{err:?}"
+        );
+    });
+}

@@ -309,6 +309,16 @@ fn hint(s: &Source, runs_left_out: usize, total: u64, opts: &Options) -> String 
             // Rounded up: "up to" promises a bound, and never reads "0 s".
             s.last_ms.saturating_sub(opts.now_ms).div_ceil(1000)
         ),
+        Category::Differs => format!(
+            "{} different content and no versions to say which is newer \
+             (a versionless range): compare the rows and repair by hand",
+            count(n, "key has", "keys have")
+        ),
+        Category::Deleted => format!(
+            "{} deleted on one side and not the other, in a versionless range: \
+             which happened last is unknown; compare the rows and repair by hand",
+            count(n, "key is", "keys are")
+        ),
         Category::Conflict => format!(
             "{} the same version from {o} with different content: \
              non-deterministic apply, corruption, or a writer reusing versions",

@@ -54,18 +54,31 @@ pub enum Category {
     Missing,
     /// Both sides hold an entry and one is older; an update was dropped or delayed.
     Stale,
+    /// A versionless range: both sides hold a live entry with different
+    /// content, and no version says which is newer.
+    Differs,
+    /// A versionless range: one side deleted the key, the other holds it
+    /// live or not at all; which happened last is unknown.
+    Deleted,
 }
 
 impl Category {
     /// Every category, in precedence order.
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 8] = [
         Category::FutureVersion,
         Category::InFlight,
         Category::Conflict,
         Category::UnpropagatedDelete,
         Category::Missing,
         Category::Stale,
+        Category::Differs,
+        Category::Deleted,
     ];
+
+    /// The categories a versionless range's keys can have: what can be
+    /// known without versions ([`classify_versionless`]).
+    pub const VERSIONLESS: [Category; 3] =
+        [Category::Missing, Category::Differs, Category::Deleted];
 
     /// The snake_case name used in reports, test files and serde.
     pub fn as_str(&self) -> &'static str {
@@ -76,6 +89,8 @@ impl Category {
             Category::UnpropagatedDelete => "unpropagated_delete",
             Category::Missing => "missing",
             Category::Stale => "stale",
+            Category::Differs => "differs",
+            Category::Deleted => "deleted",
         }
     }
 
@@ -239,6 +254,32 @@ pub fn classify(
         (false, Some(_)) => Category::Stale,
     };
     Some(divergent(category))
+}
+
+/// Classifies a divergent key of a versionless range, whose entries all
+/// carry the same version (the store orders them by its change feed, not by
+/// version): `Missing` (live on one side, nothing on the other), `Deleted`
+/// (a tombstone on one side) or `Differs` (live on both, other content).
+/// No side is known to be newer, so none is called behind; `newer` names
+/// the side holding the entry (the tombstone for `Deleted`).
+pub fn classify_versionless(
+    local: Option<&EntryMeta>,
+    peer: Option<&EntryMeta>,
+) -> Option<Classified> {
+    let (category, newer) = match (local, peer) {
+        (None, None) => return None,
+        (Some(l), Some(p)) if l == p => return None,
+        (Some(l), _) if l.tombstone => (Category::Deleted, Side::Local),
+        (_, Some(p)) if p.tombstone => (Category::Deleted, Side::Peer),
+        (Some(_), None) => (Category::Missing, Side::Local),
+        (None, Some(_)) => (Category::Missing, Side::Peer),
+        (Some(_), Some(_)) => (Category::Differs, Side::Local),
+    };
+    Some(Classified {
+        category,
+        behind: None,
+        newer,
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,13 @@ pub struct RangeSpec {
     /// range's mode switched (its entries would not fit the other mode).
     #[serde(default, skip_serializing_if = "RangeMode::is_values")]
     pub mode: RangeMode,
+    /// A digest-only range fed by a store without versions: every entry
+    /// carries the same version, the range applies its feed in feed order,
+    /// and diffs classify only what can be known without versions
+    /// (`Category::VERSIONLESS`); nothing is repaired automatically.
+    /// Persisted with the range.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub versionless: bool,
 }
 
 /// What a range's entries carry.
@@ -78,6 +85,7 @@ impl RangeSpec {
             end: None,
             shape,
             mode: RangeMode::Values,
+            versionless: false,
         }
     }
 
@@ -120,6 +128,13 @@ impl RangeMap {
                 )));
             }
             s.shape.validate()?;
+            if s.versionless && s.mode != RangeMode::Digests {
+                return Err(CoreError::Ranges(format!(
+                    "range {:?}: versionless needs mode = \"digests\" (a store without versions \
+                     feeds mend through Ingest)",
+                    s.name
+                )));
+            }
             if let Some(end) = &s.end
                 && end.as_slice() <= s.start.as_slice()
             {
@@ -190,6 +205,7 @@ mod tests {
             end: end.map(|e| e.to_vec()),
             shape: TreeShape::default(),
             mode: Default::default(),
+            versionless: false,
         }
     }
 

@@ -88,21 +88,27 @@ pub async fn table_spec(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let version = position(version_column).ok_or_else(|| PgError::MissingVersionColumn {
-        table: qualified.clone(),
-        column: version_column.to_string(),
-        columns: names.join(", "),
-    })?;
-    let type_name: String = columns[version].get(1);
-    let version_kind = match type_name.as_str() {
-        "smallint" | "integer" | "bigint" => VersionKind::Integer,
-        t if t.starts_with("timestamp") => VersionKind::Timestamp,
-        _ => {
-            return Err(PgError::VersionColumnType {
-                column: version_column.to_string(),
-                found: type_name,
-            });
-        }
+    let (version, version_kind) = if version_column.is_empty() {
+        // Versionless: no column orders the rows.
+        (None, VersionKind::Integer)
+    } else {
+        let version = position(version_column).ok_or_else(|| PgError::MissingVersionColumn {
+            table: qualified.clone(),
+            column: version_column.to_string(),
+            columns: names.join(", "),
+        })?;
+        let type_name: String = columns[version].get(1);
+        let kind = match type_name.as_str() {
+            "smallint" | "integer" | "bigint" => VersionKind::Integer,
+            t if t.starts_with("timestamp") => VersionKind::Timestamp,
+            _ => {
+                return Err(PgError::VersionColumnType {
+                    column: version_column.to_string(),
+                    found: type_name,
+                });
+            }
+        };
+        (Some(version), kind)
     };
     if identity != "f" {
         let found = match identity.as_str() {

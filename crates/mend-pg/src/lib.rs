@@ -15,8 +15,7 @@
 //! Limits: `batch_rows` (entries per Ingest batch and changes per peek,
 //! 1..=`INGEST_BATCH_ENTRIES_MAX`), keys up to `KEY_BYTES_MAX` bytes (a
 //! longer primary key is an error naming it). Not supported (each is a
-//! clear error or documented): tables without a version column
-//! (versionless mode), `TRUNCATE` (not published: re-snapshot after one),
+//! clear error or documented): `TRUNCATE` (not published: re-snapshot after one),
 //! TLS to PostgreSQL (connect over a Unix socket or a trusted network).
 
 pub mod adapter;
@@ -72,7 +71,10 @@ pub struct AdapterConfig {
     /// The table.
     pub table: String,
     /// The column whose value orders a row's versions (`updated_at`,
-    /// a `bigint` version, ...).
+    /// a `bigint` version, ...); empty for a table without one: the
+    /// versionless mode (every entry at one version, applied in feed order
+    /// into a versionless range; diffs say only missing / differs /
+    /// deleted, and nothing is repaired automatically).
     pub version_column: String,
     /// The origin every version carries: the same on every replica of the
     /// table, so equal rows have equal versions.
@@ -129,14 +131,16 @@ impl AdapterConfig {
                 self.slot
             )));
         }
-        for (what, v) in [
-            ("table", &self.table),
-            ("schema", &self.schema),
-            ("version column", &self.version_column),
-        ] {
+        for (what, v) in [("table", &self.table), ("schema", &self.schema)] {
             if v.is_empty() || v.len() > 63 {
                 return Err(PgError::Config(format!("{what} {v:?}: 1..=63 bytes")));
             }
+        }
+        if self.version_column.len() > 63 {
+            return Err(PgError::Config(format!(
+                "version column {:?}: at most 63 bytes (empty: versionless)",
+                self.version_column
+            )));
         }
         mend_core::ingest::check_source(&self.source)
             .map_err(|e| PgError::Config(e.to_string()))?;

@@ -24,6 +24,17 @@ pub enum Outcome {
     Kept,
 }
 
+/// The version column's position; a versionless table has none to check
+/// a repair against.
+fn version_index(spec: &TableSpec) -> Result<usize, PgError> {
+    spec.version.ok_or_else(|| {
+        PgError::Row(format!(
+            "table {} is versionless: no version column to check a repair against",
+            spec.qualified()
+        ))
+    })
+}
+
 /// `CAST($n AS type)` for column `i`, parameter `n`.
 fn cast(spec: &TableSpec, i: usize, n: usize) -> String {
     format!("CAST(${n}::text AS {})", spec.types[i])
@@ -154,7 +165,7 @@ async fn upsert(
         .filter(|(i, _)| !spec.key.contains(i))
         .map(|(_, n)| format!("{n} = EXCLUDED.{n}"))
         .collect();
-    let version = &names[spec.version];
+    let version = &names[version_index(spec)?];
     let check = if if_newer {
         format!(" WHERE held.{version} < EXCLUDED.{version}")
     } else {
@@ -198,8 +209,8 @@ pub async fn delete_if_not_newer(
         "DELETE FROM {} WHERE {} AND {} <= {}",
         spec.qualified(),
         key_predicate(spec, 1),
-        quote_ident(&spec.columns[spec.version]),
-        cast(spec, spec.version, parts.len() + 1)
+        quote_ident(&spec.columns[version_index(spec)?]),
+        cast(spec, version_index(spec)?, parts.len() + 1)
     );
     let mut params: Vec<&(dyn ToSql + Sync)> =
         parts.iter().map(|p| p as &(dyn ToSql + Sync)).collect();

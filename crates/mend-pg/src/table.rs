@@ -52,9 +52,10 @@ pub struct TableSpec {
     pub types: Vec<String>,
     /// Positions in `columns` of the primary key's columns, in key order.
     pub key: Vec<usize>,
-    /// Position in `columns` of the version column.
-    pub version: usize,
-    /// What the version column holds.
+    /// Position in `columns` of the version column; `None` for a
+    /// versionless table (every row at [`TableSpec::VERSIONLESS`]).
+    pub version: Option<usize>,
+    /// What the version column holds (unused when versionless).
     pub version_kind: VersionKind,
     /// The origin every version carries.
     pub origin: NodeId,
@@ -116,7 +117,9 @@ impl TableSpec {
     /// The tombstone of a deleted row (given as it was before the delete).
     pub fn tombstone(&self, old: &[Option<&str>]) -> Result<RowEntry, PgError> {
         let mut version = self.version(old)?;
-        version.logical = version.logical.saturating_add(1);
+        if self.version.is_some() {
+            version.logical = version.logical.saturating_add(1);
+        }
         Ok(RowEntry {
             key: self.key(old)?,
             version,
@@ -181,11 +184,30 @@ impl TableSpec {
         Ok(row)
     }
 
+    /// The one version of every row of a versionless table: equal rows
+    /// of two replicas have equal entries, and the range orders changes by
+    /// its feed.
+    pub const VERSIONLESS: (u64, u32, u64) = (0, 0, 0);
+
+    /// True for a table without a version column.
+    pub fn versionless(&self) -> bool {
+        self.version.is_none()
+    }
+
     /// The version of a row.
     pub fn version(&self, row: &[Option<&str>]) -> Result<Version, PgError> {
-        let name = &self.columns[self.version];
+        let Some(index) = self.version else {
+            let (ms, logical, seq) = Self::VERSIONLESS;
+            return Ok(Version {
+                ms,
+                logical,
+                origin: self.origin.clone(),
+                seq,
+            });
+        };
+        let name = &self.columns[index];
         let text = self
-            .column(row, self.version)?
+            .column(row, index)?
             .ok_or_else(|| PgError::Row(format!("version column {name:?} is NULL")))?;
         let (ms, logical) = match self.version_kind {
             VersionKind::Integer => {
@@ -224,6 +246,11 @@ impl TableSpec {
                 "{tombstone:?} is not a tombstone version of this table"
             ))
         };
+        if self.version.is_none() {
+            return Err(PgError::Row(
+                "a versionless table has no version to check a repair against".into(),
+            ));
+        }
         let logical = tombstone.logical.checked_sub(1).ok_or_else(bad)?;
         match self.version_kind {
             VersionKind::Integer if logical == 0 => Ok(tombstone.ms.to_string()),
@@ -324,10 +351,45 @@ mod tests {
                 "text".into(),
             ],
             key: vec![1, 0],
-            version: 2,
+            version: Some(2),
             version_kind: kind,
             origin: NodeId::new("pg").unwrap(),
         }
+    }
+
+    #[test]
+    fn a_row_decodes_from_its_canonical_bytes_and_nothing_else_does() {
+        let s = spec(VersionKind::Timestamp);
+        let row = [Some("7"), Some(""), None, Some("x y")];
+        let bytes = s.encode(&row).unwrap();
+        let back = s.decode(&bytes).unwrap();
+        assert_eq!(back, row.map(|c| c.map(str::to_string)));
+        // Every strict prefix, a byte more, and foreign tags are refused.
+        for n in 0..bytes.len() {
+            assert!(s.decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let mut more = bytes.clone();
+        more.push(0);
+        assert!(s.decode(&more).is_err());
+        assert!(s.decode(&[2, 0, 0, 0]).is_err());
+        assert!(s.decode(&[1, 0xff, 0, 0, 0, 0]).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_versionless_table_gives_every_row_and_delete_one_version() {
+        let mut s = spec(VersionKind::Timestamp);
+        s.version = None;
+        let a = [Some("7"), Some("eu"), Some("2026-12-05 05:13:02+00"), None];
+        let b = [
+            Some("8"),
+            Some("us"),
+            Some("1999-01-01 00:00:00+00"),
+            Some("n"),
+        ];
+        let (ea, eb) = (s.live(&a).unwrap(), s.live(&b).unwrap());
+        assert_eq!(ea.version, eb.version);
+        assert_eq!(s.tombstone(&a).unwrap().version, ea.version);
+        assert!(s.deleted_version_text(&ea.version).is_err());
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub fn range_shape_to_pb(s: &mend_core::RangeSpec) -> pb::RangeShape {
         start: s.start.clone(),
         end: s.end.clone().unwrap_or_default(),
         has_end: s.end.is_some(),
+        versionless: s.versionless,
     }
 }
 

@@ -31,6 +31,7 @@ pub fn ranges() -> Vec<RangeSpec> {
             end: Some(b"m".to_vec()),
             shape,
             mode: Default::default(),
+            versionless: false,
         },
         RangeSpec {
             name: "b".into(),
@@ -38,6 +39,7 @@ pub fn ranges() -> Vec<RangeSpec> {
             end: None,
             shape,
             mode: Default::default(),
+            versionless: false,
         },
     ]
 }
@@ -276,6 +278,7 @@ fn bad_input_writes_nothing<H: Harness>(h: &mut H) {
         end: Some(b"c".to_vec()),
         shape: TreeShape::default(),
         mode: Default::default(),
+        versionless: false,
     }]);
     let s = Store::open(h.fresh(), c).unwrap();
     let e = s.write(vec![Write::put("a", "1")]).unwrap_err();

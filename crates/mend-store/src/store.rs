@@ -75,6 +75,11 @@ pub(crate) struct Commit<'a> {
     pub(crate) position: Option<PositionUpdate<'a>>,
     /// Force the batch to stable storage before returning.
     pub(crate) sync: bool,
+    /// Apply in feed order instead of by version (a versionless range's
+    /// ingest): each entry replaces what the key holds unless it is the
+    /// same entry, and a batch whose position is not past the stored one
+    /// (a redelivery) changes nothing.
+    pub(crate) feed_order: bool,
 }
 
 /// Derives extra rows from the outcomes of a write batch, committed in the
@@ -467,6 +472,7 @@ impl<B: Backend> Store<B> {
             extra,
             position: None,
             sync: self.cfg.sync_writes,
+            feed_order: false,
         };
         Ok(self.commit(incoming, commit)?.0)
     }
@@ -590,7 +596,15 @@ impl<B: Backend> Store<B> {
                 Content::Digest(h) => Record::digest_only(version.clone(), h),
                 Content::Tombstone => Record::tombstone(version.clone()),
             };
-            let decision = decide(previous.as_ref(), &record.meta);
+            let decision = match (c.feed_order, &position) {
+                (false, _) => decide(previous.as_ref(), &record.meta),
+                // A redelivered batch: the store holds everything up to
+                // its stored position, and replaying an older change in
+                // feed order would set a key back.
+                (true, Some((_, false))) => Decision::Duplicate,
+                (true, _) if previous.as_ref() == Some(&record.meta) => Decision::Duplicate,
+                (true, _) => Decision::Apply,
+            };
             let incoming_meta = record.meta.clone();
             if decision == Decision::Apply {
                 let leaf = leaves

@@ -23,6 +23,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: Some(b"k5".to_vec()),
             shape,
             mode: Default::default(),
+            versionless: false,
         },
         RangeSpec {
             name: "high".into(),
@@ -30,6 +31,7 @@ fn ranges() -> Vec<RangeSpec> {
             end: None,
             shape,
             mode: Default::default(),
+            versionless: false,
         },
     ]
 }

@@ -270,8 +270,23 @@ pub fn plan_for<B: AgentBackend>(
     let ranges = state.store.ranges();
     let mut why: std::collections::HashMap<&str, &'static str> = Default::default();
     for s in ranges.specs() {
-        if s.mode == mend_core::RangeMode::Digests && state.rows.get(&s.name).is_none() {
+        if s.versionless {
+            why.insert(s.name.as_str(), VERSIONLESS_SKIP);
+        } else if s.mode == mend_core::RangeMode::Digests && state.rows.get(&s.name).is_none() {
             why.insert(s.name.as_str(), DIGEST_ONLY_SKIP);
+        }
+    }
+    // A versionless key has no side behind, so the playbook skipped it
+    // already: say why in the range's own words.
+    let versionless: std::collections::HashSet<&[u8]> = d
+        .keys
+        .iter()
+        .filter(|k| why.get(k.range.as_str()) == Some(&VERSIONLESS_SKIP))
+        .map(|k| k.div.key.as_slice())
+        .collect();
+    for (k, reason) in skipped.iter_mut() {
+        if versionless.contains(k.as_slice()) {
+            *reason = VERSIONLESS_SKIP.to_string();
         }
     }
     let digest_only: std::collections::HashSet<&str> = ranges
@@ -309,6 +324,10 @@ pub fn plan_for<B: AgentBackend>(
 /// Why a key of a digest-only range is not repaired by this agent.
 pub const DIGEST_ONLY_SKIP: &str = "digest-only range without an adapter here: mend holds \
      no value to move; repair through the source's adapter (mend attach serves repairs)";
+
+/// Why a key of a versionless range is not repaired.
+pub const VERSIONLESS_SKIP: &str = "versionless range: no version says which side is \
+     newer, so mend does not choose; compare the rows and repair by hand";
 
 /// Why a key of a digest-only range is not resolved toward an authority.
 pub const DIGEST_ONLY_AUTHORITY_SKIP: &str = "digest-only range: resolving toward an \

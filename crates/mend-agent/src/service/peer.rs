@@ -177,6 +177,16 @@ fn shared_range<B: AgentBackend>(
                 .unwrap_or_else(|| "∞".into()),
         ))));
     }
+    if spec.versionless != want.versionless {
+        let says = |v: bool| if v { "versionless" } else { "versioned" };
+        return Ok(Err(Status::failed_precondition(format!(
+            "range {:?}: {} here, {} at {from}: a range without versions cannot be compared \
+             with one whose entries carry them (every key would differ)",
+            want.name,
+            says(spec.versionless),
+            says(want.versionless)
+        ))));
+    }
     let root = store.root(id)?;
     Ok(Ok(Some(pb::RangeRoot {
         name: want.name.clone(),

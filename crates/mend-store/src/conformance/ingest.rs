@@ -111,6 +111,63 @@ pub fn run_ingest<H: Harness>(h: &mut H) {
     modes_refuse_the_other_path(h);
     ingest_limits_are_checked(h);
     digest_tree_equals_value_tree(h);
+    versionless_ranges_apply_in_feed_order(h);
+}
+
+/// A versionless range (every entry at one version): each entry replaces
+/// what its key holds in feed order, a repeated entry is a duplicate, a
+/// redelivered batch changes nothing, and the position still commits with
+/// the entries; after a reopen the range is still versionless.
+fn versionless_ranges_apply_in_feed_order<H: Harness>(h: &mut H) {
+    let mut c = digest_config("n1");
+    if let Some(r) = c.ranges.as_mut() {
+        r[1].versionless = true;
+    }
+    let s = Store::open(h.fresh(), c.clone()).unwrap();
+    let at = |key: &str, value: Option<&str>| IngestEntry {
+        key: key.as_bytes().to_vec(),
+        version: v(0, "pg", 0),
+        value_hash: value.map(|x| value_hash(x.as_bytes())),
+    };
+    let r = s
+        .ingest(batch(
+            1,
+            vec![
+                at("mk", Some("one")),
+                at("mk", Some("two")),
+                at("mt", Some("t")),
+            ],
+        ))
+        .unwrap();
+    let d: Vec<_> = r.applied.iter().map(|a| a.decision).collect();
+    assert_eq!(d, [Decision::Apply, Decision::Apply, Decision::Apply]);
+    let held = |s: &Store<H::B>, k: &str| s.get(k.as_bytes()).unwrap().map(|r| r.meta);
+    assert_eq!(
+        held(&s, "mk").map(|m| m.value_hash),
+        Some(value_hash(b"two")),
+        "the later entry of the feed wins at the same version"
+    );
+    let r = s
+        .ingest(batch(2, vec![at("mk", Some("two")), at("mt", None)]))
+        .unwrap();
+    let d: Vec<_> = r.applied.iter().map(|a| a.decision).collect();
+    assert_eq!(d, [Decision::Duplicate, Decision::Apply]);
+    assert!(held(&s, "mt").unwrap().tombstone);
+    // A redelivery of batch 1 would set both keys back: it changes nothing.
+    let before = dump(s.backend());
+    let r = s
+        .ingest(batch(1, vec![at("mk", Some("one")), at("mt", Some("t"))]))
+        .unwrap();
+    assert!(!r.advanced);
+    assert!(r.applied.iter().all(|a| a.decision == Decision::Duplicate));
+    assert_eq!(dump(s.backend()), before);
+    let b = h.reopen(s.into_backend());
+    let s = Store::open(b, c).unwrap();
+    assert!(s.ranges().specs()[1].versionless);
+    assert_eq!(
+        s.ingest_position(1, "feed").unwrap(),
+        Some(2u64.to_be_bytes().to_vec())
+    );
 }
 
 /// Greater version replaces; equal version with another digest is a

@@ -11,6 +11,11 @@
 //! the entries the store holds: an adapter that resumes from it loses
 //! nothing and doubles nothing.
 //!
+//! A versionless range (`RangeSpec::versionless`: a store without
+//! versions, every entry at the same version) applies its feed in feed
+//! order instead: an entry replaces what the key holds, and a redelivered
+//! batch changes nothing (its position is not past the stored one).
+//!
 //! Positions are compared as bytes: an adapter encodes them so that byte
 //! order is feed order (a u64 LSN or offset big-endian, fixed width). A
 //! batch whose `position_to` is not past the stored one is a redelivery: its
@@ -91,6 +96,7 @@ impl<B: Backend> Store<B> {
             // stable storage before it is acknowledged, whatever
             // `sync_writes` says for other writes.
             sync: true,
+            feed_order: spec.versionless,
         };
         let (applied, position) = self.commit(incoming, commit)?;
         let (position, advanced) = position
