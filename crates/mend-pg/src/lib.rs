@@ -10,7 +10,10 @@
 //! the feed's position with the entries, and the adapter advances the slot
 //! only to acknowledged positions, so a crash of either side loses and
 //! doubles nothing. [`repair`] holds the version-checked SQL that writes a
-//! newer row into a replica that is behind without clobbering a newer one.
+//! newer row into a replica that is behind without clobbering a newer one;
+//! [`rows`] runs it for an agent's repairs, journaled and undoable. A table
+//! without a version column is followed versionless (one version for every
+//! row, applied in feed order).
 //!
 //! Limits: `batch_rows` (entries per Ingest batch and changes per peek,
 //! 1..=`INGEST_BATCH_ENTRIES_MAX`), keys up to `KEY_BYTES_MAX` bytes (a
