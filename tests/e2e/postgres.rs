@@ -357,7 +357,7 @@ async fn postgres_divergence_is_found_by_category_and_repaired_in_sql() {
 
     let rows = diff_rows(&a.addr, &b.addr);
     let found = categories(&rows);
-    let want: BTreeMap<String, String> = [
+    let want = string_map(&[
         ("5", "stale"),
         ("6", "stale"),
         ("50", "unpropagated_delete"),
@@ -365,10 +365,7 @@ async fn postgres_divergence_is_found_by_category_and_repaired_in_sql() {
         ("5001", "missing"),
         ("5002", "missing"),
         ("77", "future_version"),
-    ]
-    .into_iter()
-    .map(|(k, c)| (k.to_string(), c.to_string()))
-    .collect();
+    ]);
     assert_eq!(
         found, want,
         "exactly the injected rows, each with its category"
@@ -455,10 +452,7 @@ async fn postgres_divergence_is_found_by_category_and_repaired_in_sql() {
     ra.caught_up().await;
     rb.caught_up().await;
     let left = diff(&a.addr, &b.addr);
-    let want: BTreeMap<String, String> = [("6", "stale"), ("77", "future_version")]
-        .into_iter()
-        .map(|(k, c)| (k.to_string(), c.to_string()))
-        .collect();
+    let want = string_map(&[("6", "stale"), ("77", "future_version")]);
     assert_eq!(left, want);
     ra.stop().await;
     rb.stop().await;
@@ -698,16 +692,13 @@ async fn mend_repair_moves_rows_between_attached_databases_and_undoes_them() {
     ))
     .await
     .unwrap();
-    let want: BTreeMap<String, String> = [
+    let want = string_map(&[
         ("5", "stale"),
         ("6", "unpropagated_delete"),
         ("7001", "missing"),
         ("8", "stale"),
         ("7002", "missing"),
-    ]
-    .into_iter()
-    .map(|(k, c)| (k.to_string(), c.to_string()))
-    .collect();
+    ]);
     until(
         std::time::Duration::from_secs(30),
         "the divergence in both trees",
@@ -729,16 +720,13 @@ async fn mend_repair_moves_rows_between_attached_databases_and_undoes_them() {
             )
         })
         .collect();
-    let behind: BTreeMap<String, String> = [
+    let behind = string_map(&[
         ("5", "peer"),
         ("6", "peer"),
         ("7001", "peer"),
         ("8", "local"),
         ("7002", "local"),
-    ]
-    .into_iter()
-    .map(|(k, s)| (k.to_string(), s.to_string()))
-    .collect();
+    ]);
     assert_eq!(plan, behind, "{dry}");
     assert_eq!(table_rows(&db1).await, before1, "a dry run writes nothing");
     assert_eq!(table_rows(&db2).await, before2, "a dry run writes nothing");
@@ -926,15 +914,12 @@ async fn a_table_without_versions_is_followed_versionless() {
     )
     .await
     .unwrap();
-    let want: BTreeMap<String, String> = [
+    let want = string_map(&[
         ("k5", "differs"),
         ("k6", "deleted"),
         ("only-1", "missing"),
         ("only-2", "missing"),
-    ]
-    .into_iter()
-    .map(|(k, c)| (k.to_string(), c.to_string()))
-    .collect();
+    ]);
     until(
         std::time::Duration::from_secs(30),
         "the versionless divergence",
@@ -980,4 +965,12 @@ async fn a_table_without_versions_is_followed_versionless() {
     )
     .await;
     drop((a, b, pg1, pg2));
+}
+
+/// A map of owned strings from `(key, value)` pairs.
+fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

@@ -395,17 +395,10 @@ async fn undo_row<B: AgentBackend>(
     after: EntryMeta,
 ) -> Result<Result<(), String>, RowError> {
     const CHANGED: &str = "changed since the repair";
-    let tree_of = |k: Vec<u8>| async move {
-        state
-            .blocking(move |s| s.get(&k))
-            .await
-            .map(|r| r.map(|r| r.meta))
-            .map_err(|e| RowError::Unavailable(e.message().to_string()))
-    };
     let Some(b) = before else {
         return undo_insert(state, adapter, key, after).await;
     };
-    let mut tree = tree_of(key.to_vec()).await?;
+    let tree = tree_meta(state, key).await?;
     if tree.as_ref() != Some(&after) {
         let now = adapter
             .read(std::slice::from_ref(&key.to_vec()))
@@ -422,11 +415,7 @@ async fn undo_row<B: AgentBackend>(
         // The store holds the repair's row, the tree not yet: the feed
         // has still to deliver it, and restoring before it does would let
         // that late delivery win over the older restored row.
-        let deadline = tokio::time::Instant::now() + UNDO_FEED_WAIT;
-        while tree.as_ref() != Some(&after) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            tree = tree_of(key.to_vec()).await?;
-        }
+        let tree = await_tree(state, key, |t| t == Some(&after)).await?;
         if tree.as_ref() != Some(&after) {
             return Ok(Err(format!(
                 "the change feed did not deliver the repair's write to the tree within \
@@ -446,7 +435,7 @@ async fn undo_row<B: AgentBackend>(
             state
                 .blocking(move |s| s.compare_and_restore(&k, Some(&after), Some(&restored)))
                 .await
-                .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
+                .map_err(store_err)?;
             Ok(Ok(()))
         }
     }
@@ -473,37 +462,65 @@ async fn undo_insert<B: AgentBackend>(
         Restore::Changed => return Ok(Err("changed since the repair".into())),
         Restore::Restored | Restore::AlreadyRestored => {}
     }
+    // Waits for the feed's tombstone (or a row written since the undo).
+    match await_tree(state, key, |t| t.is_none_or(|t| newer(t, &after))).await? {
+        // Gone already (an earlier undo removed it).
+        None => Ok(Ok(())),
+        Some(t) if t.tombstone && newer(&t, &after) => {
+            let k = key.to_vec();
+            state
+                .blocking(move |s| s.compare_and_restore(&k, Some(&t), None))
+                .await
+                .map_err(store_err)?;
+            Ok(Ok(()))
+        }
+        // A live row newer than the repair's: written since the undo.
+        Some(t) if newer(&t, &after) => Ok(Ok(())),
+        Some(_) => Ok(Err(format!(
+            "the row is deleted, but the change feed did not deliver the delete to \
+             the tree within {} ms (UNDO_FEED_WAIT): the tree will show a delete here",
+            UNDO_FEED_WAIT.as_millis()
+        ))),
+    }
+}
+
+/// The tree's entry of `key`.
+async fn tree_meta<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    key: &[u8],
+) -> Result<Option<EntryMeta>, RowError> {
+    let k = key.to_vec();
+    state
+        .blocking(move |s| s.get(&k))
+        .await
+        .map(|r| r.map(|r| r.meta))
+        .map_err(store_err)
+}
+
+/// The tree's entry of `key` once `done` holds for it, or as it is after
+/// [`UNDO_FEED_WAIT`]: the feed is another process's, and nothing here is
+/// told when it delivers, so the tree is read again every
+/// [`UNDO_FEED_POLL`].
+async fn await_tree<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    key: &[u8],
+    done: impl Fn(Option<&EntryMeta>) -> bool,
+) -> Result<Option<EntryMeta>, RowError> {
     let deadline = tokio::time::Instant::now() + UNDO_FEED_WAIT;
     loop {
-        let k = key.to_vec();
-        let tree = state
-            .blocking(move |s| s.get(&k))
-            .await
-            .map(|r| r.map(|r| r.meta))
-            .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
-        match tree {
-            // Gone already (an earlier undo removed it).
-            None => return Ok(Ok(())),
-            Some(t) if t.tombstone && newer(&t, &after) => {
-                let k = key.to_vec();
-                state
-                    .blocking(move |s| s.compare_and_restore(&k, Some(&t), None))
-                    .await
-                    .map_err(|e| RowError::Unavailable(e.message().to_string()))?;
-                return Ok(Ok(()));
-            }
-            // A live row newer than the repair's: written since the undo.
-            Some(t) if newer(&t, &after) => return Ok(Ok(())),
-            Some(_) if tokio::time::Instant::now() >= deadline => {
-                return Ok(Err(format!(
-                    "the row is deleted, but the change feed did not deliver the delete to \
-                     the tree within {} ms (UNDO_FEED_WAIT): the tree will show a delete here",
-                    UNDO_FEED_WAIT.as_millis()
-                )));
-            }
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        let tree = tree_meta(state, key).await?;
+        if done(tree.as_ref()) || tokio::time::Instant::now() >= deadline {
+            return Ok(tree);
         }
+        tokio::time::sleep(UNDO_FEED_POLL).await;
     }
+}
+
+/// How often [`await_tree`] reads the tree again.
+pub const UNDO_FEED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn store_err(e: Status) -> RowError {
+    RowError::Unavailable(e.message().to_string())
 }
 
 /// Whether `a` is newer than `b` by the apply rule.

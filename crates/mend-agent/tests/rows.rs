@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mend_agent::link::mem::{Counting, pair_both};
@@ -29,6 +29,11 @@ struct Table {
     feed: Mutex<Vec<IngestEntry>>,
     store: Arc<Store<MemBackend>>,
     position: AtomicU64,
+    /// The feed delivers each change as it is made.
+    live: AtomicBool,
+    /// The next call through the adapter makes the feed live (delivering
+    /// what it held back): a feed that lags until the agent looks.
+    live_when_called: AtomicBool,
 }
 
 fn v(ms: u64) -> Version {
@@ -67,7 +72,22 @@ impl Table {
             feed: Default::default(),
             store,
             position: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            live_when_called: AtomicBool::new(false),
         })
+    }
+
+    /// From now on the feed delivers each change as it is made.
+    fn go_live(&self) {
+        self.live.store(true, Ordering::SeqCst);
+        self.deliver();
+    }
+
+    /// Called by every adapter method.
+    fn called(&self) {
+        if self.live_when_called.swap(false, Ordering::SeqCst) {
+            self.go_live();
+        }
     }
 
     fn publish(&self, key: &[u8], meta: EntryMeta) {
@@ -76,6 +96,9 @@ impl Table {
             version: meta.version,
             value_hash: (!meta.tombstone).then_some(meta.value_hash),
         });
+        if self.live.load(Ordering::SeqCst) {
+            self.deliver();
+        }
     }
 
     /// An application's write: no version check.
@@ -137,6 +160,7 @@ impl Table {
 impl RowAdapter for Table {
     fn read<'a>(&'a self, keys: &'a [Vec<u8>]) -> RowFuture<'a, Vec<Option<Record>>> {
         Box::pin(async move {
+            self.called();
             let rows = self.rows.lock().await;
             Ok(keys
                 .iter()
@@ -157,6 +181,7 @@ impl RowAdapter for Table {
         journal: JournalFn<'a>,
     ) -> RowFuture<'a, bool> {
         Box::pin(async move {
+            self.called();
             let mut rows = self.rows.lock().await;
             let held = rows.get(key).cloned();
             let before = held.as_ref().map(|(version, payload)| Record {
@@ -200,6 +225,7 @@ impl RowAdapter for Table {
         before: Option<&'a Record>,
     ) -> RowFuture<'a, Restore> {
         Box::pin(async move {
+            self.called();
             let mut rows = self.rows.lock().await;
             let now = rows.get(key).map(|(v, p)| live(v, p));
             let is_after = if after.tombstone {
@@ -298,31 +324,6 @@ async fn diverged(adapters: (bool, bool)) -> Pair {
     Pair { a, ta, tb }
 }
 
-/// Runs `work` while the tables' feeds deliver every few milliseconds,
-/// starting `lag` after it.
-async fn with_feeds<T>(
-    tables: [&Arc<Table>; 2],
-    lag: std::time::Duration,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let feed = async {
-        tokio::time::sleep(lag).await;
-        while !done.load(Ordering::SeqCst) {
-            for t in tables {
-                t.deliver();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    };
-    let work = async {
-        let out = work.await;
-        done.store(true, Ordering::SeqCst);
-        out
-    };
-    tokio::join!(work, feed).0
-}
-
 /// Key -> category of a diff from `a` to its peer.
 async fn categories(a: &Arc<AgentState<MemBackend>>) -> BTreeMap<Vec<u8>, mend_core::Category> {
     let d = mend_agent::exchange::diff(a, "b", None).await.unwrap();
@@ -402,13 +403,11 @@ fn a_digest_only_range_is_repaired_through_both_adapters_and_undone() {
         // Undo: both tables back to their rows before the repair, and both
         // trees following them (the restored rows carry older versions,
         // which the feed alone could not put back).
-        let undo = with_feeds(
-            [&p.ta, &p.tb],
-            std::time::Duration::ZERO,
-            mend_agent::repair::undo(&p.a, sum.repair_id.clone()),
-        )
-        .await
-        .unwrap();
+        p.ta.go_live();
+        p.tb.go_live();
+        let undo = mend_agent::repair::undo(&p.a, sum.repair_id.clone())
+            .await
+            .unwrap();
         assert!(undo.skipped.is_empty(), "{:?}", undo.skipped);
         assert_eq!((undo.restored_local, undo.restored_peer), (2, 3));
         assert_eq!(p.ta.snapshot().await, before_a);
@@ -467,15 +466,10 @@ fn undo_waits_for_a_lagging_feed_so_the_trees_follow_the_tables() {
             .await
             .unwrap();
         // The feeds have delivered none of the repair's writes when the
-        // undo starts; they do while it runs.
-        let (ta, tb) = (p.ta.clone(), p.tb.clone());
-        // The feeds start 50 ms into the undo.
-        let undo = with_feeds(
-            [&ta, &tb],
-            std::time::Duration::from_millis(50),
-            mend_agent::repair::undo(&p.a, sum.repair_id),
-        )
-        .await;
+        // undo starts; each delivers them once the undo looks at its table.
+        p.ta.live_when_called.store(true, Ordering::SeqCst);
+        p.tb.live_when_called.store(true, Ordering::SeqCst);
+        let undo = mend_agent::repair::undo(&p.a, sum.repair_id).await;
         let undo = undo.unwrap();
         assert!(undo.skipped.is_empty(), "{:?}", undo.skipped);
         assert_eq!(p.tb.snapshot().await, before_b);
