@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use mend_core::attribution::Source;
 
+use crate::cluster::{CLUSTER_CACHE_MS, ClusterPeer, ClusterRange};
 use crate::monitor::{ExchangeRecord, LinkState};
 use crate::runs::RunView;
 use crate::state::{AgentBackend, AgentState};
@@ -63,7 +64,7 @@ pub struct Dashboard {
     /// Finished repairs from the journal, newest first.
     pub recent_repairs: Vec<RecentRepair>,
     /// What operators did from this page, oldest first (`actions`).
-    pub actions: Vec<crate::actions::ActionView>,
+    pub actions: Vec<crate::action_log::ActionView>,
     /// The command that opens an operator session of this page.
     pub session_command: String,
 }
@@ -232,7 +233,7 @@ pub async fn build<B: AgentBackend>(
     let mut causes = Vec::new();
     for (peer, latest) in state.monitor.latest() {
         // Computed once per exchange, not once per poll.
-        let a = latest.attribution(crate::schedule::SOURCE_WINDOW_GAP_MS);
+        let a = latest.attribution(crate::report::SOURCE_WINDOW_GAP_MS);
         if let Some((cause, hint)) = &a.cause {
             causes.push(CauseView {
                 peer: peer.clone(),
@@ -313,46 +314,11 @@ pub struct UnfinishedRun {
     #[serde(flatten)]
     pub run: crate::repair::control::RunInfo,
     /// `pause`, `resume`, `cancel`: whichever apply (also the page's
-    /// actions, `actions::Action`).
+    /// actions, `action_log::Action`).
     pub verbs: Vec<&'static str>,
     /// `mend repair VERB` for each of `verbs`.
     pub commands: Vec<String>,
 }
-
-/// A configured peer as it answers a handshake now.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterPeer {
-    /// The configured id.
-    pub id: String,
-    /// Address.
-    pub address: String,
-    /// It answered.
-    pub reachable: bool,
-    /// Why not, if it did not.
-    pub error: String,
-    /// Its clock minus ours, ms (positive = ahead).
-    pub clock_skew_ms: i64,
-    /// Each range both serve: its entries there and whether its root equals ours.
-    pub ranges: Vec<ClusterRange>,
-}
-
-/// A range as a peer holds it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterRange {
-    /// Range.
-    pub name: String,
-    /// The peer's entries.
-    pub entries: u64,
-    /// Our entries.
-    pub entries_here: u64,
-    /// Same root hash: the replicas hold the same data.
-    pub in_sync: bool,
-}
-
-/// How long one cluster view answers every `/api/cluster` request, ms: the
-/// HTTP port has no caller identity, so however often it is asked, the
-/// agent handshakes with its peers at most once per this interval.
-pub const CLUSTER_CACHE_MS: u64 = 5_000;
 
 /// The cluster view, at most [`CLUSTER_CACHE_MS`] old; one refresh at a
 /// time (concurrent callers wait for it and share it).

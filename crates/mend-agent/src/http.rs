@@ -50,7 +50,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<AgentState>) -> std::io::Result<
 }
 
 async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    let r = crate::server::status(&state, Default::default()).await.map(|s| {
+    let r = crate::service::status_report::status(&state, Default::default()).await.map(|s| {
             let ranges: Vec<_> = s
                 .ranges
                 .iter()
@@ -225,7 +225,8 @@ async fn end_session(State(state): State<Arc<AgentState>>, headers: HeaderMap) -
 }
 
 async fn act(State(state): State<Arc<AgentState>>, req: axum::extract::Request) -> Response {
-    use crate::actions::{ActionError, start};
+    use crate::action_log::ActionError;
+    use crate::actions::start;
     let session = match authorize(&state, req.headers()) {
         Ok((_, s)) => s,
         Err(r) => return *r,

@@ -332,6 +332,10 @@ pub fn list<B: Backend>(store: &Store<B>) -> Result<Vec<RepairHeader>, StoreErro
     Ok(out)
 }
 
+/// A journaled row of a digest-only range to undo: (key, before-image,
+/// the feed's entry after the repair).
+pub type RowImage = (Vec<u8>, Option<Record>, EntryMeta);
+
 /// The outcome of undoing one side of a repair.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UndoOutcome {
@@ -349,13 +353,13 @@ pub struct UndoOutcome {
 ///
 /// Keys for which `is_row` holds (keys of digest-only ranges, whose rows
 /// live behind an adapter) are not restored here: their images are
-/// returned for `rows::undo`.
+/// returned for `repair::rows::undo`.
 pub fn undo_here<B: Backend>(
     store: &Store<B>,
     id: &str,
     keep_repaired_deletes: bool,
     is_row: &dyn Fn(&[u8]) -> bool,
-) -> Result<(UndoOutcome, Vec<crate::rows::RowImage>), StoreError> {
+) -> Result<(UndoOutcome, Vec<RowImage>), StoreError> {
     let prefix = entry_prefix(id);
     let end = prefix_end(&prefix);
     let mut rows = Vec::new();

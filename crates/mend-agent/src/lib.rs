@@ -7,19 +7,25 @@
 //! async worker; every error that reaches the wire is a `tonic::Status`
 //! built in [`status`], never a panic.
 
+pub mod action_log;
 pub mod actions;
 pub mod auth;
+pub mod backend;
 pub mod dashboard;
 pub mod discovery;
 pub use mend_config as config;
+pub mod cluster;
 pub mod exchange;
 pub mod gc;
 pub mod health;
 pub mod http;
 pub mod journal;
 pub mod link;
+pub mod meta;
 pub mod metrics;
 pub mod monitor;
+pub mod outcome;
+pub mod pace;
 pub mod peers;
 pub mod repair;
 pub mod report;
@@ -35,6 +41,8 @@ pub mod shadow;
 pub mod slots;
 pub mod state;
 pub mod status;
+pub mod sync_record;
+pub mod wire;
 
 pub use config::AgentConfig;
 pub use server::{RunningAgent, start};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use mend_core::classify::Category;
 
 use crate::config::Budget;
-use crate::exchange::DiffOutcome;
+use crate::outcome::DiffOutcome;
 use crate::metrics::{Metrics, PeerLabel, PeerRange, PeerRangeCategory};
 
 /// One exchange of one range, as kept in the history.
@@ -101,7 +101,7 @@ pub struct PersistedDrift {
 const DRIFT_PREFIX: &[u8] = b"agent/drift/";
 
 fn drift_key(peer: &str, range: &str) -> Vec<u8> {
-    crate::state::peer_range_key(DRIFT_PREFIX, peer, range)
+    crate::meta::peer_range_key(DRIFT_PREFIX, peer, range)
 }
 
 /// A budget state change.

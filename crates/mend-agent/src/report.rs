@@ -8,10 +8,13 @@ use mend_core::classify::Category;
 use mend_core::exchange::EntrySummary;
 use mend_rpc::pb;
 
-use crate::exchange::DiffOutcome;
+use crate::outcome::DiffOutcome;
 
 /// Sources shown per report.
 pub const SOURCES_MAX: usize = 10;
+
+/// Window gap that splits attribution sources, ms.
+pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
 
 /// Attribution of a diff: the largest groups of divergent keys with
 /// hints, and the single cause when one explains the whole diff.

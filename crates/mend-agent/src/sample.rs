@@ -11,7 +11,8 @@ use mend_core::exchange::{Divergence, EntrySummary, entry_hash};
 use mend_rpc::convert::summary_from_pb;
 use mend_rpc::pb;
 
-use crate::exchange::{DivergentKey, classify_in, connect, peer_err};
+use crate::exchange::{connect, peer_err};
+use crate::outcome::{DivergentKey, classify_in};
 use crate::state::{AgentBackend, AgentState};
 
 /// Most keys one sample may draw.

@@ -15,13 +15,12 @@ use mend_core::classify::Category;
 use mend_rpc::pb;
 
 use crate::config::{Initiate, PeerConfig};
-use crate::exchange::{DiffOutcome, diff};
+use crate::exchange::diff;
+use crate::outcome::DiffOutcome;
 use crate::monitor::{BudgetFlip, observe_exchange};
 use crate::repair::{RepairOptions, repair_outcome};
 use crate::state::{AgentBackend, AgentState};
 
-/// Window gap that splits attribution sources, ms.
-pub const SOURCE_WINDOW_GAP_MS: u64 = 60_000;
 
 /// Spawns the scheduled-exchange tasks, one per peer this node initiates
 /// with (`schedule.initiate`); they stop when `shutdown` changes.
@@ -355,7 +354,7 @@ async fn alert<B: AgentBackend>(
     let Some(url) = state.config.webhook_url.clone() else {
         return;
     };
-    let srcs = crate::report::attribution(outcome, now, SOURCE_WINDOW_GAP_MS);
+    let srcs = crate::report::attribution(outcome, now, crate::report::SOURCE_WINDOW_GAP_MS);
     let body = serde_json::json!({ "budget": f, "action": action, "report": crate::report::to_json(outcome, &srcs) });
     let client = match webhook_client(state).await {
         Ok(c) => c,

@@ -3,13 +3,11 @@
 //! data directory, opened as a store of its own, written, read back, and
 //! removed; the live store never sees the writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mend_core::exchange::EntrySummary;
 use mend_rocks::RocksBackend;
-use mend_store::{Store, StoreConfig, StoreError, Write};
-
-use crate::state::{AgentBackend, AgentState};
+use mend_store::{Backend, Store, StoreConfig, StoreError, Write};
 
 /// A key and its entry after a shadow write (`None`: absent).
 pub type KeyEntry = (Vec<u8>, Option<EntrySummary>);
@@ -27,14 +25,15 @@ impl Drop for Cleanup {
     }
 }
 
-/// Applies `writes` to a checkpoint of the agent's store and returns the
-/// resulting entry of each written key (`None` if absent). Blocking.
+/// Applies `writes` to a checkpoint of `store` (whose data directory is
+/// `data_dir`) and returns the resulting entry of each written key (`None`
+/// if absent). Blocking.
 pub fn apply_to_checkpoint(
-    state: &AgentState,
+    store: &Store<RocksBackend>,
+    data_dir: &Path,
     tag: &str,
     writes: Vec<Write>,
 ) -> Result<Vec<KeyEntry>, StoreError> {
-    let data_dir = &state.config.data_dir;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -44,26 +43,23 @@ pub fn apply_to_checkpoint(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "mend".into());
     let dir = data_dir.with_file_name(format!("{name}.shadow-{tag}-{nanos}"));
-    state.store.backend().checkpoint(&dir)?;
+    store.backend().checkpoint(&dir)?;
     let _cleanup = Cleanup(dir.clone());
     let backend = RocksBackend::open_existing(&dir)?;
-    apply_to_copy(state, backend, writes)
+    apply_to_copy(store, backend, writes)
 }
 
-/// Opens `backend` (a copy of the agent's store) as a store of its own,
-/// applies `writes` and returns the resulting entry of each written key.
-/// Blocking.
-pub fn apply_to_copy<B: AgentBackend>(
-    state: &AgentState<B>,
+/// Opens `backend` (a copy of `store`) as a store of its own, with `store`'s
+/// node id, secret, ranges and clock, applies `writes` and returns the
+/// resulting entry of each written key. Blocking.
+pub fn apply_to_copy<B: Backend>(
+    store: &Store<B>,
     backend: B,
     writes: Vec<Write>,
 ) -> Result<Vec<KeyEntry>, StoreError> {
-    let mut cfg = StoreConfig::new(
-        state.node_id.clone(),
-        state.secret.clone(),
-        Some(state.config.ranges.clone()),
-    );
-    cfg.clock = state.store.config().clock.clone();
+    let live = store.config();
+    let mut cfg = StoreConfig::new(live.node_id.clone(), live.secret.clone(), live.ranges.clone());
+    cfg.clock = live.clock.clone();
     let shadow = Store::open(backend, cfg)?;
     let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
     shadow.write(writes)?;

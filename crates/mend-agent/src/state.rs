@@ -7,59 +7,15 @@ use tonic::Status;
 
 use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
-use mend_store::{Backend, MemBackend, Store, StoreError, Write};
+use mend_store::{Store, StoreError};
 
 use crate::config::AgentConfig;
-use crate::shadow::KeyEntry;
+pub use crate::backend::AgentBackend;
 use crate::status::{from_join, from_store};
 
 /// The store type agents run on: RocksDB in production, any
 /// [`AgentBackend`] in tests and the simulator.
 pub type AgentStore<B = RocksBackend> = Store<B>;
-
-/// A backend an agent can run on: a store backend that can also take a
-/// throwaway copy of itself for shadow runs.
-pub trait AgentBackend: Backend + Sized {
-    /// Applies `writes` to a copy of `state`'s store that the live store
-    /// never sees, and returns each written key's entry afterwards.
-    /// Blocking.
-    fn shadow_apply(
-        state: &AgentState<Self>,
-        tag: &str,
-        writes: Vec<Write>,
-    ) -> Result<Vec<KeyEntry>, StoreError>;
-}
-
-impl AgentBackend for RocksBackend {
-    fn shadow_apply(
-        state: &AgentState<Self>,
-        tag: &str,
-        writes: Vec<Write>,
-    ) -> Result<Vec<KeyEntry>, StoreError> {
-        crate::shadow::apply_to_checkpoint(state, tag, writes)
-    }
-}
-
-impl AgentBackend for MemBackend {
-    fn shadow_apply(
-        state: &AgentState<Self>,
-        _tag: &str,
-        writes: Vec<Write>,
-    ) -> Result<Vec<KeyEntry>, StoreError> {
-        let copy = state.store.backend().snapshot_copy()?;
-        crate::shadow::apply_to_copy(state, copy, writes)
-    }
-}
-
-/// The key of the agent's meta row under `prefix` for (`peer`, `range`):
-/// `prefix peer 0x00 range` (sync records, drift history).
-pub(crate) fn peer_range_key(prefix: &[u8], peer: &str, range: &str) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    k.push(0);
-    k.extend_from_slice(range.as_bytes());
-    k
-}
 
 /// Everything the services share.
 pub struct AgentState<B: AgentBackend = RocksBackend> {
@@ -106,7 +62,7 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// Exchange slots (`schedule.exchanges_max`), as initiator or responder.
     pub slots: crate::slots::Slots,
     /// The dashboard's last cluster view and when it was taken.
-    pub cluster_view: tokio::sync::Mutex<Option<(Instant, Vec<crate::dashboard::ClusterPeer>)>>,
+    pub cluster_view: tokio::sync::Mutex<Option<(Instant, Vec<crate::cluster::ClusterPeer>)>>,
     /// The gRPC address the agent is bound to, once it is (for the
     /// commands the dashboard shows).
     pub grpc_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -116,7 +72,7 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     /// Operator sessions of the dashboard page (key drawn at start).
     pub sessions: crate::session::Sessions,
     /// What operators did from the dashboard page, newest last.
-    pub actions: crate::actions::ActionLog,
+    pub actions: crate::action_log::ActionLog,
     /// The adapters that serve repairs of digest-only ranges (`rows`).
     pub rows: crate::rows::RowAdapters,
     /// Peers found in DNS (`[discovery]`), shared with the dialer.

@@ -734,7 +734,7 @@ impl World {
     /// none) than the other, and the category must be one its entries allow.
     fn check_key(
         &self,
-        k: &mend_agent::exchange::DivergentKey,
+        k: &mend_agent::outcome::DivergentKey,
         l: Option<&EntrySummary>,
         p: Option<&EntrySummary>,
     ) -> Option<String> {

@@ -7,6 +7,7 @@
 //! between segments (`control`).
 
 pub mod control;
+pub mod rows;
 pub mod segment;
 
 use std::sync::Arc;
@@ -26,11 +27,13 @@ use mend_core::classify::{Category, Side};
 use mend_rpc::convert::version_to_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
-use crate::exchange::{DiffOutcome, DivergentKey, connect, diff, next_message, peer_err};
+use crate::exchange::{connect, diff, next_message, peer_err};
+use crate::outcome::{DiffOutcome, DivergentKey};
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
 use crate::runs::{Claim, RunState, Want};
-use crate::service::peer::write_from_pb;
+use crate::pace::Pacer;
+use crate::wire::write_from_pb;
 use crate::state::{AgentBackend, AgentState};
 
 /// Entries per push message and per local apply batch.
@@ -128,57 +131,6 @@ pub struct RepairSummary {
     pub segments_done: u32,
     /// Segments of the run (`segment`).
     pub segments_total: u32,
-}
-
-/// Paces a stream of work to byte and key rates: each call waits until the
-/// cumulative totals are within the rates since the start.
-#[derive(Debug)]
-pub struct Pacer {
-    start: Instant,
-    bytes_per_s: u64,
-    keys_per_s: u64,
-    bytes: u64,
-    keys: u64,
-}
-
-impl Pacer {
-    /// A pacer for the given rates (0 = unlimited).
-    pub fn new(bytes_per_s: u64, keys_per_s: u64) -> Pacer {
-        Pacer {
-            start: Instant::now(),
-            bytes_per_s,
-            keys_per_s,
-            bytes: 0,
-            keys: 0,
-        }
-    }
-
-    /// Accounts for `bytes` and `keys` about to be sent, waiting first if
-    /// sending them now would exceed a rate.
-    pub async fn take(&mut self, bytes: u64, keys: u64) {
-        let mut due = Duration::ZERO;
-        if self.bytes_per_s > 0 {
-            due = due.max(Duration::from_secs_f64(
-                self.bytes as f64 / self.bytes_per_s as f64,
-            ));
-        }
-        if self.keys_per_s > 0 {
-            due = due.max(Duration::from_secs_f64(
-                self.keys as f64 / self.keys_per_s as f64,
-            ));
-        }
-        self.bytes += bytes;
-        self.keys += keys;
-        let at = self.start + due;
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
-    }
-
-    /// Waits until everything accounted for is within the rates.
-    pub async fn finish(&mut self) {
-        self.take(0, 0).await;
-    }
 }
 
 /// Plans a repair from a diff (`mend_core::playbook::repair_plan`): what
@@ -756,7 +708,7 @@ async fn push_planned<B: AgentBackend>(
         state
             .blocking(move |s| s.backend().write(ops, false))
             .await?;
-        let got = crate::rows::read_records(state, keys.clone()).await?;
+        let got = crate::repair::rows::read_records(state, keys.clone()).await?;
         let recs = keys.into_iter().zip(got);
         let mut msg = pb::PushRequest {
             repair_id: if first { id.clone() } else { String::new() },
@@ -888,10 +840,10 @@ async fn fetch_planned<B: AgentBackend>(
                 let writes = std::mem::take(&mut batch);
                 batch_bytes = 0;
                 let n = writes.len() as u64;
-                for (k, a) in crate::rows::apply_writes(state, &id, writes).await? {
+                for (k, a) in crate::repair::rows::apply_writes(state, &id, writes).await? {
                     match a {
-                        crate::rows::Applied::Applied => sum.keys_to_local += 1,
-                        crate::rows::Applied::Kept(decision) => sum.skipped.push((
+                        crate::repair::rows::Applied::Applied => sum.keys_to_local += 1,
+                        crate::repair::rows::Applied::Kept(decision) => sum.skipped.push((
                             k,
                             format!("kept the local entry ({decision}): it changed since the diff"),
                         )),
@@ -1018,7 +970,7 @@ async fn restamp<B: AgentBackend>(
                     k,
                     format!(
                         "not resolved toward the authority: the local write was {}",
-                        crate::service::decision_str(a.decision)
+                        crate::wire::decision_str(a.decision)
                     ),
                 ));
             }
@@ -1041,7 +993,7 @@ async fn shadow_run<B: AgentBackend>(
     // Rows behind an adapter have no checkpoint to apply to.
     let (rows, planned): (Vec<&Planned>, Vec<&Planned>) = planned
         .iter()
-        .partition(|p| crate::rows::digest_range(state, &p.key).is_some());
+        .partition(|p| crate::repair::rows::digest_range(state, &p.key).is_some());
     let planned: Vec<Planned> = planned.into_iter().cloned().collect();
     let planned = planned.as_slice();
     let to_peer = keys_behind(planned, Side::Peer);
@@ -1115,7 +1067,7 @@ async fn shadow_run<B: AgentBackend>(
         }
         let st = state.clone();
         let after = state
-            .run(move || B::shadow_apply(&st, "local", writes).map_err(crate::status::from_store))
+            .run(move || B::shadow_apply(&st.store, &st.config.data_dir, "local", writes).map_err(crate::status::from_store))
             .await?;
         local_after.extend(after);
     }
@@ -1248,11 +1200,11 @@ pub async fn undo<B: AgentBackend>(
     let (mut local, images) = state
         .blocking(move |s| {
             journal::undo_here(s, &id2, keep_deletes, &|k| {
-                crate::rows::digest_range(&st, k).is_some()
+                crate::repair::rows::digest_range(&st, k).is_some()
             })
         })
         .await?;
-    let rows = crate::rows::undo(state, images).await?;
+    let rows = crate::repair::rows::undo(state, images).await?;
     local.restored += rows.restored;
     local.skipped.extend(rows.skipped);
     let id2 = id.clone();

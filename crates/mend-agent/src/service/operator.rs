@@ -14,9 +14,11 @@ use mend_core::exchange::EntrySummary;
 use mend_rpc::convert::version_to_pb;
 use mend_rpc::pb;
 
-use crate::exchange::{DiffOutcome, diff};
+use crate::exchange::diff;
+use crate::outcome::DiffOutcome;
 use crate::repair::{RepairOptions, repair, undo};
 use crate::state::AgentState;
+use super::status_report::{run_pb, run_state_pb};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -32,33 +34,6 @@ impl OperatorService {
     /// A service over `state`.
     pub fn new(state: Arc<AgentState>) -> OperatorService {
         OperatorService { state }
-    }
-}
-
-/// A run state on the wire.
-pub fn run_state_pb(s: crate::runs::RunState) -> pb::RepairRunState {
-    use crate::runs::RunState;
-    match s {
-        RunState::Running => pb::RepairRunState::Running,
-        RunState::Paused => pb::RepairRunState::Paused,
-        RunState::Cancelled => pb::RepairRunState::Cancelled,
-        RunState::Done => pb::RepairRunState::Done,
-        RunState::Failed => pb::RepairRunState::Failed,
-    }
-}
-
-/// A run on the wire.
-pub fn run_pb(r: crate::repair::control::RunInfo) -> pb::RepairRun {
-    pb::RepairRun {
-        repair_id: r.id,
-        peer: r.peer,
-        state: run_state_pb(r.state) as i32,
-        live: r.live,
-        segments_done: r.segments_done,
-        segments_total: r.segments_total,
-        keys_done: r.keys_done,
-        keys_total: r.keys_total,
-        error: r.error,
     }
 }
 
@@ -87,7 +62,7 @@ fn categories(v: &[String]) -> Result<Vec<Category>, Status> {
 }
 
 /// A divergent key as a wire message.
-pub fn key_pb(k: &crate::exchange::DivergentKey) -> pb::DivergentKey {
+pub fn key_pb(k: &crate::outcome::DivergentKey) -> pb::DivergentKey {
     pb::DivergentKey {
         range: k.range.clone(),
         key: k.div.key.clone(),
@@ -102,7 +77,7 @@ pub fn key_pb(k: &crate::exchange::DivergentKey) -> pb::DivergentKey {
 fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
     let (tx, rx) = mpsc::channel(STREAM_DEPTH);
     tokio::spawn(async move {
-        let srcs = crate::report::attribution(&d, now_ms, crate::schedule::SOURCE_WINDOW_GAP_MS);
+        let srcs = crate::report::attribution(&d, now_ms, crate::report::SOURCE_WINDOW_GAP_MS);
         for k in &d.keys {
             let ev = key_pb(k);
             if tx
@@ -416,7 +391,7 @@ impl pb::operator_server::Operator for OperatorService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(
-            crate::server::status(&self.state, req.into_inner()).await?,
+            crate::service::status_report::status(&self.state, req.into_inner()).await?,
         ))
     }
 }

@@ -12,13 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 use mend_core::exchange::{LeafProbe, check_probe_request, respond_leaves, respond_probe};
 use mend_rpc::convert::{
     key_from_pb, leaf_probe_from_pb, leaf_reply_to_pb, probe_from_pb, probe_reply_to_pb,
-    value_from_pb, version_from_pb, version_to_pb,
+    version_to_pb,
 };
 use mend_rpc::{PROTOCOL_VERSION, pb};
 use mend_store::{RangeView, Write};
 
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
+use crate::wire::write_from_pb;
 use crate::state::{AgentBackend, AgentState, AgentStore};
 use crate::status::{from_exchange, from_store};
 
@@ -70,24 +71,6 @@ async fn send_within<T>(
         tokio::time::timeout(timeout, tx.send(msg)).await,
         Ok(Ok(()))
     )
-}
-
-/// A replicated entry from the wire as a versioned write, validated: key and
-/// value within limits, a version present and well formed.
-pub fn write_from_pb(e: pb::Entry) -> Result<Write, Status> {
-    key_from_pb(&e.key)?;
-    if !e.tombstone {
-        value_from_pb(&e.value)?;
-    }
-    let v = version_from_pb(
-        e.version
-            .ok_or_else(|| Status::invalid_argument("entry.version: missing"))?,
-    )?;
-    Ok(Write {
-        key: e.key,
-        value: (!e.tombstone).then_some(e.value),
-        version: Some(v),
-    })
 }
 
 /// Implementation of `mend.v1.Peer`. The `on_*` methods are the service
@@ -383,7 +366,7 @@ impl<B: AgentBackend> PeerService<B> {
         tokio::spawn(async move {
             let _permit = permit;
             for chunk in keys.chunks(FETCH_CHUNK_KEYS) {
-                let got = crate::rows::read_records(&state, chunk.to_vec()).await;
+                let got = crate::repair::rows::read_records(&state, chunk.to_vec()).await;
                 let got = match got {
                     Ok(g) => g,
                     Err(e) => {
@@ -483,10 +466,10 @@ impl<B: AgentBackend> PeerService<B> {
                 writes.push(write_from_pb(e)?);
             }
             self.state.check_future(&writes)?;
-            for (key, a) in crate::rows::apply_writes(&self.state, &rid, writes).await? {
+            for (key, a) in crate::repair::rows::apply_writes(&self.state, &rid, writes).await? {
                 match a {
-                    crate::rows::Applied::Applied => applied += 1,
-                    crate::rows::Applied::Kept(decision) => not_applied.push(pb::KeyOutcome {
+                    crate::repair::rows::Applied::Applied => applied += 1,
+                    crate::repair::rows::Applied::Kept(decision) => not_applied.push(pb::KeyOutcome {
                         key,
                         decision: decision.into(),
                     }),
@@ -594,7 +577,7 @@ impl<B: AgentBackend> PeerService<B> {
         let state = self.state.clone();
         let after = self
             .state
-            .run(move || B::shadow_apply(&state, "peer", writes).map_err(from_store))
+            .run(move || B::shadow_apply(&state.store, &state.config.data_dir, "peer", writes).map_err(from_store))
             .await?;
         Ok(pb::LookupResponse {
             results: after
@@ -657,7 +640,7 @@ impl<B: AgentBackend> PeerService<B> {
                     return Ok(Some(Ok(None)));
                 }
                 let (o, images) = journal::undo_here(s, &id, keep_deletes, &|k| {
-                    crate::rows::digest_range(&st, k).is_some()
+                    crate::repair::rows::digest_range(&st, k).is_some()
                 })?;
                 Ok(Some(Ok(Some((h, o, images)))))
             })
@@ -670,7 +653,7 @@ impl<B: AgentBackend> PeerService<B> {
                 // Rows behind an adapter go back before the repair is
                 // marked undone: a crash in between leaves it to a second
                 // undo, which finds the restored rows restored.
-                let rows = crate::rows::undo(&self.state, images).await?;
+                let rows = crate::repair::rows::undo(&self.state, images).await?;
                 o.restored += rows.restored;
                 o.skipped.extend(rows.skipped);
                 h.undone = true;

@@ -11,7 +11,7 @@ use mend_rpc::convert::{key_from_pb, opt_version_from_pb, value_from_pb, version
 use mend_rpc::pb;
 use mend_store::{Applied, Write};
 
-use super::decision_str;
+use crate::wire::decision_str;
 use crate::state::AgentState;
 
 /// Implementation of `mend.v1.Replica`.
