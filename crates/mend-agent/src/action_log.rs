@@ -152,7 +152,12 @@ impl ActionLog {
         self.with(|(_, v)| v.iter().cloned().collect())
     }
 
-    pub(crate) fn begin(&self, a: &Action, operator: &str, now_ms: u64) -> Result<u64, ActionError> {
+    pub(crate) fn begin(
+        &self,
+        a: &Action,
+        operator: &str,
+        now_ms: u64,
+    ) -> Result<u64, ActionError> {
         self.with(|(next, v)| {
             let pending = v.iter().filter(|x| x.state == ActionState::Pending).count();
             if pending >= ACTIONS_PENDING_MAX {
@@ -213,7 +218,6 @@ impl ActionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn undo(id: &str) -> Action {
         Action::Undo { id: id.into() }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::action_log::{Action, ActionError};
+use crate::error::AgentError;
 use crate::journal::REPAIR_ID_BYTES_MAX;
 use crate::repair::control::{self, Action as RunAction};
 use crate::repair::{RepairOptions, RepairSummary};
@@ -75,7 +76,7 @@ async fn perform<B: AgentBackend>(
     a: Action,
     addr: String,
 ) -> Result<(String, String), String> {
-    let msg = |s: tonic::Status| s.message().to_string();
+    let msg = |s: AgentError| s.to_string();
     let ctl = |id: String, act: RunAction| async move {
         let run = control::control(state, &id, act).await.map_err(msg)?;
         Ok((

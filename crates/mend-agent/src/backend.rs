@@ -44,4 +44,3 @@ impl AgentBackend for MemBackend {
         crate::shadow::apply_to_copy(store, copy, writes)
     }
 }
-

@@ -22,6 +22,7 @@ use serde::Serialize;
 use mend_core::attribution::Source;
 
 use crate::cluster::{CLUSTER_CACHE_MS, ClusterPeer, ClusterRange};
+use crate::error::AgentError;
 use crate::monitor::{ExchangeRecord, LinkState};
 use crate::runs::RunView;
 use crate::state::{AgentBackend, AgentState};
@@ -167,9 +168,7 @@ pub struct RecentRepair {
 }
 
 /// Builds this agent's view.
-pub async fn build<B: AgentBackend>(
-    state: &Arc<AgentState<B>>,
-) -> Result<Dashboard, tonic::Status> {
+pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashboard, AgentError> {
     let now = state.store.now_ms();
     let uptime_ms = state.started.elapsed().as_millis() as u64;
     let links = state.monitor.links();
@@ -324,7 +323,7 @@ pub struct UnfinishedRun {
 /// time (concurrent callers wait for it and share it).
 pub async fn cluster_cached<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
-) -> Result<Vec<ClusterPeer>, tonic::Status> {
+) -> Result<Vec<ClusterPeer>, AgentError> {
     let mut cache = state.cluster_view.lock().await;
     if let Some((at, view)) = cache.as_ref()
         && at.elapsed() < Duration::from_millis(CLUSTER_CACHE_MS)
@@ -340,7 +339,7 @@ pub async fn cluster_cached<B: AgentBackend>(
 /// parallel, each bounded by `limits.rpc_timeout_ms`).
 pub async fn cluster<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
-) -> Result<Vec<ClusterPeer>, tonic::Status> {
+) -> Result<Vec<ClusterPeer>, AgentError> {
     let ours = state
         .blocking(|s| {
             let specs = s.ranges().specs().to_vec();
@@ -368,7 +367,7 @@ pub async fn cluster<B: AgentBackend>(
                 crate::exchange::ask_handshake(state, &p.address, specs),
             )
             .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+            .unwrap_or_else(|_| Err(AgentError::timeout("no answer in time")));
             let mut c = ClusterPeer {
                 id: p.id.clone(),
                 address: p.address.clone(),

@@ -9,25 +9,27 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use prost::Message;
-use tonic::Status;
 
-use mend_core::exchange::{Descent, Divergence, EntrySummary, ExchangeError, Step};
+use mend_core::exchange::{Descent, Divergence, ExchangeError, Step};
 use mend_rpc::convert::{leaf_probe_to_pb, leaf_reply_from_pb, probe_reply_from_pb, probe_to_pb};
 use mend_rpc::{GRPC_FRAME_BYTES, PROTOCOL_VERSION, pb};
 use mend_store::RangeView;
 
+use crate::error::AgentError;
 use crate::link::PeerLink;
-use crate::outcome::{Cost, DiffOutcome, DivergentKey, TreeMismatch, classify_in};
 pub use crate::link::{error_chain, next_message, peer_err};
+use crate::outcome::{Cost, DiffOutcome, DivergentKey, TreeMismatch, classify_in};
 use crate::state::{AgentBackend, AgentState};
-use crate::status::{from_exchange, from_store};
 
 /// A link to a connected peer.
 pub type Peer = Arc<dyn PeerLink>;
 
 /// Dials the peer at `addr` through the agent's dialer (gRPC over mutual
 /// TLS in production), reusing an open connection when there is one.
-pub async fn connect<B: AgentBackend>(state: &AgentState<B>, addr: &str) -> Result<Peer, Status> {
+pub async fn connect<B: AgentBackend>(
+    state: &AgentState<B>,
+    addr: &str,
+) -> Result<Peer, AgentError> {
     state.dialer.dial(addr).await
 }
 
@@ -38,11 +40,11 @@ pub fn forget<B: AgentBackend>(state: &AgentState<B>, addr: &str) {
 }
 
 /// Refuses a peer's answer in another protocol version.
-fn same_protocol(addr: &str, version: u32) -> Result<(), Status> {
+fn same_protocol(addr: &str, version: u32) -> Result<(), AgentError> {
     if version == PROTOCOL_VERSION {
         return Ok(());
     }
-    Err(Status::failed_precondition(format!(
+    Err(AgentError::precondition(format!(
         "peer {addr} answered with protocol {version}, this agent speaks {PROTOCOL_VERSION}"
     )))
 }
@@ -54,7 +56,7 @@ pub async fn ask_handshake<B: AgentBackend>(
     state: &AgentState<B>,
     addr: &str,
     wanted: &[mend_core::RangeSpec],
-) -> Result<pb::HandshakeResponse, Status> {
+) -> Result<pb::HandshakeResponse, AgentError> {
     let answer = async {
         let peer = connect(state, addr).await?;
         handshake(state, &peer, addr, wanted, true, &mut Cost::default()).await
@@ -73,7 +75,7 @@ pub async fn handshake<B: AgentBackend>(
     wanted: &[mend_core::RangeSpec],
     only_shared: bool,
     cost: &mut Cost,
-) -> Result<pb::HandshakeResponse, Status> {
+) -> Result<pb::HandshakeResponse, AgentError> {
     let creq = pb::ChallengeRequest {};
     cost.rounds += 1;
     cost.bytes_sent += wire(&creq);
@@ -104,27 +106,27 @@ pub async fn handshake<B: AgentBackend>(
     if let Some(id) = state.server_name(addr)
         && resp.node_id != id
     {
-        return Err(Status::permission_denied(format!(
+        return Err(AgentError::denied(format!(
             "peer {addr} is configured as {id:?} but answered as {:?}",
             resp.node_id
         )));
     }
     let want = crate::auth::responder_proof(&state.secret, &ch.challenge, &nonce, &resp.node_id);
     if !crate::auth::proof_eq(&resp.proof, &want) {
-        return Err(Status::permission_denied(format!(
+        return Err(AgentError::denied(format!(
             "peer {addr} does not prove this cluster's secret: both agents must use the same secret"
         )));
     }
     let mut seen = std::collections::HashSet::new();
     for rr in &resp.ranges {
         if !wanted.iter().any(|w| w.name == rr.name) {
-            return Err(Status::internal(format!(
+            return Err(AgentError::internal(format!(
                 "peer {addr} answered for range {:?}, which was not asked for",
                 rr.name
             )));
         }
         if !seen.insert(rr.name.as_str()) {
-            return Err(Status::internal(format!(
+            return Err(AgentError::internal(format!(
                 "peer {addr} answered twice for range {:?}",
                 rr.name
             )));
@@ -142,7 +144,7 @@ pub async fn diff<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
-) -> Result<DiffOutcome, Status> {
+) -> Result<DiffOutcome, AgentError> {
     forget_on_error(state, addr, diff_once(state, addr, range).await)
 }
 
@@ -151,8 +153,8 @@ pub async fn diff<B: AgentBackend>(
 pub fn forget_on_error<B: AgentBackend, T>(
     state: &AgentState<B>,
     addr: &str,
-    out: Result<T, Status>,
-) -> Result<T, Status> {
+    out: Result<T, AgentError>,
+) -> Result<T, AgentError> {
     if out.is_err() {
         forget(state, addr);
     }
@@ -163,7 +165,7 @@ async fn diff_once<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     addr: &str,
     range: Option<&str>,
-) -> Result<DiffOutcome, Status> {
+) -> Result<DiffOutcome, AgentError> {
     let started = Instant::now();
     let started_ms = state.store.now_ms();
     let peer = connect(state, addr).await?;
@@ -171,10 +173,9 @@ async fn diff_once<B: AgentBackend>(
     let specs = state.store.ranges().specs().to_vec();
     let wanted: Vec<_> = match range {
         Some(r) => {
-            let s = specs
-                .iter()
-                .find(|s| s.name == r)
-                .ok_or_else(|| Status::not_found(format!("this agent serves no range {r:?}")))?;
+            let s = specs.iter().find(|s| s.name == r).ok_or_else(|| {
+                AgentError::not_found(format!("this agent serves no range {r:?}"))
+            })?;
             vec![s.clone()]
         }
         None => specs.clone(),
@@ -189,7 +190,7 @@ async fn diff_once<B: AgentBackend>(
             as i64
     };
     if resp.ranges.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "peer {addr} serves none of this agent's ranges"
         )));
     }
@@ -201,13 +202,13 @@ async fn diff_once<B: AgentBackend>(
     let (mut entries_local, mut entries_peer) = (0u64, 0u64);
     for rr in resp.ranges {
         let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
-            Status::invalid_argument(format!(
+            AgentError::invalid(format!(
                 "peer {addr} answered for unknown range {:?}",
                 rr.name
             ))
         })?;
         entries_peer = entries_peer.saturating_add(rr.entries);
-        entries_local += state.store.root(id).map_err(from_store)?.count;
+        entries_local += state.store.root(id).map_err(AgentError::from)?.count;
         let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
         let (divs, quiet, roots_differ) =
             descend(state, &peer, addr, id, &rr.name, rr.root, &mut cost, left).await?;
@@ -278,7 +279,7 @@ async fn tree_mismatch<B: AgentBackend>(
     id: u16,
     range: &str,
     buckets: Vec<u32>,
-) -> Result<TreeMismatch, Status> {
+) -> Result<TreeMismatch, AgentError> {
     let quiet = buckets.clone();
     let fixed = state
         .blocking(move |s| {
@@ -311,11 +312,11 @@ async fn tree_mismatch<B: AgentBackend>(
 /// A peer's breach of the protocol, seen by the initiator: the peer's
 /// fault, so INTERNAL with its address, never INVALID_ARGUMENT (which would
 /// blame the operator's request).
-fn peer_breach(addr: &str, e: ExchangeError) -> Status {
+fn peer_breach(addr: &str, e: ExchangeError) -> AgentError {
     match e {
-        ExchangeError::Protocol(m) => Status::internal(format!("peer {addr}: {m}")),
-        ExchangeError::Limit(m) => Status::resource_exhausted(format!("peer {addr}: {m}")),
-        ExchangeError::Local(m) => Status::internal(m),
+        ExchangeError::Protocol(m) => AgentError::internal(format!("peer {addr}: {m}")),
+        ExchangeError::Limit(m) => AgentError::exhausted(format!("peer {addr}: {m}")),
+        local @ ExchangeError::Local { .. } => AgentError::from(local),
     }
 }
 
@@ -328,7 +329,7 @@ struct Budget {
 }
 
 impl Budget {
-    fn charge(&self, r: &mend_core::exchange::LeafReply, addr: &str) -> Result<(), Status> {
+    fn charge(&self, r: &mend_core::exchange::LeafReply, addr: &str) -> Result<(), AgentError> {
         use std::sync::atomic::Ordering;
         let n = r.extra.len();
         let b: usize = r.extra.iter().map(|e| e.key.len()).sum();
@@ -343,7 +344,7 @@ impl Budget {
         if ok_n && ok_b {
             return Ok(());
         }
-        Err(Status::resource_exhausted(format!(
+        Err(AgentError::exhausted(format!(
             "peer {addr} lists more divergent entries than diff_keys_max / diff_key_bytes_max allow; is this the right peer?"
         )))
     }
@@ -359,12 +360,12 @@ async fn advance<B: AgentBackend, R: Send + 'static>(
     addr: &str,
     replies: R,
     feed: fn(&mut Descent, &dyn mend_core::exchange::TreeView, R) -> Result<Step, ExchangeError>,
-) -> Result<(Descent, Step), Status> {
+) -> Result<(Descent, Step), AgentError> {
     let store = state.store.clone();
     let addr = addr.to_string();
     state
         .run(move || {
-            let view = RangeView::new(&store, id).map_err(from_store)?;
+            let view = RangeView::new(&store, id).map_err(AgentError::from)?;
             let s = feed(&mut d, &view, replies).map_err(|e| peer_breach(&addr, e))?;
             Ok((d, s))
         })
@@ -381,7 +382,7 @@ async fn descend<B: AgentBackend>(
     peer_root: u64,
     cost: &mut Cost,
     keys_left: usize,
-) -> Result<(Vec<Divergence>, Vec<u32>, bool), Status> {
+) -> Result<(Vec<Divergence>, Vec<u32>, bool), AgentError> {
     let limits = mend_core::exchange::DescentLimits {
         keys_max: keys_left,
         key_bytes_max: state.config.limits.diff_key_bytes_max,
@@ -390,14 +391,14 @@ async fn descend<B: AgentBackend>(
     let store = state.store.clone();
     let (mut d, mut step, roots_differ) = state
         .run(move || {
-            let view = RangeView::new(&store, id).map_err(from_store)?;
-            let root = view.root_hash().map_err(from_exchange)?;
+            let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+            let root = view.root_hash().map_err(AgentError::from)?;
             let (d, step) =
-                Descent::start_with(&view, root, peer_root, limits).map_err(from_exchange)?;
+                Descent::start_with(&view, root, peer_root, limits).map_err(AgentError::from)?;
             Ok((d, step, root != peer_root))
         })
         .await?;
-    let shape = state.store.shape(id).map_err(from_store)?;
+    let shape = state.store.shape(id).map_err(AgentError::from)?;
     loop {
         match step {
             Step::Done => break,
@@ -419,7 +420,7 @@ async fn descend<B: AgentBackend>(
                             let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?;
                             let received = wire(&resp);
                             if resp.replies.len() != probes.len() {
-                                return Err(Status::internal(format!(
+                                return Err(AgentError::internal(format!(
                                     "peer {addr} answered {} of {} probes",
                                     resp.replies.len(),
                                     probes.len()
@@ -432,7 +433,7 @@ async fn descend<B: AgentBackend>(
                                 .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
                                 .collect::<Result<Vec<_>, _>>()
                                 .map_err(|s| peer_err(addr, s))?;
-                            Ok::<_, Status>((sent, received, replies))
+                            Ok::<_, AgentError>((sent, received, replies))
                         }
                     });
                 let mut replies = Vec::with_capacity(ps.len());
@@ -466,7 +467,7 @@ async fn descend<B: AgentBackend>(
                             budget.charge(&r, addr)?;
                             replies.push(r);
                         }
-                        Ok::<_, Status>((sent, received, replies))
+                        Ok::<_, AgentError>((sent, received, replies))
                     }
                 });
                 let mut all = Vec::with_capacity(lps.len());

@@ -56,12 +56,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tonic::Status;
 
-use mend_store::{Cf, Op};
-
-use crate::sync_record::{last_clean_sync, last_sync, recorded_incarnation};
+use crate::error::AgentError;
 use crate::state::{AgentBackend, AgentState};
+use crate::sync_record::{last_clean_sync, last_sync, recorded_incarnation};
 
 /// Index rows one purge call examines (one store batch, one hold of the
 /// writer lock).
@@ -230,11 +228,13 @@ pub struct PurgeRound {
 
 /// One purge round over every range, to the current horizons, paced by
 /// `gc.purge_rate_per_s`.
-pub async fn purge_once<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<PurgeRound, Status> {
+pub async fn purge_once<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+) -> Result<PurgeRound, AgentError> {
     // Only when some record allows a purge is it worth asking the peers.
     let st = state.clone();
     let recorded = state
-        .run(move || horizons(&st).map_err(crate::status::from_store))
+        .run(move || horizons(&st).map_err(AgentError::from))
         .await?;
     let hs = if recorded.iter().all(|h| h.before_ms == 0) {
         recorded
@@ -243,9 +243,7 @@ pub async fn purge_once<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<P
         let records = state.sync_records.lock().await;
         let st = state.clone();
         let hs = state
-            .run(move || {
-                horizons_confirmed(&st, Some(&confirmation)).map_err(crate::status::from_store)
-            })
+            .run(move || horizons_confirmed(&st, Some(&confirmation)).map_err(AgentError::from))
             .await?;
         drop(records);
         hs
@@ -293,7 +291,7 @@ pub async fn purge_once<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<P
 
 /// Prunes the repair journal to `journal.retention_ms` and
 /// `journal.repairs_max`; returns how many repairs went.
-pub async fn prune_journal<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<u64, Status> {
+pub async fn prune_journal<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<u64, AgentError> {
     let now = state.store.now_ms();
     let r = crate::journal::Retention {
         age_ms: state.config.journal.retention_ms,

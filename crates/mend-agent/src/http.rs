@@ -71,7 +71,7 @@ async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
             });
             body
     });
-    json_or_error(r)
+    json_or_error(r.map_err(|s| s.message().to_string()))
 }
 
 /// Readiness: 200 while the store takes a write, else 503 with why (the
@@ -103,7 +103,7 @@ async fn page() -> impl IntoResponse {
 }
 
 fn json_or_error<T: serde::Serialize>(
-    r: Result<T, tonic::Status>,
+    r: Result<T, String>,
 ) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
     match r.map(|v| serde_json::to_string(&v)) {
         Ok(Ok(body)) => (
@@ -119,17 +119,25 @@ fn json_or_error<T: serde::Serialize>(
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain")],
-            e.message().to_string(),
+            e,
         ),
     }
 }
 
 async fn dashboard(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    json_or_error(crate::dashboard::build(&state).await)
+    json_or_error(
+        crate::dashboard::build(&state)
+            .await
+            .map_err(|e| e.to_string()),
+    )
 }
 
 async fn cluster(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    json_or_error(crate::dashboard::cluster_cached(&state).await)
+    json_or_error(
+        crate::dashboard::cluster_cached(&state)
+            .await
+            .map_err(|e| e.to_string()),
+    )
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {

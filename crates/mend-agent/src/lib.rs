@@ -4,8 +4,9 @@
 //! serves HTTP status.
 //!
 //! Invariant: blocking store calls run on tokio's blocking pool, never on an
-//! async worker; every error that reaches the wire is a `tonic::Status`
-//! built in [`status`], never a panic.
+//! async worker; every operation returns an [`AgentError`], which only
+//! `service/` turns into the `tonic::Status` that reaches the wire; never a
+//! panic.
 
 pub mod action_log;
 pub mod actions;
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod backend;
 pub mod dashboard;
 pub mod discovery;
+pub mod error;
 pub use mend_config as config;
 pub mod cluster;
 pub mod exchange;
@@ -40,10 +42,10 @@ pub mod session;
 pub mod shadow;
 pub mod slots;
 pub mod state;
-pub mod status;
 pub mod sync_record;
 pub mod wire;
 
 pub use config::AgentConfig;
-pub use server::{RunningAgent, start};
+pub use error::AgentError;
+pub use server::{RunningAgent, StartError, StopError, start};
 pub use state::AgentState;

@@ -10,4 +10,3 @@ pub(crate) fn peer_range_key(prefix: &[u8], peer: &str, range: &str) -> Vec<u8> 
     k.extend_from_slice(range.as_bytes());
     k
 }
-

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use mend_core::classify::Category;
 
 use crate::config::Budget;
-use crate::outcome::DiffOutcome;
 use crate::metrics::{Metrics, PeerLabel, PeerRange, PeerRangeCategory};
+use crate::outcome::DiffOutcome;
 
 /// One exchange of one range, as kept in the history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

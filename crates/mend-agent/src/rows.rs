@@ -24,9 +24,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use tonic::Status;
+use mend_core::{EntryMeta, Record, Version};
 
-use mend_core::{EntryMeta, RangeMode, Record, Version};
+use crate::error::AgentError;
 
 /// A boxed future of an adapter call.
 pub type RowFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RowError>> + Send + 'a>>;
@@ -45,13 +45,15 @@ pub enum RowError {
 }
 
 impl RowError {
-    fn status(&self, range: &str) -> Status {
+    /// The agent error of a failed call to `range`'s adapter: an
+    /// unavailable store is retryable, a rejected change is not.
+    pub fn in_range(&self, range: &str) -> AgentError {
         match self {
             RowError::Unavailable(m) => {
-                Status::unavailable(format!("the adapter of range {range}: {m}"))
+                AgentError::unavailable(format!("the adapter of range {range}: {m}"))
             }
             RowError::Rejected(m) => {
-                Status::failed_precondition(format!("the adapter of range {range}: {m}"))
+                AgentError::precondition(format!("the adapter of range {range}: {m}"))
             }
         }
     }

@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
-
 use mend_core::exchange::{Divergence, EntrySummary, entry_hash};
 use mend_rpc::convert::summary_from_pb;
 use mend_rpc::pb;
 
+use crate::error::AgentError;
 use crate::exchange::{connect, peer_err};
 use crate::outcome::{DivergentKey, classify_in};
 use crate::state::{AgentBackend, AgentState};
@@ -53,7 +52,7 @@ pub async fn sample<B: AgentBackend>(
     addr: &str,
     n: u32,
     seed: u64,
-) -> Result<SampleOutcome, Status> {
+) -> Result<SampleOutcome, AgentError> {
     let out = sample_once(state, addr, n, seed).await;
     crate::exchange::forget_on_error(state, addr, out)
 }
@@ -63,7 +62,7 @@ async fn sample_once<B: AgentBackend>(
     addr: &str,
     n: u32,
     seed: u64,
-) -> Result<SampleOutcome, Status> {
+) -> Result<SampleOutcome, AgentError> {
     let peer = connect(state, addr).await?;
     let specs = state.store.ranges().specs().to_vec();
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);
@@ -90,7 +89,7 @@ async fn sample_once<B: AgentBackend>(
             };
             let resp = peer.lookup(req).await.map_err(|s| peer_err(addr, s))?;
             if resp.results.len() != chunk.len() {
-                return Err(Status::internal(format!(
+                return Err(AgentError::internal(format!(
                     "peer {addr} answered {} of {} lookups",
                     resp.results.len(),
                     chunk.len()
@@ -128,8 +127,8 @@ async fn sample_once<B: AgentBackend>(
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(crate::status::from_join)?
-        .map_err(crate::status::from_store)?;
+        .map_err(AgentError::from)?
+        .map_err(AgentError::from)?;
         for (mine, t) in looked {
             pairs.push((spec.name.clone(), mine, Some(t)));
         }

@@ -15,12 +15,12 @@ use mend_core::classify::Category;
 use mend_rpc::pb;
 
 use crate::config::{Initiate, PeerConfig};
+use crate::error::AgentError;
 use crate::exchange::diff;
-use crate::outcome::DiffOutcome;
 use crate::monitor::{BudgetFlip, observe_exchange};
+use crate::outcome::DiffOutcome;
 use crate::repair::{RepairOptions, repair_outcome};
 use crate::state::{AgentBackend, AgentState};
-
 
 /// Spawns the scheduled-exchange tasks, one per peer this node initiates
 /// with (`schedule.initiate`); they stop when `shutdown` changes.
@@ -232,15 +232,15 @@ async fn reserve<B: AgentBackend>(
     state: &AgentState<B>,
     peer: &PeerConfig,
     lease: Duration,
-) -> Result<Option<String>, tonic::Status> {
+) -> Result<Option<String>, AgentError> {
     let link = crate::exchange::connect(state, &peer.address).await?;
     let req = pb::ReserveRequest {
         lease_ms: lease.as_millis() as u64,
     };
     match link.reserve(req).await {
-        Ok(r) if r.granted && r.token.is_empty() => Err(tonic::Status::internal(
-            "peer granted a slot without a token",
-        )),
+        Ok(r) if r.granted && r.token.is_empty() => {
+            Err(AgentError::internal("peer granted a slot without a token"))
+        }
         Ok(r) if r.granted => Ok(Some(r.token)),
         Ok(_) => Ok(None),
         Err(e) if e.code() == tonic::Code::Unimplemented => Ok(Some(String::new())),
@@ -286,7 +286,7 @@ pub async fn run_once<B: AgentBackend>(
 
 /// An exchange with the configured peer `peer` failed: counted, and shown
 /// on the dashboard with its message.
-pub fn exchange_failed<B: AgentBackend>(state: &AgentState<B>, peer: &str, e: &tonic::Status) {
+pub fn exchange_failed<B: AgentBackend>(state: &AgentState<B>, peer: &str, e: &AgentError) {
     state
         .metrics
         .exchange_errors

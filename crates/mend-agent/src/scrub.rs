@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::Status;
 
 use mend_store::{Cf, LeafSnapshot, Op};
 
+use crate::error::AgentError;
 use crate::state::{AgentBackend, AgentState};
 
 const CURSOR_KEY: &[u8] = b"agent/scrub";
@@ -69,7 +69,7 @@ pub async fn step<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     at: Cursor,
     count: u32,
-) -> Result<Step, Status> {
+) -> Result<Step, AgentError> {
     step_with(state, at, count, &mut None).await
 }
 
@@ -81,7 +81,7 @@ pub async fn step_with<B: AgentBackend>(
     at: Cursor,
     count: u32,
     snap: &mut Option<LeafSnapshot>,
-) -> Result<Step, Status> {
+) -> Result<Step, AgentError> {
     let specs = state.store.ranges().specs();
     let at = if usize::from(at.range) < specs.len() {
         at

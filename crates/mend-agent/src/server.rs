@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 
 use mend_core::{NodeId, Secret};
@@ -17,7 +16,7 @@ use mend_rpc::pb::ingest_server::IngestServer;
 use mend_rpc::pb::operator_server::OperatorServer;
 use mend_rpc::pb::peer_server::PeerServer;
 use mend_rpc::pb::replica_server::ReplicaServer;
-use mend_rpc::{FILE_DESCRIPTOR_SET, MESSAGE_BYTES_MAX, pb};
+use mend_rpc::{FILE_DESCRIPTOR_SET, MESSAGE_BYTES_MAX};
 use mend_store::{Store, StoreConfig};
 
 use crate::auth::{Guard, Role, RolePatterns};
@@ -56,9 +55,28 @@ pub enum StartError {
     /// A setting that is only safe on loopback was used elsewhere.
     #[error("{0}")]
     Insecure(String),
-    /// Something else (reflection setup).
-    #[error("{0}")]
-    Other(String),
+    /// The node id in the configuration is not a valid node id.
+    #[error("node id: {0}")]
+    NodeId(String),
+    /// A start-up task on the blocking pool failed (a panic opening the
+    /// store or loading TLS files): a bug.
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The reflection service could not be built from the embedded
+    /// descriptors: a bug.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Why a running agent did not shut down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// The gRPC server failed while serving.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// The server task panicked or was cancelled.
+    #[error("server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A running agent.
@@ -77,15 +95,14 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Stops serving and waits until the server has shut down and released
     /// the store.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), StopError> {
         let _ = self.stop_schedules.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let served = match (&mut self.task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(r) => r.map_err(StopError::from),
+            Err(e) => Err(StopError::from(e)),
         };
         // Flush memtables so the next start does not replay the whole WAL.
         let store = self.state.store.clone();
@@ -97,12 +114,8 @@ impl RunningAgent {
     }
 
     /// Waits until the server ends on its own (it does not, unless it fails).
-    pub async fn wait(&mut self) -> Result<(), String> {
-        match (&mut self.task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+    pub async fn wait(&mut self) -> Result<(), StopError> {
+        Ok((&mut self.task).await??)
     }
 
     /// Signals shutdown without waiting.
@@ -129,15 +142,14 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     }
     let tls = match config.tls.paths() {
         Some(paths) if !config.insecure_plaintext => {
-            let src = tokio::task::spawn_blocking(move || mend_tls::TlsSource::load(paths))
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))??;
+            let src =
+                tokio::task::spawn_blocking(move || mend_tls::TlsSource::load(paths)).await??;
             Some(src)
         }
         _ => None,
     };
     let node_id =
-        NodeId::new(config.node_id.clone()).map_err(|e| StartError::Other(e.to_string()))?;
+        NodeId::new(config.node_id.clone()).map_err(|e| StartError::NodeId(e.to_string()))?;
     let dir = config.data_dir.clone();
     let mut sc = StoreConfig::new(node_id.clone(), secret.clone(), Some(config.ranges.clone()));
     sc.tombstone_grace_ms = config.tombstone_grace_ms;
@@ -147,8 +159,7 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         let b = RocksBackend::open_or_create(&dir)?;
         Store::open(b, sc)
     })
-    .await
-    .map_err(|e| StartError::Other(e.to_string()))?
+    .await?
     .map_err(|source| StartError::Store {
         path: config.data_dir.display().to_string(),
         source,
@@ -279,12 +290,8 @@ async fn routes(
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection = reflection_builder()
-        .build_v1()
-        .map_err(|e| StartError::Other(e.to_string()))?;
-    let reflection_v1alpha = reflection_builder()
-        .build_v1alpha()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let patterns = Arc::new(RolePatterns::new(&state.config));
     let guard = |r: Role| Guard::new(r, patterns.clone(), tls, state.metrics.clone());
     let mut routes = tonic::service::RoutesBuilder::default();

@@ -58,7 +58,11 @@ pub fn apply_to_copy<B: Backend>(
     writes: Vec<Write>,
 ) -> Result<Vec<KeyEntry>, StoreError> {
     let live = store.config();
-    let mut cfg = StoreConfig::new(live.node_id.clone(), live.secret.clone(), live.ranges.clone());
+    let mut cfg = StoreConfig::new(
+        live.node_id.clone(),
+        live.secret.clone(),
+        live.ranges.clone(),
+    );
     cfg.clock = live.clock.clone();
     let shadow = Store::open(backend, cfg)?;
     let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();

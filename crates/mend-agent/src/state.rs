@@ -3,15 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::Status;
-
 use mend_core::{NodeId, Secret};
 use mend_rocks::RocksBackend;
-use mend_store::{Store, StoreError};
+use mend_store::Store;
 
-use crate::config::AgentConfig;
 pub use crate::backend::AgentBackend;
-use crate::status::{from_join, from_store};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
 
 /// The store type agents run on: RocksDB in production, any
 /// [`AgentBackend`] in tests and the simulator.
@@ -170,26 +168,28 @@ impl<B: AgentBackend> AgentState<B> {
 
     /// Runs a blocking store call on the blocking pool, mapping errors to a
     /// gRPC status.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, AgentError>
     where
         T: Send + 'static,
         F: FnOnce(&AgentStore<B>) -> Result<T, mend_store::StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        self.run(move || f(&store).map_err(from_store)).await
+        self.run(move || f(&store).map_err(AgentError::from)).await
     }
 
     /// Runs blocking work `f` on the blocking pool (inline when
     /// `inline_blocking`).
-    pub async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    pub async fn run<T, F>(&self, f: F) -> Result<T, AgentError>
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, Status> + Send + 'static,
+        F: FnOnce() -> Result<T, AgentError> + Send + 'static,
     {
         if self.inline_blocking {
             return f();
         }
-        tokio::task::spawn_blocking(f).await.map_err(from_join)?
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(AgentError::from)?
     }
 
     /// Refuses (by policy `future_writes`) replicated or pushed writes whose
@@ -197,7 +197,7 @@ impl<B: AgentBackend> AgentState<B> {
     /// clock: stored, such a version would win every later comparison, and
     /// it could only come from a clock outside the allowed skew. The whole
     /// request is refused; nothing is written.
-    pub fn check_future(&self, writes: &[mend_store::Write]) -> Result<(), Status> {
+    pub fn check_future(&self, writes: &[mend_store::Write]) -> Result<(), AgentError> {
         self.check_future_versions(
             writes
                 .iter()
@@ -210,7 +210,7 @@ impl<B: AgentBackend> AgentState<B> {
     pub fn check_future_versions<'a>(
         &self,
         mut versions: impl Iterator<Item = (&'a [u8], &'a mend_core::Version)>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), AgentError> {
         if self.config.future_writes == crate::config::FutureWrites::Accept {
             return Ok(());
         }
@@ -220,7 +220,7 @@ impl<B: AgentBackend> AgentState<B> {
             return Ok(());
         };
         self.metrics.future_writes_refused.inc();
-        Err(Status::invalid_argument(format!(
+        Err(AgentError::invalid(format!(
             "version {}.{}@{} of key {:?} is stamped {} ms ahead of this agent's clock \
              (allowed skew clock_skew_ms = {max} ms): fix the origin's clock; nothing written",
             v.ms,
@@ -235,7 +235,7 @@ impl<B: AgentBackend> AgentState<B> {
     /// configured peer's id or address, or an address allowed by
     /// `roles.peer_addresses`. Anything else is `PERMISSION_DENIED`: the
     /// agent never dials an address just because a request names it.
-    pub fn resolve_peer(&self, peer: &str) -> Result<String, Status> {
+    pub fn resolve_peer(&self, peer: &str) -> Result<String, AgentError> {
         if let Some(p) = self.peer(peer) {
             return Ok(mend_tls::client::host_port(&p.address).to_string());
         }
@@ -254,7 +254,7 @@ impl<B: AgentBackend> AgentState<B> {
             return Ok(hp.to_string());
         }
         self.metrics.auth_denied("Operator", "peer_not_allowed");
-        Err(Status::permission_denied(format!(
+        Err(AgentError::denied(format!(
             "peer {peer:?} is neither a configured peer nor allowed by roles.peer_addresses"
         )))
     }

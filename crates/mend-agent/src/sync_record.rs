@@ -6,8 +6,8 @@
 //! the incarnation the records are about (u64 big-endian).
 
 use mend_store::{Cf, Op};
-use tonic::Status;
 
+use crate::error::AgentError;
 use crate::outcome::DiffOutcome;
 use crate::state::{AgentBackend, AgentState};
 
@@ -39,7 +39,7 @@ fn clean_key(peer: &str, range: &str) -> Vec<u8> {
 pub async fn record_sync<B: AgentBackend>(
     state: &AgentState<B>,
     out: &DiffOutcome,
-) -> Result<(), Status> {
+) -> Result<(), AgentError> {
     if !state.peers().iter().any(|p| p.id == out.peer_node) || out.peer_incarnation == 0 {
         return Ok(());
     }

@@ -539,7 +539,7 @@ fn journal_retention_holds_and_resumable_undo() {
     let e = rt
         .block_on(mend_agent::repair::undo(&agent_a, ids[0].clone()))
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(matches!(e, mend_agent::AgentError::NotFound(_)), "{e:?}");
     assert!(e.message().contains("pruned"), "{}", e.message());
     // A running hold keeps its repair (and its before-images) whatever the
     // retention says; once it expires the repair goes too.

@@ -152,8 +152,14 @@ pub enum ExchangeError {
     #[error("protocol violation: {0}")]
     Protocol(String),
     /// Reading the local tree failed.
-    #[error("local store: {0}")]
-    Local(String),
+    #[error("local store: {message}")]
+    Local {
+        /// The store's message.
+        message: String,
+        /// True if the same read may succeed later (the store was busy):
+        /// the exchange can be retried.
+        retryable: bool,
+    },
     /// The exchange found more than its limits allow (`diff_keys_max`, or
     /// the bytes of the keys held): the wrong peer, or a wiped replica.
     #[error("{0}")]

@@ -42,7 +42,10 @@ impl TreeView for Fixed {
                 .iter()
                 .any(|p| *p as u64 >= self.shape().nodes_at(level))
         {
-            return Err(ExchangeError::Local("out of bounds".into()));
+            return Err(ExchangeError::Local {
+                message: "out of bounds".into(),
+                retryable: false,
+            });
         }
         Ok(parents
             .iter()
@@ -61,7 +64,10 @@ impl TreeView for Fixed {
         first: u32,
         count: u32,
     ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
-        let origin = NodeId::new("fuzz").map_err(|e| ExchangeError::Local(e.to_string()))?;
+        let origin = NodeId::new("fuzz").map_err(|e| ExchangeError::Local {
+            message: e.to_string(),
+            retryable: false,
+        })?;
         Ok((first..first.saturating_add(count).min(64))
             .filter(|b| b % 3 == 0)
             .map(|b| {

@@ -198,15 +198,16 @@ impl Backend for SimBackend {
 
 impl AgentBackend for SimBackend {
     fn shadow_apply(
-        state: &AgentState<Self>,
+        store: &mend_store::Store<Self>,
+        _data_dir: &std::path::Path,
         _tag: &str,
         writes: Vec<Write>,
     ) -> Result<Vec<mend_agent::shadow::KeyEntry>, StoreError> {
         let copy = SimBackend {
-            disk: Arc::new(state.store.backend().disk.snapshot_copy()?),
+            disk: Arc::new(store.backend().disk.snapshot_copy()?),
             alive: Arc::new(AtomicBool::new(true)),
         };
-        mend_agent::shadow::apply_to_copy(state, copy, writes)
+        mend_agent::shadow::apply_to_copy(store, copy, writes)
     }
 }
 

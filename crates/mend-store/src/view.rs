@@ -48,7 +48,10 @@ impl<B: Backend> Store<B> {
 }
 
 fn local(e: crate::StoreError) -> ExchangeError {
-    ExchangeError::Local(e.to_string())
+    ExchangeError::Local {
+        retryable: e.is_retryable(),
+        message: e.to_string(),
+    }
 }
 
 impl<B: Backend> TreeView for RangeView<'_, B> {

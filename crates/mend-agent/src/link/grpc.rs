@@ -13,6 +13,8 @@ use mend_rpc::MESSAGE_BYTES_MAX;
 use mend_rpc::pb;
 use mend_rpc::pb::peer_client::PeerClient;
 
+use crate::error::AgentError;
+
 use super::{Dialer, Inbound, PeerLink, error_chain};
 
 /// Most cached peer channels (an address pattern may allow many).
@@ -72,7 +74,7 @@ impl GrpcDialer {
         }
     }
 
-    async fn channel(&self, addr: &str) -> Result<Channel, Status> {
+    async fn channel(&self, addr: &str) -> Result<Channel, AgentError> {
         let key = mend_tls::client::host_port(addr).to_string();
         let generation = self.generation();
         let cached = {
@@ -93,12 +95,12 @@ impl GrpcDialer {
             .map(String::as_str)
             .or(found.as_deref());
         let ep = mend_tls::client::endpoint(addr, name, &self.client_tls())
-            .map_err(Status::invalid_argument)?
+            .map_err(AgentError::invalid)?
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true);
         let ch = ep.connect().await.map_err(|e| {
-            Status::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
+            AgentError::unavailable(format!("cannot reach peer at {addr}: {}", error_chain(&e)))
         })?;
         let mut c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CHANNELS_MAX {
@@ -111,7 +113,7 @@ impl GrpcDialer {
 
 #[tonic::async_trait]
 impl Dialer for GrpcDialer {
-    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, Status> {
+    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, AgentError> {
         let ch = self.channel(addr).await?;
         Ok(Arc::new(GrpcLink {
             peer: PeerClient::new(ch.clone())

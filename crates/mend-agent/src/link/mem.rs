@@ -20,6 +20,7 @@ use tonic::Status;
 use mend_rpc::pb;
 
 use super::{Dialer, Inbound, PeerLink};
+use crate::error::AgentError;
 use crate::service::peer::PeerService;
 use crate::state::AgentBackend;
 
@@ -494,9 +495,9 @@ impl<B: AgentBackend> MemDialer<B> {
 
 #[tonic::async_trait]
 impl<B: AgentBackend> Dialer for MemDialer<B> {
-    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, Status> {
+    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, AgentError> {
         let peer = self.registry.get(addr).ok_or_else(|| {
-            Status::unavailable(format!("cannot reach peer at {addr}: connection refused"))
+            AgentError::unavailable(format!("cannot reach peer at {addr}: connection refused"))
         })?;
         Ok(Arc::new(Shared(Arc::new(MemLink::new(
             self.from.clone(),

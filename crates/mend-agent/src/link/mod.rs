@@ -18,6 +18,8 @@ use tonic::Status;
 
 use mend_rpc::pb;
 
+use crate::error::AgentError;
+
 /// A stream of messages from the other side (a server stream's replies, or
 /// a client stream's requests).
 pub type Inbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -60,23 +62,15 @@ pub trait PeerLink: Send + Sync {
 #[tonic::async_trait]
 pub trait Dialer: Send + Sync {
     /// A link to the peer at `addr`, reusing an open one when there is one.
-    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, Status>;
+    async fn dial(&self, addr: &str) -> Result<Arc<dyn PeerLink>, AgentError>;
     /// Drops a cached link after a failure, so the next dial starts afresh.
     fn forget(&self, addr: &str);
 }
 
-/// Wraps a peer's error with its address.
-pub fn peer_err(addr: &str, s: Status) -> Status {
-    // Transport failures surface as Unknown/Unavailable statuses carrying
-    // hyper's wording; say what happened first. No gRPC status from a
-    // live peer starts with "h2 protocol error" or "transport error".
-    let m = s.message();
-    let lost = matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
-        && (m.starts_with("h2 protocol error") || m.starts_with("transport error"));
-    if lost {
-        return Status::unavailable(format!("peer {addr}: connection lost ({m})"));
-    }
-    Status::new(s.code(), format!("peer {addr}: {m}"))
+/// A peer's error (or the transport's), attributed to its address, by kind
+/// ([`AgentError::from_peer`]).
+pub fn peer_err(addr: &str, s: Status) -> AgentError {
+    AgentError::from_peer(addr, &s)
 }
 
 /// Reads the next message of a streamed reply within `timeout` (tonic's
@@ -85,11 +79,11 @@ pub async fn next_message<T>(
     stream: &mut Inbound<T>,
     timeout: Duration,
     addr: &str,
-) -> Result<Option<T>, Status> {
+) -> Result<Option<T>, AgentError> {
     match tokio::time::timeout(timeout, stream.next()).await {
         Ok(Some(r)) => r.map(Some).map_err(|s| peer_err(addr, s)),
         Ok(None) => Ok(None),
-        Err(_) => Err(Status::deadline_exceeded(format!(
+        Err(_) => Err(AgentError::timeout(format!(
             "peer {addr}: no message of the stream within {} ms",
             timeout.as_millis()
         ))),

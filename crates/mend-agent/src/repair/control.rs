@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use tonic::Status;
 
 use super::{RepairSummary, run_segments, segment};
+use crate::error::AgentError;
 use crate::journal::{self, RepairHeader};
 use crate::runs::{RunState, RunView, Want};
 use crate::state::{AgentBackend, AgentState};
@@ -73,9 +73,9 @@ pub(super) async fn initiated<B: AgentBackend>(
     state: &AgentState<B>,
     id: &str,
     verb: &str,
-) -> Result<RepairHeader, Status> {
+) -> Result<RepairHeader, AgentError> {
     if !journal::valid_id(id) {
-        return Err(Status::invalid_argument(
+        return Err(AgentError::invalid(
             "repair id must be 1..=128 printable ASCII bytes (journal::REPAIR_ID_BYTES_MAX)",
         ));
     }
@@ -86,9 +86,9 @@ pub(super) async fn initiated<B: AgentBackend>(
             None => Ok(Err(journal::missing(s, &id2)?)),
         })
         .await?
-        .map_err(Status::not_found)?;
+        .map_err(AgentError::NotFound)?;
     if !h.initiator {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "repair {id} was run by another agent; {verb} it there"
         )));
     }
@@ -102,7 +102,7 @@ pub async fn control<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     id: &str,
     action: Action,
-) -> Result<RunInfo, Status> {
+) -> Result<RunInfo, AgentError> {
     let h = initiated(state, id, "control").await?;
     let want = match action {
         Action::Resume => return resume(state, h).await,
@@ -121,7 +121,7 @@ pub async fn control<B: AgentBackend>(
     };
     let end = match (h.run, want) {
         (RunState::Done, _) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(AgentError::precondition(format!(
                 "repair {id} finished; there is nothing to {}",
                 if want == Want::Pause {
                     "pause"
@@ -131,7 +131,7 @@ pub async fn control<B: AgentBackend>(
             )));
         }
         (RunState::Cancelled, Want::Pause) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(AgentError::precondition(format!(
                 "repair {id} was cancelled; there is nothing to pause"
             )));
         }
@@ -162,15 +162,15 @@ pub async fn control<B: AgentBackend>(
 async fn resume<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     mut h: RepairHeader,
-) -> Result<RunInfo, Status> {
+) -> Result<RunInfo, AgentError> {
     let id = h.id.clone();
     if h.undone {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "repair {id} was undone; run a new repair instead"
         )));
     }
     if matches!(h.run, RunState::Done | RunState::Cancelled) {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "repair {id} is {}; there is nothing to resume",
             h.run.as_str()
         )));

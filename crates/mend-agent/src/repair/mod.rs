@@ -20,21 +20,21 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 
 use mend_core::Decision;
 use mend_core::classify::{Category, Side};
 use mend_rpc::convert::version_to_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
+use crate::error::AgentError;
 use crate::exchange::{connect, diff, next_message, peer_err};
-use crate::outcome::{DiffOutcome, DivergentKey};
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
-use crate::runs::{Claim, RunState, Want};
+use crate::outcome::{DiffOutcome, DivergentKey};
 use crate::pace::Pacer;
-use crate::wire::write_from_pb;
+use crate::runs::{Claim, RunState, Want};
 use crate::state::{AgentBackend, AgentState};
+use crate::wire::write_from_pb;
 
 /// Entries per push message and per local apply batch.
 pub const REPAIR_BATCH_KEYS: usize = 256;
@@ -319,7 +319,7 @@ pub async fn repair<B: AgentBackend>(
     range: Option<&str>,
     opts: RepairOptions,
     progress: Option<Progress>,
-) -> Result<RepairSummary, Status> {
+) -> Result<RepairSummary, AgentError> {
     let out = repair_once(state, addr, range, opts, progress).await;
     crate::exchange::forget_on_error(state, addr, out)
 }
@@ -330,7 +330,7 @@ async fn repair_once<B: AgentBackend>(
     range: Option<&str>,
     opts: RepairOptions,
     progress: Option<Progress>,
-) -> Result<RepairSummary, Status> {
+) -> Result<RepairSummary, AgentError> {
     let started = Instant::now();
     let d = diff(state, addr, range).await?;
     repair_planned(state, addr, &d, opts, progress, started).await
@@ -345,7 +345,7 @@ pub async fn repair_outcome<B: AgentBackend>(
     addr: &str,
     d: &DiffOutcome,
     opts: RepairOptions,
-) -> Result<RepairSummary, Status> {
+) -> Result<RepairSummary, AgentError> {
     let out = repair_planned(state, addr, d, opts, None, Instant::now()).await;
     crate::exchange::forget_on_error(state, addr, out)
 }
@@ -357,7 +357,7 @@ async fn repair_planned<B: AgentBackend>(
     opts: RepairOptions,
     progress: Option<Progress>,
     started: Instant,
-) -> Result<RepairSummary, Status> {
+) -> Result<RepairSummary, AgentError> {
     let (planned, skipped) = plan_for(state, d, &opts.categories);
     let mut sum = RepairSummary {
         dry_run: opts.dry_run,
@@ -398,7 +398,7 @@ async fn repair_planned<B: AgentBackend>(
     let claim = state
         .controls
         .claim(&id)
-        .ok_or_else(|| Status::internal(format!("repair {id} is already running")))?;
+        .ok_or_else(|| AgentError::internal(format!("repair {id} is already running")))?;
     state.runs.start(
         &id,
         &d.peer_node,
@@ -427,7 +427,7 @@ async fn run_segments<B: AgentBackend>(
     claim: &Claim,
     progress: Option<Progress>,
     sum: &mut RepairSummary,
-) -> Result<RunState, Status> {
+) -> Result<RunState, AgentError> {
     let run = Run {
         state,
         id: header.id.clone(),
@@ -440,7 +440,7 @@ async fn run_segments<B: AgentBackend>(
     sum.segments_total = header.segments_total;
     let mut pacer = Pacer::new(header.rate_bytes_per_s, header.rate_keys_per_s);
     let addr = header.peer.clone();
-    let out: Result<RunState, Status> = async {
+    let out: Result<RunState, AgentError> = async {
         let peer = connect(state, &addr).await?;
         for (index, seg) in segments {
             match claim.want() {
@@ -612,7 +612,7 @@ async fn move_planned<B: AgentBackend>(
     pacer: &mut Pacer,
     at: Position,
     sum: &mut RepairSummary,
-) -> Result<(), Status> {
+) -> Result<(), AgentError> {
     let mut to_peer = keys_behind(planned, Side::Peer);
     let to_local = keys_behind(planned, Side::Local);
 
@@ -687,7 +687,7 @@ async fn push_planned<B: AgentBackend>(
     pacer: &mut Pacer,
     (done, total): (&mut u64, u64),
     sum: &mut RepairSummary,
-) -> Result<(), Status> {
+) -> Result<(), AgentError> {
     let id = run.id.clone();
     // Local → peer: stream current local entries; the peer applies them
     // through its apply rule and journals its before-images.
@@ -762,7 +762,7 @@ async fn push_planned<B: AgentBackend>(
     drop(tx);
     let resp = call
         .await
-        .map_err(crate::status::from_join)?
+        .map_err(AgentError::from)?
         .map_err(|s| peer_err(addr, s))?;
     sum.keys_to_peer += resp.applied;
     run.event(format!(
@@ -794,7 +794,7 @@ async fn fetch_planned<B: AgentBackend>(
     pacer: &mut Pacer,
     (done, total): (&mut u64, u64),
     sum: &mut RepairSummary,
-) -> Result<(), Status> {
+) -> Result<(), AgentError> {
     let id = run.id.clone();
     // Peer → local: fetch the peer's entries and apply them here, journaled.
     run.event(format!("fetching {} keys from the peer", to_local.len()));
@@ -878,7 +878,7 @@ async fn restamp<B: AgentBackend>(
     id: &str,
     sum: &mut RepairSummary,
     pacer: &mut Pacer,
-) -> Result<Vec<Vec<u8>>, Status> {
+) -> Result<Vec<Vec<u8>>, AgentError> {
     use std::collections::HashMap;
     let seen: HashMap<&[u8], &DivergentKey> =
         d.keys.iter().map(|k| (k.div.key.as_slice(), k)).collect();
@@ -985,7 +985,7 @@ async fn shadow_run<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     addr: &str,
     planned: &[Planned],
-) -> Result<ShadowOutcome, Status> {
+) -> Result<ShadowOutcome, AgentError> {
     use mend_core::exchange::EntrySummary;
     use mend_rpc::convert::summary_from_pb;
     use std::collections::HashMap;
@@ -1002,7 +1002,7 @@ async fn shadow_run<B: AgentBackend>(
     let mut local_after: HashMap<Vec<u8>, Option<EntrySummary>> = HashMap::new();
     let summarize = |r: pb::LookupResponse,
                      into: &mut HashMap<Vec<u8>, Option<EntrySummary>>|
-     -> Result<(), Status> {
+     -> Result<(), AgentError> {
         for x in r.results {
             let e = match x.entry {
                 Some(e) if x.found => Some(summary_from_pb(e).map_err(|s| peer_err(addr, s))?),
@@ -1067,7 +1067,10 @@ async fn shadow_run<B: AgentBackend>(
         }
         let st = state.clone();
         let after = state
-            .run(move || B::shadow_apply(&st.store, &st.config.data_dir, "local", writes).map_err(crate::status::from_store))
+            .run(move || {
+                B::shadow_apply(&st.store, &st.config.data_dir, "local", writes)
+                    .map_err(AgentError::from)
+            })
             .await?;
         local_after.extend(after);
     }
@@ -1156,15 +1159,15 @@ pub struct UndoSummary {
 pub async fn undo<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     id: String,
-) -> Result<UndoSummary, Status> {
+) -> Result<UndoSummary, AgentError> {
     let header = control::initiated(state, &id, "undo").await?;
     if header.undone {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "repair {id} was already undone"
         )));
     }
     if state.controls.wanted(&id).is_some() {
-        return Err(Status::failed_precondition(format!(
+        return Err(AgentError::precondition(format!(
             "repair {id} is running; pause or cancel it first (mend repair pause {id})"
         )));
     }
@@ -1252,16 +1255,16 @@ impl FetchCheck {
 
     /// The entry of a checked message (`None` when the peer no longer has
     /// the key).
-    fn entry(&mut self, m: pb::FetchedEntry, addr: &str) -> Result<Option<pb::Entry>, Status> {
+    fn entry(&mut self, m: pb::FetchedEntry, addr: &str) -> Result<Option<pb::Entry>, AgentError> {
         if !self.asked.remove(&m.key) {
-            return Err(Status::internal(format!(
+            return Err(AgentError::internal(format!(
                 "peer {addr} fetched a key that was not asked for, or one twice"
             )));
         }
         match m.entry {
             Some(e) if m.found => {
                 if e.key != m.key {
-                    return Err(Status::internal(format!(
+                    return Err(AgentError::internal(format!(
                         "peer {addr} answered a fetched key with another key's entry"
                     )));
                 }

@@ -3,16 +3,16 @@
 //! side's adapter, applying them through the behind side's with the
 //! before-image journaled first, and undoing them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::Status;
-
 use mend_core::limits::VALUE_BYTES_MAX;
-use mend_core::{EntryMeta, RangeMode, Record, Version};
+use mend_core::{EntryMeta, RangeMode, Record};
 use mend_store::Write;
 
+use crate::error::AgentError;
 use crate::journal::{self, RowImage};
-use crate::rows::{JournalFn, Restore, RowAdapter, RowChange, RowError};
+use crate::rows::{Restore, RowAdapter, RowChange, RowError, RowFuture};
 use crate::state::{AgentBackend, AgentState};
 
 /// The name of `key`'s range if that range is digest-only.
@@ -25,9 +25,9 @@ pub fn digest_range<B: AgentBackend>(state: &AgentState<B>, key: &[u8]) -> Optio
 fn adapter_of<B: AgentBackend>(
     state: &AgentState<B>,
     range: &str,
-) -> Result<Arc<dyn RowAdapter>, Status> {
+) -> Result<Arc<dyn RowAdapter>, AgentError> {
     state.rows.get(range).ok_or_else(|| {
-        Status::failed_precondition(format!(
+        AgentError::precondition(format!(
             "range {range} is digest-only and no adapter serves its rows on {} \
              (run the agent with `mend attach` to repair it)",
             state.node_id
@@ -54,7 +54,7 @@ fn by_range<B: AgentBackend>(
 pub async fn read_records<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     keys: Vec<Vec<u8>>,
-) -> Result<Vec<Option<Record>>, Status> {
+) -> Result<Vec<Option<Record>>, AgentError> {
     let mut out: Vec<Option<Record>> = vec![None; keys.len()];
     for (range, idx) in by_range(state, &keys) {
         let ks: Vec<Vec<u8>> = idx.iter().map(|&i| keys[i].clone()).collect();
@@ -62,9 +62,9 @@ pub async fn read_records<B: AgentBackend>(
             None => state.blocking(move |s| s.get_many(&ks)).await?,
             Some(range) => {
                 let adapter = adapter_of(state, &range)?;
-                let rows = adapter.read(&ks).await.map_err(|e| e.status(&range))?;
+                let rows = adapter.read(&ks).await.map_err(|e| e.in_range(&range))?;
                 if rows.len() != ks.len() {
-                    return Err(Status::internal(format!(
+                    return Err(AgentError::internal(format!(
                         "the adapter of range {range} answered {} keys of {}",
                         rows.len(),
                         ks.len()
@@ -89,17 +89,15 @@ fn merge_rows(
     rows: Vec<Option<Record>>,
     held: Vec<Option<Record>>,
     range: &str,
-) -> Result<Vec<Option<Record>>, Status> {
+) -> Result<Vec<Option<Record>>, AgentError> {
     rows.into_iter()
         .zip(held)
         .map(|(row, held)| match row {
-            Some(r) if r.value.len() > VALUE_BYTES_MAX => {
-                Err(Status::failed_precondition(format!(
-                    "a row of range {range} encodes to {} bytes, over VALUE_BYTES_MAX = \
+            Some(r) if r.value.len() > VALUE_BYTES_MAX => Err(AgentError::precondition(format!(
+                "a row of range {range} encodes to {} bytes, over VALUE_BYTES_MAX = \
                      {VALUE_BYTES_MAX}: it cannot be repaired through mend",
-                    r.value.len()
-                )))
-            }
+                r.value.len()
+            ))),
             Some(r) => Ok(Some(r)),
             None => Ok(held.filter(|h| h.meta.tombstone)),
         })
@@ -124,7 +122,7 @@ pub async fn apply_writes<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     rid: &str,
     writes: Vec<Write>,
-) -> Result<Vec<(Vec<u8>, Applied)>, Status> {
+) -> Result<Vec<(Vec<u8>, Applied)>, AgentError> {
     let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
     let groups = by_range(state, &keys);
     let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
@@ -150,7 +148,7 @@ async fn apply_values<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     rid: &str,
     writes: Vec<Write>,
-) -> Result<Vec<Applied>, Status> {
+) -> Result<Vec<Applied>, AgentError> {
     let rid = rid.to_string();
     let outs = state
         .blocking(move |s| {
@@ -172,14 +170,14 @@ async fn apply_rows<B: AgentBackend>(
     rid: &str,
     range: &str,
     writes: Vec<Write>,
-) -> Result<Vec<Applied>, Status> {
+) -> Result<Vec<Applied>, AgentError> {
     let adapter = adapter_of(state, range)?;
     let mut out = Vec::with_capacity(writes.len());
     for w in writes {
         let version = w
             .version
             .clone()
-            .ok_or_else(|| Status::invalid_argument("a repair write without a version"))?;
+            .ok_or_else(|| AgentError::invalid("a repair write without a version"))?;
         let change = match w.value {
             Some(payload) => RowChange::Put { version, payload },
             None => RowChange::Delete { version },
@@ -202,7 +200,7 @@ async fn apply_rows<B: AgentBackend>(
         let applied = adapter
             .apply(&w.key, &change, &journal)
             .await
-            .map_err(|e| e.status(range))?;
+            .map_err(|e| e.in_range(range))?;
         out.push(if applied {
             Applied::Applied
         } else {
@@ -224,7 +222,7 @@ async fn apply_rows<B: AgentBackend>(
 pub async fn undo<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     images: Vec<RowImage>,
-) -> Result<journal::UndoOutcome, Status> {
+) -> Result<journal::UndoOutcome, AgentError> {
     let mut out = journal::UndoOutcome::default();
     for (key, before, after) in images {
         let Some(range) = digest_range(state, &key) else {
@@ -233,7 +231,7 @@ pub async fn undo<B: AgentBackend>(
         let adapter = adapter_of(state, &range)?;
         match undo_row(state, adapter.as_ref(), &key, before, after)
             .await
-            .map_err(|e| e.status(&range))?
+            .map_err(|e| e.in_range(&range))?
         {
             Ok(()) => out.restored += 1,
             Err(why) => out.skipped.push((key, why)),
@@ -377,7 +375,7 @@ async fn await_tree<B: AgentBackend>(
 /// How often [`await_tree`] reads the tree again.
 pub const UNDO_FEED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn store_err(e: Status) -> RowError {
+fn store_err(e: AgentError) -> RowError {
     RowError::Unavailable(e.message().to_string())
 }
 

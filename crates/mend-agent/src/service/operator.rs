@@ -14,11 +14,11 @@ use mend_core::exchange::EntrySummary;
 use mend_rpc::convert::version_to_pb;
 use mend_rpc::pb;
 
+use super::status_report::{run_pb, run_state_pb};
 use crate::exchange::diff;
 use crate::outcome::DiffOutcome;
 use crate::repair::{RepairOptions, repair, undo};
 use crate::state::AgentState;
-use super::status_report::{run_pb, run_state_pb};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -123,7 +123,7 @@ impl pb::operator_server::Operator for OperatorService {
                 if let Some(p) = self.state.peer(&r.peer) {
                     crate::schedule::exchange_failed(&self.state, &p.id, &e);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         // Labelled by the node id the peer proved at handshake, never by the
@@ -182,7 +182,7 @@ impl pb::operator_server::Operator for OperatorService {
         });
         tokio::spawn(async move {
             let out = repair(&state, &addr, range.as_deref(), opts, Some(ptx)).await;
-            let msg = out.map(|s| pb::RepairEvent {
+            let msg = out.map_err(Status::from).map(|s| pb::RepairEvent {
                 event: Some(pb::repair_event::Event::Summary(pb::RepairSummary {
                     repair_id: s.repair_id,
                     dry_run: s.dry_run,

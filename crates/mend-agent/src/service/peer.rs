@@ -15,13 +15,13 @@ use mend_rpc::convert::{
     version_to_pb,
 };
 use mend_rpc::{PROTOCOL_VERSION, pb};
-use mend_store::{RangeView, Write};
+use mend_store::RangeView;
 
+use crate::error::AgentError;
 use crate::journal::{self, RepairHeader};
 use crate::link::Inbound;
-use crate::wire::write_from_pb;
 use crate::state::{AgentBackend, AgentState, AgentStore};
-use crate::status::{from_exchange, from_store};
+use crate::wire::write_from_pb;
 
 /// Most entries one `PushRequest` message may carry.
 pub const PUSH_ENTRIES_MAX: usize = 10_000;
@@ -275,18 +275,18 @@ impl<B: AgentBackend> PeerService<B> {
     pub async fn on_probe(&self, r: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
         let id = self.range_id(&r.range)?;
         let probes: Vec<_> = r.probes.into_iter().map(probe_from_pb).collect();
-        let shape = self.state.store.shape(id).map_err(from_store)?;
-        check_probe_request(shape, &probes).map_err(from_exchange)?;
+        let shape = self.state.store.shape(id).map_err(AgentError::from)?;
+        check_probe_request(shape, &probes).map_err(AgentError::from)?;
         let store = self.state.store.clone();
         let replies = self
             .state
             .run(move || {
-                let view = RangeView::new(&store, id).map_err(from_store)?;
+                let view = RangeView::new(&store, id).map_err(AgentError::from)?;
                 probes
                     .iter()
                     .map(|p| respond_probe(&view, p).map(|rep| probe_reply_to_pb(&rep)))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(from_exchange)
+                    .map_err(AgentError::from)
             })
             .await?;
         Ok(pb::ProbeResponse { replies })
@@ -304,8 +304,8 @@ impl<B: AgentBackend> PeerService<B> {
         let check = lp.clone();
         self.state
             .run(move || {
-                let view = RangeView::new(&store, id).map_err(from_store)?;
-                mend_core::exchange::check_leaf_probe(&view, &check).map_err(from_exchange)
+                let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+                mend_core::exchange::check_leaf_probe(&view, &check).map_err(AgentError::from)
             })
             .await?;
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
@@ -321,14 +321,14 @@ impl<B: AgentBackend> PeerService<B> {
                 let store = state.store.clone();
                 let listed = state
                     .run(move || {
-                        let view = RangeView::new(&store, id).map_err(from_store)?;
-                        respond_leaves(&view, &sub).map_err(from_exchange)
+                        let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+                        respond_leaves(&view, &sub).map_err(AgentError::from)
                     })
                     .await;
                 let replies = match listed {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 };
@@ -370,7 +370,7 @@ impl<B: AgentBackend> PeerService<B> {
                 let got = match got {
                     Ok(g) => g,
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 };
@@ -469,10 +469,12 @@ impl<B: AgentBackend> PeerService<B> {
             for (key, a) in crate::repair::rows::apply_writes(&self.state, &rid, writes).await? {
                 match a {
                     crate::repair::rows::Applied::Applied => applied += 1,
-                    crate::repair::rows::Applied::Kept(decision) => not_applied.push(pb::KeyOutcome {
-                        key,
-                        decision: decision.into(),
-                    }),
+                    crate::repair::rows::Applied::Kept(decision) => {
+                        not_applied.push(pb::KeyOutcome {
+                            key,
+                            decision: decision.into(),
+                        })
+                    }
                 }
             }
         }
@@ -577,7 +579,10 @@ impl<B: AgentBackend> PeerService<B> {
         let state = self.state.clone();
         let after = self
             .state
-            .run(move || B::shadow_apply(&state.store, &state.config.data_dir, "peer", writes).map_err(from_store))
+            .run(move || {
+                B::shadow_apply(&state.store, &state.config.data_dir, "peer", writes)
+                    .map_err(AgentError::from)
+            })
             .await?;
         Ok(pb::LookupResponse {
             results: after

@@ -11,8 +11,8 @@ use mend_rpc::convert::{key_from_pb, opt_version_from_pb, value_from_pb, version
 use mend_rpc::pb;
 use mend_store::{Applied, Write};
 
-use crate::wire::decision_str;
 use crate::state::AgentState;
+use crate::wire::decision_str;
 
 /// Implementation of `mend.v1.Replica`.
 pub struct ReplicaService {

@@ -128,10 +128,7 @@ pub async fn status(
         exchange_slots_in_use: state.slots.in_use().0,
         exchange_slots_max: state.slots.in_use().1,
         exchange_slot_holders: state.slots.holders(),
-        runs: runs
-            .into_iter()
-            .map(run_pb)
-            .collect(),
+        runs: runs.into_iter().map(run_pb).collect(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         budgets: state
             .monitor
