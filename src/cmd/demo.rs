@@ -12,7 +12,8 @@ use mend_core::Secret;
 use mend_rpc::pb;
 use serde_json::json;
 
-use super::client::{load_value, replica};
+use super::client::load_value;
+use super::replica;
 use super::{runtime, status_err};
 use crate::cli::{DemoArgs, RepairArgs};
 use crate::output::print_json;

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use thiserror::Error;
 
 use crate::agg::Agg;
+use crate::limits::NODE_ID_BYTES_MAX;
 use crate::shape::TreeShape;
 use crate::version::Version;
 
@@ -58,9 +59,12 @@ pub const LEAF_DIGESTS_MAX: usize = 262_144;
 /// plus [`LEAF_ENTRY_OVERHEAD_BYTES`].
 pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
 
-/// Most bytes an entry adds to a reply besides its key, in the packed
-/// encoding (version, origin-table slot, framing).
-pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = crate::packed::PACKED_ENTRY_OVERHEAD_MAX;
+/// Most bytes an entry adds to a reply besides its key, in any encoding of
+/// a leaf reply: its version as varints (ms 10, logical 5, seq 10 bytes),
+/// its origin once (a length byte and [`NODE_ID_BYTES_MAX`]), and 7 bytes
+/// of framing (key prefix and length, flags). The packed encoding asserts
+/// at compile time that its worst case fits.
+pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = (10 + 5 + 10) + (1 + NODE_ID_BYTES_MAX) + 7;
 
 /// Most buckets one [`LeafProbe`] may cover in total (the sum of its
 /// queries' counts). Bounds what one request makes the responder list: a
@@ -111,7 +115,8 @@ pub struct EntrySummary {
     /// [`entry_hash`] of its digest: equal iff the entries are equal. Zero
     /// on the entries a peer lists in a [`LeafReply`]: there the hash says
     /// nothing the listing does not ("differs from every entry I hold in
-    /// that bucket"), so it is not sent (see [`crate::packed`]).
+    /// that bucket"), so it is not sent: the packed encoding of those lists,
+    /// a layer up, leaves it out.
     pub hash: u64,
 }
 
