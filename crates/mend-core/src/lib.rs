@@ -27,7 +27,7 @@ pub mod rng;
 pub mod shape;
 pub mod version;
 
-pub use agg::Agg;
+pub use agg::{Agg, AggUnderflow};
 pub use apply::{Decision, decide};
 pub use classify::{Category, Classified, Policy, Side, classify};
 pub use digest::{Digest, Secret};
