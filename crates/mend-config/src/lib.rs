@@ -1072,6 +1072,7 @@ mod tests {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing {
     //! What the `config_parse` fuzz target calls (and `cargo test` runs on
     //! fixed and structure-aware inputs): a config file from disk or a

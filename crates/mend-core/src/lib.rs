@@ -14,6 +14,7 @@ pub mod classify;
 pub mod digest;
 pub mod error;
 pub mod exchange;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hlc;
 pub mod ingest;
