@@ -666,14 +666,12 @@ impl AgentConfig {
             (
                 "discovery.interval_ms",
                 self.discovery.interval_ms,
-                1_000,
-                86_400_000,
+                (1_000, 86_400_000),
             ),
             (
                 "tls.reload_poll_ms",
                 self.tls.reload_poll_ms,
-                100,
-                3_600_000,
+                RELOAD_POLL_MS_BOUNDS,
             ),
         ])?;
         self.validate_transport()?;
@@ -687,12 +685,45 @@ impl AgentConfig {
     }
 }
 
-/// A numeric field's bounds: (field, value, least, most), both inclusive.
-type Bound = (&'static str, u64, u64, u64);
+/// A numeric field's bounds: (field, value, (least, most)), both inclusive.
+type Bound = (&'static str, u64, (u64, u64));
+
+/// Bounds of `settle_ms` and `clock_skew_ms`.
+const POLICY_MS_BOUNDS: (u64, u64) = (0, 86_400_000);
+/// Bounds of `tls.reload_poll_ms`.
+const RELOAD_POLL_MS_BOUNDS: (u64, u64) = (100, 3_600_000);
+/// Bounds of `limits.connections_max`.
+const CONNECTIONS_MAX_BOUNDS: (u64, u64) = (1, 65_536);
+/// Bounds of `limits.tls_handshake_timeout_ms`.
+const TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS: (u64, u64) = (100, 60_000);
+
+/// Whether `v` lies within `bounds` (inclusive).
+const fn within(v: u64, bounds: (u64, u64)) -> bool {
+    bounds.0 <= v && v <= bounds.1
+}
+
+// The defaults other crates own must pass `validate`, or the default
+// configuration (and every file that leaves these fields out) is refused.
+const _: () = assert!(within(
+    mend_core::classify::CLOCK_SKEW_MS_DEFAULT,
+    POLICY_MS_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::reload::TLS_RELOAD_POLL_MS_DEFAULT,
+    RELOAD_POLL_MS_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::accept::CONNECTIONS_MAX_DEFAULT as u64,
+    CONNECTIONS_MAX_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::accept::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+    TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS
+));
 
 /// Checks `bounds` in order; the first value outside its bounds is the error.
 fn in_ranges(bounds: &[Bound]) -> Result<(), ConfigError> {
-    for &(field, v, lo, hi) in bounds {
+    for &(field, v, (lo, hi)) in bounds {
         in_range(field, v, lo, hi)?;
     }
     Ok(())
@@ -703,27 +734,28 @@ impl AgentConfig {
     fn exchange_bounds(&self) -> [Bound; 7] {
         let l = &self.limits;
         [
-            ("settle_ms", self.settle_ms, 0, 86_400_000),
-            ("clock_skew_ms", self.clock_skew_ms, 0, 86_400_000),
+            ("settle_ms", self.settle_ms, POLICY_MS_BOUNDS),
+            ("clock_skew_ms", self.clock_skew_ms, POLICY_MS_BOUNDS),
             (
                 "limits.batch_writes_max",
                 l.batch_writes_max as u64,
-                1,
-                100_000,
+                (1, 100_000),
             ),
-            ("limits.rpc_timeout_ms", l.rpc_timeout_ms, 100, 600_000),
-            ("limits.fetch_keys_max", l.fetch_keys_max as u64, 1, 100_000),
+            ("limits.rpc_timeout_ms", l.rpc_timeout_ms, (100, 600_000)),
+            (
+                "limits.fetch_keys_max",
+                l.fetch_keys_max as u64,
+                (1, 100_000),
+            ),
             (
                 "limits.repair_segment_keys_min",
                 l.repair_segment_keys_min as u64,
-                0,
-                10_000_000,
+                (0, 10_000_000),
             ),
             (
                 "limits.diff_keys_max",
                 l.diff_keys_max as u64,
-                1,
-                10_000_000,
+                (1, 10_000_000),
             ),
         ]
     }
@@ -733,94 +765,80 @@ impl AgentConfig {
     fn service_bounds(&self) -> [Bound; 18] {
         let (l, sc) = (&self.limits, &self.schedule);
         [
-            ("history_max", self.history_max as u64, 1, 10_000),
+            ("history_max", self.history_max as u64, (1, 10_000)),
             (
                 "limits.connections_max",
                 l.connections_max as u64,
-                1,
-                65_536,
+                CONNECTIONS_MAX_BOUNDS,
             ),
             (
                 "limits.tls_handshake_timeout_ms",
                 l.tls_handshake_timeout_ms,
-                100,
-                60_000,
+                TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS,
             ),
             (
                 "limits.streams_per_connection_max",
                 u64::from(l.streams_per_connection_max),
-                1,
-                10_000,
+                (1, 10_000),
             ),
             (
                 "limits.request_timeout_ms",
                 l.request_timeout_ms,
-                1_000,
-                86_400_000,
+                (1_000, 86_400_000),
             ),
             (
                 "limits.http2_keepalive_ms",
                 l.http2_keepalive_ms,
-                1_000,
-                3_600_000,
+                (1_000, 3_600_000),
             ),
             (
                 "limits.server_streams_max",
                 l.server_streams_max as u64,
-                1,
-                4_096,
+                (1, 4_096),
             ),
             (
                 "limits.stream_send_timeout_ms",
                 l.stream_send_timeout_ms,
-                100,
-                600_000,
+                (100, 600_000),
             ),
             (
                 "gc.purge_interval_ms",
                 self.gc.purge_interval_ms,
-                1_000,
-                86_400_000,
+                (1_000, 86_400_000),
             ),
             (
                 "gc.purge_rate_per_s",
                 self.gc.purge_rate_per_s,
-                1,
-                1_000_000,
+                (1, 1_000_000),
             ),
             (
                 "journal.retention_ms",
                 self.journal.retention_ms,
-                60_000,
-                31_536_000_000,
+                (60_000, 31_536_000_000),
             ),
             (
                 "journal.repairs_max",
                 self.journal.repairs_max as u64,
-                1,
-                1_000_000,
+                (1, 1_000_000),
             ),
             (
                 "journal.undo_hold_ms",
                 self.journal.undo_hold_ms,
-                0,
-                31_536_000_000,
+                (0, 31_536_000_000),
             ),
             (
                 "scrub.buckets_per_s",
                 self.scrub.buckets_per_s,
-                0,
-                1_000_000,
+                (0, 1_000_000),
             ),
-            ("schedule.exchanges_max", sc.exchanges_max as u64, 1, 64),
+            ("schedule.exchanges_max", sc.exchanges_max as u64, (1, 64)),
             (
                 "schedule.intensity_percent",
                 sc.intensity_percent as u64,
-                1,
-                100,
+                (1, 100),
             ),
-            ("schedule.jitter_percent", sc.jitter_percent as u64, 0, 50),
-            ("schedule.lease_ms", sc.lease_ms, 1_000, 86_400_000),
+            ("schedule.jitter_percent", sc.jitter_percent as u64, (0, 50)),
+            ("schedule.lease_ms", sc.lease_ms, (1_000, 86_400_000)),
         ]
     }
 

@@ -34,6 +34,11 @@ pub struct AggUnderflow {
 /// Encoded size of an [`Agg`] in bytes.
 pub const AGG_BYTES: usize = 40;
 
+// The encoding is the four lanes and the count, eight bytes each: the
+// leaves column family stores exactly this, and the store refuses rows of
+// another length.
+const _: () = assert!(AGG_BYTES == 5 * std::mem::size_of::<u64>());
+
 fn lanes(d: &Digest) -> [u64; 4] {
     let mut out = [0u64; 4];
     for (i, lane) in out.iter_mut().enumerate() {

@@ -72,6 +72,10 @@ pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = (10 + 5 + 10) + (1 + NODE_ID_BYTES_
 /// listing of a request costs about this many buckets' entries.
 pub const LEAF_SPAN_BUCKETS_MAX: u64 = 4_096;
 
+// The descent cuts spans into pieces of this many buckets with an `as u32`
+// cast: it must fit, or the pieces would silently shrink to nothing.
+const _: () = assert!(LEAF_SPAN_BUCKETS_MAX <= u32::MAX as u64);
+
 /// Most entries the initiator keeps from its leaf listing until the replies
 /// arrive (about 30 MiB); buckets past it are listed again for their lacking
 /// entries.
@@ -585,8 +589,22 @@ impl Descent {
         level: u32,
         differing: Vec<(u32, NodeHash, NodeHash)>,
     ) -> Result<Step, ExchangeError> {
+        // The descent never goes below the leaves, nor names a node its
+        // level does not have: either would be a bug in this state machine
+        // (a peer's answers are checked before they get here), and would
+        // probe or list buckets outside the range.
+        assert!(
+            level <= self.shape.depth,
+            "descent at level {level}, below the leaves at {}",
+            self.shape.depth
+        );
         let mut descend = Vec::new();
         for (idx, mine, theirs) in differing {
+            assert!(
+                u64::from(idx) < self.shape.nodes_at(level),
+                "node {idx} at level {level} of a tree with {} nodes there",
+                self.shape.nodes_at(level)
+            );
             let span = self.shape.leaf_span(level, idx);
             if theirs == 0 {
                 self.local_only_spans.push(span);
@@ -623,6 +641,7 @@ impl Descent {
         // Every probe is one the responder accepts (`respond_probe`,
         // `check_probe_request`): never an error made on this side.
         for p in &self.sent {
+            assert!(p.level <= self.shape.depth);
             assert!(p.hashes.len() == p.parents.len() * f && p.hashes.len() <= PROBE_HASHES_MAX);
             assert!(probe_weight(self.shape, p) <= PROBE_REPLY_HASHES_MAX);
         }
@@ -926,5 +945,61 @@ impl Descent {
     /// occur: entries are matched by hash within a bucket.
     pub fn finish(self) -> Vec<Divergence> {
         self.found.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree whose every node hash is 1, and which lists nothing.
+    struct Ones(TreeShape);
+
+    impl TreeView for Ones {
+        fn shape(&self) -> TreeShape {
+            self.0
+        }
+        fn child_hashes(
+            &self,
+            _level: u32,
+            parents: &[u32],
+        ) -> Result<Vec<NodeHash>, ExchangeError> {
+            Ok(vec![1; parents.len() * self.0.fanout as usize])
+        }
+        fn entries(
+            &self,
+            _first: u32,
+            _count: u32,
+        ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+            Ok(Vec::new())
+        }
+        fn bucket_of(&self, _key: &[u8]) -> Option<u32> {
+            None
+        }
+    }
+
+    /// A descent of a 4^2 tree whose roots differ, past its first probe.
+    fn started() -> (Descent, Ones) {
+        let view = Ones(TreeShape::new(4, 2).unwrap());
+        let (d, step) = Descent::start(&view, 1, 2).unwrap();
+        assert!(matches!(step, Step::Probe(_)));
+        (d, view)
+    }
+
+    /// A state machine that lost track of its level (asked to compare
+    /// nodes under the leaves) stops instead of probing outside the tree.
+    #[test]
+    #[should_panic(expected = "below the leaves")]
+    fn a_descent_below_the_leaves_trips_the_assert() {
+        let (mut d, view) = started();
+        let _ = d.after_compare(&view, 3, vec![(0, 1, 2)]);
+    }
+
+    /// A node index its level does not have (level 2 of 4^2 has 16 nodes).
+    #[test]
+    #[should_panic(expected = "node 16 at level 2")]
+    fn a_node_outside_its_level_trips_the_assert() {
+        let (mut d, view) = started();
+        let _ = d.after_compare(&view, 2, vec![(16, 1, 2)]);
     }
 }

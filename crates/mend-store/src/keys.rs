@@ -5,6 +5,12 @@
 /// Prefix length of a data key: range id and bucket.
 pub const DATA_PREFIX: usize = 6;
 
+// The prefixes are a u16 range id and a u32 bucket (data, leaves) or u64
+// arrival ms (tombstone index): the splitters below and the store's leaf
+// loader index into keys by these lengths.
+const _: () = assert!(DATA_PREFIX == size_of::<u16>() + size_of::<u32>());
+const _: () = assert!(TOMBSTONE_PREFIX == size_of::<u16>() + size_of::<u64>());
+
 /// The data row key of `key` in bucket `bucket` of range `range`.
 pub fn data_key(range: u16, bucket: u32, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(DATA_PREFIX + key.len());

@@ -211,7 +211,7 @@ impl<B: Backend> Store<B> {
             trees.push(load_tree(&backend, id as u16, spec)?);
         }
         let (hlc, seq) = match backend.get(Cf::Meta, keys::META_CLOCK)? {
-            Some(raw) if raw.len() == 20 => {
+            Some(raw) if raw.len() == CLOCK_ROW_BYTES => {
                 let ms = u64::from_be_bytes(raw[0..8].try_into().map_err(|_| corrupt("clock"))?);
                 let logical =
                     u32::from_be_bytes(raw[8..12].try_into().map_err(|_| corrupt("clock"))?);
@@ -353,11 +353,17 @@ fn leaf_op(range: u16, bucket: u32, agg: &Agg) -> Op {
     }
 }
 
+/// Bytes of the `clock` meta row: `[hlc ms u64][hlc logical u32][seq u64]`.
+const CLOCK_ROW_BYTES: usize = 20;
+
 fn clock_row(st: &WriterState) -> Vec<u8> {
-    let mut v = Vec::with_capacity(20);
+    let mut v = Vec::with_capacity(CLOCK_ROW_BYTES);
     v.extend_from_slice(&st.hlc.ms.to_be_bytes());
     v.extend_from_slice(&st.hlc.logical.to_be_bytes());
     v.extend_from_slice(&st.seq.to_be_bytes());
+    // The row written is the row `open` reads back: a field widened here
+    // only would make the next open refuse the store as corrupt.
+    assert_eq!(v.len(), CLOCK_ROW_BYTES, "clock row layout");
     v
 }
 
