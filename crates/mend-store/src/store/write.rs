@@ -1,9 +1,10 @@
 //! The write path: every write (client put/delete, replicated write,
-//! repair, undo's restore, and a change feed's batch) goes through
-//! [`Store::commit`], in steps of one job each: locate and validate every
-//! key, read what the keys (and an ingest's source position) hold now,
-//! decide each entry by the apply rule, build its rows, and commit rows and
-//! tree update together.
+//! repair, and a change feed's batch) goes through [`Store::commit`], in
+//! steps of one job each: locate and validate every key, read what the keys
+//! (and an ingest's source position) hold now, decide each entry by the
+//! apply rule, build its rows, and commit rows and tree update together
+//! ([`Store::commit_rows`]). Undo's [`Store::compare_and_restore`] bypasses
+//! the apply rule on purpose but commits through the same `commit_rows`.
 
 use std::collections::HashMap;
 
