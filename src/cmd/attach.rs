@@ -13,6 +13,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use mend_agent::AgentConfig;
 use mend_agent::config::FutureWrites;
 use mend_agent::rows::{JournalFn, Restore, RowAdapter, RowChange, RowError, RowFuture};
 use mend_core::{EntryMeta, Record};
@@ -29,62 +30,9 @@ const _: () = assert!(crate::cli::ATTACH_BATCH_ROWS_DEFAULT == mend_pg::BATCH_RO
 /// Runs the agent and the adapter until a signal or an error.
 pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
     super::agent::init_tracing();
-    let mut config = super::agent::build_config(&a.agent, tls)?;
     let range = a.range.clone().unwrap_or_else(|| a.table.clone());
-    let versionless = a.version_column.is_none();
-    if a.agent.config.is_none() {
-        let mut spec = RangeSpec::whole(&range, TreeShape::default());
-        spec.mode = RangeMode::Digests;
-        spec.versionless = versionless;
-        config.ranges = vec![spec];
-    }
-    match config.ranges.iter().find(|r| r.name == range) {
-        Some(r) if r.mode != RangeMode::Digests => {
-            anyhow::bail!("range {range:?} holds values: attach needs mode = \"digests\"")
-        }
-        Some(r) if r.versionless != versionless => anyhow::bail!(
-            "range {range:?} is {} but the table is followed {}: {}",
-            if r.versionless {
-                "versionless"
-            } else {
-                "versioned"
-            },
-            if versionless {
-                "without --version-column"
-            } else {
-                "with --version-column"
-            },
-            if versionless {
-                "give --version-column, or set versionless = true on the range"
-            } else {
-                "drop --version-column, or set versionless = false on the range"
-            }
-        ),
-        Some(_) => {}
-        None => anyhow::bail!("the config has no range {range:?} for table {}", a.table),
-    }
-    // The database already holds whatever version a writer stamped:
-    // refusing it would stall the feed; diffs classify it future_version.
-    config.future_writes = FutureWrites::Accept;
-    config.roles.replica.push(config.node_id.clone());
-    config.validate()?;
-    let mut adapter_config = AdapterConfig::new(
-        &a.postgres,
-        &a.table,
-        a.version_column.as_deref().unwrap_or(""),
-        &range,
-    );
-    adapter_config.schema = a.schema.clone();
-    adapter_config.source = format!("pg:{}.{}", a.schema, a.table);
-    adapter_config.origin = NodeId::new(a.origin.clone())?;
-    if let Some(s) = &a.slot {
-        adapter_config.slot = s.clone();
-    }
-    adapter_config.limits = PgLimits {
-        batch_rows: a.batch_rows,
-        ..PgLimits::default()
-    };
-    adapter_config.validate()?;
+    let config = agent_config(&a, tls, &range)?;
+    let adapter_config = adapter_config(&a, &range)?;
     let secret = crate::secret::load(config.secret_file.as_deref(), |m| tracing::warn!("{m}"))?;
     let client_tls = match config.tls.paths() {
         Some(p) if !config.insecure_plaintext => {
@@ -106,17 +54,7 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
         let mut registry = prometheus_client::registry::Registry::with_prefix("mend");
         metrics.register(&mut registry);
         agent.state.metrics.register_extra(registry);
-        let channel = mend_tls::client::endpoint(
-            &agent.addr.to_string(),
-            Some(config.node_id.as_str()),
-            &client_tls,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .connect()
-        .await?;
-        let ingest = IngestClient::new(channel)
-            .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
-            .max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX);
+        let ingest = ingest_client(&agent.addr.to_string(), &config.node_id, &client_tls).await?;
         println!(
             "{} attached={} range={range}",
             super::agent::banner(&config.node_id, &agent),
@@ -151,6 +89,101 @@ pub fn run(a: AttachArgs, tls: &TlsArgs) -> anyhow::Result<ExitCode> {
             _ => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// The agent's configuration as `mend agent` would build it from the same
+/// flags, with one digest-only range for the table unless a config file
+/// names the ranges; the agent accepts versions ahead of its clock and
+/// grants its own node the replica role (the adapter dials as it).
+fn agent_config(a: &AttachArgs, tls: &TlsArgs, range: &str) -> anyhow::Result<AgentConfig> {
+    let mut config = super::agent::build_config(&a.agent, tls)?;
+    let versionless = a.version_column.is_none();
+    if a.agent.config.is_none() {
+        let mut spec = RangeSpec::whole(range, TreeShape::default());
+        spec.mode = RangeMode::Digests;
+        spec.versionless = versionless;
+        config.ranges = vec![spec];
+    }
+    check_range(&config, range, versionless, &a.table)?;
+    // The database already holds whatever version a writer stamped:
+    // refusing it would stall the feed; diffs classify it future_version.
+    config.future_writes = FutureWrites::Accept;
+    config.roles.replica.push(config.node_id.clone());
+    config.validate()?;
+    Ok(config)
+}
+
+/// Refuses a configured range the table cannot feed: missing, holding
+/// values, or versioned differently from how the table is followed.
+fn check_range(
+    config: &AgentConfig,
+    range: &str,
+    versionless: bool,
+    table: &str,
+) -> anyhow::Result<()> {
+    match config.ranges.iter().find(|r| r.name == range) {
+        Some(r) if r.mode != RangeMode::Digests => {
+            anyhow::bail!("range {range:?} holds values: attach needs mode = \"digests\"")
+        }
+        Some(r) if r.versionless != versionless => anyhow::bail!(
+            "range {range:?} is {} but the table is followed {}: {}",
+            if r.versionless {
+                "versionless"
+            } else {
+                "versioned"
+            },
+            if versionless {
+                "without --version-column"
+            } else {
+                "with --version-column"
+            },
+            if versionless {
+                "give --version-column, or set versionless = true on the range"
+            } else {
+                "drop --version-column, or set versionless = false on the range"
+            }
+        ),
+        Some(_) => Ok(()),
+        None => anyhow::bail!("the config has no range {range:?} for table {table}"),
+    }
+}
+
+/// The adapter's configuration from the flags, validated.
+fn adapter_config(a: &AttachArgs, range: &str) -> anyhow::Result<AdapterConfig> {
+    let mut adapter_config = AdapterConfig::new(
+        &a.postgres,
+        &a.table,
+        a.version_column.as_deref().unwrap_or(""),
+        range,
+    );
+    adapter_config.schema = a.schema.clone();
+    adapter_config.source = format!("pg:{}.{}", a.schema, a.table);
+    adapter_config.origin = NodeId::new(a.origin.clone())?;
+    if let Some(s) = &a.slot {
+        adapter_config.slot = s.clone();
+    }
+    adapter_config.limits = PgLimits {
+        batch_rows: a.batch_rows,
+        ..PgLimits::default()
+    };
+    adapter_config.validate()?;
+    Ok(adapter_config)
+}
+
+/// The adapter's client of the agent's Ingest service at `addr`, over the
+/// agent's TLS as its own node `node_id`.
+async fn ingest_client(
+    addr: &str,
+    node_id: &str,
+    tls: &ClientTls,
+) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+    let channel = mend_tls::client::endpoint(addr, Some(node_id), tls)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .connect()
+        .await?;
+    Ok(IngestClient::new(channel)
+        .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
+        .max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 
 /// The table's repair access as the agent's row adapter of its range.

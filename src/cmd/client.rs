@@ -6,29 +6,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mend_rpc::pb;
-use mend_rpc::pb::operator_client::OperatorClient;
-use mend_rpc::pb::replica_client::ReplicaClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
-use super::{runtime, status_err};
+use super::{operator, replica, runtime, status_err};
 use crate::cli::{
     DashboardArgs, DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs,
 };
 use crate::output::print_json;
-
-/// Connects to an agent's Replica service.
-pub async fn replica(addr: &str) -> anyhow::Result<ReplicaClient<Channel>> {
-    let c = ReplicaClient::new(super::channel(addr).await?);
-    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
-}
-
-/// Connects to an agent's Operator service.
-pub async fn operator(addr: &str) -> anyhow::Result<OperatorClient<Channel>> {
-    let c = OperatorClient::new(super::channel(addr).await?);
-    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
-}
 
 fn version(v: &VersionArgs) -> Option<pb::Version> {
     match (v.version_ms, &v.origin) {

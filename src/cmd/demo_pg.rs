@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mend_agent::AgentConfig;
 use mend_core::{NodeId, RangeMode, RangeSpec, Secret, TreeShape, Version};
 use mend_pg::adapter::{Progress, wait_caught_up};
 use mend_pg::instance::LocalPostgres;
@@ -22,6 +21,8 @@ use mend_rpc::pb::ingest_client::IngestClient;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::demo::{agent_config, dev_certs, say};
+use super::diff::Received;
 use crate::cli::DemoArgs;
 use crate::output::print_json;
 
@@ -71,22 +72,21 @@ struct Side {
     adapter: tokio::task::JoinHandle<Result<(), mend_pg::PgError>>,
 }
 
+/// Keys the repair may move: the rest need a human or settle on their own.
+fn repairable(category: &str) -> bool {
+    matches!(category, "missing" | "stale" | "unpropagated_delete")
+}
+
+/// Compares the databases themselves: every row but the fast clock's (left
+/// for a human).
+const DIGEST_SQL: &str =
+    "SELECT count(*), md5(string_agg(o::text, '|' ORDER BY id)) FROM orders o WHERE id <> 5";
+
 /// Runs the PostgreSQL demo.
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tmp = tempfile::Builder::new().prefix("mend-demo-pg-").tempdir()?;
-    let say = |m: &str| {
-        if !a.json {
-            println!("{m}");
-        }
-    };
-    let certs = tmp.path().join("certs");
-    mend_tls::dev::make(&certs, &["node-a".into(), "node-b".into()], &[], 1)?;
-    mend_tls::dev::make(&certs, &["operator".into()], &["replica".into()], 1)?;
-    let client = Arc::new(mend_tls::Material::load(&mend_tls::TlsPaths::in_dir(
-        &certs.join("operator"),
-    ))?);
-    super::set_client_tls(mend_tls::client::ClientTls::Tls(client));
+    let certs = dev_certs(tmp.path(), &["node-a", "node-b"])?;
     let servers = [
         LocalPostgres::start(&tmp.path().join("pg-a"))?,
         LocalPostgres::start(&tmp.path().join("pg-b"))?,
@@ -96,7 +96,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         for (pg, name) in servers.into_iter().zip(["a", "b"]) {
             sides.push(side(pg, name, &certs, tmp.path(), a.keys).await?);
         }
-        say(&format!(
+        say(a.json, &format!(
             "started PostgreSQL pg-a and pg-b (sockets in {} and {}), each with the same {} orders; \
              node-a and node-b follow them over mutual TLS (snapshot, then the logical slot mend_orders)",
             sides[0].pg.socket_dir().display(),
@@ -106,11 +106,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         caught_up(&mut sides).await?;
         let addr = [sides[0].agent.addr.to_string(), sides[1].agent.addr.to_string()];
         let in_sync = super::diff::fetch(&addr[0], &addr[1], None).await?;
-        say(&format!("in sync after the snapshots: {}\n", in_sync.summary.in_sync));
-
+        say(a.json, &format!("in sync after the snapshots: {}\n", in_sync.summary.in_sync));
         for (server, what, sql) in INJECTED {
             sides[server].db.batch_execute(sql).await?;
-            say(&format!("pg-{}: {what}\n    {sql}", sides[server].name));
+            say(a.json, &format!("pg-{}: {what}\n    {sql}", sides[server].name));
         }
         caught_up(&mut sides).await?;
         let before = super::diff::fetch(&addr[0], &addr[1], None).await?;
@@ -119,57 +118,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             super::diff::print_human(&before, 20);
             println!();
         }
-
-        let spec = sides[0].agent_spec().await?;
-        let mut repairs = Vec::new();
-        for k in &before.keys {
-            if !matches!(k.category.as_str(), "missing" | "stale" | "unpropagated_delete") {
-                continue;
-            }
-            // `behind` is "peer" (pg-b) or "local" (pg-a).
-            let (ahead, behind, ahead_entry) = if k.behind == "peer" {
-                (0, 1, &k.local)
-            } else {
-                (1, 0, &k.peer)
-            };
-            let tombstone = tombstone_of(ahead_entry)?;
-            let outcome = repair::repair_key(
-                &sides[ahead].db,
-                &sides[behind].db,
-                &spec,
-                &k.key,
-                tombstone.as_ref(),
-            )
-            .await?;
-            let key = String::from_utf8_lossy(&k.key).to_string();
-            say(&format!(
-                "repair {key:>7} ({}) pg-{} -> pg-{}: {}",
-                k.category,
-                sides[ahead].name,
-                sides[behind].name,
-                match outcome {
-                    Outcome::Applied => "written (version-checked)",
-                    Outcome::Kept => "kept: the target holds a newer row",
-                }
-            ));
-            repairs.push(json!({"key": key, "category": k.category, "from": sides[ahead].name,
-                                "to": sides[behind].name, "applied": outcome == Outcome::Applied}));
-        }
+        let repairs = repair_in_sql(&sides, &before, a.json).await?;
         caught_up(&mut sides).await?;
         let after = super::diff::fetch(&addr[0], &addr[1], None).await?;
-        let repairable_left = after
-            .keys
-            .iter()
-            .filter(|k| matches!(k.category.as_str(), "missing" | "stale" | "unpropagated_delete"))
-            .count();
-        // The databases themselves, compared by SQL: every row but the fast
-        // clock's (left for a human) is identical.
-        let digest_sql = "SELECT count(*), md5(string_agg(o::text, '|' ORDER BY id)) FROM orders o WHERE id <> 5";
-        let mut sql = Vec::new();
-        for s in &sides {
-            let r = s.db.query_one(digest_sql, &[]).await?;
-            sql.push((r.get::<_, i64>(0), r.get::<_, Option<String>>(1)));
-        }
+        let repairable_left = after.keys.iter().filter(|k| repairable(&k.category)).count();
+        let sql = sql_digests(&sides).await?;
         let sql_agree = sql[0] == sql[1];
         let converged = repairable_left == 0 && sql_agree;
         if a.json {
@@ -177,23 +130,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 "before": super::diff::to_json(&before),
                 "repairs": repairs,
                 "after": super::diff::to_json(&after),
-                "sql": {"query": digest_sql, "pg_a": {"rows": sql[0].0, "md5": sql[0].1},
+                "sql": {"query": DIGEST_SQL, "pg_a": {"rows": sql[0].0, "md5": sql[0].1},
                         "pg_b": {"rows": sql[1].0, "md5": sql[1].1}, "agree": sql_agree},
                 "converged": converged,
                 "elapsed_ms": started.elapsed().as_millis() as u64,
             }))?;
         } else {
-            println!("\n$ mend diff --agent {} --peer {}   (after the repair, seen through the slots)", addr[0], addr[1]);
-            super::diff::print_human(&after, 20);
-            println!("\n$ psql -c \"{digest_sql}\"   (on each server)");
-            println!("pg-a: {} rows, md5 {}", sql[0].0, sql[0].1.as_deref().unwrap_or("-"));
-            println!("pg-b: {} rows, md5 {}", sql[1].0, sql[1].1.as_deref().unwrap_or("-"));
-            if converged {
-                println!("\nCONVERGED: the databases agree row for row; the fast clock's row is left for a human (future_version).");
-            } else {
-                println!("\nNOT CONVERGED: {repairable_left} repairable keys differ; SQL agrees: {sql_agree}");
-            }
-            println!("demo finished in {:.1}s; temporary servers and data removed", started.elapsed().as_secs_f64());
+            print_outcome(&addr, &after, &sql, repairable_left, started);
         }
         for s in sides {
             let _ = s.stop.send(());
@@ -202,6 +145,107 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// Repairs every repairable key of `before` in SQL, from the side ahead to
+/// the side behind (version-checked), saying what each did; returns the
+/// repairs as JSON.
+async fn repair_in_sql(
+    sides: &[Side],
+    before: &Received,
+    json: bool,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let spec = sides[0].agent_spec().await?;
+    let mut repairs = Vec::new();
+    for k in &before.keys {
+        if !repairable(&k.category) {
+            continue;
+        }
+        // `behind` is "peer" (pg-b) or "local" (pg-a).
+        let (ahead, behind, ahead_entry) = if k.behind == "peer" {
+            (0, 1, &k.local)
+        } else {
+            (1, 0, &k.peer)
+        };
+        let tombstone = tombstone_of(ahead_entry)?;
+        let outcome = repair::repair_key(
+            &sides[ahead].db,
+            &sides[behind].db,
+            &spec,
+            &k.key,
+            tombstone.as_ref(),
+        )
+        .await?;
+        let key = String::from_utf8_lossy(&k.key).to_string();
+        say(
+            json,
+            &format!(
+                "repair {key:>7} ({}) pg-{} -> pg-{}: {}",
+                k.category,
+                sides[ahead].name,
+                sides[behind].name,
+                match outcome {
+                    Outcome::Applied => "written (version-checked)",
+                    Outcome::Kept => "kept: the target holds a newer row",
+                }
+            ),
+        );
+        repairs.push(
+            json!({"key": key, "category": k.category, "from": sides[ahead].name,
+                            "to": sides[behind].name, "applied": outcome == Outcome::Applied}),
+        );
+    }
+    Ok(repairs)
+}
+
+/// Each server's row count and digest by [`DIGEST_SQL`].
+async fn sql_digests(sides: &[Side]) -> anyhow::Result<Vec<(i64, Option<String>)>> {
+    let mut sql = Vec::new();
+    for s in sides {
+        let r = s.db.query_one(DIGEST_SQL, &[]).await?;
+        sql.push((r.get::<_, i64>(0), r.get::<_, Option<String>>(1)));
+    }
+    Ok(sql)
+}
+
+/// Prints the diff after the repair, the databases' digests and the verdict.
+fn print_outcome(
+    addr: &[String],
+    after: &Received,
+    sql: &[(i64, Option<String>)],
+    repairable_left: usize,
+    started: Instant,
+) {
+    let sql_agree = sql[0] == sql[1];
+    println!(
+        "\n$ mend diff --agent {} --peer {}   (after the repair, seen through the slots)",
+        addr[0], addr[1]
+    );
+    super::diff::print_human(after, 20);
+    println!("\n$ psql -c \"{DIGEST_SQL}\"   (on each server)");
+    println!(
+        "pg-a: {} rows, md5 {}",
+        sql[0].0,
+        sql[0].1.as_deref().unwrap_or("-")
+    );
+    println!(
+        "pg-b: {} rows, md5 {}",
+        sql[1].0,
+        sql[1].1.as_deref().unwrap_or("-")
+    );
+    if repairable_left == 0 && sql_agree {
+        println!(
+            "\nCONVERGED: the databases agree row for row; the fast clock's row is left for a human (future_version)."
+        );
+    } else {
+        println!(
+            "\nNOT CONVERGED: {repairable_left} repairable keys differ; SQL agrees: {sql_agree}"
+        );
+    }
+    println!(
+        "demo finished in {:.1}s; temporary servers and data removed",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Loads a server, starts its agent and its adapter.
@@ -224,19 +268,11 @@ async fn side(
     let node = format!("node-{name}");
     let mut range = RangeSpec::whole("orders", TreeShape::default());
     range.mode = RangeMode::Digests;
-    let mut cfg = AgentConfig {
-        node_id: node.clone(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: tmp.join(&node),
-        ranges: vec![range],
-        // The database holds whatever a writer stamped: record it (diffs
-        // call it future_version) rather than stall the feed.
-        future_writes: mend_agent::config::FutureWrites::Accept,
-        ..AgentConfig::default()
-    };
-    cfg.tls.dir = Some(certs.join(&node));
-    cfg.roles.peer = vec!["node-*".into()];
-    cfg.roles.peer_addresses = vec!["127.0.0.1:*".into()];
+    // The database holds whatever a writer stamped: the agent records it
+    // (diffs call it future_version) rather than stall the feed, as the
+    // other demo's agents do.
+    let mut cfg = agent_config(&node, tmp, certs)?;
+    cfg.ranges = vec![range];
     let agent = mend_agent::start(cfg, Secret::development()).await?;
     let metrics = Arc::new(PgMetrics::default());
     let mut adapter = Adapter::connect(

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use mend_rpc::pb;
 use serde_json::{Value, json};
 
-use super::client::{operator, version_json};
+use super::client::version_json;
+use super::operator;
 use super::{runtime, status_err};
 use crate::cli::DiffArgs;
 use crate::output::{human_bytes, print_json};

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use mend_rpc::pb;
 use serde_json::json;
 
-use super::client::operator;
 use super::diff::{Received, print_human, to_json};
+use super::operator;
 use super::{runtime, status_err};
 use crate::cli::{HistoryArgs, ReportArgs, ReportFormat, SampleArgs};
 use crate::output::print_json;

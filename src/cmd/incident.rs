@@ -104,7 +104,44 @@ pub fn incident(
     repairs: &[String],
     now_ms: u64,
 ) -> Incident {
-    let mut inc = Incident {
+    let mut inc = from_report(summary, keys, now_ms);
+    let mut ongoing = false;
+    let mut resolved_ms = 0u64;
+    for h in history.iter().filter(|h| h.peer == summary.peer_node) {
+        match add_run(&mut inc, h) {
+            Some(RunEnd::Resolved(at_ms)) => resolved_ms = resolved_ms.max(at_ms),
+            Some(RunEnd::Ongoing) => ongoing = true,
+            None => {}
+        }
+    }
+    if inc.first_seen_ms > 0 {
+        inc.status = if ongoing || !summary.in_sync {
+            "ongoing"
+        } else {
+            "resolved"
+        }
+        .into();
+        if inc.status == "resolved" {
+            inc.resolved_ms = resolved_ms;
+        }
+        add_journaled_repairs(&mut inc, repairs, now_ms);
+    } else if !summary.in_sync {
+        // Divergence in the report, none in the history yet.
+        inc.status = "ongoing".into();
+    }
+    inc.timeline.sort_by_key(|r| r.at_ms);
+    inc
+}
+
+/// What the latest report says: the cause or the sources' hints, what is
+/// left, the keys. No history yet (status `none`).
+fn from_report(summary: &pb::DiffSummary, keys: &[pb::DivergentKey], now_ms: u64) -> Incident {
+    let cause = (!summary.cause.is_empty()).then(|| summary.cause.clone());
+    let why = match cause {
+        None => summary.sources.iter().map(|s| s.hint.clone()).collect(),
+        Some(_) => Vec::new(),
+    };
+    Incident {
         local_node: summary.local_node.clone(),
         peer: summary.peer_node.clone(),
         generated_ms: now_ms,
@@ -114,15 +151,10 @@ pub fn incident(
         resolved_ms: 0,
         peak_keys: 0,
         peak_ms: 0,
-        cause: (!summary.cause.is_empty()).then(|| summary.cause.clone()),
-        why: Vec::new(),
+        cause,
+        why,
         repaired: Vec::new(),
-        left: summary
-            .by_category
-            .iter()
-            .filter(|c| c.count > 0)
-            .map(|c| (c.category.clone(), c.count))
-            .collect(),
+        left: nonzero(&summary.by_category),
         keys: keys
             .iter()
             .take(KEYS_MAX)
@@ -135,93 +167,86 @@ pub fn incident(
             .collect(),
         keys_not_listed: keys.len().saturating_sub(KEYS_MAX) as u64,
         timeline: Vec::new(),
+    }
+}
+
+/// The non-zero counts of `by_category`.
+fn nonzero(by_category: &[pb::CategoryCount]) -> BTreeMap<String, u64> {
+    by_category
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| (c.category.clone(), c.count))
+        .collect()
+}
+
+/// How one range's run of divergent exchanges ended.
+enum RunEnd {
+    /// An exchange at this time found none.
+    Resolved(u64),
+    /// The latest exchange still found some.
+    Ongoing,
+}
+
+/// Adds the latest run of divergent exchanges of one range's history to
+/// `inc` (its start, peak, the playbook's repairs, its timeline); `None`
+/// when the range never diverged.
+fn add_run(inc: &mut Incident, h: &pb::PeerHistory) -> Option<RunEnd> {
+    let recs = &h.records;
+    // The latest exchange that found divergence ends the incident's run.
+    let end = recs.iter().rposition(|r| r.divergent_keys > 0)?;
+    let start = recs[..end]
+        .iter()
+        .rposition(|r| r.divergent_keys == 0)
+        .map_or(0, |i| i + 1);
+    let run = &recs[start..=end];
+    let first = &run[0];
+    let began = first.at_ms.saturating_sub(first.oldest_divergence_ms);
+    if inc.since_ms == 0 || began < inc.since_ms {
+        inc.since_ms = began;
+    }
+    if inc.first_seen_ms == 0 || first.at_ms < inc.first_seen_ms {
+        inc.first_seen_ms = first.at_ms;
+    }
+    for r in run {
+        if r.divergent_keys > inc.peak_keys {
+            inc.peak_keys = r.divergent_keys;
+            inc.peak_ms = r.at_ms;
+        }
+        if r.action.starts_with("repair") && !inc.repaired.contains(&r.action) {
+            inc.repaired.push(r.action.clone());
+        }
+    }
+    let upto = (end + 2).min(recs.len());
+    let from = upto.saturating_sub(TIMELINE_MAX).max(start);
+    inc.timeline.extend(recs[from..upto].iter().map(|r| Row {
+        range: h.range.clone(),
+        at_ms: r.at_ms,
+        divergent_keys: r.divergent_keys,
+        by_category: nonzero(&r.by_category),
+        action: r.action.clone(),
+    }));
+    Some(match recs.get(end + 1) {
+        Some(after) => RunEnd::Resolved(after.at_ms),
+        None => RunEnd::Ongoing,
+    })
+}
+
+/// Lists the journaled repairs (`repairs`, newest first) that started
+/// during the incident and are not listed yet.
+fn add_journaled_repairs(inc: &mut Incident, repairs: &[String], now_ms: u64) {
+    let until = if inc.resolved_ms > 0 {
+        inc.resolved_ms
+    } else {
+        now_ms
     };
-    if inc.cause.is_none() {
-        inc.why = summary.sources.iter().map(|s| s.hint.clone()).collect();
-    }
-    let mut ongoing = false;
-    let mut resolved_ms = 0u64;
-    for h in history.iter().filter(|h| h.peer == summary.peer_node) {
-        let recs = &h.records;
-        // The latest exchange that found divergence ends the incident's run.
-        let Some(end) = recs.iter().rposition(|r| r.divergent_keys > 0) else {
-            continue;
-        };
-        let start = recs[..end]
-            .iter()
-            .rposition(|r| r.divergent_keys == 0)
-            .map_or(0, |i| i + 1);
-        let run = &recs[start..=end];
-        let first = &run[0];
-        let began = first.at_ms.saturating_sub(first.oldest_divergence_ms);
-        if inc.since_ms == 0 || began < inc.since_ms {
-            inc.since_ms = began;
-        }
-        if inc.first_seen_ms == 0 || first.at_ms < inc.first_seen_ms {
-            inc.first_seen_ms = first.at_ms;
-        }
-        for r in run {
-            if r.divergent_keys > inc.peak_keys {
-                inc.peak_keys = r.divergent_keys;
-                inc.peak_ms = r.at_ms;
-            }
-            if r.action.starts_with("repair") && !inc.repaired.contains(&r.action) {
-                inc.repaired.push(r.action.clone());
-            }
-        }
-        match recs.get(end + 1) {
-            Some(after) => resolved_ms = resolved_ms.max(after.at_ms),
-            None => ongoing = true,
-        }
-        let upto = (end + 2).min(recs.len());
-        let from = upto.saturating_sub(TIMELINE_MAX).max(start);
-        inc.timeline.extend(recs[from..upto].iter().map(|r| {
-            Row {
-                range: h.range.clone(),
-                at_ms: r.at_ms,
-                divergent_keys: r.divergent_keys,
-                by_category: r
-                    .by_category
-                    .iter()
-                    .filter(|c| c.count > 0)
-                    .map(|c| (c.category.clone(), c.count))
-                    .collect(),
-                action: r.action.clone(),
-            }
-        }));
-    }
-    if inc.first_seen_ms > 0 {
-        inc.status = if ongoing || !summary.in_sync {
-            "ongoing"
-        } else {
-            "resolved"
-        }
-        .into();
-        if inc.status == "resolved" {
-            inc.resolved_ms = resolved_ms;
-        }
-    } else if !summary.in_sync {
-        // Divergence in the report, none in the history yet.
-        inc.status = "ongoing".into();
-    }
-    if inc.first_seen_ms > 0 {
-        let until = if inc.resolved_ms > 0 {
-            inc.resolved_ms
-        } else {
-            now_ms
-        };
-        for id in repairs.iter().rev() {
-            let during =
-                repair_started_ms(id).is_some_and(|ms| ms >= inc.first_seen_ms && ms <= until);
-            if during && !inc.repaired.iter().any(|r| r.contains(id.as_str())) {
-                inc.repaired.push(format!(
-                    "repair {id} (journal; `mend undo --agent AGENT {id}` takes it back)"
-                ));
-            }
+    for id in repairs.iter().rev() {
+        let during = repair_started_ms(id).is_some_and(|ms| ms >= inc.first_seen_ms && ms <= until);
+        if during && !inc.repaired.iter().any(|r| r.contains(id.as_str())) {
+            inc.repaired.push(format!(
+                "repair {id} (journal; `mend undo --agent AGENT {id}` takes it back)"
+            ));
         }
     }
-    inc.timeline.sort_by_key(|r| r.at_ms);
-    inc
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`, by the formatter the attribution hints use.
@@ -243,111 +268,148 @@ fn categories(m: &BTreeMap<String, u64>) -> String {
     }
 }
 
+/// Appends `s` and a line break.
+fn line(o: &mut String, s: &str) {
+    o.push_str(s);
+    o.push('\n');
+}
+
 /// The incident as Markdown, for a postmortem document.
 pub fn markdown(i: &Incident) -> String {
     let mut o = String::new();
-    let mut line = |s: String| {
-        o.push_str(&s);
-        o.push('\n');
-    };
-    line(format!(
-        "# Divergence between {} and {}",
-        i.local_node, i.peer
-    ));
-    line(String::new());
-    line(format!(
-        "Generated {} by mend {}.",
-        utc(i.generated_ms),
-        env!("CARGO_PKG_VERSION")
-    ));
-    line(String::new());
-    line("## Summary".into());
-    line(String::new());
-    let left: u64 = i.left.values().sum();
-    line(match i.status.as_str() {
-        "ongoing" => format!("- Status: **ongoing**, {left} keys divergent at the latest exchange"),
-        "resolved" => format!("- Status: **resolved** at {}", utc(i.resolved_ms)),
-        _ => "- Status: **no divergence** in the kept history".into(),
-    });
-    if i.first_seen_ms > 0 {
-        line(format!(
-            "- Since: about {} (first seen by an exchange at {})",
-            utc(i.since_ms),
-            utc(i.first_seen_ms)
-        ));
-        line(format!(
-            "- Peak: {} keys at {}",
-            i.peak_keys,
-            utc(i.peak_ms)
-        ));
-    }
-    match &i.cause {
-        Some(c) => line(format!("- Cause: {}", cell(c))),
-        None if !i.why.is_empty() => line(format!("- Cause: {} sources, below", i.why.len())),
-        None => {}
-    }
-    line(String::new());
+    md_summary(&mut o, i);
     if !i.why.is_empty() {
-        line("## Why".into());
-        line(String::new());
+        line(&mut o, "## Why");
+        line(&mut o, "");
         for w in &i.why {
-            line(format!("- {}", cell(w)));
+            line(&mut o, &format!("- {}", cell(w)));
         }
-        line(String::new());
+        line(&mut o, "");
     }
-    line("## What was repaired".into());
-    line(String::new());
+    line(&mut o, "## What was repaired");
+    line(&mut o, "");
     if i.repaired.is_empty() {
-        line("- nothing by the playbook during the incident".into());
+        line(&mut o, "- nothing by the playbook during the incident");
     }
     for r in &i.repaired {
-        line(format!("- {}", cell(r)));
+        line(&mut o, &format!("- {}", cell(r)));
     }
-    line(String::new());
-    line("## What is left".into());
-    line(String::new());
+    line(&mut o, "");
+    md_left(&mut o, i);
+    md_timeline(&mut o, i);
+    o
+}
+
+/// The title and the summary: status, since when, peak, cause.
+fn md_summary(o: &mut String, i: &Incident) {
+    line(
+        o,
+        &format!("# Divergence between {} and {}", i.local_node, i.peer),
+    );
+    line(o, "");
+    line(
+        o,
+        &format!(
+            "Generated {} by mend {}.",
+            utc(i.generated_ms),
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    line(o, "");
+    line(o, "## Summary");
+    line(o, "");
+    let left: u64 = i.left.values().sum();
+    line(
+        o,
+        &match i.status.as_str() {
+            "ongoing" => {
+                format!("- Status: **ongoing**, {left} keys divergent at the latest exchange")
+            }
+            "resolved" => format!("- Status: **resolved** at {}", utc(i.resolved_ms)),
+            _ => "- Status: **no divergence** in the kept history".into(),
+        },
+    );
+    if i.first_seen_ms > 0 {
+        line(
+            o,
+            &format!(
+                "- Since: about {} (first seen by an exchange at {})",
+                utc(i.since_ms),
+                utc(i.first_seen_ms)
+            ),
+        );
+        line(
+            o,
+            &format!("- Peak: {} keys at {}", i.peak_keys, utc(i.peak_ms)),
+        );
+    }
+    match &i.cause {
+        Some(c) => line(o, &format!("- Cause: {}", cell(c))),
+        None if !i.why.is_empty() => line(o, &format!("- Cause: {} sources, below", i.why.len())),
+        None => {}
+    }
+    line(o, "");
+}
+
+/// What is left: counts by category and the keys.
+fn md_left(o: &mut String, i: &Incident) {
+    line(o, "## What is left");
+    line(o, "");
     if i.left.is_empty() {
-        line("- nothing: the latest exchange found the replicas in sync".into());
+        line(
+            o,
+            "- nothing: the latest exchange found the replicas in sync",
+        );
     } else {
-        line("| category | keys |".into());
-        line("|---|---:|".into());
+        line(o, "| category | keys |");
+        line(o, "|---|---:|");
         for (c, n) in &i.left {
-            line(format!("| {c} | {n} |"));
+            line(o, &format!("| {c} | {n} |"));
         }
-        line(String::new());
-        line("| range | key | category | behind |".into());
-        line("|---|---|---|---|".into());
+        line(o, "");
+        line(o, "| range | key | category | behind |");
+        line(o, "|---|---|---|---|");
         for k in &i.keys {
-            line(format!(
-                "| {} | `{}` | {} | {} |",
-                cell(&k.range),
-                cell(&k.key).replace('`', "'"),
-                k.category,
-                if k.behind.is_empty() { "-" } else { &k.behind }
-            ));
+            line(
+                o,
+                &format!(
+                    "| {} | `{}` | {} | {} |",
+                    cell(&k.range),
+                    cell(&k.key).replace('`', "'"),
+                    k.category,
+                    if k.behind.is_empty() { "-" } else { &k.behind }
+                ),
+            );
         }
         if i.keys_not_listed > 0 {
-            line(format!("\n{} more keys not listed.", i.keys_not_listed));
+            line(o, &format!("\n{} more keys not listed.", i.keys_not_listed));
         }
     }
-    line(String::new());
-    if !i.timeline.is_empty() {
-        line("## Timeline".into());
-        line(String::new());
-        line("| time | range | divergent | by category | action |".into());
-        line("|---|---|---:|---|---|".into());
-        for r in &i.timeline {
-            line(format!(
+    line(o, "");
+}
+
+/// The timeline of exchanges, when there is one.
+fn md_timeline(o: &mut String, i: &Incident) {
+    if i.timeline.is_empty() {
+        return;
+    }
+    line(o, "## Timeline");
+    line(o, "");
+    line(o, "| time | range | divergent | by category | action |");
+    line(o, "|---|---|---:|---|---|");
+    for r in &i.timeline {
+        line(
+            o,
+            &format!(
                 "| {} | {} | {} | {} | {} |",
                 utc(r.at_ms),
                 cell(&r.range),
                 r.divergent_keys,
                 categories(&r.by_category),
                 cell(&r.action)
-            ));
-        }
+            ),
+        );
     }
-    o
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
+use mend_rpc::pb::operator_client::OperatorClient;
+use mend_rpc::pb::replica_client::ReplicaClient;
 use mend_tls::client::ClientTls;
+use tonic::transport::Channel;
 
 use crate::cli::{Cli, Command, TlsArgs};
 
@@ -102,7 +105,7 @@ pub fn client_tls() -> anyhow::Result<ClientTls> {
 }
 
 /// A connected channel to the agent at `addr`.
-pub async fn channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let tls = client_tls()?;
     let name = TLS_ARGS.get().and_then(|t| t.tls_server_name.clone());
     let ep =
@@ -113,6 +116,19 @@ pub async fn channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
             mend_agent::exchange::error_chain(&e)
         )
     })
+}
+
+/// Connects to an agent's Replica service.
+pub async fn replica(addr: &str) -> anyhow::Result<ReplicaClient<Channel>> {
+    let c = ReplicaClient::new(channel(addr).await?);
+    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
+}
+
+/// Connects to an agent's Operator service.
+pub async fn operator(addr: &str) -> anyhow::Result<OperatorClient<Channel>> {
+    let c = OperatorClient::new(channel(addr).await?);
+    Ok(c.max_decoding_message_size(mend_rpc::MESSAGE_BYTES_MAX))
 }
 
 /// Turns a gRPC status into a one-line error.

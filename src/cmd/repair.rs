@@ -9,8 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mend_rpc::pb;
 use serde_json::json;
 
-use super::client::operator;
-use super::{runtime, status_err};
+use super::{operator, runtime, status_err};
 use crate::cli::{RepairArgs, RepairControl, RepairControlArgs};
 use crate::output::{human_bytes, print_json};
 

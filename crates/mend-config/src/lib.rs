@@ -649,44 +649,202 @@ impl AgentConfig {
         self.peers.iter().find(|p| p.id == id)
     }
 
-    /// Checks every field.
+    /// Checks every field, in the order the file documents them: the first
+    /// bad one is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         NodeId::new(self.node_id.clone())
             .map_err(|_| bad("node_id", &self.node_id, "1..=64 printable ASCII bytes"))?;
         RangeMap::new(self.ranges.clone())
             .map_err(|e| bad("ranges", "(see message)", e.to_string()))?;
-        in_range("settle_ms", self.settle_ms, 0, 86_400_000)?;
-        in_range("clock_skew_ms", self.clock_skew_ms, 0, 86_400_000)?;
-        in_range(
-            "limits.batch_writes_max",
-            self.limits.batch_writes_max as u64,
-            1,
-            100_000,
-        )?;
-        in_range(
-            "limits.rpc_timeout_ms",
-            self.limits.rpc_timeout_ms,
-            100,
-            600_000,
-        )?;
-        in_range(
-            "limits.fetch_keys_max",
-            self.limits.fetch_keys_max as u64,
-            1,
-            100_000,
-        )?;
-        in_range(
-            "limits.repair_segment_keys_min",
-            self.limits.repair_segment_keys_min as u64,
-            0,
-            10_000_000,
-        )?;
-        in_range(
-            "limits.diff_keys_max",
-            self.limits.diff_keys_max as u64,
-            1,
-            10_000_000,
-        )?;
+        in_ranges(&self.exchange_bounds())?;
+        self.validate_peers()?;
+        self.validate_authority()?;
+        self.validate_playbook()?;
+        in_ranges(&self.service_bounds())?;
+        self.discovery.parse()?;
+        in_ranges(&[
+            (
+                "discovery.interval_ms",
+                self.discovery.interval_ms,
+                (1_000, 86_400_000),
+            ),
+            (
+                "tls.reload_poll_ms",
+                self.tls.reload_poll_ms,
+                RELOAD_POLL_MS_BOUNDS,
+            ),
+        ])?;
+        self.validate_transport()?;
+        if let Some(u) = &self.webhook_url
+            && !u.starts_with("http://")
+            && !u.starts_with("https://")
+        {
+            return Err(bad("webhook_url", u, "an http:// or https:// URL"));
+        }
+        Ok(())
+    }
+}
+
+/// A numeric field's bounds: (field, value, (least, most)), both inclusive.
+type Bound = (&'static str, u64, (u64, u64));
+
+/// Bounds of `settle_ms` and `clock_skew_ms`.
+const POLICY_MS_BOUNDS: (u64, u64) = (0, 86_400_000);
+/// Bounds of `tls.reload_poll_ms`.
+const RELOAD_POLL_MS_BOUNDS: (u64, u64) = (100, 3_600_000);
+/// Bounds of `limits.connections_max`.
+const CONNECTIONS_MAX_BOUNDS: (u64, u64) = (1, 65_536);
+/// Bounds of `limits.tls_handshake_timeout_ms`.
+const TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS: (u64, u64) = (100, 60_000);
+
+/// Whether `v` lies within `bounds` (inclusive).
+const fn within(v: u64, bounds: (u64, u64)) -> bool {
+    bounds.0 <= v && v <= bounds.1
+}
+
+// The defaults other crates own must pass `validate`, or the default
+// configuration (and every file that leaves these fields out) is refused.
+const _: () = assert!(within(
+    mend_core::classify::CLOCK_SKEW_MS_DEFAULT,
+    POLICY_MS_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::reload::TLS_RELOAD_POLL_MS_DEFAULT,
+    RELOAD_POLL_MS_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::accept::CONNECTIONS_MAX_DEFAULT as u64,
+    CONNECTIONS_MAX_BOUNDS
+));
+const _: () = assert!(within(
+    mend_tls::accept::TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+    TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS
+));
+
+/// Checks `bounds` in order; the first value outside its bounds is the error.
+fn in_ranges(bounds: &[Bound]) -> Result<(), ConfigError> {
+    for &(field, v, (lo, hi)) in bounds {
+        in_range(field, v, lo, hi)?;
+    }
+    Ok(())
+}
+
+impl AgentConfig {
+    /// The bounds of the clock, exchange and repair settings.
+    fn exchange_bounds(&self) -> [Bound; 7] {
+        let l = &self.limits;
+        [
+            ("settle_ms", self.settle_ms, POLICY_MS_BOUNDS),
+            ("clock_skew_ms", self.clock_skew_ms, POLICY_MS_BOUNDS),
+            (
+                "limits.batch_writes_max",
+                l.batch_writes_max as u64,
+                (1, 100_000),
+            ),
+            ("limits.rpc_timeout_ms", l.rpc_timeout_ms, (100, 600_000)),
+            (
+                "limits.fetch_keys_max",
+                l.fetch_keys_max as u64,
+                (1, 100_000),
+            ),
+            (
+                "limits.repair_segment_keys_min",
+                l.repair_segment_keys_min as u64,
+                (0, 10_000_000),
+            ),
+            (
+                "limits.diff_keys_max",
+                l.diff_keys_max as u64,
+                (1, 10_000_000),
+            ),
+        ]
+    }
+
+    /// The bounds of the history, server, upkeep (purge, journal, scrub)
+    /// and schedule settings.
+    fn service_bounds(&self) -> [Bound; 18] {
+        let (l, sc) = (&self.limits, &self.schedule);
+        [
+            ("history_max", self.history_max as u64, (1, 10_000)),
+            (
+                "limits.connections_max",
+                l.connections_max as u64,
+                CONNECTIONS_MAX_BOUNDS,
+            ),
+            (
+                "limits.tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms,
+                TLS_HANDSHAKE_TIMEOUT_MS_BOUNDS,
+            ),
+            (
+                "limits.streams_per_connection_max",
+                u64::from(l.streams_per_connection_max),
+                (1, 10_000),
+            ),
+            (
+                "limits.request_timeout_ms",
+                l.request_timeout_ms,
+                (1_000, 86_400_000),
+            ),
+            (
+                "limits.http2_keepalive_ms",
+                l.http2_keepalive_ms,
+                (1_000, 3_600_000),
+            ),
+            (
+                "limits.server_streams_max",
+                l.server_streams_max as u64,
+                (1, 4_096),
+            ),
+            (
+                "limits.stream_send_timeout_ms",
+                l.stream_send_timeout_ms,
+                (100, 600_000),
+            ),
+            (
+                "gc.purge_interval_ms",
+                self.gc.purge_interval_ms,
+                (1_000, 86_400_000),
+            ),
+            (
+                "gc.purge_rate_per_s",
+                self.gc.purge_rate_per_s,
+                (1, 1_000_000),
+            ),
+            (
+                "journal.retention_ms",
+                self.journal.retention_ms,
+                (60_000, 31_536_000_000),
+            ),
+            (
+                "journal.repairs_max",
+                self.journal.repairs_max as u64,
+                (1, 1_000_000),
+            ),
+            (
+                "journal.undo_hold_ms",
+                self.journal.undo_hold_ms,
+                (0, 31_536_000_000),
+            ),
+            (
+                "scrub.buckets_per_s",
+                self.scrub.buckets_per_s,
+                (0, 1_000_000),
+            ),
+            ("schedule.exchanges_max", sc.exchanges_max as u64, (1, 64)),
+            (
+                "schedule.intensity_percent",
+                sc.intensity_percent as u64,
+                (1, 100),
+            ),
+            ("schedule.jitter_percent", sc.jitter_percent as u64, (0, 50)),
+            ("schedule.lease_ms", sc.lease_ms, (1_000, 86_400_000)),
+        ]
+    }
+
+    /// Each peer has a valid, unique id, an address, and an interval that
+    /// is off or in bounds.
+    fn validate_peers(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for p in &self.peers {
             NodeId::new(p.id.clone())
@@ -709,7 +867,13 @@ impl AgentConfig {
                 ));
             }
         }
-        self.validate_authority()?;
+        Ok(())
+    }
+
+    /// The playbook repairs only what may be repaired (conflicts only
+    /// toward an authority; never future versions or writes in flight), and
+    /// its blast-radius share is a fraction.
+    fn validate_playbook(&self) -> Result<(), ConfigError> {
         let pb = &self.playbook;
         if pb.conflict == Action::Repair && self.authority.is_empty() {
             return Err(bad(
@@ -736,116 +900,6 @@ impl AgentConfig {
                 pb.blast_radius_share_max,
                 "must be in 0.0..=1.0",
             ));
-        }
-        in_range("history_max", self.history_max as u64, 1, 10_000)?;
-        let l = &self.limits;
-        in_range(
-            "limits.connections_max",
-            l.connections_max as u64,
-            1,
-            65_536,
-        )?;
-        in_range(
-            "limits.tls_handshake_timeout_ms",
-            l.tls_handshake_timeout_ms,
-            100,
-            60_000,
-        )?;
-        in_range(
-            "limits.streams_per_connection_max",
-            u64::from(l.streams_per_connection_max),
-            1,
-            10_000,
-        )?;
-        in_range(
-            "limits.request_timeout_ms",
-            l.request_timeout_ms,
-            1_000,
-            86_400_000,
-        )?;
-        in_range(
-            "limits.http2_keepalive_ms",
-            l.http2_keepalive_ms,
-            1_000,
-            3_600_000,
-        )?;
-        in_range(
-            "limits.server_streams_max",
-            l.server_streams_max as u64,
-            1,
-            4_096,
-        )?;
-        in_range(
-            "limits.stream_send_timeout_ms",
-            l.stream_send_timeout_ms,
-            100,
-            600_000,
-        )?;
-        in_range(
-            "gc.purge_interval_ms",
-            self.gc.purge_interval_ms,
-            1_000,
-            86_400_000,
-        )?;
-        in_range(
-            "gc.purge_rate_per_s",
-            self.gc.purge_rate_per_s,
-            1,
-            1_000_000,
-        )?;
-        in_range(
-            "journal.retention_ms",
-            self.journal.retention_ms,
-            60_000,
-            31_536_000_000,
-        )?;
-        in_range(
-            "journal.repairs_max",
-            self.journal.repairs_max as u64,
-            1,
-            1_000_000,
-        )?;
-        in_range(
-            "journal.undo_hold_ms",
-            self.journal.undo_hold_ms,
-            0,
-            31_536_000_000,
-        )?;
-        in_range(
-            "scrub.buckets_per_s",
-            self.scrub.buckets_per_s,
-            0,
-            1_000_000,
-        )?;
-        let sc = &self.schedule;
-        in_range("schedule.exchanges_max", sc.exchanges_max as u64, 1, 64)?;
-        in_range(
-            "schedule.intensity_percent",
-            sc.intensity_percent as u64,
-            1,
-            100,
-        )?;
-        in_range("schedule.jitter_percent", sc.jitter_percent as u64, 0, 50)?;
-        in_range("schedule.lease_ms", sc.lease_ms, 1_000, 86_400_000)?;
-        self.discovery.parse()?;
-        in_range(
-            "discovery.interval_ms",
-            self.discovery.interval_ms,
-            1_000,
-            86_400_000,
-        )?;
-        in_range(
-            "tls.reload_poll_ms",
-            self.tls.reload_poll_ms,
-            100,
-            3_600_000,
-        )?;
-        self.validate_transport()?;
-        if let Some(u) = &self.webhook_url
-            && !u.starts_with("http://")
-            && !u.starts_with("https://")
-        {
-            return Err(bad("webhook_url", u, "an http:// or https:// URL"));
         }
         Ok(())
     }
@@ -1072,6 +1126,7 @@ mod tests {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing {
     //! What the `config_parse` fuzz target calls (and `cargo test` runs on
     //! fixed and structure-aware inputs): a config file from disk or a

@@ -8,6 +8,8 @@
 //! keyed, so sums cannot be steered by whoever chooses keys (the construction
 //! negentropy and Riak's Tictac trees use).
 
+use thiserror::Error;
+
 use crate::digest::Digest;
 
 /// A multiset aggregate of entry digests.
@@ -19,8 +21,23 @@ pub struct Agg {
     pub count: u64,
 }
 
+/// An aggregate asked to lose more entries than it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("aggregate counts {count} entries and cannot lose {removed}")]
+pub struct AggUnderflow {
+    /// The entries the aggregate counts.
+    pub count: u64,
+    /// The entries asked to be removed.
+    pub removed: u64,
+}
+
 /// Encoded size of an [`Agg`] in bytes.
 pub const AGG_BYTES: usize = 40;
+
+// The encoding is the four lanes and the count, eight bytes each: the
+// leaves column family stores exactly this, and the store refuses rows of
+// another length.
+const _: () = assert!(AGG_BYTES == 5 * std::mem::size_of::<u64>());
 
 fn lanes(d: &Digest) -> [u64; 4] {
     let mut out = [0u64; 4];
@@ -42,13 +59,24 @@ impl Agg {
         self.count = self.count.wrapping_add(1);
     }
 
-    /// Removes one entry digest (the inverse of [`Agg::add_digest`]).
-    pub fn sub_digest(&mut self, d: &Digest) {
+    /// Removes one entry digest (the inverse of [`Agg::add_digest`]). The
+    /// lanes wrap (they are sums modulo 2^64), the count does not: removing
+    /// an entry from an aggregate that counts none means the aggregate does
+    /// not describe the entries it is said to hold, and the aggregate is
+    /// left unchanged.
+    pub fn sub_digest(&mut self, d: &Digest) -> Result<(), AggUnderflow> {
+        let Some(count) = self.count.checked_sub(1) else {
+            return Err(AggUnderflow {
+                count: self.count,
+                removed: 1,
+            });
+        };
         let l = lanes(d);
         for (s, x) in self.sum.iter_mut().zip(l) {
             *s = s.wrapping_sub(x);
         }
-        self.count = self.count.wrapping_sub(1);
+        self.count = count;
+        Ok(())
     }
 
     /// Adds another aggregate.
@@ -120,9 +148,25 @@ mod tests {
             for d in ds.iter().rev() { rev.add_digest(d); }
             prop_assert_eq!(fwd, rev);
             prop_assert_eq!(Agg::decode(&fwd.encode()), Some(fwd));
-            for d in &ds { fwd.sub_digest(d); }
+            for d in &ds { prop_assert!(fwd.sub_digest(d).is_ok()); }
             prop_assert!(fwd.is_empty());
         }
+    }
+
+    #[test]
+    fn removing_from_an_empty_aggregate_is_refused_and_changes_nothing() {
+        let mut a = Agg::default();
+        assert_eq!(
+            a.sub_digest(&[3u8; 32]),
+            Err(AggUnderflow {
+                count: 0,
+                removed: 1
+            })
+        );
+        assert!(a.is_empty());
+        a.add_digest(&[3u8; 32]);
+        assert_eq!(a.sub_digest(&[3u8; 32]), Ok(()));
+        assert!(a.is_empty());
     }
 
     #[test]

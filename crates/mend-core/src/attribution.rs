@@ -14,7 +14,7 @@
 //! another UTC day than `now_ms`, both ends are written `YYYY-MM-DD HH:MM:SS`.
 //! The tiny formatter lives here so the core needs no date crate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -427,40 +427,16 @@ pub fn single_cause(
         .filter(|o| o.category != Category::InFlight)
         .collect();
     let first = settled.first()?;
-    let n = settled.len() as u64;
     let newer: Vec<(Side, &EntrySummary)> = settled.iter().filter_map(|o| newer_write(o)).collect();
     if newer.len() != settled.len() {
         return None;
     }
-    let origins: std::collections::BTreeSet<&str> = newer
+    let origins: BTreeSet<&str> = newer
         .iter()
         .map(|(_, e)| e.version.origin.as_str())
         .collect();
-    if settled
-        .iter()
-        .all(|o| o.category == Category::FutureVersion)
-        && origins.len() == 1
-    {
-        let node = origins.first()?.to_string();
-        let ahead_ms = newer
-            .iter()
-            .map(|(_, e)| e.version.ms.saturating_sub(opts.now_ms))
-            .max()
-            .unwrap_or(0);
-        let hint = format!(
-            "all {} stamped by {node}, up to {} s ahead of this clock: {node}'s clock jumped ahead; \
-             fix its clock, then repair",
-            count(n, "divergent key is a write", "divergent keys are writes"),
-            ahead_ms / 1000
-        );
-        return Some((
-            Cause::ClockJump {
-                node,
-                keys: n,
-                ahead_ms,
-            },
-            hint,
-        ));
+    if let Some(found) = clock_jump(&settled, &newer, &origins, opts.now_ms) {
+        return Some(found);
     }
     let behind = first.behind?;
     let lagging = |o: &&Observed<'_>| {
@@ -478,45 +454,101 @@ pub fn single_cause(
         Side::Local => (entries_local, entries_peer),
         Side::Peer => (entries_peer, entries_local),
     };
-    let k = origins.len() as u64;
+    let (n, k) = (settled.len() as u64, origins.len() as u64);
     if settled.iter().all(|o| o.category == Category::Missing)
         && mine.saturating_mul(100) <= other.saturating_mul(EMPTY_SHARE_PERCENT)
         && other > 0
     {
-        let hint = format!(
-            "{node} holds {mine} of {other} entries: it is empty (a wiped disk or a new replica), \
-             so all {n} divergent keys from {} are missing there; not a propagation fault: \
-             bootstrap or repair {node} from this side",
-            count(k, "origin", "origins")
-        );
-        return Some((
-            Cause::Empty {
-                node,
-                keys: n,
-                origins: k,
-            },
-            hint,
-        ));
+        return Some(empty(node, (mine, other), n, k));
     }
     if k >= 2 {
-        let after_ms = newer.iter().map(|(_, e)| e.version.ms).min().unwrap_or(0);
-        let dated = after_ms / DAY_MS != opts.now_ms / DAY_MS;
-        let hint = format!(
-            "{node} lacks all {n} divergent writes, from {k} origins, every one made at or after {}: \
-             {node} was likely restored from a backup taken about then, or cut off from every peer since",
-            utc(after_ms, dated)
-        );
-        return Some((
-            Cause::LostAfter {
-                node,
-                after_ms,
-                keys: n,
-                origins: k,
-            },
-            hint,
-        ));
+        return Some(lost_after(node, &newer, n, k, opts.now_ms));
     }
     None
+}
+
+/// [`Cause::ClockJump`] when every settled key is a future version of one
+/// origin, with its hint.
+fn clock_jump(
+    settled: &[&Observed<'_>],
+    newer: &[(Side, &EntrySummary)],
+    origins: &BTreeSet<&str>,
+    now_ms: u64,
+) -> Option<(Cause, String)> {
+    if origins.len() != 1
+        || !settled
+            .iter()
+            .all(|o| o.category == Category::FutureVersion)
+    {
+        return None;
+    }
+    let node = origins.first()?.to_string();
+    let n = settled.len() as u64;
+    let ahead_ms = newer
+        .iter()
+        .map(|(_, e)| e.version.ms.saturating_sub(now_ms))
+        .max()
+        .unwrap_or(0);
+    let hint = format!(
+        "all {} stamped by {node}, up to {} s ahead of this clock: {node}'s clock jumped ahead; \
+         fix its clock, then repair",
+        count(n, "divergent key is a write", "divergent keys are writes"),
+        ahead_ms / 1000
+    );
+    Some((
+        Cause::ClockJump {
+            node,
+            keys: n,
+            ahead_ms,
+        },
+        hint,
+    ))
+}
+
+/// [`Cause::Empty`] of `node`, which holds `mine` of the `other` side's
+/// entries and lacks all `n` divergent keys, from `k` origins, with its hint.
+fn empty(node: String, (mine, other): (u64, u64), n: u64, k: u64) -> (Cause, String) {
+    let hint = format!(
+        "{node} holds {mine} of {other} entries: it is empty (a wiped disk or a new replica), \
+         so all {n} divergent keys from {} are missing there; not a propagation fault: \
+         bootstrap or repair {node} from this side",
+        count(k, "origin", "origins")
+    );
+    (
+        Cause::Empty {
+            node,
+            keys: n,
+            origins: k,
+        },
+        hint,
+    )
+}
+
+/// [`Cause::LostAfter`] of `node`, which lacks all `n` divergent writes
+/// (`newer`), from `k` origins, with its hint.
+fn lost_after(
+    node: String,
+    newer: &[(Side, &EntrySummary)],
+    n: u64,
+    k: u64,
+    now_ms: u64,
+) -> (Cause, String) {
+    let after_ms = newer.iter().map(|(_, e)| e.version.ms).min().unwrap_or(0);
+    let dated = after_ms / DAY_MS != now_ms / DAY_MS;
+    let hint = format!(
+        "{node} lacks all {n} divergent writes, from {k} origins, every one made at or after {}: \
+         {node} was likely restored from a backup taken about then, or cut off from every peer since",
+        utc(after_ms, dated)
+    );
+    (
+        Cause::LostAfter {
+            node,
+            after_ms,
+            keys: n,
+            origins: k,
+        },
+        hint,
+    )
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use thiserror::Error;
 
 use crate::agg::Agg;
+use crate::limits::NODE_ID_BYTES_MAX;
 use crate::shape::TreeShape;
 use crate::version::Version;
 
@@ -58,15 +59,22 @@ pub const LEAF_DIGESTS_MAX: usize = 262_144;
 /// plus [`LEAF_ENTRY_OVERHEAD_BYTES`].
 pub const LEAF_REPLY_BYTES_MAX: usize = 1 << 20;
 
-/// Most bytes an entry adds to a reply besides its key, in the packed
-/// encoding (version, origin-table slot, framing).
-pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = crate::packed::PACKED_ENTRY_OVERHEAD_MAX;
+/// Most bytes an entry adds to a reply besides its key, in any encoding of
+/// a leaf reply: its version as varints (ms 10, logical 5, seq 10 bytes),
+/// its origin once (a length byte and [`NODE_ID_BYTES_MAX`]), and 7 bytes
+/// of framing (key prefix and length, flags). The packed encoding asserts
+/// at compile time that its worst case fits.
+pub const LEAF_ENTRY_OVERHEAD_BYTES: usize = (10 + 5 + 10) + (1 + NODE_ID_BYTES_MAX) + 7;
 
 /// Most buckets one [`LeafProbe`] may cover in total (the sum of its
 /// queries' counts). Bounds what one request makes the responder list: a
 /// peer-only span over a wiped replica is sent as several probes. The
 /// listing of a request costs about this many buckets' entries.
 pub const LEAF_SPAN_BUCKETS_MAX: u64 = 4_096;
+
+// The descent cuts spans into pieces of this many buckets with an `as u32`
+// cast: it must fit, or the pieces would silently shrink to nothing.
+const _: () = assert!(LEAF_SPAN_BUCKETS_MAX <= u32::MAX as u64);
 
 /// Most entries the initiator keeps from its leaf listing until the replies
 /// arrive (about 30 MiB); buckets past it are listed again for their lacking
@@ -111,7 +119,8 @@ pub struct EntrySummary {
     /// [`entry_hash`] of its digest: equal iff the entries are equal. Zero
     /// on the entries a peer lists in a [`LeafReply`]: there the hash says
     /// nothing the listing does not ("differs from every entry I hold in
-    /// that bucket"), so it is not sent (see [`crate::packed`]).
+    /// that bucket"), so it is not sent: the packed encoding of those lists,
+    /// a layer up, leaves it out.
     pub hash: u64,
 }
 
@@ -586,8 +595,22 @@ impl Descent {
         level: u32,
         differing: Vec<(u32, NodeHash, NodeHash)>,
     ) -> Result<Step, ExchangeError> {
+        // The descent never goes below the leaves, nor names a node its
+        // level does not have: either would be a bug in this state machine
+        // (a peer's answers are checked before they get here), and would
+        // probe or list buckets outside the range.
+        assert!(
+            level <= self.shape.depth,
+            "descent at level {level}, below the leaves at {}",
+            self.shape.depth
+        );
         let mut descend = Vec::new();
         for (idx, mine, theirs) in differing {
+            assert!(
+                u64::from(idx) < self.shape.nodes_at(level),
+                "node {idx} at level {level} of a tree with {} nodes there",
+                self.shape.nodes_at(level)
+            );
             let span = self.shape.leaf_span(level, idx);
             if theirs == 0 {
                 self.local_only_spans.push(span);
@@ -624,6 +647,7 @@ impl Descent {
         // Every probe is one the responder accepts (`respond_probe`,
         // `check_probe_request`): never an error made on this side.
         for p in &self.sent {
+            assert!(p.level <= self.shape.depth);
             assert!(p.hashes.len() == p.parents.len() * f && p.hashes.len() <= PROBE_HASHES_MAX);
             assert!(probe_weight(self.shape, p) <= PROBE_REPLY_HASHES_MAX);
         }
@@ -927,5 +951,61 @@ impl Descent {
     /// occur: entries are matched by hash within a bucket.
     pub fn finish(self) -> Vec<Divergence> {
         self.found.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree whose every node hash is 1, and which lists nothing.
+    struct Ones(TreeShape);
+
+    impl TreeView for Ones {
+        fn shape(&self) -> TreeShape {
+            self.0
+        }
+        fn child_hashes(
+            &self,
+            _level: u32,
+            parents: &[u32],
+        ) -> Result<Vec<NodeHash>, ExchangeError> {
+            Ok(vec![1; parents.len() * self.0.fanout as usize])
+        }
+        fn entries(
+            &self,
+            _first: u32,
+            _count: u32,
+        ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
+            Ok(Vec::new())
+        }
+        fn bucket_of(&self, _key: &[u8]) -> Option<u32> {
+            None
+        }
+    }
+
+    /// A descent of a 4^2 tree whose roots differ, past its first probe.
+    fn started() -> (Descent, Ones) {
+        let view = Ones(TreeShape::new(4, 2).unwrap());
+        let (d, step) = Descent::start(&view, 1, 2).unwrap();
+        assert!(matches!(step, Step::Probe(_)));
+        (d, view)
+    }
+
+    /// A state machine that lost track of its level (asked to compare
+    /// nodes under the leaves) stops instead of probing outside the tree.
+    #[test]
+    #[should_panic(expected = "below the leaves")]
+    fn a_descent_below_the_leaves_trips_the_assert() {
+        let (mut d, view) = started();
+        let _ = d.after_compare(&view, 3, vec![(0, 1, 2)]);
+    }
+
+    /// A node index its level does not have (level 2 of 4^2 has 16 nodes).
+    #[test]
+    #[should_panic(expected = "node 16 at level 2")]
+    fn a_node_outside_its_level_trips_the_assert() {
+        let (mut d, view) = started();
+        let _ = d.after_compare(&view, 2, vec![(16, 1, 2)]);
     }
 }

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod digest;
 pub mod error;
 pub mod exchange;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hlc;
 pub mod ingest;
@@ -27,7 +28,7 @@ pub mod rng;
 pub mod shape;
 pub mod version;
 
-pub use agg::Agg;
+pub use agg::{Agg, AggUnderflow};
 pub use apply::{Decision, decide};
 pub use classify::{Category, Classified, Policy, Side, classify};
 pub use digest::{Digest, Secret};

@@ -17,6 +17,10 @@ pub const NODE_ID_BYTES_MAX: usize = 64;
 /// Most key ranges one store serves.
 pub const RANGES_MAX: usize = 1024;
 
+// Range ids are u16 in every row key (`[range u16]...`): more ranges would
+// alias ids.
+const _: () = assert!(RANGES_MAX <= u16::MAX as usize + 1);
+
 /// Longest range name, in bytes.
 pub const RANGE_NAME_BYTES_MAX: usize = 128;
 
@@ -32,6 +36,15 @@ pub const DEPTH_MAX: u32 = 8;
 /// 48 bytes per bucket (leaf plus interior nodes), so this caps one range's
 /// tree at ~800 MiB; the default shape (16^4 = 65 536 buckets) needs ~3 MiB.
 pub const BUCKETS_MAX: u64 = 1 << 24;
+
+// Buckets are numbered by u32 everywhere (row keys, probes, leaf queries):
+// a larger tree would alias bucket numbers.
+const _: () = assert!(BUCKETS_MAX <= 1 << 32);
+// Every documented bound of a shape is reachable within BUCKETS_MAX: the
+// widest fan-out at depth 1, the greatest depth at the smallest fan-out.
+// Otherwise a shape the docs allow would be refused by `TreeShape::new`.
+const _: () = assert!(FANOUT_MAX as u64 <= BUCKETS_MAX);
+const _: () = assert!((FANOUT_MIN as u64).pow(DEPTH_MAX) <= BUCKETS_MAX);
 
 /// Most entries in one ingest batch. A batch commits in one backend batch
 /// (entries, tree leaves and the source's position together), so this bounds

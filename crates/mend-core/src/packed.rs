@@ -32,7 +32,9 @@
 
 use std::collections::HashMap;
 
-use crate::exchange::{EntrySummary, ExchangeError};
+use crate::exchange::{
+    EntrySummary, ExchangeError, LEAF_ENTRY_OVERHEAD_BYTES, LEAF_REPLY_BYTES_MAX,
+};
 use crate::limits::{KEY_BYTES_MAX, NODE_ID_BYTES_MAX};
 use crate::version::{NodeId, Version};
 
@@ -48,6 +50,11 @@ pub const PACKED_ENTRIES_MAX: usize = 1 << 20;
 /// widest (shared and length 2 each, ms 10, flags 3, logical 5, seq 10) plus
 /// a new origin-table slot (1 + [`NODE_ID_BYTES_MAX`]).
 pub const PACKED_ENTRY_OVERHEAD_MAX: usize = 2 + 2 + 10 + 3 + 5 + 10 + 1 + NODE_ID_BYTES_MAX;
+
+// The responder sizes its leaf replies by the exchange's per-entry budget:
+// were this encoding's worst case above it, a reply split to fit could
+// still overflow the message limit.
+const _: () = assert!(PACKED_ENTRY_OVERHEAD_MAX <= LEAF_ENTRY_OVERHEAD_BYTES);
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -157,6 +164,11 @@ pub fn encode(entries: &[EntrySummary]) -> Vec<u8> {
 /// responder at [`crate::exchange::LEAF_REPLY_BYTES_MAX`] of *decoded*
 /// bytes, far below this.
 pub const PACKED_KEY_BYTES_MAX: usize = 64 << 20;
+
+// A legitimate reply (at most LEAF_REPLY_BYTES_MAX, or one entry of the
+// largest key when that alone is larger) must decode under the bomb bound,
+// or honest peers' replies would be refused.
+const _: () = assert!(LEAF_REPLY_BYTES_MAX + KEY_BYTES_MAX <= PACKED_KEY_BYTES_MAX);
 
 /// Decodes a list made by [`encode`]; every summary has `hash = 0`. At most
 /// [`PACKED_ENTRIES_MAX`] entries and [`PACKED_KEY_BYTES_MAX`] key bytes.

@@ -4,7 +4,8 @@
 //! Versions order by timestamp (`ms`, then `logical`), then by origin. The
 //! sequence number does not take part in ordering: two writes with the same
 //! timestamp and origin are "the same version", and if their content differs
-//! that is a conflict (a writer reusing versions), see [`crate::apply`].
+//! that is a conflict (a writer reusing versions). What to do about one is
+//! the apply rule's business, a layer up (it reports it and writes nothing).
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -38,44 +38,9 @@ pub async fn table_spec(
     origin: NodeId,
 ) -> Result<TableSpec, PgError> {
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-    let rel = db
-        .query_opt(
-            "SELECT c.oid::int8, c.relreplident::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schema, &table],
-        )
-        .await
-        .map_err(PgError::sql("looking up the table"))?
-        .ok_or_else(|| PgError::UnknownTable {
-            table: qualified.clone(),
-        })?;
-    let oid = u32::try_from(rel.get::<_, i64>(0))
-        .map_err(|_| PgError::Layout(format!("table {qualified} has an oid out of range")))?;
-    let identity: String = rel.get(1);
-    let columns = db
-        .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
-             WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped \
-             AND attgenerated = '' ORDER BY attnum",
-            &[&i64::from(oid)],
-        )
-        .await
-        .map_err(PgError::sql("reading the table's columns"))?;
-    let names: Vec<String> = columns.iter().map(|r| r.get(0)).collect();
-    let key_names: Vec<String> = db
-        .query(
-            "SELECT a.attname::text FROM pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
-            &[&i64::from(oid)],
-        )
-        .await
-        .map_err(PgError::sql("reading the table's primary key"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (oid, identity) = relation(db, schema, table, &qualified).await?;
+    let (names, types) = columns(db, oid).await?;
+    let key_names = primary_key(db, oid).await?;
     if key_names.is_empty() {
         return Err(PgError::NoPrimaryKey { table: qualified });
     }
@@ -88,50 +53,130 @@ pub async fn table_spec(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (version, version_kind) = if version_column.is_empty() {
-        // Versionless: no column orders the rows.
-        (None, VersionKind::Integer)
-    } else {
-        let version = position(version_column).ok_or_else(|| PgError::MissingVersionColumn {
-            table: qualified.clone(),
-            column: version_column.to_string(),
-            columns: names.join(", "),
-        })?;
-        let type_name: String = columns[version].get(1);
-        let kind = match type_name.as_str() {
-            "smallint" | "integer" | "bigint" => VersionKind::Integer,
-            t if t.starts_with("timestamp") => VersionKind::Timestamp,
-            _ => {
-                return Err(PgError::VersionColumnType {
-                    column: version_column.to_string(),
-                    found: type_name,
-                });
-            }
-        };
-        (Some(version), kind)
-    };
-    if identity != "f" {
-        let found = match identity.as_str() {
-            "d" => "default",
-            "n" => "nothing",
-            "i" => "index",
-            other => other,
-        };
-        return Err(PgError::ReplicaIdentity {
-            table: qualified,
-            found: found.to_string(),
-        });
-    }
+    let (version, version_kind) = version_column_of(&names, &types, version_column, &qualified)?;
+    check_replica_identity(&identity, qualified)?;
     Ok(TableSpec {
         schema: schema.to_string(),
         name: table.to_string(),
         oid,
-        types: columns.iter().map(|r| r.get(1)).collect(),
+        types,
         columns: names,
         key,
         version,
         version_kind,
         origin,
+    })
+}
+
+/// The table's oid and replica identity (`relreplident`).
+async fn relation(
+    db: &Client,
+    schema: &str,
+    table: &str,
+    qualified: &str,
+) -> Result<(u32, String), PgError> {
+    let rel = db
+        .query_opt(
+            "SELECT c.oid::int8, c.relreplident::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(PgError::sql("looking up the table"))?
+        .ok_or_else(|| PgError::UnknownTable {
+            table: qualified.to_string(),
+        })?;
+    let oid = u32::try_from(rel.get::<_, i64>(0))
+        .map_err(|_| PgError::Layout(format!("table {qualified} has an oid out of range")))?;
+    Ok((oid, rel.get(1)))
+}
+
+/// The names and types of the table's stored (not generated, not dropped)
+/// columns, in column order.
+async fn columns(db: &Client, oid: u32) -> Result<(Vec<String>, Vec<String>), PgError> {
+    let rows = db
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped \
+             AND attgenerated = '' ORDER BY attnum",
+            &[&i64::from(oid)],
+        )
+        .await
+        .map_err(PgError::sql("reading the table's columns"))?;
+    Ok((
+        rows.iter().map(|r| r.get(0)).collect(),
+        rows.iter().map(|r| r.get(1)).collect(),
+    ))
+}
+
+/// The names of the table's primary-key columns, in key order (empty
+/// without a primary key).
+async fn primary_key(db: &Client, oid: u32) -> Result<Vec<String>, PgError> {
+    Ok(db
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
+            &[&i64::from(oid)],
+        )
+        .await
+        .map_err(PgError::sql("reading the table's primary key"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// The version column's index and kind; none for a versionless table
+/// (`version_column` empty).
+fn version_column_of(
+    names: &[String],
+    types: &[String],
+    version_column: &str,
+    qualified: &str,
+) -> Result<(Option<usize>, VersionKind), PgError> {
+    if version_column.is_empty() {
+        // Versionless: no column orders the rows.
+        return Ok((None, VersionKind::Integer));
+    }
+    let version = names
+        .iter()
+        .position(|n| n == version_column)
+        .ok_or_else(|| PgError::MissingVersionColumn {
+            table: qualified.to_string(),
+            column: version_column.to_string(),
+            columns: names.join(", "),
+        })?;
+    let type_name = &types[version];
+    let kind = match type_name.as_str() {
+        "smallint" | "integer" | "bigint" => VersionKind::Integer,
+        t if t.starts_with("timestamp") => VersionKind::Timestamp,
+        _ => {
+            return Err(PgError::VersionColumnType {
+                column: version_column.to_string(),
+                found: type_name.clone(),
+            });
+        }
+    };
+    Ok((Some(version), kind))
+}
+
+/// Refuses a table whose replica identity is not `FULL` (`f`): the
+/// change feed needs every column of a deleted or updated row.
+fn check_replica_identity(identity: &str, qualified: String) -> Result<(), PgError> {
+    if identity == "f" {
+        return Ok(());
+    }
+    let found = match identity {
+        "d" => "default",
+        "n" => "nothing",
+        "i" => "index",
+        other => other,
+    };
+    Err(PgError::ReplicaIdentity {
+        table: qualified,
+        found: found.to_string(),
     })
 }
 

@@ -3,17 +3,34 @@
 
 use crate::error::StoreError;
 
-/// Column families. Their key/value layouts are documented in [`crate::keys`].
+/// Column families, each with its row layout. All integers are big-endian
+/// so that byte order equals numeric order, which makes a subtree's buckets
+/// one contiguous key span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cf {
-    /// Entries: `[range u16][bucket u32][key]` → record.
+    /// Entries: `[range u16][bucket u32][user key]` → a
+    /// [`mend_core::Record`].
     Data,
-    /// Tree leaves: `[range u16][bucket u32]` → aggregate (40 bytes).
+    /// Tree leaves: `[range u16][bucket u32]` → a [`mend_core::Agg`] (40
+    /// bytes); absent means the empty aggregate.
     Leaves,
-    /// Tombstone expiry index: `[version ms u64][data key]` → empty.
+    /// Tombstone index, by the local wall time each tombstone was written
+    /// here, per range, for the purge (which may remove only tombstones
+    /// every replica already held, known by when they arrived):
+    /// `[range u16][arrived ms u64][data key]` →
+    /// `[version ms u64][logical u32][seq u64]`. The value names the
+    /// tombstone the row was written for: a row whose data entry has been
+    /// overwritten since is stale.
     Tombstones,
-    /// Store parameters, clock and ingest positions: `params`, `clock`,
-    /// `ingest/[range u16][source]`, and the agent's `agent/...` rows.
+    /// Store parameters, clock and ingest positions:
+    /// * `params` → JSON `{"format", "secret_fingerprint", "ranges"}`, the
+    ///   parameters persisted at creation and checked on every open;
+    /// * `clock` → `[hlc ms u64][hlc logical u32][seq u64]`;
+    /// * `health-probe` → `[ms u64]`, rewritten to prove the store writable;
+    /// * `ingest/[range u16][source name bytes]` → the source's position
+    ///   (opaque bytes, 1..=`POSITION_BYTES_MAX`), written in the same batch
+    ///   as the entries that reach it;
+    /// * `agent/...` → rows of the agent's; the store never reads them.
     Meta,
     /// Repair journal (owned by the agent): `[repair id][...]` → before-images.
     Journal,

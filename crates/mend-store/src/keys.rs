@@ -1,25 +1,15 @@
-//! Row key layouts. All integers are big-endian so that byte order equals
-//! numeric order, which makes a subtree's buckets one contiguous key span.
-//!
-//! * `data`:       `[range u16][bucket u32][user key]` → [`mend_core::Record`]
-//! * `leaves`:     `[range u16][bucket u32]` → [`mend_core::Agg`] (40 bytes);
-//!   absent means the empty aggregate.
-//! * `tombstones`: `[range u16][arrived ms u64][data key]` →
-//!   `[version ms u64][logical u32][seq u64]`: an index of tombstones by
-//!   the local wall time they were written here, per range, for the purge
-//!   (which may remove only tombstones every replica already held, known by
-//!   when they arrived). The value names the tombstone the row was written
-//!   for: a row whose data entry has been overwritten since is stale.
-//! * `meta`:       `params` → JSON [`crate::store`] parameters;
-//!   `clock` → `[hlc ms u64][hlc logical u32][seq u64]`; rows under
-//!   [`META_AGENT_PREFIX`] belong to the agent; rows under
-//!   [`META_INGEST_PREFIX`] are ingest positions:
-//!   `ingest/[range u16][source name bytes]` → the source's position (opaque
-//!   bytes, 1..=`POSITION_BYTES_MAX`), written in the same batch as the
-//!   entries that reach it (see [`ingest_position_key`]).
+//! Builders and parsers of the row keys whose layouts
+//! [`crate::backend::Cf`] documents beside each column family, and the
+//! names of the fixed `meta` rows.
 
 /// Prefix length of a data key: range id and bucket.
 pub const DATA_PREFIX: usize = 6;
+
+// The prefixes are a u16 range id and a u32 bucket (data, leaves) or u64
+// arrival ms (tombstone index): the splitters below and the store's leaf
+// loader index into keys by these lengths.
+const _: () = assert!(DATA_PREFIX == size_of::<u16>() + size_of::<u32>());
+const _: () = assert!(TOMBSTONE_PREFIX == size_of::<u16>() + size_of::<u64>());
 
 /// The data row key of `key` in bucket `bucket` of range `range`.
 pub fn data_key(range: u16, bucket: u32, key: &[u8]) -> Vec<u8> {

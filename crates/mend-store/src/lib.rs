@@ -4,7 +4,8 @@
 //! rebuild, verify, purge) over a small [`Backend`] trait of ordered
 //! key-value column families with atomic batches. Two backends implement it:
 //! [`MemBackend`] here (tests, simulation) and RocksDB in `mend-rocks`; the
-//! [`conformance`] suite runs against both.
+//! conformance suite (module `conformance`, behind the `conformance`
+//! feature so it is not shipped) runs against both.
 //!
 //! Invariant: a data row, its tree leaf and its index rows change together in
 //! one atomic backend batch; the in-memory tree is updated under the same lock
@@ -14,6 +15,7 @@
 //! store does not hold, nor misses ones it does.
 
 pub mod backend;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
 pub mod keys;

@@ -48,7 +48,8 @@ impl MemBackend {
     }
 
     /// Overwrites one row directly, bypassing the store: for tests that
-    /// simulate corruption.
+    /// simulate corruption (with the `conformance` feature only).
+    #[cfg(any(test, feature = "conformance"))]
     pub fn poke(&self, cf: Cf, key: &[u8], value: Option<&[u8]>) {
         if let Ok(mut t) = self.tables.write() {
             match value {
@@ -98,5 +99,29 @@ impl Backend for MemBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemBackend;
+    use crate::conformance::{Harness, run_all};
+
+    struct Mem;
+
+    impl Harness for Mem {
+        type B = MemBackend;
+        fn fresh(&mut self) -> MemBackend {
+            MemBackend::new()
+        }
+        fn reopen(&mut self, b: MemBackend) -> MemBackend {
+            b
+        }
+    }
+
+    /// The backend conformance suite on the in-memory backend.
+    #[test]
+    fn memory_backend_conforms() {
+        run_all(&mut Mem);
     }
 }

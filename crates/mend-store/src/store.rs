@@ -1,28 +1,25 @@
-//! The store: open, the write path, and the shared state.
+//! The store: open and the shared state.
 //!
 //! Every write (client put/delete, replicated write, repair, and a change
 //! feed's batch through [`Store::ingest`]) goes through one commit
-//! (`Store::commit`), which decides each entry with [`mend_core::decide`]
-//! and commits data row, tombstone index row, leaf row, clock row and, for
-//! an ingest, the source's position row in one backend batch. Reads for the
-//! exchange, rebuild, verify and purge live in the submodules; ingest in
-//! `ingest`.
+//! (`Store::commit`, in `write`), which decides each entry with
+//! [`mend_core::decide`] and commits data row, tombstone index row, leaf
+//! row, clock row and, for an ingest, the source's position row in one
+//! backend batch. Reads for the exchange, rebuild, verify and purge live in
+//! the submodules; ingest in `ingest`.
 
 mod ingest;
 mod read;
 mod verify;
+mod write;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use mend_core::error::{check_key, check_value};
-use mend_core::{
-    Agg, Decision, EntryMeta, Hlc, NodeId, RangeMap, RangeMode, RangeSpec, Record, Secret, Version,
-    decide,
-};
+use mend_core::error::check_key;
+use mend_core::{Agg, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret};
 
 use crate::backend::{Backend, Cf, Op};
 use crate::error::StoreError;
@@ -32,59 +29,8 @@ use crate::tree::RangeTree;
 pub use ingest::{IngestBatch, IngestEntry, Ingested};
 pub use read::{LeafEntry, RangeStats, Stats};
 pub use verify::{LeafSnapshot, Purged, RangeVerify, VerifyReport};
-
-/// What an incoming entry carries: `Write`s and ingested entries both
-/// become one of these before the apply rule sees them.
-pub(crate) enum Content {
-    /// A value (value-holding ranges).
-    Value(Vec<u8>),
-    /// A value's 32-byte hash and no value (digest-only ranges).
-    Digest(mend_core::Digest),
-    /// A delete.
-    Tombstone,
-}
-
-/// One entry on its way to the apply rule.
-pub(crate) struct Incoming {
-    pub(crate) key: Vec<u8>,
-    pub(crate) content: Content,
-    pub(crate) version: Option<Version>,
-}
-
-/// A position to record in the same batch as the entries it covers: row
-/// `row` of `meta` moves to `to` unless it already holds `to` or a
-/// position after it (byte order).
-pub(crate) struct PositionUpdate<'a> {
-    pub(crate) row: Vec<u8>,
-    pub(crate) to: &'a [u8],
-}
-
-/// What [`Store::commit`] did: each entry's outcome and, for an ingest, the
-/// durable position after the batch and whether it moved.
-pub(crate) type Committed = (Vec<Applied>, Option<(Vec<u8>, bool)>);
-
-/// How [`Store::commit`] commits one batch.
-pub(crate) struct Commit<'a> {
-    /// The mode every entry's range must have.
-    pub(crate) mode: RangeMode,
-    /// Return each key's before-image.
-    pub(crate) capture: bool,
-    /// Rows derived from the outcomes, committed in the same batch.
-    pub(crate) extra: Option<ExtraRows<'a>>,
-    /// A source's position, committed in the same batch.
-    pub(crate) position: Option<PositionUpdate<'a>>,
-    /// Force the batch to stable storage before returning.
-    pub(crate) sync: bool,
-    /// Apply in feed order instead of by version (a versionless range's
-    /// ingest): each entry replaces what the key holds unless it is the
-    /// same entry, and a batch whose position is not past the stored one
-    /// (a redelivery) changes nothing.
-    pub(crate) feed_order: bool,
-}
-
-/// Derives extra rows from the outcomes of a write batch, committed in the
-/// same batch (see [`Store::write_with_extra`]).
-pub type ExtraRows<'a> = &'a dyn Fn(&[Applied]) -> Vec<Op>;
+pub use write::{Applied, ExtraRows, Write};
+pub(crate) use write::{Commit, Content, Incoming, PositionUpdate, remove_from_leaf};
 
 /// A source of wall-clock milliseconds (injectable for tests and simulation).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -158,73 +104,6 @@ struct Params {
 /// 2: tombstone index rows keyed by range and arrival time (1: by version
 /// ms; migrated on open).
 const PARAMS_FORMAT: u32 = 2;
-
-/// One write: a put (`value = Some`) or a delete, with an explicit version
-/// for replicated writes or none to be stamped by the local clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
-    /// The key.
-    pub key: Vec<u8>,
-    /// The value, or `None` for a delete (tombstone).
-    pub value: Option<Vec<u8>>,
-    /// The version to store, or `None` to stamp one locally.
-    pub version: Option<Version>,
-}
-
-impl Write {
-    /// A local put.
-    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Write {
-        Write {
-            key: key.into(),
-            value: Some(value.into()),
-            version: None,
-        }
-    }
-
-    /// A local delete.
-    pub fn delete(key: impl Into<Vec<u8>>) -> Write {
-        Write {
-            key: key.into(),
-            value: None,
-            version: None,
-        }
-    }
-
-    /// Carries an explicit version (a replicated write).
-    pub fn at(mut self, version: Version) -> Write {
-        self.version = Some(version);
-        self
-    }
-
-    /// Builds the write that stores `record` under `key`.
-    pub fn from_record(key: Vec<u8>, record: Record) -> Write {
-        Write {
-            key,
-            value: if record.meta.tombstone {
-                None
-            } else {
-                Some(record.value)
-            },
-            version: Some(record.meta.version),
-        }
-    }
-}
-
-/// The outcome of one write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    /// What the apply rule decided.
-    pub decision: Decision,
-    /// The version of the incoming entry (stamped, for local writes).
-    pub version: Version,
-    /// The incoming entry's meta (what was written when `decision` is `Apply`).
-    pub meta: EntryMeta,
-    /// The local entry's meta before this write, if any.
-    pub previous: Option<EntryMeta>,
-    /// The local entry before this write, when the caller asked for
-    /// before-images (repair journals).
-    pub before: Option<Record>,
-}
 
 struct WriterState {
     hlc: Hlc,
@@ -332,7 +211,7 @@ impl<B: Backend> Store<B> {
             trees.push(load_tree(&backend, id as u16, spec)?);
         }
         let (hlc, seq) = match backend.get(Cf::Meta, keys::META_CLOCK)? {
-            Some(raw) if raw.len() == 20 => {
+            Some(raw) if raw.len() == CLOCK_ROW_BYTES => {
                 let ms = u64::from_be_bytes(raw[0..8].try_into().map_err(|_| corrupt("clock"))?);
                 let logical =
                     u32::from_be_bytes(raw[8..12].try_into().map_err(|_| corrupt("clock"))?);
@@ -418,339 +297,6 @@ impl<B: Backend> Store<B> {
         let bucket = shape.bucket_of(self.secret.placement(key));
         Ok((range, bucket, keys::data_key(range, bucket, key)))
     }
-
-    /// Applies writes atomically: all validated first (any invalid write
-    /// rejects the whole batch, nothing written), then each decided by the
-    /// apply rule against the local entry (or an earlier write of the same
-    /// batch), then committed together with their tree updates. A key of a
-    /// digest-only range is refused ([`StoreError::WrongMode`]): those
-    /// ranges take entries only through [`Store::ingest`].
-    pub fn write(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
-        self.write_inner(writes, false)
-    }
-
-    /// As [`Store::write`], also returning each key's before-image.
-    pub fn write_capturing(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
-        self.write_inner(writes, true)
-    }
-
-    /// As [`Store::write_capturing`], and commits the rows `extra` derives
-    /// from the outcomes in the same atomic batch (a repair journal's
-    /// before-images commit together with the repair).
-    pub fn write_with_extra(
-        &self,
-        writes: Vec<Write>,
-        extra: ExtraRows<'_>,
-    ) -> Result<Vec<Applied>, StoreError> {
-        self.write_inner_extra(writes, true, Some(extra))
-    }
-
-    fn write_inner(&self, writes: Vec<Write>, capture: bool) -> Result<Vec<Applied>, StoreError> {
-        self.write_inner_extra(writes, capture, None)
-    }
-
-    fn write_inner_extra(
-        &self,
-        writes: Vec<Write>,
-        capture: bool,
-        extra: Option<ExtraRows<'_>>,
-    ) -> Result<Vec<Applied>, StoreError> {
-        let incoming = writes
-            .into_iter()
-            .map(|w| Incoming {
-                key: w.key,
-                content: match w.value {
-                    Some(v) => Content::Value(v),
-                    None => Content::Tombstone,
-                },
-                version: w.version,
-            })
-            .collect();
-        let commit = Commit {
-            mode: RangeMode::Values,
-            capture,
-            extra,
-            position: None,
-            sync: self.cfg.sync_writes,
-            feed_order: false,
-        };
-        Ok(self.commit(incoming, commit)?.0)
-    }
-
-    /// The one write path: validates every entry (key, value, the range's
-    /// mode), decides each by the apply rule, and commits data, tombstone
-    /// index, leaf, clock and (for an ingest) position rows in one backend
-    /// batch. Returns the outcomes and, when `c.position` is given, the
-    /// durable position after the batch and whether it moved.
-    pub(crate) fn commit(
-        &self,
-        writes: Vec<Incoming>,
-        c: Commit<'_>,
-    ) -> Result<Committed, StoreError> {
-        let mut located = Vec::with_capacity(writes.len());
-        for w in &writes {
-            let loc = self.locate(&w.key)?;
-            if let Content::Value(v) = &w.content {
-                check_value(v)?;
-            }
-            self.check_mode(loc.0, c.mode)?;
-            located.push(loc);
-        }
-        let mut st = self.writer()?;
-        let clock_before = st.hlc;
-        // The apply rule needs each key's current entry: read them all in
-        // one batched read (under the writer lock, so nothing changes them
-        // before this batch commits).
-        let mut stored: HashMap<&[u8], Option<Vec<u8>>> = HashMap::with_capacity(located.len());
-        {
-            let mut wanted: Vec<&[u8]> = Vec::with_capacity(located.len());
-            for (_, _, dkey) in &located {
-                if stored.insert(dkey.as_slice(), None).is_none() {
-                    wanted.push(dkey.as_slice());
-                }
-            }
-            for (k, v) in wanted
-                .iter()
-                .zip(self.backend.multi_get(Cf::Data, &wanted)?)
-            {
-                stored.insert(k, v);
-            }
-        }
-        let now = self.now_ms();
-        let mut ops = Vec::with_capacity(writes.len() * 2 + 3);
-        // The source's position is read under the writer lock too, so two
-        // batches of one source cannot both decide to move it.
-        let position = match &c.position {
-            None => None,
-            Some(p) => {
-                let held = self.backend.get(Cf::Meta, &p.row)?;
-                match held {
-                    Some(h) if p.to <= h.as_slice() => Some((h, false)),
-                    _ => {
-                        ops.push(Op::Put(Cf::Meta, p.row.clone(), p.to.to_vec()));
-                        Some((p.to.to_vec(), true))
-                    }
-                }
-            }
-        };
-        let mut pending: HashMap<&[u8], (EntryMeta, Record)> = HashMap::new();
-        let mut leaves: HashMap<(u16, u32), Agg> = HashMap::new();
-        let mut stamped = false;
-        let mut out = Vec::with_capacity(writes.len());
-        let trees = self.trees_read()?;
-        for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
-            let (range, bucket) = (*range, *bucket);
-            let (previous, before) = match pending.get(dkey.as_slice()) {
-                Some((m, r)) => (Some(m.clone()), c.capture.then(|| r.clone())),
-                None => match stored.get(dkey.as_slice()).and_then(|v| v.as_deref()) {
-                    Some(raw) => {
-                        if c.capture {
-                            let r = Record::decode(raw).map_err(|e| corrupt(e.to_string()))?;
-                            (Some(r.meta.clone()), Some(r))
-                        } else {
-                            let (m, _) =
-                                Record::decode_meta(raw).map_err(|e| corrupt(e.to_string()))?;
-                            (Some(m), None)
-                        }
-                    }
-                    None => (None, None),
-                },
-            };
-            let version = match w.version {
-                Some(v) => {
-                    if v.ms <= now.saturating_add(self.cfg.clock_skew_ms) {
-                        st.hlc.observe(v.ms, v.logical);
-                    }
-                    v
-                }
-                None => {
-                    let (mut ms, mut logical) = st.hlc.tick(now);
-                    // A local write supersedes whatever the key holds, even
-                    // a version stamped ahead of this clock (accepted from a
-                    // fast node, or from before a clock step back): it is
-                    // stamped just past it rather than decided stale and
-                    // dropped. The clock itself follows only within the skew.
-                    if let Some(p) = &previous
-                        && (p.version.ms, p.version.logical) >= (ms, logical)
-                    {
-                        (ms, logical) = match p.version.logical.checked_add(1) {
-                            Some(l) => (p.version.ms, l),
-                            None => (p.version.ms.saturating_add(1), 0),
-                        };
-                        if ms <= now.saturating_add(self.cfg.clock_skew_ms) {
-                            st.hlc.observe(ms, logical);
-                        }
-                    }
-                    st.seq += 1;
-                    stamped = true;
-                    Version {
-                        ms,
-                        logical,
-                        origin: self.node_id.clone(),
-                        seq: st.seq,
-                    }
-                }
-            };
-            let record = match w.content {
-                Content::Value(v) => Record::live(version.clone(), v),
-                Content::Digest(h) => Record::digest_only(version.clone(), h),
-                Content::Tombstone => Record::tombstone(version.clone()),
-            };
-            let decision = match (c.feed_order, &position) {
-                (false, _) => decide(previous.as_ref(), &record.meta),
-                // A redelivered batch: the store holds everything up to
-                // its stored position, and replaying an older change in
-                // feed order would set a key back.
-                (true, Some((_, false))) => Decision::Duplicate,
-                (true, _) if previous.as_ref() == Some(&record.meta) => Decision::Duplicate,
-                (true, _) => Decision::Apply,
-            };
-            let incoming_meta = record.meta.clone();
-            if decision == Decision::Apply {
-                let leaf = leaves
-                    .entry((range, bucket))
-                    .or_insert_with(|| trees[range as usize].leaves()[bucket as usize]);
-                if let Some(p) = &previous {
-                    leaf.sub_digest(&p.digest(&self.secret, &w.key));
-                }
-                leaf.add_digest(&record.meta.digest(&self.secret, &w.key));
-                if record.meta.tombstone {
-                    ops.push(Op::Put(
-                        Cf::Tombstones,
-                        keys::tombstone_key(range, now, dkey),
-                        keys::tombstone_value(&version),
-                    ));
-                }
-                ops.push(Op::Put(Cf::Data, dkey.clone(), record.encode()));
-                pending.insert(dkey.as_slice(), (record.meta.clone(), record));
-            }
-            out.push(Applied {
-                decision,
-                version,
-                meta: incoming_meta,
-                previous,
-                before,
-            });
-        }
-        drop(trees);
-        if let Some(f) = c.extra {
-            ops.extend(f(&out));
-        }
-        // The clock is persisted whenever it moved, by a local stamp or by
-        // a replicated version it followed, so a restart never hands out a
-        // version older than one this store has already ordered after.
-        let clock_moved = stamped || st.hlc != clock_before;
-        if ops.is_empty() && !clock_moved {
-            return Ok((out, position));
-        }
-        for ((range, bucket), agg) in &leaves {
-            ops.push(leaf_op(*range, *bucket, agg));
-        }
-        if clock_moved {
-            ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), clock_row(&st)));
-        }
-        let mut trees = self.trees_write()?;
-        self.backend.write(ops, c.sync)?;
-        for ((range, bucket), agg) in leaves {
-            trees[range as usize].set_leaf(bucket, agg);
-        }
-        Ok((out, position))
-    }
-
-    /// Refuses an entry of range `range` written through the path for
-    /// `mode` when the range has the other mode.
-    pub(crate) fn check_mode(&self, range: u16, mode: RangeMode) -> Result<(), StoreError> {
-        let spec = self.ranges.get(range).ok_or_else(|| corrupt("range id"))?;
-        if spec.mode == mode {
-            return Ok(());
-        }
-        let why = match spec.mode {
-            RangeMode::Digests => "it takes entries only through ingest (no values)",
-            RangeMode::Values => {
-                "it takes values only (ingest needs a range with mode = \"digests\")"
-            }
-        };
-        Err(StoreError::WrongMode {
-            range: spec.name.clone(),
-            mode: spec.mode.as_str(),
-            why: why.into(),
-        })
-    }
-
-    /// Moves the clock past `v` (within the clock skew, as for a replicated
-    /// write) and persists it, so the next local stamp is newer than `v`: a
-    /// repair that re-stamps an authority's content past the other side's
-    /// version calls this first. A version beyond the skew is not followed.
-    pub fn observe(&self, v: &Version) -> Result<(), StoreError> {
-        let mut st = self.writer()?;
-        let before = st.hlc;
-        if v.ms <= self.now_ms().saturating_add(self.cfg.clock_skew_ms) {
-            st.hlc.observe(v.ms, v.logical);
-        }
-        if st.hlc != before {
-            let row = clock_row(&st);
-            self.backend.write(
-                vec![Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), row)],
-                self.cfg.sync_writes,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the entry at `key` with `restore` (or removes it when `None`)
-    /// only if the current entry's meta equals `expected`. Undo uses this to
-    /// put back before-images; it deliberately bypasses the apply rule
-    /// (restoring an older version is the point) but never clobbers a write
-    /// made since. Returns whether the restore happened.
-    pub fn compare_and_restore(
-        &self,
-        key: &[u8],
-        expected: Option<&EntryMeta>,
-        restore: Option<&Record>,
-    ) -> Result<bool, StoreError> {
-        let (range, bucket, dkey) = self.locate(key)?;
-        if let Some(r) = restore
-            && !r.meta.tombstone
-        {
-            check_value(&r.value)?;
-        }
-        let _st = self.writer()?;
-        let current = match self.backend.get(Cf::Data, &dkey)? {
-            Some(raw) => Some(
-                Record::decode_meta(&raw)
-                    .map_err(|e| corrupt(e.to_string()))?
-                    .0,
-            ),
-            None => None,
-        };
-        if current.as_ref() != expected {
-            return Ok(false);
-        }
-        let mut leaf = self.trees_read()?[range as usize].leaves()[bucket as usize];
-        let mut ops = Vec::with_capacity(3);
-        if let Some(c) = &current {
-            leaf.sub_digest(&c.digest(&self.secret, key));
-        }
-        match restore {
-            Some(r) => {
-                leaf.add_digest(&r.meta.digest(&self.secret, key));
-                if r.meta.tombstone {
-                    ops.push(Op::Put(
-                        Cf::Tombstones,
-                        keys::tombstone_key(range, self.now_ms(), &dkey),
-                        keys::tombstone_value(&r.meta.version),
-                    ));
-                }
-                ops.push(Op::Put(Cf::Data, dkey, r.encode()));
-            }
-            None => ops.push(Op::Delete(Cf::Data, dkey)),
-        }
-        ops.push(leaf_op(range, bucket, &leaf));
-        let mut trees = self.trees_write()?;
-        self.backend.write(ops, self.cfg.sync_writes)?;
-        trees[range as usize].set_leaf(bucket, leaf);
-        Ok(true)
-    }
 }
 
 /// Rewrites a format-1 store's tombstone index (keyed by version ms) in
@@ -807,11 +353,17 @@ fn leaf_op(range: u16, bucket: u32, agg: &Agg) -> Op {
     }
 }
 
+/// Bytes of the `clock` meta row: `[hlc ms u64][hlc logical u32][seq u64]`.
+const CLOCK_ROW_BYTES: usize = 20;
+
 fn clock_row(st: &WriterState) -> Vec<u8> {
-    let mut v = Vec::with_capacity(20);
+    let mut v = Vec::with_capacity(CLOCK_ROW_BYTES);
     v.extend_from_slice(&st.hlc.ms.to_be_bytes());
     v.extend_from_slice(&st.hlc.logical.to_be_bytes());
     v.extend_from_slice(&st.seq.to_be_bytes());
+    // The row written is the row `open` reads back: a field widened here
+    // only would make the next open refuse the store as corrupt.
+    assert_eq!(v.len(), CLOCK_ROW_BYTES, "clock row layout");
     v
 }
 
@@ -819,6 +371,7 @@ fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<Range
     let buckets = spec.shape.buckets();
     let mut leaves = vec![Agg::default(); buckets as usize];
     let mut bad: Option<String> = None;
+    let mut total = 0u64;
     backend.scan(
         Cf::Leaves,
         &keys::range_start(id),
@@ -837,7 +390,20 @@ fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<Range
                 return false;
             }
             match Agg::decode(v) {
-                Some(a) => leaves[b as usize] = a,
+                // The tree sums the counts; a sum past u64::MAX would wrap
+                // and break its invariant that a node counts at least each
+                // leaf under it. No real range holds 2^64 entries.
+                Some(a) if total.checked_add(a.count).is_none() => {
+                    bad = Some(format!(
+                        "range {:?}: leaf {b} counts {} entries, past any real total",
+                        spec.name, a.count
+                    ));
+                    return false;
+                }
+                Some(a) => {
+                    total += a.count;
+                    leaves[b as usize] = a;
+                }
                 None => {
                     bad = Some(format!(
                         "range {:?}: leaf {b} has {} bytes, not 40",

@@ -22,7 +22,9 @@ impl RangeTree {
         RangeTree { shape, levels }
     }
 
-    /// Builds a tree from its leaves (`leaves.len()` must equal the bucket count).
+    /// Builds a tree from its leaves (`leaves.len()` must equal the bucket
+    /// count). Their counts must not sum past `u64::MAX` (the store checks
+    /// persisted leaves for that when it loads them).
     pub fn from_leaves(shape: TreeShape, leaves: Vec<Agg>) -> RangeTree {
         assert_eq!(
             leaves.len() as u64,
@@ -75,6 +77,16 @@ impl RangeTree {
         }
         for l in 0..depth {
             let a = &mut self.levels[l as usize][self.shape.ancestor(bucket, l) as usize];
+            // An interior node is the sum of its children, so it counts at
+            // least the entries of every leaf under it. One that counts
+            // fewer was updated without its leaves (or a leaf without it):
+            // every hash above it is wrong, and subtracting would wrap.
+            assert!(
+                a.count >= old.count,
+                "level {l} node of bucket {bucket} counts {} entries, its leaf {}",
+                a.count,
+                old.count
+            );
             a.sub(&old);
             a.add(&new);
         }
@@ -108,5 +120,19 @@ mod tests {
         assert_eq!(t, RangeTree::from_leaves(shape, leaves));
         assert_eq!(t.root().count, 5);
         assert_eq!(t.node(1, 1).map(|a| a.count), Some(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "counts 0 entries, its leaf 1")]
+    fn a_node_counting_fewer_entries_than_its_leaf_trips_the_assert() {
+        let shape = TreeShape::new(4, 2).unwrap();
+        let mut one = Agg::default();
+        one.add_digest(&[1; 32]);
+        let mut leaves = vec![Agg::default(); 16];
+        leaves[5] = one;
+        let mut t = RangeTree::from_leaves(shape, leaves);
+        // Corrupt the interior node above bucket 5 as a buggy update would.
+        t.levels[1][1] = Agg::default();
+        t.set_leaf(5, Agg::default());
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use mend_core::record::hex;
 use mend_core::{Agg, Record, digest::value_hash};
 
-use super::{Store, corrupt, leaf_op, load_tree};
+use super::{Store, corrupt, load_tree, remove_from_leaf};
 use crate::backend::{Backend, Cf, Op};
 use crate::error::StoreError;
 use crate::keys;
@@ -260,7 +260,7 @@ impl<B: Backend> Store<B> {
                         let leaf = leaf_updates
                             .entry(bucket)
                             .or_insert_with(|| tree.leaves()[bucket as usize]);
-                        leaf.sub_digest(&m.digest(&self.secret, key));
+                        remove_from_leaf(leaf, &m.digest(&self.secret, key), range, bucket)?;
                         ops.push(Op::Delete(Cf::Data, dkey.to_vec()));
                         out.purged += 1;
                     }
@@ -273,14 +273,11 @@ impl<B: Backend> Store<B> {
         if ops.is_empty() {
             return Ok(out);
         }
-        for (bucket, a) in &leaf_updates {
-            ops.push(leaf_op(range, *bucket, a));
-        }
-        let mut trees = self.trees_write()?;
-        self.backend.write(ops, self.cfg.sync_writes)?;
-        for (bucket, a) in leaf_updates {
-            trees[range as usize].set_leaf(bucket, a);
-        }
+        let leaves = leaf_updates
+            .into_iter()
+            .map(|(b, a)| (range, b, a))
+            .collect();
+        self.commit_rows(ops, leaves, None, self.cfg.sync_writes)?;
         Ok(out)
     }
 
@@ -368,7 +365,6 @@ impl<B: Backend> Store<B> {
         }
         let _w = self.writer()?;
         let rebuilt = self.leaves_from_data(range, lo, hi)?;
-        let mut ops = Vec::new();
         let mut fixed = Vec::new();
         {
             let trees = self.trees_read()?;
@@ -391,18 +387,17 @@ impl<B: Backend> Store<B> {
                 }
                 if bad {
                     fixed.push(b);
-                    ops.push(leaf_op(range, b, agg));
                 }
             }
         }
         if fixed.is_empty() {
             return Ok(fixed);
         }
-        let mut trees = self.trees_write()?;
-        self.backend.write(ops, true)?;
-        for b in &fixed {
-            trees[range as usize].set_leaf(*b, rebuilt[(u64::from(*b) - lo) as usize]);
-        }
+        let leaves = fixed
+            .iter()
+            .map(|b| (range, *b, rebuilt[(u64::from(*b) - lo) as usize]))
+            .collect();
+        self.commit_rows(Vec::new(), leaves, None, true)?;
         Ok(fixed)
     }
 }
