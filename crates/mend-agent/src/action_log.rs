@@ -16,6 +16,10 @@ pub const ACTIONS_MAX: usize = 32;
 /// Actions running at once.
 pub const ACTIONS_PENDING_MAX: usize = 4;
 
+// `ActionLog::begin` makes room by dropping a finished action: with fewer
+// than ACTIONS_MAX pending, one has finished.
+const _: () = assert!(ACTIONS_PENDING_MAX < ACTIONS_MAX);
+
 /// An action as the page posts it (`POST /api/actions`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]

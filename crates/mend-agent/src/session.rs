@@ -24,6 +24,9 @@ pub const SESSION_TTL_MS_DEFAULT: u64 = 15 * 60_000;
 /// Longest session, in ms.
 pub const SESSION_TTL_MS_MAX: u64 = 12 * 3_600_000;
 
+// A session asked for with no lifetime must be one the agent grants.
+const _: () = assert!(SESSION_TTL_MS_DEFAULT <= SESSION_TTL_MS_MAX);
+
 /// Longest operator identity a token carries, in bytes (longer ones are
 /// cut at a character boundary: it is shown, not matched).
 pub const SUBJECT_BYTES_MAX: usize = 256;

@@ -14,7 +14,7 @@ use mend_agent::backend::AgentBackend;
 use mend_agent::link::mem::{Counting, pair};
 use mend_agent::shadow::KeyEntry;
 use mend_core::{NodeId, RangeSpec, Secret, TreeShape, Version};
-use mend_store::backend::{SpanVisit, Visit};
+use mend_store::backend::Visit;
 use mend_store::{Backend, Cf, MemBackend, Op, Store, StoreConfig, StoreError, Write};
 
 /// An in-memory backend whose entry scans fail with a retryable error
@@ -52,15 +52,6 @@ impl Backend for Busy {
     ) -> Result<(), StoreError> {
         self.check(cf)?;
         self.inner.scan(cf, start, end, visit)
-    }
-    fn scan_spans(
-        &self,
-        cf: Cf,
-        spans: &[(Vec<u8>, Vec<u8>)],
-        visit: &mut SpanVisit<'_>,
-    ) -> Result<(), StoreError> {
-        self.check(cf)?;
-        self.inner.scan_spans(cf, spans, visit)
     }
 }
 

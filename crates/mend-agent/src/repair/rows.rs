@@ -383,3 +383,6 @@ fn store_err(e: AgentError) -> RowError {
 fn newer(a: &EntryMeta, b: &EntryMeta) -> bool {
     mend_core::apply::decide(Some(b), a) == mend_core::Decision::Apply
 }
+
+// Undo polls the feed several times before it gives up on it.
+const _: () = assert!(UNDO_FEED_POLL.as_millis() * 10 <= UNDO_FEED_WAIT.as_millis());

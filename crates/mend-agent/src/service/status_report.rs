@@ -15,6 +15,9 @@ pub const REPAIRS_PAGE_DEFAULT: usize = 20;
 /// Most repairs per status page.
 pub const REPAIRS_PAGE_MAX: usize = 1_000;
 
+// A request naming no page size gets one the agent serves.
+const _: () = assert!(REPAIRS_PAGE_DEFAULT <= REPAIRS_PAGE_MAX);
+
 /// The status message.
 pub async fn status(
     state: &Arc<AgentState>,
