@@ -569,8 +569,9 @@ pub struct PlanArgs {
 /// split at NUL bytes into arguments after `mend`, parsed. Never panics
 /// (clap's own consistency checks of these definitions run too, in builds
 /// with debug assertions such as the fuzz build's). Used by the fuzz target
-/// (which compiles this file in) and the tests, not by the binary.
-#[cfg_attr(not(test), allow(dead_code))]
+/// (which compiles this file in; cargo-fuzz builds with `--cfg fuzzing`) and
+/// the tests, never compiled into the binary.
+#[cfg(any(test, fuzzing))]
 pub fn fuzz_parse(data: &[u8]) {
     use clap::{CommandFactory, FromArgMatches};
     // The command is built (and its definitions checked) once; each input

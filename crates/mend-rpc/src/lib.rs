@@ -7,6 +7,7 @@
 //! passing a `convert` function that returns a `tonic::Status` on bad input.
 
 pub mod convert;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ingest;
 

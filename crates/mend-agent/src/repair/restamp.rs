@@ -1,0 +1,139 @@
+//! Resolution toward a range's authority: the authority's content re-stamped
+//! here past both sides' versions, journaled with the winner, then pushed.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use mend_core::Decision;
+use mend_core::classify::Side;
+use mend_rpc::{GRPC_FRAME_BYTES, pb};
+
+use crate::error::AgentError;
+use crate::exchange::{next_message, peer_err};
+use crate::journal;
+use crate::outcome::{DiffOutcome, DivergentKey};
+use crate::pace::Pacer;
+use crate::state::{AgentBackend, AgentState};
+use crate::wire::write_from_pb;
+
+use super::fetch::FetchCheck;
+use super::{Planned, REPAIR_BATCH_KEYS, RepairSummary, rpc_timeout};
+
+/// Resolves `moves` toward their range's authority: checks that neither
+/// side changed since the diff `d` (a key that did is left to the next
+/// exchange), then writes the authority's content here as a local write
+/// stamped newer than both sides' versions, journaled with its
+/// before-image and the winner (`journal::winner_ops`). Returns the keys
+/// re-stamped, for the caller to push to the peer; the others are skipped
+/// with why.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn restamp<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    d: &DiffOutcome,
+    moves: &[&Planned],
+    id: &str,
+    sum: &mut RepairSummary,
+    pacer: &mut Pacer,
+) -> Result<Vec<Vec<u8>>, AgentError> {
+    use std::collections::HashMap;
+    let seen: HashMap<&[u8], &DivergentKey> =
+        d.keys.iter().map(|k| (k.div.key.as_slice(), k)).collect();
+    let mut out = Vec::new();
+    for chunk in moves.chunks(state.config.limits.fetch_keys_max.min(REPAIR_BATCH_KEYS)) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|p| p.key.clone()).collect();
+        // The peer's current entries, checked against the diff.
+        let mut theirs: HashMap<Vec<u8>, pb::Entry> = HashMap::new();
+        let mut stream = peer
+            .fetch(pb::FetchRequest { keys: keys.clone() })
+            .await
+            .map_err(|s| peer_err(addr, s))?;
+        let mut check = FetchCheck::new(&keys);
+        while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
+            let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
+            pacer.take(bytes, 1).await;
+            sum.bytes_streamed += bytes;
+            if let Some(e) = check.entry(m, addr)? {
+                theirs.insert(e.key.clone(), e);
+            }
+        }
+        let ks = keys.clone();
+        let ours = state.blocking(move |s| s.get_many(&ks)).await?;
+        let mut writes = Vec::new();
+        let mut winners = Vec::new();
+        let mut floors = Vec::new();
+        for ((p, key), mine) in chunk.iter().zip(&keys).zip(ours) {
+            let Some(k) = seen.get(key.as_slice()) else {
+                continue;
+            };
+            let peer_now = match theirs.remove(key) {
+                Some(e) => Some(write_from_pb(e).map_err(|s| peer_err(addr, s))?),
+                None => None,
+            };
+            let unchanged = mine.as_ref().map(|r| &r.meta.version)
+                == k.div.local.as_ref().map(|e| &e.version)
+                && peer_now.as_ref().and_then(|w| w.version.as_ref())
+                    == k.div.peer.as_ref().map(|e| &e.version);
+            if !unchanged {
+                sum.skipped.push((
+                    key.clone(),
+                    "not resolved toward the authority: an entry changed since the diff".into(),
+                ));
+                continue;
+            }
+            // The authority's content: this side's when the peer is behind.
+            let value = if p.behind == Side::Peer {
+                mine.filter(|r| !r.meta.tombstone).map(|r| r.value)
+            } else {
+                peer_now.and_then(|w| w.value)
+            };
+            winners.push(match p.behind {
+                Side::Peer => d.local_node.clone(),
+                Side::Local => d.peer_node.clone(),
+            });
+            writes.push(match value {
+                Some(v) => mend_store::Write::put(key.clone(), v),
+                None => mend_store::Write::delete(key.clone()),
+            });
+            floors.extend(k.div.peer.as_ref().map(|e| e.version.clone()));
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let rid = id.to_string();
+        let (keys, outs) = state
+            .blocking(move |s| {
+                for v in &floors {
+                    s.observe(v)?;
+                }
+                let ks: Vec<Vec<u8>> = writes.iter().map(|w| w.key.clone()).collect();
+                let outs = s.write_with_extra(writes, &|o| {
+                    let mut ops = journal::entry_ops(&rid, &ks, o);
+                    for ((k, w), a) in ks.iter().zip(&winners).zip(o) {
+                        if a.decision == Decision::Apply {
+                            ops.extend(journal::winner_ops(&rid, std::slice::from_ref(k), w));
+                        }
+                    }
+                    ops
+                })?;
+                Ok((ks, outs))
+            })
+            .await?;
+        for (k, a) in keys.into_iter().zip(outs) {
+            if a.decision == Decision::Apply {
+                out.push(k);
+            } else {
+                sum.skipped.push((
+                    k,
+                    format!(
+                        "not resolved toward the authority: the local write was {}",
+                        crate::wire::decision_str(a.decision)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

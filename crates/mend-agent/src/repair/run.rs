@@ -1,0 +1,286 @@
+//! A repair run, segment by segment: between segments it looks at what the
+//! operator wants (pause, cancel), moves each segment's keys both ways and
+//! journals the segment done.
+
+use std::sync::Arc;
+
+use mend_core::classify::Side;
+
+use crate::error::AgentError;
+use crate::exchange::connect;
+use crate::journal::{self, RepairHeader};
+use crate::outcome::DiffOutcome;
+use crate::pace::Pacer;
+use crate::runs::{Claim, RunState, Want};
+use crate::state::{AgentBackend, AgentState};
+
+use super::fetch::fetch_planned;
+use super::plan::keys_behind;
+use super::push::push_planned;
+use super::restamp::restamp;
+use super::segment;
+use super::{Planned, Progress, RepairSummary, report};
+use mend_core::playbook::Resolution;
+
+/// Runs the unfinished `segments` of run `header` in order against the
+/// peer at `header.peer`, looking between segments at what the operator
+/// wants (`claim`), and records each finished segment in the journal in
+/// the batch that deletes its plan. `d` is the diff the plan came from
+/// (`None` on a resume: keys planned toward an authority are then left to
+/// the next exchange, since their unchanged-since-the-diff check needs it).
+/// Returns where the run stopped; the header and the board say so too.
+pub(super) async fn run_segments<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    d: Option<&DiffOutcome>,
+    mut header: RepairHeader,
+    segments: Vec<(u32, segment::Segment)>,
+    claim: &Claim,
+    progress: Option<Progress>,
+    sum: &mut RepairSummary,
+) -> Result<RunState, AgentError> {
+    let run = Run {
+        state,
+        id: header.id.clone(),
+        progress,
+        finished: std::sync::atomic::AtomicBool::new(false),
+    };
+    sum.keys_to_local = header.keys_here;
+    sum.keys_to_peer = header.keys_pushed;
+    sum.keys_toward_authority = header.keys_toward_authority;
+    sum.segments_total = header.segments_total;
+    let mut pacer = Pacer::new(header.rate_bytes_per_s, header.rate_keys_per_s);
+    let addr = header.peer.clone();
+    let out: Result<RunState, AgentError> = async {
+        let peer = connect(state, &addr).await?;
+        for (index, seg) in segments {
+            match claim.want() {
+                Want::Run => {}
+                Want::Pause => return Ok(RunState::Paused),
+                Want::Cancel => return Ok(RunState::Cancelled),
+            }
+            state.runs.segment(
+                &header.id,
+                header.segments_done,
+                header.segments_total,
+                &seg.label,
+            );
+            if header.segments_total > 1 {
+                run.event(format!(
+                    "segment {} of {} ({}): {} keys",
+                    index + 1,
+                    header.segments_total,
+                    seg.label,
+                    seg.planned.len()
+                ));
+            }
+            let at = Position {
+                done: header.keys_done,
+                total: header.keys_total,
+            };
+            move_planned(
+                state,
+                &addr,
+                &peer,
+                d,
+                &seg.planned,
+                &run,
+                &mut pacer,
+                at,
+                sum,
+            )
+            .await?;
+            header.segments_done += 1;
+            header.keys_done += seg.planned.len() as u64;
+            header.keys_here = sum.keys_to_local;
+            header.keys_pushed = sum.keys_to_peer;
+            header.keys_toward_authority = sum.keys_toward_authority;
+            let h = header.clone();
+            state
+                .blocking(move |s| {
+                    let ops = vec![segment::done_op(&h.id, index), journal::header_op(&h)?];
+                    s.backend().write(ops, false)
+                })
+                .await?;
+            state
+                .runs
+                .segment(&header.id, header.segments_done, header.segments_total, "");
+        }
+        pacer.finish().await;
+        Ok(RunState::Done)
+    }
+    .await;
+    sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
+    sum.segments_done = header.segments_done;
+    let counts = format!(
+        "{} keys here, {} pushed, {} skipped",
+        sum.keys_to_local,
+        sum.keys_to_peer,
+        sum.skipped.len()
+    );
+    let left = header.segments_total - header.segments_done;
+    let (end, what) = match &out {
+        Ok(RunState::Paused) => (
+            RunState::Paused,
+            format!("paused with {left} segments left: {counts}"),
+        ),
+        Ok(RunState::Cancelled) => (
+            RunState::Cancelled,
+            format!("cancelled with {left} segments left: {counts}"),
+        ),
+        Ok(_) => (RunState::Done, format!("done: {counts}")),
+        Err(e) => (RunState::Failed, format!("failed: {}", e.message())),
+    };
+    header.run = end;
+    header.error = match &out {
+        Err(e) => e.message().to_string(),
+        Ok(_) => String::new(),
+    };
+    sum.run = end;
+    let h = header;
+    let recorded = state
+        .blocking(move |s| {
+            if end == RunState::Cancelled {
+                segment::clear(s, &h.id)?;
+            }
+            journal::put_header(s, &h)
+        })
+        .await;
+    run.stop(end, what);
+    recorded?;
+    out
+}
+
+/// Where a segment's keys fall in the whole run, for progress.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Position {
+    /// Keys of the segments finished before it.
+    pub(super) done: u64,
+    /// Keys of the whole run.
+    pub(super) total: u64,
+}
+
+/// A repair run as it goes: progress to the caller's stream and to the
+/// dashboard's board, and the steps of its timeline.
+pub(super) struct Run<'a, B: AgentBackend> {
+    state: &'a AgentState<B>,
+    pub(super) id: String,
+    progress: Option<Progress>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl<B: AgentBackend> Drop for Run<'_, B> {
+    /// A run dropped before it finished (its call was cancelled) does not
+    /// stay "running" on the board.
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            self.finish(Err(
+                "stopped before it finished: the call was cancelled".into()
+            ));
+        }
+    }
+}
+
+impl<B: AgentBackend> Run<'_, B> {
+    pub(super) async fn progress(&self, done: u64, total: u64, bytes: u64) {
+        self.state.runs.progress(&self.id, done, bytes);
+        report(&self.progress, done, total, bytes).await;
+    }
+
+    pub(super) fn event(&self, what: String) {
+        self.state
+            .runs
+            .event(&self.id, self.state.store.now_ms(), what);
+    }
+
+    pub(super) fn finish(&self, outcome: Result<String, String>) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .runs
+            .finish(&self.id, self.state.store.now_ms(), outcome);
+    }
+
+    pub(super) fn stop(&self, end: RunState, what: String) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .runs
+            .stop(&self.id, self.state.store.now_ms(), end, what);
+    }
+}
+
+/// Moves the planned entries of one segment both ways, journaled under
+/// the run's id, adding the counts to `sum`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn move_planned<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    d: Option<&DiffOutcome>,
+    planned: &[Planned],
+    run: &Run<'_, B>,
+    pacer: &mut Pacer,
+    at: Position,
+    sum: &mut RepairSummary,
+) -> Result<(), AgentError> {
+    let mut to_peer = keys_behind(planned, Side::Peer);
+    let to_local = keys_behind(planned, Side::Local);
+
+    // Toward the authority: its content re-stamped here, newer than both
+    // sides, then pushed with the rest (last: the newest versions).
+    let toward: Vec<&Planned> = planned
+        .iter()
+        .filter(|p| p.resolution == Resolution::Authority)
+        .collect();
+    match d {
+        _ if toward.is_empty() => {}
+        Some(d) => {
+            let restamped = restamp(state, addr, peer, d, &toward, &run.id, sum, pacer).await?;
+            sum.keys_toward_authority += restamped.len() as u64;
+            run.event(format!(
+                "{} keys re-stamped toward the range's authority",
+                restamped.len()
+            ));
+            to_peer.extend(restamped);
+        }
+        None => {
+            for p in &toward {
+                sum.skipped.push((
+                    p.key.clone(),
+                    "not resolved toward the authority: the run was resumed, and whether \
+                     an entry changed since the diff is unknown; the next exchange resolves it"
+                        .into(),
+                ));
+            }
+        }
+    }
+
+    let mut done = at.done;
+    if !to_peer.is_empty() {
+        push_planned(
+            state,
+            addr,
+            peer,
+            &to_peer,
+            run,
+            pacer,
+            (&mut done, at.total),
+            sum,
+        )
+        .await?;
+    }
+    if !to_local.is_empty() {
+        fetch_planned(
+            state,
+            addr,
+            peer,
+            &to_local,
+            run,
+            pacer,
+            (&mut done, at.total),
+            sum,
+        )
+        .await?;
+    }
+    Ok(())
+}
