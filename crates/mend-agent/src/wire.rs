@@ -9,6 +9,10 @@ use mend_rpc::convert::{key_from_pb, value_from_pb, version_from_pb};
 use mend_rpc::pb;
 use mend_store::Write;
 
+/// Most entries one `PushRequest` message may carry (the peer service
+/// refuses more; a repair's push batch fits it).
+pub const PUSH_ENTRIES_MAX: usize = 10_000;
+
 /// A replicated entry from the wire as a versioned write, validated: key and
 /// value within limits, a version present and well formed.
 pub fn write_from_pb(e: pb::Entry) -> Result<Write, Status> {

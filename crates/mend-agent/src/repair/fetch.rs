@@ -2,34 +2,26 @@
 //! the request ([`FetchCheck`]) and applied here through the apply rule,
 //! journaled.
 
-use std::sync::Arc;
-
 use prost::Message;
 
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::error::AgentError;
 use crate::exchange::{next_message, peer_err};
-use crate::pace::Pacer;
-use crate::state::{AgentBackend, AgentState};
+use crate::state::AgentBackend;
 use crate::wire::write_from_pb;
 
-use super::run::Run;
+use super::progress::Mover;
 use super::{REPAIR_BATCH_BYTES, REPAIR_BATCH_KEYS, RepairSummary, rpc_timeout};
 
 /// Fetches the peer's entries of `to_local` and applies them here through
 /// the apply rule, journaled.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_planned<B: AgentBackend>(
-    state: &Arc<AgentState<B>>,
-    addr: &str,
-    peer: &crate::exchange::Peer,
+    mv: &mut Mover<'_, '_, B>,
     to_local: &[Vec<u8>],
-    run: &Run<'_, B>,
-    pacer: &mut Pacer,
-    (done, total): (&mut u64, u64),
     sum: &mut RepairSummary,
 ) -> Result<(), AgentError> {
+    let (state, addr, peer, run) = (mv.state, mv.addr, mv.peer, mv.run);
     let id = run.id.clone();
     // Peer → local: fetch the peer's entries and apply them here, journaled.
     run.event(format!("fetching {} keys from the peer", to_local.len()));
@@ -51,14 +43,13 @@ pub(super) async fn fetch_planned<B: AgentBackend>(
         let mut batch_bytes = 0usize;
         let mut check = FetchCheck::new(chunk);
         loop {
-            let m = next_message(&mut stream, rpc_timeout(state), addr).await?;
-            let end = m.is_none();
-            if let Some(m) = m {
-                let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
-                pacer.take(bytes, 1).await;
-                sum.bytes_streamed += bytes;
-                let key = m.key.clone();
-                match check.entry(m, addr)? {
+            let got = next_message(&mut stream, rpc_timeout(state), addr).await?;
+            let end = got.is_none();
+            if let Some(msg) = got {
+                let key = msg.key.clone();
+                mv.pace(msg.encoded_len() as u64 + GRPC_FRAME_BYTES, 1, sum)
+                    .await;
+                match check.entry(msg, addr)? {
                     Some(e) => {
                         batch_bytes += e.value.len();
                         batch.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
@@ -84,8 +75,7 @@ pub(super) async fn fetch_planned<B: AgentBackend>(
                         )),
                     }
                 }
-                *done += n;
-                run.progress(*done, total, sum.bytes_streamed).await;
+                mv.advance(n, sum).await;
             }
             if end {
                 break;

@@ -9,6 +9,7 @@
 pub mod control;
 mod fetch;
 mod plan;
+mod progress;
 mod push;
 mod restamp;
 pub mod rows;
@@ -53,7 +54,7 @@ pub const REPAIR_BATCH_BYTES: usize = 1 << 20;
 const _: () = {
     use mend_core::exchange::LEAF_ENTRY_OVERHEAD_BYTES;
     use mend_core::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-    assert!(REPAIR_BATCH_KEYS <= crate::service::peer::PUSH_ENTRIES_MAX);
+    assert!(REPAIR_BATCH_KEYS <= crate::wire::PUSH_ENTRIES_MAX);
     assert!(
         REPAIR_BATCH_BYTES
             + VALUE_BYTES_MAX

@@ -44,21 +44,7 @@ pub(super) async fn restamp<B: AgentBackend>(
     let mut out = Vec::new();
     for chunk in moves.chunks(state.config.limits.fetch_keys_max.min(REPAIR_BATCH_KEYS)) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|p| p.key.clone()).collect();
-        // The peer's current entries, checked against the diff.
-        let mut theirs: HashMap<Vec<u8>, pb::Entry> = HashMap::new();
-        let mut stream = peer
-            .fetch(pb::FetchRequest { keys: keys.clone() })
-            .await
-            .map_err(|s| peer_err(addr, s))?;
-        let mut check = FetchCheck::new(&keys);
-        while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
-            let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
-            pacer.take(bytes, 1).await;
-            sum.bytes_streamed += bytes;
-            if let Some(e) = check.entry(m, addr)? {
-                theirs.insert(e.key.clone(), e);
-            }
-        }
+        let mut theirs = fetch_theirs(state, addr, peer, &keys, sum, pacer).await?;
         let ks = keys.clone();
         let ours = state.blocking(move |s| s.get_many(&ks)).await?;
         let mut writes = Vec::new();
@@ -136,4 +122,33 @@ pub(super) async fn restamp<B: AgentBackend>(
         }
     }
     Ok(out)
+}
+
+/// The peer's current entries of `keys` (to check against the diff),
+/// paced; keys it no longer holds are absent.
+async fn fetch_theirs<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    addr: &str,
+    peer: &crate::exchange::Peer,
+    keys: &[Vec<u8>],
+    sum: &mut RepairSummary,
+    pacer: &mut Pacer,
+) -> Result<std::collections::HashMap<Vec<u8>, pb::Entry>, AgentError> {
+    let mut theirs = std::collections::HashMap::new();
+    let mut stream = peer
+        .fetch(pb::FetchRequest {
+            keys: keys.to_vec(),
+        })
+        .await
+        .map_err(|s| peer_err(addr, s))?;
+    let mut check = FetchCheck::new(keys);
+    while let Some(m) = next_message(&mut stream, rpc_timeout(state), addr).await? {
+        let bytes = m.encoded_len() as u64 + GRPC_FRAME_BYTES;
+        pacer.take(bytes, 1).await;
+        sum.bytes_streamed += bytes;
+        if let Some(e) = check.entry(m, addr)? {
+            theirs.insert(e.key.clone(), e);
+        }
+    }
+    Ok(theirs)
 }

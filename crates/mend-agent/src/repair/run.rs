@@ -16,10 +16,11 @@ use crate::state::{AgentBackend, AgentState};
 
 use super::fetch::fetch_planned;
 use super::plan::keys_behind;
+use super::progress::{Mover, Position, Run};
 use super::push::push_planned;
 use super::restamp::restamp;
 use super::segment;
-use super::{Planned, Progress, RepairSummary, report};
+use super::{Planned, Progress, RepairSummary};
 use mend_core::playbook::Resolution;
 
 /// Runs the unfinished `segments` of run `header` in order against the
@@ -38,12 +39,7 @@ pub(super) async fn run_segments<B: AgentBackend>(
     progress: Option<Progress>,
     sum: &mut RepairSummary,
 ) -> Result<RunState, AgentError> {
-    let run = Run {
-        state,
-        id: header.id.clone(),
-        progress,
-        finished: std::sync::atomic::AtomicBool::new(false),
-    };
+    let run = Run::new(state, header.id.clone(), progress);
     sum.keys_to_local = header.keys_here;
     sum.keys_to_peer = header.keys_pushed;
     sum.keys_toward_authority = header.keys_toward_authority;
@@ -89,18 +85,7 @@ pub(super) async fn run_segments<B: AgentBackend>(
                 sum,
             )
             .await?;
-            header.segments_done += 1;
-            header.keys_done += seg.planned.len() as u64;
-            header.keys_here = sum.keys_to_local;
-            header.keys_pushed = sum.keys_to_peer;
-            header.keys_toward_authority = sum.keys_toward_authority;
-            let h = header.clone();
-            state
-                .blocking(move |s| {
-                    let ops = vec![segment::done_op(&h.id, index), journal::header_op(&h)?];
-                    s.backend().write(ops, false)
-                })
-                .await?;
+            segment_done(state, &mut header, index, seg.planned.len() as u64, sum).await?;
             state
                 .runs
                 .segment(&header.id, header.segments_done, header.segments_total, "");
@@ -111,25 +96,7 @@ pub(super) async fn run_segments<B: AgentBackend>(
     .await;
     sum.keys_repaired = sum.keys_to_local + sum.keys_to_peer;
     sum.segments_done = header.segments_done;
-    let counts = format!(
-        "{} keys here, {} pushed, {} skipped",
-        sum.keys_to_local,
-        sum.keys_to_peer,
-        sum.skipped.len()
-    );
-    let left = header.segments_total - header.segments_done;
-    let (end, what) = match &out {
-        Ok(RunState::Paused) => (
-            RunState::Paused,
-            format!("paused with {left} segments left: {counts}"),
-        ),
-        Ok(RunState::Cancelled) => (
-            RunState::Cancelled,
-            format!("cancelled with {left} segments left: {counts}"),
-        ),
-        Ok(_) => (RunState::Done, format!("done: {counts}")),
-        Err(e) => (RunState::Failed, format!("failed: {}", e.message())),
-    };
+    let (end, what) = ending(&out, &header, sum);
     header.run = end;
     header.error = match &out {
         Err(e) => e.message().to_string(),
@@ -150,62 +117,53 @@ pub(super) async fn run_segments<B: AgentBackend>(
     out
 }
 
-/// Where a segment's keys fall in the whole run, for progress.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Position {
-    /// Keys of the segments finished before it.
-    pub(super) done: u64,
-    /// Keys of the whole run.
-    pub(super) total: u64,
+/// Records segment `index` of the run done: the run's counts in its
+/// header, in the batch that deletes the segment's plan.
+async fn segment_done<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    header: &mut RepairHeader,
+    index: u32,
+    keys: u64,
+    sum: &RepairSummary,
+) -> Result<(), AgentError> {
+    header.segments_done += 1;
+    header.keys_done += keys;
+    header.keys_here = sum.keys_to_local;
+    header.keys_pushed = sum.keys_to_peer;
+    header.keys_toward_authority = sum.keys_toward_authority;
+    let h = header.clone();
+    state
+        .blocking(move |s| {
+            let ops = vec![segment::done_op(&h.id, index), journal::header_op(&h)?];
+            s.backend().write(ops, false)
+        })
+        .await
 }
 
-/// A repair run as it goes: progress to the caller's stream and to the
-/// dashboard's board, and the steps of its timeline.
-pub(super) struct Run<'a, B: AgentBackend> {
-    state: &'a AgentState<B>,
-    pub(super) id: String,
-    progress: Option<Progress>,
-    finished: std::sync::atomic::AtomicBool,
-}
-
-impl<B: AgentBackend> Drop for Run<'_, B> {
-    /// A run dropped before it finished (its call was cancelled) does not
-    /// stay "running" on the board.
-    fn drop(&mut self) {
-        if !self.finished.load(std::sync::atomic::Ordering::Relaxed) {
-            self.finish(Err(
-                "stopped before it finished: the call was cancelled".into()
-            ));
-        }
-    }
-}
-
-impl<B: AgentBackend> Run<'_, B> {
-    pub(super) async fn progress(&self, done: u64, total: u64, bytes: u64) {
-        self.state.runs.progress(&self.id, done, bytes);
-        report(&self.progress, done, total, bytes).await;
-    }
-
-    pub(super) fn event(&self, what: String) {
-        self.state
-            .runs
-            .event(&self.id, self.state.store.now_ms(), what);
-    }
-
-    pub(super) fn finish(&self, outcome: Result<String, String>) {
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.state
-            .runs
-            .finish(&self.id, self.state.store.now_ms(), outcome);
-    }
-
-    pub(super) fn stop(&self, end: RunState, what: String) {
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.state
-            .runs
-            .stop(&self.id, self.state.store.now_ms(), end, what);
+/// Where a run ended and what its timeline says of it.
+fn ending(
+    out: &Result<RunState, AgentError>,
+    header: &RepairHeader,
+    sum: &RepairSummary,
+) -> (RunState, String) {
+    let counts = format!(
+        "{} keys here, {} pushed, {} skipped",
+        sum.keys_to_local,
+        sum.keys_to_peer,
+        sum.skipped.len()
+    );
+    let left = header.segments_total - header.segments_done;
+    match out {
+        Ok(RunState::Paused) => (
+            RunState::Paused,
+            format!("paused with {left} segments left: {counts}"),
+        ),
+        Ok(RunState::Cancelled) => (
+            RunState::Cancelled,
+            format!("cancelled with {left} segments left: {counts}"),
+        ),
+        Ok(_) => (RunState::Done, format!("done: {counts}")),
+        Err(e) => (RunState::Failed, format!("failed: {}", e.message())),
     }
 }
 
@@ -255,32 +213,20 @@ pub(super) async fn move_planned<B: AgentBackend>(
         }
     }
 
-    let mut done = at.done;
+    let mut mover = Mover {
+        state,
+        addr,
+        peer,
+        run,
+        pacer,
+        done: at.done,
+        total: at.total,
+    };
     if !to_peer.is_empty() {
-        push_planned(
-            state,
-            addr,
-            peer,
-            &to_peer,
-            run,
-            pacer,
-            (&mut done, at.total),
-            sum,
-        )
-        .await?;
+        push_planned(&mut mover, &to_peer, sum).await?;
     }
     if !to_local.is_empty() {
-        fetch_planned(
-            state,
-            addr,
-            peer,
-            &to_local,
-            run,
-            pacer,
-            (&mut done, at.total),
-            sum,
-        )
-        .await?;
+        fetch_planned(&mut mover, &to_local, sum).await?;
     }
     Ok(())
 }

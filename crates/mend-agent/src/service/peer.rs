@@ -23,8 +23,7 @@ use crate::link::Inbound;
 use crate::state::{AgentBackend, AgentState, AgentStore};
 use crate::wire::write_from_pb;
 
-/// Most entries one `PushRequest` message may carry.
-pub const PUSH_ENTRIES_MAX: usize = 10_000;
+pub use crate::wire::PUSH_ENTRIES_MAX;
 
 /// Most entries one shadow push may carry (they are held in memory).
 pub const SHADOW_ENTRIES_MAX: usize = 100_000;
