@@ -180,7 +180,7 @@ async fn scenario(a: &DemoArgs, addr: &[String], started: Instant) -> anyhow::Re
         .iter()
         .filter(|k| {
             matches!(
-                k.category.as_str(),
+                super::client::category_name(k.category),
                 "missing" | "stale" | "unpropagated_delete"
             )
         })

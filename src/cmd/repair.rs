@@ -30,7 +30,7 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         dry_run: a.dry_run,
         rate_bytes_per_s: a.rate.unwrap_or(0),
         rate_keys_per_s: a.rate_keys.unwrap_or(0),
-        categories: a.categories.clone(),
+        categories: super::client::categories_pb(&a.categories)?,
         shadow: a.shadow,
     };
     let mut stream = c

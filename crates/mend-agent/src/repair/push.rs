@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_rpc::convert::version_to_pb;
+use mend_rpc::enums::decision_from_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::error::AgentError;
@@ -64,8 +66,10 @@ pub(super) async fn push_planned<B: AgentBackend>(
         first = false;
         for (key, rec) in recs {
             let Some(rec) = rec else {
-                sum.skipped
-                    .push((key, "gone locally since the diff (purged)".into()));
+                sum.skipped.push((
+                    key,
+                    SkipNote::new(SkipReason::Gone, "gone locally since the diff (purged)"),
+                ));
                 continue;
             };
             msg.entries.push(pb::Entry {
@@ -118,11 +122,13 @@ pub(super) async fn push_planned<B: AgentBackend>(
         resp.not_applied.len()
     ));
     for o in resp.not_applied {
+        let decision =
+            decision_from_pb(o.decision, "not_applied.decision").map_err(|s| peer_err(addr, s))?;
         sum.skipped.push((
             o.key,
-            format!(
-                "peer kept its entry ({}): it changed since the diff",
-                o.decision
+            SkipNote::new(
+                SkipReason::Kept,
+                format!("peer kept its entry ({decision}): it changed since the diff"),
             ),
         ));
     }

@@ -16,6 +16,7 @@ use super::fetch::FetchCheck;
 use super::plan::keys_behind;
 use super::{Planned, REPAIR_BATCH_KEYS, ShadowOutcome, rpc_timeout};
 use mend_core::playbook::Resolution;
+use mend_core::playbook::{SkipNote, SkipReason};
 
 /// Applies the plan to checkpoints of both stores (the peer's through
 /// `ShadowPush`) and compares the planned keys afterwards.
@@ -135,18 +136,22 @@ pub(super) async fn shadow_run<B: AgentBackend>(
     for p in rows {
         out.remaining.push((
             p.key.clone(),
-            "not predicted: a digest-only range's rows live behind its adapter, \
-             which a shadow run does not write to"
-                .into(),
+            SkipNote::new(
+                SkipReason::NotPredicted,
+                "not predicted: a digest-only range's rows live behind its adapter, \
+                 which a shadow run does not write to",
+            ),
         ));
     }
     for p in planned {
         if p.resolution == Resolution::Authority {
             out.remaining.push((
                 p.key.clone(),
-                "not predicted: resolving toward the authority re-stamps the entry, \
-                 which a shadow run does not do"
-                    .into(),
+                SkipNote::new(
+                    SkipReason::NotPredicted,
+                    "not predicted: resolving toward the authority re-stamps the entry, \
+                     which a shadow run does not do",
+                ),
             ));
             continue;
         }
@@ -157,10 +162,13 @@ pub(super) async fn shadow_run<B: AgentBackend>(
         } else {
             out.remaining.push((
                 p.key.clone(),
-                format!(
-                    "{} would still differ: the {} side's apply rule kept its entry",
-                    p.category.as_str(),
-                    p.behind.as_str()
+                SkipNote::new(
+                    SkipReason::Kept,
+                    format!(
+                        "{} would still differ: the {} side's apply rule kept its entry",
+                        p.category.as_str(),
+                        p.behind.as_str()
+                    ),
                 ),
             ));
         }
