@@ -41,6 +41,11 @@ pub fn side_name(v: i32) -> Option<&'static str> {
         .map(|s| s.as_str())
 }
 
+/// The snake_case name of a wire skip reason (`"?"` when unknown).
+pub fn skip_name(v: i32) -> &'static str {
+    mend_rpc::enums::skip_reason_from_pb(v, "kind").map_or("?", |r| r.as_str())
+}
+
 /// The name of a wire apply decision (`"?"` when unknown).
 pub fn decision_name(v: i32) -> &'static str {
     mend_rpc::enums::decision_from_pb(v, "decision").map_or("?", |d| d.as_str())
@@ -229,7 +234,7 @@ pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
             let skipped: Vec<_> = r
                 .skipped
                 .iter()
-                .map(|s| json!({"key": String::from_utf8_lossy(&s.key), "key_hex": hex::encode(&s.key), "reason": s.reason}))
+                .map(|s| json!({"key": String::from_utf8_lossy(&s.key), "key_hex": hex::encode(&s.key), "reason": s.reason, "kind": skip_name(s.kind), "side": side_name(s.side)}))
                 .collect();
             print_json(&json!({"repair_id": a.repair_id, "restored": r.restored, "skipped": skipped}))?;
         } else {

@@ -181,7 +181,7 @@ async fn repair_in_sql(
             json,
             &format!(
                 "repair {key:>7} ({}) pg-{} -> pg-{}: {}",
-                k.category,
+                super::client::category_name(k.category),
                 sides[ahead].name,
                 sides[behind].name,
                 match outcome {
@@ -191,7 +191,7 @@ async fn repair_in_sql(
             ),
         );
         repairs.push(
-            json!({"key": key, "category": k.category, "from": sides[ahead].name,
+            json!({"key": key, "category": super::client::category_name(k.category), "from": sides[ahead].name,
                             "to": sides[behind].name, "applied": outcome == Outcome::Applied}),
         );
     }

@@ -165,7 +165,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
             let keys: Vec<_> = r
                 .keys
                 .iter()
-                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind}))
+                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::client::category_name(k.category), "behind": super::client::side_name(k.behind)}))
                 .collect();
             print_json(&json!({
                 "sampled": r.sampled, "divergent": r.divergent, "share": r.share,

@@ -108,6 +108,29 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// The snake_case name used in JSON (serde gives the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotSelected => "not_selected",
+            SkipReason::Conflict => "conflict",
+            SkipReason::FutureVersion => "future_version",
+            SkipReason::InFlight => "in_flight",
+            SkipReason::NoSideBehind => "no_side_behind",
+            SkipReason::Purged => "purged",
+            SkipReason::AuthorityElsewhere => "authority_elsewhere",
+            SkipReason::Versionless => "versionless",
+            SkipReason::DigestOnly => "digest_only",
+            SkipReason::DigestOnlyAuthority => "digest_only_authority",
+            SkipReason::ChangedSinceDiff => "changed_since_diff",
+            SkipReason::Kept => "kept",
+            SkipReason::Gone => "gone",
+            SkipReason::ChangedSinceRepair => "changed_since_repair",
+            SkipReason::RepairedDelete => "repaired_delete",
+            SkipReason::FeedPending => "feed_pending",
+            SkipReason::NotPredicted => "not_predicted",
+        }
+    }
+
     /// Every reason, in wire order.
     pub const ALL: [SkipReason; 17] = [
         SkipReason::NotSelected,
