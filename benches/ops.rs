@@ -63,8 +63,8 @@ fn history_rows(now: u64) -> Vec<Op> {
                     at_ms: now - (HISTORY as u64 - i) * 60_000,
                     divergent_keys: (i * 7 + p as u64) % 90,
                     by_category: [
-                        ("missing".to_string(), i % 50),
-                        ("stale".to_string(), i % 40),
+                        (mend_core::Category::Missing, i % 50),
+                        (mend_core::Category::Stale, i % 40),
                     ]
                     .into_iter()
                     .collect(),

@@ -27,6 +27,42 @@ fn version(v: &VersionArgs) -> Option<pb::Version> {
 }
 
 /// JSON of a wire version.
+/// The snake_case name of a wire category (`"?"`: a value this CLI does
+/// not know, from a newer agent; the agent itself refuses such values).
+pub fn category_name(v: i32) -> &'static str {
+    mend_rpc::enums::category_from_pb(v, "category").map_or("?", |c| c.as_str())
+}
+
+/// The name of a wire side, `None` when unspecified (or unknown).
+pub fn side_name(v: i32) -> Option<&'static str> {
+    mend_rpc::enums::side_from_pb(v, "side")
+        .ok()
+        .flatten()
+        .map(|s| s.as_str())
+}
+
+/// The snake_case name of a wire skip reason (`"?"` when unknown).
+pub fn skip_name(v: i32) -> &'static str {
+    mend_rpc::enums::skip_reason_from_pb(v, "kind").map_or("?", |r| r.as_str())
+}
+
+/// The name of a wire apply decision (`"?"` when unknown).
+pub fn decision_name(v: i32) -> &'static str {
+    mend_rpc::enums::decision_from_pb(v, "decision").map_or("?", |d| d.as_str())
+}
+
+/// Category names from the command line as wire values.
+pub fn categories_pb(names: &[String]) -> anyhow::Result<Vec<i32>> {
+    names
+        .iter()
+        .map(|c| {
+            mend_core::Category::parse(c)
+                .map(mend_rpc::enums::category_to_pb)
+                .ok_or_else(|| anyhow::anyhow!("unknown category {c:?}"))
+        })
+        .collect()
+}
+
 pub fn version_json(v: &Option<pb::Version>) -> serde_json::Value {
     match v {
         Some(v) => json!({"ms": v.ms, "logical": v.logical, "origin": v.origin, "seq": v.seq}),
@@ -36,16 +72,18 @@ pub fn version_json(v: &Option<pb::Version>) -> serde_json::Value {
 
 fn print_write(r: &pb::WriteResult, as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
-        print_json(&json!({"decision": r.decision, "version": version_json(&r.version)}))?;
+        print_json(
+            &json!({"decision": decision_name(r.decision), "version": version_json(&r.version)}),
+        )?;
     } else {
         let v = r
             .version
             .as_ref()
             .map(|v| format!("{}.{}@{}#{}", v.ms, v.logical, v.origin, v.seq))
             .unwrap_or_default();
-        println!("{} {v}", r.decision);
+        println!("{} {v}", decision_name(r.decision));
     }
-    Ok(if r.decision == "conflict" {
+    Ok(if r.decision == pb::Decision::Conflict as i32 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -196,7 +234,7 @@ pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
             let skipped: Vec<_> = r
                 .skipped
                 .iter()
-                .map(|s| json!({"key": String::from_utf8_lossy(&s.key), "key_hex": hex::encode(&s.key), "reason": s.reason}))
+                .map(|s| json!({"key": String::from_utf8_lossy(&s.key), "key_hex": hex::encode(&s.key), "reason": s.reason, "kind": skip_name(s.kind), "side": side_name(s.side)}))
                 .collect();
             print_json(&json!({"repair_id": a.repair_id, "restored": r.restored, "skipped": skipped}))?;
         } else {

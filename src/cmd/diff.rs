@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use mend_rpc::pb;
 use serde_json::{Value, json};
 
-use super::client::version_json;
+use super::client::{category_name, side_name, version_json};
 use super::operator;
 use super::{runtime, status_err};
 use crate::cli::DiffArgs;
@@ -66,7 +66,7 @@ pub fn to_json(r: &Received) -> Value {
     let by_category: BTreeMap<_, _> = s
         .by_category
         .iter()
-        .map(|c| (c.category.clone(), c.count))
+        .map(|c| (category_name(c.category), c.count))
         .collect();
     let keys: Vec<Value> = r
         .keys
@@ -76,8 +76,8 @@ pub fn to_json(r: &Received) -> Value {
                 "range": k.range,
                 "key": String::from_utf8_lossy(&k.key),
                 "key_hex": hex::encode(&k.key),
-                "category": k.category,
-                "behind": if k.behind.is_empty() { Value::Null } else { json!(k.behind) },
+                "category": category_name(k.category),
+                "behind": side_name(k.behind),
                 "local": side_json(&k.local),
                 "peer": side_json(&k.peer),
             })
@@ -104,9 +104,9 @@ pub fn to_json(r: &Received) -> Value {
         "versionless_ranges": s.versionless_ranges,
         "cause": if s.cause_kind.is_empty() { Value::Null } else { json!({"kind": s.cause_kind, "hint": s.cause}) },
         "sources": s.sources.iter().map(|x| json!({
-            "category": x.category, "origin": x.origin, "newer_side": x.newer_side, "count": x.count,
+            "category": category_name(x.category), "origin": x.origin, "newer_side": side_name(x.newer_side), "count": x.count,
             "first_ms": x.first_ms, "last_ms": x.last_ms, "seq_min": x.seq_min, "seq_max": x.seq_max,
-            "seq_missing_on": if x.seq_missing_on.is_empty() { Value::Null } else { json!(x.seq_missing_on) },
+            "seq_missing_on": side_name(x.seq_missing_on),
             "seq_missing": x.seq_missing,
             "seq_gaps": x.seq_gaps.iter().map(|g| json!([g.first, g.last])).collect::<Vec<_>>(),
             "hint": x.hint,
@@ -191,7 +191,7 @@ pub fn print_human(r: &Received, show: usize) {
     println!("  {:<22} {:>8}", "category", "keys");
     for c in &s.by_category {
         if c.count > 0 {
-            println!("  {:<22} {:>8}", c.category, c.count);
+            println!("  {:<22} {:>8}", category_name(c.category), c.count);
         }
     }
     if !s.cause.is_empty() {
@@ -220,8 +220,8 @@ pub fn print_human(r: &Received, show: usize) {
         println!(
             "  {:<28} {:<20} {:<7} {:<32} {:<32}",
             key,
-            k.category,
-            if k.behind.is_empty() { "-" } else { &k.behind },
+            category_name(k.category),
+            side_name(k.behind).unwrap_or("-"),
             short_version(&k.local),
             short_version(&k.peer)
         );

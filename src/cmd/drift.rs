@@ -42,10 +42,11 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
                         "converged_keys": p.converged_keys, "convergence_ms_mean": p.convergence_ms_mean,
                         "records": p.records.iter().map(|x| json!({
                             "at_ms": x.at_ms, "divergent_keys": x.divergent_keys,
-                            "by_category": x.by_category.iter().map(|c| (c.category.clone(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
+                            "by_category": x.by_category.iter().map(|c| (super::client::category_name(c.category).to_string(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
                             "oldest_divergence_ms": x.oldest_divergence_ms, "persistent": x.persistent, "transient": x.transient,
                             "converged": x.converged, "rounds": x.rounds, "bytes_sent": x.bytes_sent, "bytes_received": x.bytes_received,
                             "elapsed_ms": x.elapsed_ms, "action": x.action,
+                            "action_kind": mend_rpc::enums::playbook_action_from_pb(x.action_kind, "action_kind").ok().flatten(),
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -164,7 +165,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
             let keys: Vec<_> = r
                 .keys
                 .iter()
-                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind}))
+                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::client::category_name(k.category), "behind": super::client::side_name(k.behind)}))
                 .collect();
             print_json(&json!({
                 "sampled": r.sampled, "divergent": r.divergent, "share": r.share,
@@ -180,7 +181,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
                 r.ci_high * 100.0
             );
             for k in r.keys.iter().take(20) {
-                println!("  {:<28} {:<20} behind {}", String::from_utf8_lossy(&k.key), k.category, if k.behind.is_empty() { "-" } else { &k.behind });
+                println!("  {:<28} {:<20} behind {}", String::from_utf8_lossy(&k.key), super::client::category_name(k.category), super::client::side_name(k.behind).unwrap_or("-"));
             }
         }
         Ok(if r.divergent == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

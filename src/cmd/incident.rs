@@ -161,8 +161,10 @@ fn from_report(summary: &pb::DiffSummary, keys: &[pb::DivergentKey], now_ms: u64
             .map(|k| KeyRow {
                 range: k.range.clone(),
                 key: String::from_utf8_lossy(&k.key).into_owned(),
-                category: k.category.clone(),
-                behind: k.behind.clone(),
+                category: super::client::category_name(k.category).to_string(),
+                behind: super::client::side_name(k.behind)
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .collect(),
         keys_not_listed: keys.len().saturating_sub(KEYS_MAX) as u64,
@@ -175,7 +177,12 @@ fn nonzero(by_category: &[pb::CategoryCount]) -> BTreeMap<String, u64> {
     by_category
         .iter()
         .filter(|c| c.count > 0)
-        .map(|c| (c.category.clone(), c.count))
+        .map(|c| {
+            (
+                super::client::category_name(c.category).to_string(),
+                c.count,
+            )
+        })
         .collect()
 }
 
@@ -421,7 +428,7 @@ mod tests {
             at_ms,
             divergent_keys: keys,
             by_category: vec![pb::CategoryCount {
-                category: "missing".into(),
+                category: pb::Category::Missing as i32,
                 count: keys,
             }],
             oldest_divergence_ms: if keys > 0 { 5_000 } else { 0 },
@@ -445,7 +452,7 @@ mod tests {
             local_node: "node-a".into(),
             peer_node: "node-b".into(),
             by_category: vec![pb::CategoryCount {
-                category: "missing".into(),
+                category: pb::Category::Missing as i32,
                 count: left,
             }],
             sources: vec![pb::Source {
@@ -510,8 +517,8 @@ mod tests {
         let keys = vec![pb::DivergentKey {
             range: "default".into(),
             key: b"k|1".to_vec(),
-            category: "missing".into(),
-            behind: "peer".into(),
+            category: pb::Category::Missing as i32,
+            behind: pb::Side::Peer as i32,
             ..Default::default()
         }];
         let i = incident(&h, &s, &keys, &[], 2_000_000);

@@ -30,7 +30,7 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         dry_run: a.dry_run,
         rate_bytes_per_s: a.rate.unwrap_or(0),
         rate_keys_per_s: a.rate_keys.unwrap_or(0),
-        categories: a.categories.clone(),
+        categories: super::client::categories_pb(&a.categories)?,
         shadow: a.shadow,
     };
     let mut stream = c
@@ -123,12 +123,12 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
         let skipped: Vec<_> = s
             .skipped
             .iter()
-            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason}))
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::client::skip_name(k.kind)}))
             .collect();
         let plan: Vec<_> = s
             .plan
             .iter()
-            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": k.category, "behind": k.behind, "toward_authority": k.toward_authority}))
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::client::category_name(k.category), "behind": super::client::side_name(k.behind), "toward_authority": k.toward_authority}))
             .collect();
         if a.json {
             print_json(&json!({
@@ -147,7 +147,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 "segments_total": s.segments_total,
                 "shadow": s.shadow.as_ref().map(|o| json!({
                     "predicted_converged": o.predicted_converged,
-                    "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason})).collect::<Vec<_>>(),
+                    "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::client::skip_name(k.kind)})).collect::<Vec<_>>(),
                 })),
             }))?;
         } else if let Some(o) = &s.shadow {
@@ -164,7 +164,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
             println!("DRY RUN: would repair {} keys; nothing written", s.plan.len());
             for k in s.plan.iter().take(20) {
                 let why = if k.toward_authority { " (toward the range's authority)" } else { "" };
-                println!("  {:<28} {:<20} -> {}{why}", String::from_utf8_lossy(&k.key), k.category, k.behind);
+                println!("  {:<28} {:<20} -> {}{why}", String::from_utf8_lossy(&k.key), super::client::category_name(k.category), super::client::side_name(k.behind).unwrap_or("-"));
             }
             if s.plan.len() > 20 {
                 println!("  … and {} more", s.plan.len() - 20);

@@ -459,6 +459,32 @@ async fn a_peer_killed_mid_exchange_gives_a_clear_error_and_both_stores_verify()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_enum_value_on_the_wire_is_refused_naming_the_field() {
+    // Proves a wire enum value outside its enum (protocol 4's categories)
+    // is refused over real gRPC with INVALID_ARGUMENT naming the field,
+    // before the request does anything.
+    use mend_rpc::pb::operator_client::OperatorClient;
+    use tonic::Code;
+    let d = tmp();
+    let a = AgentProc::start("node-a", &d.path().join("a"), &[]);
+    let mut op = OperatorClient::new(channel(&a.addr).await);
+    for (value, why) in [(99, "unknown value 99"), (0, "required")] {
+        let e = op
+            .repair(pb::RepairRequest {
+                peer: "node-b".into(),
+                categories: vec![pb::Category::Missing as i32, value],
+                dry_run: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert_eq!(e.message(), format!("categories: {why}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
     // Proves bad input from the network yields a gRPC error status, no crash
     // and no write.

@@ -485,7 +485,7 @@ async fn faults_on_real_processes_lose_no_acknowledged_write() {
             continue;
         };
         for (w, out) in batch.iter().zip(results) {
-            if out.decision == "apply" {
+            if out.decision == pb::Decision::Apply as i32 {
                 t.writes_acked += 1;
                 let ms = w.version.as_ref().unwrap().ms;
                 let newest = ledger.get(&w.key).is_none_or(|(old, _, _)| ms > *old);

@@ -30,6 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_core::{EntryMeta, Record};
 use mend_store::{Applied, Backend, Cf, Op, Store, StoreError};
 
@@ -342,7 +343,7 @@ pub struct UndoOutcome {
     /// Keys restored to their before-image.
     pub restored: u64,
     /// Keys left alone, with why.
-    pub skipped: Vec<(Vec<u8>, String)>,
+    pub skipped: Vec<(Vec<u8>, SkipNote)>,
 }
 
 /// Restores this side's before-images of repair `id`, skipping keys whose
@@ -387,7 +388,8 @@ pub fn undo_here<B: Backend>(
                 "a repaired delete is not undone: peers may already have purged the tombstone, \
                  restoring the value here would resurrect it"
             };
-            out.skipped.push((key, why.into()));
+            out.skipped
+                .push((key, SkipNote::new(SkipReason::RepairedDelete, why)));
             continue;
         }
         if is_row(&key) {
@@ -404,7 +406,10 @@ pub fn undo_here<B: Backend>(
         if now.as_ref().map(|r| &r.meta) == before.as_ref().map(|r| &r.meta) {
             out.restored += 1;
         } else {
-            out.skipped.push((key, "changed since the repair".into()));
+            out.skipped.push((
+                key,
+                SkipNote::new(SkipReason::ChangedSinceRepair, "changed since the repair"),
+            ));
         }
     }
     Ok((out, images))

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use mend_core::classify::Category;
+use mend_core::playbook::PlaybookAction;
 
 use crate::config::Budget;
 use crate::metrics::{Metrics, PeerLabel, PeerRange, PeerRangeCategory};
@@ -30,7 +31,7 @@ pub struct ExchangeRecord {
     /// Divergent keys.
     pub divergent_keys: u64,
     /// Divergent keys by category.
-    pub by_category: BTreeMap<String, u64>,
+    pub by_category: BTreeMap<Category, u64>,
     /// Now minus the oldest newer-write timestamp among divergent keys, ms.
     pub oldest_divergence_ms: u64,
     /// Keys divergent in this and the previous exchange (in flight excluded).
@@ -49,8 +50,12 @@ pub struct ExchangeRecord {
     pub bytes_received: u64,
     /// Wall time of the whole exchange, ms.
     pub elapsed_ms: u64,
-    /// What the playbook did.
+    /// What the playbook did, for a person.
     pub action: String,
+    /// What the playbook did, for a program (`None`: a record kept from
+    /// before the kind was recorded).
+    #[serde(default)]
+    pub action_kind: Option<PlaybookAction>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,7 +206,7 @@ impl Monitor {
         history_max: usize,
         outcome: &Arc<DiffOutcome>,
         now_ms: u64,
-        action: &str,
+        action: (PlaybookAction, &str),
     ) -> Vec<BudgetFlip> {
         let mut flips = Vec::new();
         let mut ranges = lock(&self.ranges);
@@ -215,14 +220,13 @@ impl Monitor {
                 bytes_sent: outcome.cost.bytes_sent,
                 bytes_received: outcome.cost.bytes_received,
                 elapsed_ms: outcome.elapsed.as_millis() as u64,
-                action: action.to_string(),
+                action: action.1.to_string(),
+                action_kind: Some(action.0),
                 ..Default::default()
             };
             let mut present = std::collections::HashSet::new();
             for k in &keys {
-                *rec.by_category
-                    .entry(k.category.as_str().to_string())
-                    .or_default() += 1;
+                *rec.by_category.entry(k.category).or_default() += 1;
                 let newer_ms = [&k.div.local, &k.div.peer]
                     .iter()
                     .filter_map(|e| e.as_ref().map(|e| e.version.ms))
@@ -263,8 +267,12 @@ impl Monitor {
                 range: range.clone(),
             };
             if let Some(b) = budget {
-                let counted =
-                    rec.divergent_keys - rec.by_category.get("in_flight").copied().unwrap_or(0);
+                let counted = rec.divergent_keys
+                    - rec
+                        .by_category
+                        .get(&Category::InFlight)
+                        .copied()
+                        .unwrap_or(0);
                 let exceeded = counted > b.divergent_keys_max
                     || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
                 if exceeded != drift.budget_exceeded || drift.budget_since_ms == 0 {
@@ -330,12 +338,13 @@ impl Monitor {
     }
 
     /// Sets the playbook action of the latest record of `peer`.
-    pub fn set_action(&self, peer: &str, action: &str) {
+    pub fn set_action(&self, peer: &str, kind: PlaybookAction, action: &str) {
         for ((p, _), d) in lock(&self.ranges).iter_mut() {
             if p == peer
                 && let Some(r) = d.history.back_mut()
             {
                 r.action = action.to_string();
+                r.action_kind = Some(kind);
             }
         }
     }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use mend_core::attribution::{Cause, Observed, Options, Source, attribute, single_cause};
 use mend_core::classify::Category;
 use mend_core::exchange::EntrySummary;
+use mend_rpc::enums::{category_to_pb, side_to_pb};
 use mend_rpc::pb;
 
 use crate::outcome::DiffOutcome;
@@ -71,19 +72,15 @@ pub fn cause_json(c: &Option<(Cause, String)>) -> Value {
 /// A source as a wire message.
 pub fn source_pb(s: &Source) -> pb::Source {
     pb::Source {
-        category: s.category.as_str().into(),
+        category: category_to_pb(s.category),
         origin: s.origin.clone(),
-        newer_side: s.newer_side.as_str().into(),
+        newer_side: side_to_pb(Some(s.newer_side)),
         count: s.count,
         first_ms: s.first_ms,
         last_ms: s.last_ms,
         seq_min: s.seq_min,
         seq_max: s.seq_max,
-        seq_missing_on: s
-            .seq_gaps
-            .as_ref()
-            .map(|g| g.missing_on.as_str().to_string())
-            .unwrap_or_default(),
+        seq_missing_on: side_to_pb(s.seq_gaps.as_ref().map(|g| g.missing_on)),
         seq_missing: s.seq_gaps.as_ref().map(|g| g.missing).unwrap_or(0),
         seq_gaps: s
             .seq_gaps
@@ -108,7 +105,7 @@ pub fn summary_pb(d: &DiffOutcome, a: &Attribution) -> pb::DiffSummary {
     let by_category = Category::ALL
         .iter()
         .map(|c| pb::CategoryCount {
-            category: c.as_str().into(),
+            category: category_to_pb(*c),
             count: d.keys.iter().filter(|k| k.category == *c).count() as u64,
         })
         .collect();

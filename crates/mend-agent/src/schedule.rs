@@ -5,6 +5,7 @@
 //! automatic repair of the categories it names, only when the blast radius
 //! and the peer's health allow, verified afterwards by a re-diff.
 
+use mend_core::playbook::PlaybookAction;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,13 +274,18 @@ pub async fn run_once<B: AgentBackend>(
         }
     };
     let now = state.store.now_ms();
-    let flips = record_exchange(state, &peer.id, &outcome, "report");
+    let flips = record_exchange(
+        state,
+        &peer.id,
+        &outcome,
+        (mend_core::playbook::PlaybookAction::Report, "report"),
+    );
     // The playbook runs before alerts go out, so an alert says what was done.
-    let action = playbook(state, peer, &addr, &outcome).await;
-    state.monitor.set_action(&peer.id, &action);
+    let (kind, action) = playbook(state, peer, &addr, &outcome).await;
+    state.monitor.set_action(&peer.id, kind, &action);
     persist_drift(state, &peer.id).await;
     for f in flips {
-        alert(state, &f, &outcome, now, &action).await;
+        alert(state, &f, &outcome, now, (kind, &action)).await;
     }
     Some(outcome)
 }
@@ -306,7 +312,7 @@ pub fn record_exchange<B: AgentBackend>(
     state: &AgentState<B>,
     peer: &str,
     outcome: &Arc<DiffOutcome>,
-    action: &str,
+    action: (mend_core::playbook::PlaybookAction, &str),
 ) -> Vec<BudgetFlip> {
     let now = state.store.now_ms();
     observe_exchange(&state.metrics, peer, outcome, now);
@@ -340,7 +346,7 @@ async fn alert<B: AgentBackend>(
     f: &BudgetFlip,
     outcome: &DiffOutcome,
     now: u64,
-    action: &str,
+    action: (mend_core::playbook::PlaybookAction, &str),
 ) {
     if f.exceeded {
         tracing::warn!(
@@ -355,7 +361,12 @@ async fn alert<B: AgentBackend>(
         return;
     };
     let srcs = crate::report::attribution(outcome, now, crate::report::SOURCE_WINDOW_GAP_MS);
-    let body = serde_json::json!({ "budget": f, "action": action, "report": crate::report::to_json(outcome, &srcs) });
+    let body = serde_json::json!({
+        "budget": f,
+        "action": action.1,
+        "action_kind": action.0,
+        "report": crate::report::to_json(outcome, &srcs),
+    });
     let client = match webhook_client(state).await {
         Ok(c) => c,
         Err(e) => {
@@ -396,7 +407,8 @@ async fn webhook_client<B: AgentBackend>(state: &AgentState<B>) -> Result<reqwes
     b.build().map_err(|e| crate::link::error_chain(&e))
 }
 
-/// Applies the playbook to an outcome; returns what it did, for the history.
+/// Applies the playbook to an outcome; returns what it did, for the
+/// history: its kind and a sentence.
 ///
 /// It repairs exactly the keys of `o` that its checks passed: keys held by
 /// an undo are taken out first, the blast radius is the repairable share of
@@ -409,7 +421,7 @@ pub async fn playbook<B: AgentBackend>(
     peer: &PeerConfig,
     addr: &str,
     o: &DiffOutcome,
-) -> String {
+) -> (PlaybookAction, String) {
     use mend_core::playbook::{Verdict, verdict};
     let pb = &state.config.playbook;
     let cats = pb.repair_categories();
@@ -425,7 +437,7 @@ pub async fn playbook<B: AgentBackend>(
                 e.message()
             );
             tracing::warn!(peer = %peer.id, "{msg}");
-            return msg;
+            return (PlaybookAction::NotAttempted, msg);
         }
     };
     let mut o = o.clone();
@@ -448,11 +460,11 @@ pub async fn playbook<B: AgentBackend>(
     };
     match verdict(todo, divergent, entries, blast, healthy) {
         Verdict::Repair => {}
-        Verdict::Report => return format!("report{held_note}"),
+        Verdict::Report => return (PlaybookAction::Report, format!("report{held_note}")),
         refused => {
             let msg = refused.to_string();
             tracing::warn!(peer = %peer.id, "{msg}");
-            return msg;
+            return (refused.action(), msg);
         }
     }
     // Scheduled repairs are paced like any other: the configured rates.
@@ -467,7 +479,7 @@ pub async fn playbook<B: AgentBackend>(
         Err(e) => {
             let msg = format!("repair failed: {}", e.message());
             tracing::warn!(peer = %peer.id, "{msg}");
-            return msg;
+            return (PlaybookAction::RepairFailed, msg);
         }
     };
     state
@@ -497,9 +509,12 @@ pub async fn playbook<B: AgentBackend>(
                 })
                 .count();
             if left == 0 {
-                format!(
-                    "repaired {} keys ({}){held_note}",
-                    sum.keys_repaired, sum.repair_id
+                (
+                    PlaybookAction::Repaired,
+                    format!(
+                        "repaired {} keys ({}){held_note}",
+                        sum.keys_repaired, sum.repair_id
+                    ),
                 )
             } else {
                 let msg = format!(
@@ -507,10 +522,13 @@ pub async fn playbook<B: AgentBackend>(
                     sum.repair_id
                 );
                 tracing::warn!(peer = %peer.id, "{msg}");
-                msg
+                (PlaybookAction::PostconditionFailed, msg)
             }
         }
-        Err(e) => format!("repair {} not verified: {}", sum.repair_id, e.message()),
+        Err(e) => (
+            PlaybookAction::NotVerified,
+            format!("repair {} not verified: {}", sum.repair_id, e.message()),
+        ),
     }
 }
 

@@ -4,8 +4,10 @@
 
 use tonic::Status;
 
-use mend_core::Decision;
+use mend_core::classify::Side;
+use mend_core::playbook::SkipNote;
 use mend_rpc::convert::{key_from_pb, value_from_pb, version_from_pb};
+use mend_rpc::enums::{side_to_pb, skip_reason_to_pb};
 use mend_rpc::pb;
 use mend_store::Write;
 
@@ -31,12 +33,13 @@ pub fn write_from_pb(e: pb::Entry) -> Result<Write, Status> {
     })
 }
 
-/// The wire name of an apply decision.
-pub fn decision_str(d: Decision) -> &'static str {
-    match d {
-        Decision::Apply => "apply",
-        Decision::Stale => "stale",
-        Decision::Duplicate => "duplicate",
-        Decision::Conflict => "conflict",
+/// A key a repair, shadow run or undo left alone, as a wire message;
+/// `side` names the side that left it (undo), else `None`.
+pub fn skipped_pb(key: Vec<u8>, note: SkipNote, side: Option<Side>) -> pb::SkippedKey {
+    pb::SkippedKey {
+        key,
+        reason: note.text,
+        kind: skip_reason_to_pb(note.reason),
+        side: side_to_pb(side),
     }
 }

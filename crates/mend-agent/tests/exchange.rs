@@ -331,9 +331,7 @@ fn a_digest_only_replica_diffs_like_a_value_holding_one_and_is_not_repaired() {
     let (planned, skipped) = mend_agent::repair::plan_for(&agent, &out, &[]);
     assert!(planned.is_empty(), "{planned:?}");
     assert_eq!(skipped.len(), 2);
-    assert!(
-        skipped
-            .iter()
-            .all(|(_, why)| why == mend_agent::repair::DIGEST_ONLY_SKIP)
-    );
+    assert!(skipped.iter().all(|(_, why)| why.reason
+        == mend_core::playbook::SkipReason::DigestOnly
+        && why.text == mend_agent::repair::DIGEST_ONLY_SKIP));
 }

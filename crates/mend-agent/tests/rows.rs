@@ -438,7 +438,7 @@ fn rows_written_newer_during_a_repair_survive_on_both_sides() {
         let mut skipped: Vec<(String, String)> = sum
             .skipped
             .iter()
-            .map(|(k, why)| (String::from_utf8(k.clone()).unwrap(), why.clone()))
+            .map(|(k, why)| (String::from_utf8(k.clone()).unwrap(), why.text.clone()))
             .collect();
         skipped.sort();
         assert_eq!(skipped.len(), 2, "{skipped:?}");
@@ -510,11 +510,9 @@ fn a_peer_without_an_adapter_or_with_its_store_down_fails_the_repair_clearly() {
         .unwrap();
         assert!(dry.plan.is_empty());
         assert_eq!(dry.skipped.len(), 5);
-        assert!(
-            dry.skipped
-                .iter()
-                .all(|(_, why)| why == mend_agent::repair::DIGEST_ONLY_SKIP)
-        );
+        assert!(dry.skipped.iter().all(|(_, why)| why.reason
+            == mend_core::playbook::SkipReason::DigestOnly
+            && why.text == mend_agent::repair::DIGEST_ONLY_SKIP));
 
         // A store that cannot be reached is "retry later", not a fault.
         p.a.rows.register("orders", Arc::new(Down));

@@ -466,9 +466,10 @@ fn the_playbook_repairs_exactly_the_checked_key_set() {
     // 50 more go missing after the check: over the blast radius.
     missing_on_b(&a, 100, 50);
     let peer = agent_a.config.peers[0].clone();
-    let action = rt.block_on(mend_agent::schedule::playbook(
+    let (kind, action) = rt.block_on(mend_agent::schedule::playbook(
         &agent_a, &peer, "b", &checked,
     ));
+    assert_eq!(kind, mend_core::playbook::PlaybookAction::Repaired);
     assert!(action.starts_with("repaired 5 keys"), "{action}");
     for i in 100..150 {
         assert!(b.get(format!("m{i:04}").as_bytes()).unwrap().is_none());
@@ -519,7 +520,7 @@ fn journal_retention_holds_and_resumable_undo() {
         .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
         .unwrap();
     assert_eq!(o.keys.len(), 2);
-    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    let (_, action) = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
     assert!(action.contains("2 keys held by an undo"), "{action}");
     assert!(
         b.get(b"m0020").unwrap().is_none(),
@@ -563,7 +564,8 @@ fn journal_retention_holds_and_resumable_undo() {
     let o = rt
         .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
         .unwrap();
-    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    let (kind, action) = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    assert_eq!(kind, mend_core::playbook::PlaybookAction::Repaired);
     assert!(action.starts_with("repaired 2 keys"), "{action}");
 }
 
@@ -680,9 +682,9 @@ fn conflicts_resolve_toward_the_range_authority() {
         .block_on(repair(&plain_b, "a", None, dry.clone(), None))
         .unwrap();
     assert!(
-        sum.skipped
-            .iter()
-            .any(|(k, why)| k == b"k" && why.starts_with("conflict")),
+        sum.skipped.iter().any(|(k, why)| k == b"k"
+            && why.reason == mend_core::playbook::SkipReason::Conflict
+            && why.text.starts_with("conflict")),
         "{:?}",
         sum.skipped
     );
@@ -756,13 +758,14 @@ fn conflicts_resolve_toward_the_range_authority() {
         .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
         .unwrap();
     // The undo holds what it restored, on both sides, until its hold ends.
-    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    let (_, action) = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
     assert!(action.contains("2 keys held by an undo"), "{action}");
     clock.set(T0 + agent_a.config.journal.undo_hold_ms + 1_000);
     let o = rt
         .block_on(mend_agent::exchange::diff(&agent_a, "b", None))
         .unwrap();
-    let action = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    let (kind, action) = rt.block_on(mend_agent::schedule::playbook(&agent_a, &peer, "b", &o));
+    assert_eq!(kind, mend_core::playbook::PlaybookAction::Repaired);
     assert!(action.starts_with("repaired 2 keys"), "{action}");
     assert_eq!(live(&b, "k").as_deref(), Some(&b"from-a"[..]));
     assert_eq!(live(&b, "s").as_deref(), Some(&b"b-newer"[..]));

@@ -11,8 +11,10 @@ use std::cmp::Ordering;
 
 use crate::record::EntryMeta;
 
-/// What to do with an incoming entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with an incoming entry. Serialized (and named on the wire)
+/// as `"apply"`, `"stale"`, `"duplicate"` or `"conflict"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// The incoming entry is newer (or there is no local one): write it.
     Apply,
@@ -22,6 +24,24 @@ pub enum Decision {
     Duplicate,
     /// Same version, different content: report, do not write.
     Conflict,
+}
+
+impl Decision {
+    /// The snake_case name used in reports and serde.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Apply => "apply",
+            Decision::Stale => "stale",
+            Decision::Duplicate => "duplicate",
+            Decision::Conflict => "conflict",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Decides the fate of `incoming` against `existing`.

@@ -47,6 +47,143 @@ pub enum Skip {
     AuthorityElsewhere,
 }
 
+impl Skip {
+    /// The kind of this skip, as reports and the wire name it.
+    pub fn reason(&self) -> SkipReason {
+        match self {
+            Skip::NotSelected(_) => SkipReason::NotSelected,
+            Skip::Conflict => SkipReason::Conflict,
+            Skip::FutureVersion(_) => SkipReason::FutureVersion,
+            Skip::InFlight => SkipReason::InFlight,
+            Skip::NoSideBehind(_) => SkipReason::NoSideBehind,
+            Skip::Purged => SkipReason::Purged,
+            Skip::AuthorityElsewhere => SkipReason::AuthorityElsewhere,
+        }
+    }
+}
+
+/// Why a repair, a shadow run or an undo left a key alone: the kind a
+/// program reads (the wire's `SkipReason`, the snake_case name in JSON),
+/// beside the sentence a person reads ([`SkipNote::text`]). The first seven
+/// are the playbook's own ([`Skip`]); the rest arise while the agent moves
+/// or restores keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// [`Skip::NotSelected`].
+    NotSelected,
+    /// [`Skip::Conflict`].
+    Conflict,
+    /// [`Skip::FutureVersion`].
+    FutureVersion,
+    /// [`Skip::InFlight`].
+    InFlight,
+    /// [`Skip::NoSideBehind`].
+    NoSideBehind,
+    /// [`Skip::Purged`].
+    Purged,
+    /// [`Skip::AuthorityElsewhere`].
+    AuthorityElsewhere,
+    /// A versionless range: no version says which side is newer.
+    Versionless,
+    /// A digest-only range without an adapter on this agent: no value to move.
+    DigestOnly,
+    /// A digest-only range's key that only a resolution toward an authority
+    /// (a re-stamp) would move.
+    DigestOnlyAuthority,
+    /// An entry changed since the diff (or may have: a resumed run).
+    ChangedSinceDiff,
+    /// The receiving side's apply rule kept its own entry.
+    Kept,
+    /// Purged on one side since the diff.
+    Gone,
+    /// Undo: the entry changed since the repair wrote it.
+    ChangedSinceRepair,
+    /// Undo: a repaired delete stays (peers may have purged the tombstone).
+    RepairedDelete,
+    /// Undo: the change feed has not delivered the repair's write yet.
+    FeedPending,
+    /// Shadow run: the key's outcome cannot be predicted on a checkpoint.
+    NotPredicted,
+}
+
+impl SkipReason {
+    /// The snake_case name used in JSON (serde gives the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotSelected => "not_selected",
+            SkipReason::Conflict => "conflict",
+            SkipReason::FutureVersion => "future_version",
+            SkipReason::InFlight => "in_flight",
+            SkipReason::NoSideBehind => "no_side_behind",
+            SkipReason::Purged => "purged",
+            SkipReason::AuthorityElsewhere => "authority_elsewhere",
+            SkipReason::Versionless => "versionless",
+            SkipReason::DigestOnly => "digest_only",
+            SkipReason::DigestOnlyAuthority => "digest_only_authority",
+            SkipReason::ChangedSinceDiff => "changed_since_diff",
+            SkipReason::Kept => "kept",
+            SkipReason::Gone => "gone",
+            SkipReason::ChangedSinceRepair => "changed_since_repair",
+            SkipReason::RepairedDelete => "repaired_delete",
+            SkipReason::FeedPending => "feed_pending",
+            SkipReason::NotPredicted => "not_predicted",
+        }
+    }
+
+    /// Every reason, in wire order.
+    pub const ALL: [SkipReason; 17] = [
+        SkipReason::NotSelected,
+        SkipReason::Conflict,
+        SkipReason::FutureVersion,
+        SkipReason::InFlight,
+        SkipReason::NoSideBehind,
+        SkipReason::Purged,
+        SkipReason::AuthorityElsewhere,
+        SkipReason::Versionless,
+        SkipReason::DigestOnly,
+        SkipReason::DigestOnlyAuthority,
+        SkipReason::ChangedSinceDiff,
+        SkipReason::Kept,
+        SkipReason::Gone,
+        SkipReason::ChangedSinceRepair,
+        SkipReason::RepairedDelete,
+        SkipReason::FeedPending,
+        SkipReason::NotPredicted,
+    ];
+}
+
+/// A skipped key's why: its kind and a sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkipNote {
+    /// The kind.
+    pub reason: SkipReason,
+    /// The sentence.
+    pub text: String,
+}
+
+impl SkipNote {
+    /// A note of `reason` saying `text`.
+    pub fn new(reason: SkipReason, text: impl Into<String>) -> SkipNote {
+        SkipNote {
+            reason,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<Skip> for SkipNote {
+    fn from(s: Skip) -> SkipNote {
+        SkipNote::new(s.reason(), s.to_string())
+    }
+}
+
+impl fmt::Display for SkipNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 impl fmt::Display for Skip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -297,6 +434,61 @@ impl fmt::Display for Verdict {
             ),
             Verdict::RefusedUnhealthyPeer => f.write_str("refused: peer is not healthy"),
             Verdict::Repair => f.write_str("repair"),
+        }
+    }
+}
+
+/// What a scheduled exchange's playbook did (the wire's `PlaybookAction`,
+/// the snake_case name in JSON), beside the sentence the drift history
+/// keeps for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaybookAction {
+    /// An operator's diff on demand: no playbook ran.
+    OnDemand,
+    /// Nothing the playbook repairs ([`Verdict::Report`]).
+    Report,
+    /// Repaired, and a re-diff found none of the repaired keys divergent.
+    Repaired,
+    /// [`Verdict::RefusedBlastRadius`].
+    RefusedBlastRadius,
+    /// [`Verdict::RefusedUnhealthyPeer`].
+    RefusedUnhealthyPeer,
+    /// Repair not attempted: what it needed to read first was unreadable.
+    NotAttempted,
+    /// The repair failed.
+    RepairFailed,
+    /// Repaired keys still differ after the repair.
+    PostconditionFailed,
+    /// Repaired, but the re-diff that checks it failed.
+    NotVerified,
+}
+
+impl PlaybookAction {
+    /// Every action, in wire order.
+    pub const ALL: [PlaybookAction; 9] = [
+        PlaybookAction::OnDemand,
+        PlaybookAction::Report,
+        PlaybookAction::Repaired,
+        PlaybookAction::RefusedBlastRadius,
+        PlaybookAction::RefusedUnhealthyPeer,
+        PlaybookAction::NotAttempted,
+        PlaybookAction::RepairFailed,
+        PlaybookAction::PostconditionFailed,
+        PlaybookAction::NotVerified,
+    ];
+}
+
+impl Verdict {
+    /// The action this verdict takes when it stops the playbook (every
+    /// verdict but [`Verdict::Repair`], which is [`PlaybookAction::Repaired`]
+    /// only once the repair checks out).
+    pub fn action(&self) -> PlaybookAction {
+        match self {
+            Verdict::Report => PlaybookAction::Report,
+            Verdict::RefusedBlastRadius { .. } => PlaybookAction::RefusedBlastRadius,
+            Verdict::RefusedUnhealthyPeer => PlaybookAction::RefusedUnhealthyPeer,
+            Verdict::Repair => PlaybookAction::Repaired,
         }
     }
 }

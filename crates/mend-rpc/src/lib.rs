@@ -7,6 +7,7 @@
 //! passing a `convert` function that returns a `tonic::Status` on bad input.
 
 pub mod convert;
+pub mod enums;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ingest;
@@ -22,8 +23,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mend
 
 /// Version of the exchange protocol; peers with another version are refused
 /// at handshake, by both sides. 3: mutual challenge-response secret check,
-/// range bounds in the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// range bounds in the handshake. 4: categories, sides, apply decisions,
+/// skip reasons and playbook actions as protobuf enums (`enums`), no longer
+/// strings.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest gRPC message the agent decodes or encodes (16 MiB): a 4 MiB value
 /// plus framing fits with room; larger messages are refused with

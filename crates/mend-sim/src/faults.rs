@@ -1007,7 +1007,7 @@ impl World {
                             self.out.keys_repaired += s.keys_repaired;
                             self.trace("converge_repair", s.keys_repaired);
                             for (k, why) in s.skipped {
-                                self.trace(&why, k.len() as u64);
+                                self.trace(&why.text, k.len() as u64);
                             }
                         }
                         Err(e) => {

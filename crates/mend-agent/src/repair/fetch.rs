@@ -4,6 +4,7 @@
 
 use prost::Message;
 
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::error::AgentError;
@@ -54,9 +55,10 @@ pub(super) async fn fetch_planned<B: AgentBackend>(
                         batch_bytes += e.value.len();
                         batch.push(write_from_pb(e).map_err(|s| peer_err(addr, s))?);
                     }
-                    None => sum
-                        .skipped
-                        .push((key, "gone at the peer since the diff (purged)".into())),
+                    None => sum.skipped.push((
+                        key,
+                        SkipNote::new(SkipReason::Gone, "gone at the peer since the diff (purged)"),
+                    )),
                 }
             }
             if (end && !batch.is_empty())
@@ -71,7 +73,12 @@ pub(super) async fn fetch_planned<B: AgentBackend>(
                         crate::repair::rows::Applied::Applied => sum.keys_to_local += 1,
                         crate::repair::rows::Applied::Kept(decision) => sum.skipped.push((
                             k,
-                            format!("kept the local entry ({decision}): it changed since the diff"),
+                            SkipNote::new(
+                                SkipReason::Kept,
+                                format!(
+                                    "kept the local entry ({decision}): it changed since the diff"
+                                ),
+                            ),
                         )),
                     }
                 }

@@ -64,7 +64,7 @@ const _: () = {
 };
 
 pub use mend_core::playbook::DEFAULT_CATEGORIES;
-use mend_core::playbook::Resolution;
+use mend_core::playbook::{Resolution, SkipNote};
 
 /// What a repair should do.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ pub struct ShadowOutcome {
     /// Planned keys that would be equal on both sides.
     pub converged: u64,
     /// Planned keys that would still differ, with why.
-    pub remaining: Vec<(Vec<u8>, String)>,
+    pub remaining: Vec<(Vec<u8>, SkipNote)>,
 }
 
 /// A key planned for repair.
@@ -122,7 +122,7 @@ pub struct RepairSummary {
     /// Entry bytes streamed (protobuf entries plus gRPC framing).
     pub bytes_streamed: u64,
     /// Keys not repaired, with why.
-    pub skipped: Vec<(Vec<u8>, String)>,
+    pub skipped: Vec<(Vec<u8>, SkipNote)>,
     /// The plan.
     pub plan: Vec<Planned>,
     /// Wall time.

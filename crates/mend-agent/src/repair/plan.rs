@@ -7,7 +7,7 @@ use crate::outcome::{DiffOutcome, DivergentKey};
 use crate::state::{AgentBackend, AgentState};
 
 use super::Planned;
-use mend_core::playbook::{Authority, Divergent, Resolution, repair_plan};
+use mend_core::playbook::{Authority, Divergent, Resolution, SkipNote, SkipReason, repair_plan};
 
 /// Plans a repair from a diff (`mend_core::playbook::repair_plan`): what
 /// moves where, and what is skipped. `grace_ms` is the tombstone grace
@@ -19,7 +19,7 @@ pub fn plan(
     categories: &[Category],
     grace_ms: u64,
     authorities: &[mend_config::AuthorityConfig],
-) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
+) -> (Vec<Planned>, Vec<(Vec<u8>, SkipNote)>) {
     fn origin(e: &Option<mend_core::exchange::EntrySummary>) -> Option<&mend_core::NodeId> {
         e.as_ref().map(|e| &e.version.origin)
     }
@@ -71,7 +71,7 @@ pub fn plan(
     let skipped = p
         .skipped
         .into_iter()
-        .map(|(k, why)| (k, why.to_string()))
+        .map(|(k, why)| (k, SkipNote::from(why)))
         .collect();
     (planned, skipped)
 }
@@ -81,7 +81,7 @@ pub fn plan_for<B: AgentBackend>(
     state: &AgentState<B>,
     d: &DiffOutcome,
     categories: &[Category],
-) -> (Vec<Planned>, Vec<(Vec<u8>, String)>) {
+) -> (Vec<Planned>, Vec<(Vec<u8>, SkipNote)>) {
     // Only where tombstones are purged can "past its grace against nothing"
     // mean the other side purged it; else the tombstone is copied as usual.
     let grace = if state.config.gc.enabled {
@@ -96,12 +96,12 @@ pub fn plan_for<B: AgentBackend>(
     // behind an adapter does not take); without an adapter here they are
     // reported and left alone.
     let ranges = state.store.ranges();
-    let mut why: std::collections::HashMap<&str, &'static str> = Default::default();
+    let mut why: std::collections::HashMap<&str, SkipReason> = Default::default();
     for s in ranges.specs() {
         if s.versionless {
-            why.insert(s.name.as_str(), VERSIONLESS_SKIP);
+            why.insert(s.name.as_str(), SkipReason::Versionless);
         } else if s.mode == mend_core::RangeMode::Digests && state.rows.get(&s.name).is_none() {
-            why.insert(s.name.as_str(), DIGEST_ONLY_SKIP);
+            why.insert(s.name.as_str(), SkipReason::DigestOnly);
         }
     }
     // A versionless key has no side behind, so the playbook skipped it
@@ -109,12 +109,12 @@ pub fn plan_for<B: AgentBackend>(
     let versionless: std::collections::HashSet<&[u8]> = d
         .keys
         .iter()
-        .filter(|k| why.get(k.range.as_str()) == Some(&VERSIONLESS_SKIP))
+        .filter(|k| why.get(k.range.as_str()) == Some(&SkipReason::Versionless))
         .map(|k| k.div.key.as_slice())
         .collect();
     for (k, reason) in skipped.iter_mut() {
         if versionless.contains(k.as_slice()) {
-            *reason = VERSIONLESS_SKIP.to_string();
+            *reason = skip_note(SkipReason::Versionless);
         }
     }
     let digest_only: std::collections::HashSet<&str> = ranges
@@ -139,14 +139,27 @@ pub fn plan_for<B: AgentBackend>(
             Some(r) => why
                 .get(r)
                 .copied()
-                .or((p.resolution == Resolution::Authority).then_some(DIGEST_ONLY_AUTHORITY_SKIP)),
+                .or((p.resolution == Resolution::Authority)
+                    .then_some(SkipReason::DigestOnlyAuthority)),
         };
         match reason {
-            Some(r) => skipped.push((p.key, r.to_string())),
+            Some(r) => skipped.push((p.key, skip_note(r))),
             None => kept.push(p),
         }
     }
     (kept, skipped)
+}
+
+/// The note of a skip decided by range: `reason` is
+/// [`SkipReason::DigestOnly`], [`SkipReason::Versionless`] or
+/// [`SkipReason::DigestOnlyAuthority`].
+fn skip_note(reason: SkipReason) -> SkipNote {
+    let text = match reason {
+        SkipReason::DigestOnly => DIGEST_ONLY_SKIP,
+        SkipReason::Versionless => VERSIONLESS_SKIP,
+        _ => DIGEST_ONLY_AUTHORITY_SKIP,
+    };
+    SkipNote::new(reason, text)
 }
 
 /// Why a key of a digest-only range is not repaired by this agent.

@@ -8,7 +8,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use mend_core::Record;
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_rpc::convert::version_to_pb;
+use mend_rpc::enums::decision_from_pb;
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::error::AgentError;
@@ -57,8 +59,7 @@ pub(super) async fn push_planned<B: AgentBackend>(
         .await
         .map_err(AgentError::from)?
         .map_err(|s| peer_err(m.addr, s))?;
-    count_applied(m, resp, sum);
-    Ok(())
+    count_applied(m, resp, sum)
 }
 
 /// Sends the records of one chunk in messages of at most
@@ -78,8 +79,10 @@ async fn send_chunk<B: AgentBackend>(
     };
     for (key, rec) in recs {
         let Some(rec) = rec else {
-            sum.skipped
-                .push((key, "gone locally since the diff (purged)".into()));
+            sum.skipped.push((
+                key,
+                SkipNote::new(SkipReason::Gone, "gone locally since the diff (purged)"),
+            ));
             continue;
         };
         msg.entries.push(pb::Entry {
@@ -123,7 +126,7 @@ fn count_applied<B: AgentBackend>(
     m: &Mover<'_, '_, B>,
     resp: pb::PushResponse,
     sum: &mut RepairSummary,
-) {
+) -> Result<(), AgentError> {
     sum.keys_to_peer += resp.applied;
     m.run.event(format!(
         "peer applied {} keys, kept {} of its own",
@@ -131,12 +134,15 @@ fn count_applied<B: AgentBackend>(
         resp.not_applied.len()
     ));
     for o in resp.not_applied {
+        let decision = decision_from_pb(o.decision, "not_applied.decision")
+            .map_err(|s| peer_err(m.addr, s))?;
         sum.skipped.push((
             o.key,
-            format!(
-                "peer kept its entry ({}): it changed since the diff",
-                o.decision
+            SkipNote::new(
+                SkipReason::Kept,
+                format!("peer kept its entry ({decision}): it changed since the diff"),
             ),
         ));
     }
+    Ok(())
 }

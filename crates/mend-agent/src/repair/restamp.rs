@@ -7,6 +7,7 @@ use prost::Message;
 
 use mend_core::Decision;
 use mend_core::classify::Side;
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_rpc::{GRPC_FRAME_BYTES, pb};
 
 use crate::error::AgentError;
@@ -65,7 +66,10 @@ pub(super) async fn restamp<B: AgentBackend>(
             if !unchanged {
                 sum.skipped.push((
                     key.clone(),
-                    "not resolved toward the authority: an entry changed since the diff".into(),
+                    SkipNote::new(
+                        SkipReason::ChangedSinceDiff,
+                        "not resolved toward the authority: an entry changed since the diff",
+                    ),
                 ));
                 continue;
             }
@@ -113,9 +117,12 @@ pub(super) async fn restamp<B: AgentBackend>(
             } else {
                 sum.skipped.push((
                     k,
-                    format!(
-                        "not resolved toward the authority: the local write was {}",
-                        crate::wire::decision_str(a.decision)
+                    SkipNote::new(
+                        SkipReason::Kept,
+                        format!(
+                            "not resolved toward the authority: the local write was {}",
+                            a.decision
+                        ),
                     ),
                 ));
             }

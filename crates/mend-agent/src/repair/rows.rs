@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mend_core::Decision;
 use mend_core::limits::VALUE_BYTES_MAX;
+use mend_core::playbook::{SkipNote, SkipReason};
 use mend_core::{EntryMeta, RangeMode, Record};
 use mend_store::Write;
 
@@ -109,9 +111,9 @@ fn merge_rows(
 pub enum Applied {
     /// Written (in the store, or through the adapter).
     Applied,
-    /// Not written: the receiving side's apply rule (or store) kept its
-    /// own, named by this decision ("stale", "duplicate", ...).
-    Kept(&'static str),
+    /// Not written: the receiving side's apply rule (or adapter) kept its
+    /// own, by this decision.
+    Kept(Decision),
 }
 
 /// Applies repair `rid`'s `writes` (each with a version), journaled with
@@ -137,11 +139,15 @@ pub async fn apply_writes<B: AgentBackend>(
             out[i] = Some(a);
         }
     }
-    Ok(keys
-        .into_iter()
+    keys.into_iter()
         .zip(out)
-        .map(|(k, a)| (k, a.unwrap_or(Applied::Kept("missing"))))
-        .collect())
+        .map(|(k, a)| match a {
+            Some(a) => Ok((k, a)),
+            None => Err(AgentError::Internal(
+                "a repair write's range group gave no outcome for it".into(),
+            )),
+        })
+        .collect()
 }
 
 async fn apply_values<B: AgentBackend>(
@@ -160,7 +166,7 @@ async fn apply_values<B: AgentBackend>(
         .into_iter()
         .map(|a| match a.decision {
             mend_core::Decision::Apply => Applied::Applied,
-            d => Applied::Kept(crate::wire::decision_str(d)),
+            d => Applied::Kept(d),
         })
         .collect())
 }
@@ -204,7 +210,7 @@ async fn apply_rows<B: AgentBackend>(
         out.push(if applied {
             Applied::Applied
         } else {
-            Applied::Kept("stale")
+            Applied::Kept(Decision::Stale)
         });
     }
     Ok(out)
@@ -249,8 +255,8 @@ async fn undo_row<B: AgentBackend>(
     key: &[u8],
     before: Option<Record>,
     after: EntryMeta,
-) -> Result<Result<(), String>, RowError> {
-    const CHANGED: &str = "changed since the repair";
+) -> Result<Result<(), SkipNote>, RowError> {
+    let changed = || SkipNote::new(SkipReason::ChangedSinceRepair, "changed since the repair");
     let Some(b) = before else {
         return undo_insert(state, adapter, key, after).await;
     };
@@ -266,22 +272,25 @@ async fn undo_row<B: AgentBackend>(
             return Ok(Ok(()));
         }
         if now.as_ref() != Some(&after) {
-            return Ok(Err(CHANGED.into()));
+            return Ok(Err(changed()));
         }
         // The store holds the repair's row, the tree not yet: the feed
         // has still to deliver it, and restoring before it does would let
         // that late delivery win over the older restored row.
         let tree = await_tree(state, key, |t| t == Some(&after)).await?;
         if tree.as_ref() != Some(&after) {
-            return Ok(Err(format!(
-                "the change feed did not deliver the repair's write to the tree within \
-                 {} ms (UNDO_FEED_WAIT); left as it is",
-                UNDO_FEED_WAIT.as_millis()
+            return Ok(Err(SkipNote::new(
+                SkipReason::FeedPending,
+                format!(
+                    "the change feed did not deliver the repair's write to the tree within \
+                     {} ms (UNDO_FEED_WAIT); left as it is",
+                    UNDO_FEED_WAIT.as_millis()
+                ),
             )));
         }
     }
     match adapter.restore(key, &after, Some(&b)).await? {
-        Restore::Changed => Ok(Err(CHANGED.into())),
+        Restore::Changed => Ok(Err(changed())),
         Restore::Restored | Restore::AlreadyRestored => {
             // The feed will report the restored row at its older version,
             // which its apply rule refuses over the repair's entry: put the
@@ -313,9 +322,14 @@ async fn undo_insert<B: AgentBackend>(
     adapter: &dyn RowAdapter,
     key: &[u8],
     after: EntryMeta,
-) -> Result<Result<(), String>, RowError> {
+) -> Result<Result<(), SkipNote>, RowError> {
     match adapter.restore(key, &after, None).await? {
-        Restore::Changed => return Ok(Err("changed since the repair".into())),
+        Restore::Changed => {
+            return Ok(Err(SkipNote::new(
+                SkipReason::ChangedSinceRepair,
+                "changed since the repair",
+            )));
+        }
         Restore::Restored | Restore::AlreadyRestored => {}
     }
     // Waits for the feed's tombstone (or a row written since the undo).
@@ -332,10 +346,13 @@ async fn undo_insert<B: AgentBackend>(
         }
         // A live row newer than the repair's: written since the undo.
         Some(t) if newer(&t, &after) => Ok(Ok(())),
-        Some(_) => Ok(Err(format!(
-            "the row is deleted, but the change feed did not deliver the delete to \
-             the tree within {} ms (UNDO_FEED_WAIT): the tree will show a delete here",
-            UNDO_FEED_WAIT.as_millis()
+        Some(_) => Ok(Err(SkipNote::new(
+            SkipReason::FeedPending,
+            format!(
+                "the row is deleted, but the change feed did not deliver the delete to \
+                 the tree within {} ms (UNDO_FEED_WAIT): the tree will show a delete here",
+                UNDO_FEED_WAIT.as_millis()
+            ),
         ))),
     }
 }

@@ -22,6 +22,7 @@ use super::restamp::restamp;
 use super::segment;
 use super::{Planned, Progress, RepairSummary};
 use mend_core::playbook::Resolution;
+use mend_core::playbook::{SkipNote, SkipReason};
 
 /// Runs the unfinished `segments` of run `header` in order against the
 /// peer at `header.peer`, looking between segments at what the operator
@@ -205,9 +206,11 @@ pub(super) async fn move_planned<B: AgentBackend>(
             for p in &toward {
                 sum.skipped.push((
                     p.key.clone(),
-                    "not resolved toward the authority: the run was resumed, and whether \
-                     an entry changed since the diff is unknown; the next exchange resolves it"
-                        .into(),
+                    SkipNote::new(
+                        SkipReason::ChangedSinceDiff,
+                        "not resolved toward the authority: the run was resumed, and whether \
+                         an entry changed since the diff is unknown; the next exchange resolves it",
+                    ),
                 ));
             }
         }

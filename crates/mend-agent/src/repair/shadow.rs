@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mend_core::classify::Side;
 use mend_core::exchange::EntrySummary;
-use mend_core::playbook::Resolution;
+use mend_core::playbook::{Resolution, SkipNote, SkipReason};
 use mend_rpc::convert::{summary_from_pb, version_to_pb};
 use mend_rpc::pb;
 
@@ -166,18 +166,22 @@ fn predict(rows: &[&Planned], planned: &[Planned], local: &After, peer: &After) 
     for p in rows {
         out.remaining.push((
             p.key.clone(),
-            "not predicted: a digest-only range's rows live behind its adapter, \
-             which a shadow run does not write to"
-                .into(),
+            SkipNote::new(
+                SkipReason::NotPredicted,
+                "not predicted: a digest-only range's rows live behind its adapter, \
+                 which a shadow run does not write to",
+            ),
         ));
     }
     for p in planned {
         if p.resolution == Resolution::Authority {
             out.remaining.push((
                 p.key.clone(),
-                "not predicted: resolving toward the authority re-stamps the entry, \
-                 which a shadow run does not do"
-                    .into(),
+                SkipNote::new(
+                    SkipReason::NotPredicted,
+                    "not predicted: resolving toward the authority re-stamps the entry, \
+                     which a shadow run does not do",
+                ),
             ));
             continue;
         }
@@ -188,10 +192,13 @@ fn predict(rows: &[&Planned], planned: &[Planned], local: &After, peer: &After) 
         } else {
             out.remaining.push((
                 p.key.clone(),
-                format!(
-                    "{} would still differ: the {} side's apply rule kept its entry",
-                    p.category.as_str(),
-                    p.behind.as_str()
+                SkipNote::new(
+                    SkipReason::Kept,
+                    format!(
+                        "{} would still differ: the {} side's apply rule kept its entry",
+                        p.category.as_str(),
+                        p.behind.as_str()
+                    ),
                 ),
             ));
         }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use mend_core::classify::Side;
+use mend_core::playbook::SkipNote;
+use mend_rpc::enums::skip_reason_from_pb;
 use mend_rpc::pb;
 
 use crate::error::AgentError;
@@ -24,7 +27,7 @@ pub struct UndoSummary {
     /// Keys restored at the peer.
     pub restored_peer: u64,
     /// Keys left alone (changed since the repair), with the side.
-    pub skipped: Vec<(String, Vec<u8>, String)>,
+    pub skipped: Vec<(Side, Vec<u8>, SkipNote)>,
 }
 
 /// Undoes repair `id` (run on the agent that ran it): restores local
@@ -61,11 +64,12 @@ pub async fn undo<B: AgentBackend>(
         .await
         .map_err(|s| peer_err(&header.peer, s))?;
     out.restored_peer = resp.restored;
-    out.skipped.extend(
-        resp.skipped
-            .into_iter()
-            .map(|s| ("peer".to_string(), s.key, s.reason)),
-    );
+    for s in resp.skipped {
+        let reason =
+            skip_reason_from_pb(s.kind, "skipped.kind").map_err(|e| peer_err(&header.peer, e))?;
+        out.skipped
+            .push((Side::Peer, s.key, SkipNote::new(reason, s.reason)));
+    }
     let id2 = id.clone();
     let hold_until = state
         .store
@@ -98,11 +102,7 @@ pub async fn undo<B: AgentBackend>(
         })
         .await?;
     out.restored_local = local.restored;
-    out.skipped.extend(
-        local
-            .skipped
-            .into_iter()
-            .map(|(k, r)| ("local".to_string(), k, r)),
-    );
+    out.skipped
+        .extend(local.skipped.into_iter().map(|(k, r)| (Side::Local, k, r)));
     Ok(out)
 }

@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use mend_core::classify::{Category, Side};
+use mend_core::classify::Category;
 use mend_core::exchange::EntrySummary;
+use mend_core::playbook::{PlaybookAction, SkipNote};
 use mend_rpc::convert::version_to_pb;
+use mend_rpc::enums::{category_from_pb, category_to_pb, playbook_action_to_pb, side_to_pb};
 use mend_rpc::pb;
 
 use super::status_report::{run_pb, run_state_pb};
@@ -19,6 +21,7 @@ use crate::exchange::diff;
 use crate::outcome::DiffOutcome;
 use crate::repair::{RepairOptions, repair, undo};
 use crate::state::AgentState;
+use crate::wire::skipped_pb;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -48,16 +51,9 @@ fn entry_version(e: &Option<EntrySummary>) -> pb::EntryVersion {
     }
 }
 
-fn side_str(s: Option<Side>) -> String {
-    s.map(|s| s.as_str().to_string()).unwrap_or_default()
-}
-
-fn categories(v: &[String]) -> Result<Vec<Category>, Status> {
+fn categories(v: &[i32]) -> Result<Vec<Category>, Status> {
     v.iter()
-        .map(|c| {
-            Category::parse(c)
-                .ok_or_else(|| Status::invalid_argument(format!("unknown category {c:?}")))
-        })
+        .map(|&c| category_from_pb(c, "categories"))
         .collect()
 }
 
@@ -66,8 +62,8 @@ pub fn key_pb(k: &crate::outcome::DivergentKey) -> pb::DivergentKey {
     pb::DivergentKey {
         range: k.range.clone(),
         key: k.div.key.clone(),
-        category: k.category.as_str().into(),
-        behind: side_str(k.behind),
+        category: category_to_pb(k.category),
+        behind: side_to_pb(k.behind),
         local: Some(entry_version(&k.div.local)),
         peer: Some(entry_version(&k.div.peer)),
     }
@@ -129,7 +125,12 @@ impl pb::operator_server::Operator for OperatorService {
         // Labelled by the node id the peer proved at handshake, never by the
         // caller-supplied address (bounded cardinality). An exchange on
         // demand is part of the drift history like a scheduled one.
-        crate::schedule::record_exchange(&self.state, &d.peer_node, &d, "on demand");
+        crate::schedule::record_exchange(
+            &self.state,
+            &d.peer_node,
+            &d,
+            (PlaybookAction::OnDemand, "on demand"),
+        );
         crate::schedule::persist_drift(&self.state, &d.peer_node).await;
         let d = Arc::unwrap_or_clone(d);
         Ok(Response::new(stream_report(d, self.state.store.now_ms())))
@@ -194,15 +195,15 @@ impl pb::operator_server::Operator for OperatorService {
                     skipped: s
                         .skipped
                         .into_iter()
-                        .map(|(key, reason)| pb::SkippedKey { key, reason })
+                        .map(|(key, note)| skipped_pb(key, note, None))
                         .collect(),
                     plan: s
                         .plan
                         .into_iter()
                         .map(|p| pb::PlannedKey {
                             key: p.key,
-                            category: p.category.as_str().into(),
-                            behind: p.behind.as_str().into(),
+                            category: category_to_pb(p.category),
+                            behind: side_to_pb(Some(p.behind)),
                             value_bytes: 0,
                             toward_authority: p.resolution
                                 == mend_core::playbook::Resolution::Authority,
@@ -214,7 +215,7 @@ impl pb::operator_server::Operator for OperatorService {
                         predicted_remaining: o
                             .remaining
                             .into_iter()
-                            .map(|(key, reason)| pb::SkippedKey { key, reason })
+                            .map(|(key, note)| skipped_pb(key, note, None))
                             .collect(),
                     }),
                     state: run_state_pb(s.run) as i32,
@@ -274,7 +275,10 @@ impl pb::operator_server::Operator for OperatorService {
                         by_category: r
                             .by_category
                             .into_iter()
-                            .map(|(category, count)| pb::CategoryCount { category, count })
+                            .map(|(c, count)| pb::CategoryCount {
+                                category: category_to_pb(c),
+                                count,
+                            })
                             .collect(),
                         oldest_divergence_ms: r.oldest_divergence_ms,
                         persistent: r.persistent,
@@ -285,6 +289,7 @@ impl pb::operator_server::Operator for OperatorService {
                         bytes_received: r.bytes_received,
                         elapsed_ms: r.elapsed_ms,
                         action: r.action,
+                        action_kind: playbook_action_to_pb(r.action_kind),
                     })
                     .collect(),
             })
@@ -329,9 +334,9 @@ impl pb::operator_server::Operator for OperatorService {
             skipped: out
                 .skipped
                 .into_iter()
-                .map(|(side, key, reason)| pb::SkippedKey {
-                    key,
-                    reason: format!("{side}: {reason}"),
+                .map(|(side, key, note)| {
+                    let note = SkipNote::new(note.reason, format!("{side}: {}", note.text));
+                    skipped_pb(key, note, Some(side))
                 })
                 .collect(),
         }))

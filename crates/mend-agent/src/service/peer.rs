@@ -471,7 +471,7 @@ impl<B: AgentBackend> PeerService<B> {
                     crate::repair::rows::Applied::Kept(decision) => {
                         not_applied.push(pb::KeyOutcome {
                             key,
-                            decision: decision.into(),
+                            decision: mend_rpc::enums::decision_to_pb(decision),
                         })
                     }
                 }
@@ -676,7 +676,7 @@ impl<B: AgentBackend> PeerService<B> {
                 skipped: o
                     .skipped
                     .into_iter()
-                    .map(|(key, reason)| pb::SkippedKey { key, reason })
+                    .map(|(key, note)| crate::wire::skipped_pb(key, note, None))
                     .collect(),
             }),
         }

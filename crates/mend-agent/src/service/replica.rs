@@ -12,7 +12,6 @@ use mend_rpc::pb;
 use mend_store::{Applied, Write};
 
 use crate::state::AgentState;
-use crate::wire::decision_str;
 
 /// Implementation of `mend.v1.Replica`.
 pub struct ReplicaService {
@@ -41,7 +40,7 @@ impl ReplicaService {
 
 fn result(a: &Applied) -> pb::WriteResult {
     pb::WriteResult {
-        decision: decision_str(a.decision).to_string(),
+        decision: mend_rpc::enums::decision_to_pb(a.decision),
         version: Some(version_to_pb(&a.version)),
     }
 }
