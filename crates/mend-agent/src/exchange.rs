@@ -522,13 +522,7 @@ async fn probe_round(
                 Ok::<_, AgentError>((sent, received, replies))
             }
         });
-    let mut replies = Vec::with_capacity(ps.len());
-    for (sent, received, rs) in futures::future::try_join_all(calls).await? {
-        cost.bytes_sent += sent;
-        cost.bytes_received += received;
-        replies.extend(rs);
-    }
-    Ok(replies)
+    Ok(gather(calls, cost).await?.into_iter().flatten().collect())
 }
 
 /// Sends the leaf probes of a step and returns the peer's replies to
@@ -562,7 +556,19 @@ async fn leaf_round(
             Ok::<_, AgentError>((sent, received, replies))
         }
     });
-    let mut all = Vec::with_capacity(lps.len());
+    gather(calls, cost).await
+}
+
+/// Awaits the calls of one round trip together; counts the bytes each sent
+/// and received in `cost` and returns each one's replies, in order.
+async fn gather<T, F>(
+    calls: impl IntoIterator<Item = F>,
+    cost: &mut Cost,
+) -> Result<Vec<T>, AgentError>
+where
+    F: std::future::Future<Output = Result<(u64, u64, T), AgentError>>,
+{
+    let mut all = Vec::new();
     for (sent, received, replies) in futures::future::try_join_all(calls).await? {
         cost.bytes_sent += sent;
         cost.bytes_received += received;
