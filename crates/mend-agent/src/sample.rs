@@ -75,8 +75,14 @@ async fn sample_once<B: AgentBackend>(
     let mut pairs: Vec<Pair> = Vec::new();
     for (id, spec) in specs.iter().enumerate() {
         let id = id as u16;
-        pairs.extend(draw_local(state, &peer, addr, id, &spec.name, per_range, seed).await?);
-        pairs.extend(draw_peer(state, &peer, addr, &spec.name, per_range, seed).await?);
+        let draws = Draws {
+            peer: &peer,
+            addr,
+            per_range,
+            seed,
+        };
+        pairs.extend(draw_local(state, draws, id, &spec.name).await?);
+        pairs.extend(draw_peer(state, draws, &spec.name).await?);
     }
     let sampled = pairs.len() as u64;
     let keys = divergent(state, pairs, now, &policy);
@@ -95,16 +101,24 @@ async fn sample_once<B: AgentBackend>(
     })
 }
 
-/// Draws `per_range` keys of range `id` here and looks them up at the peer.
-async fn draw_local<B: AgentBackend>(
-    state: &Arc<AgentState<B>>,
-    peer: &Peer,
-    addr: &str,
-    id: u16,
-    name: &str,
+/// The draws of one range on each side: `per_range` keys from `seed`,
+/// looked up on the other side.
+#[derive(Clone, Copy)]
+struct Draws<'a> {
+    peer: &'a Peer,
+    addr: &'a str,
     per_range: usize,
     seed: u64,
+}
+
+/// Draws keys of range `id` here and looks them up at the peer.
+async fn draw_local<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    draws: Draws<'_>,
+    id: u16,
+    name: &str,
 ) -> Result<Vec<Pair>, AgentError> {
+    let (peer, addr, per_range, seed) = (draws.peer, draws.addr, draws.per_range, draws.seed);
     let mut pairs = Vec::new();
     // Local draws, looked up at the peer.
     let local: Vec<EntrySummary> = state
@@ -141,16 +155,14 @@ async fn draw_local<B: AgentBackend>(
     Ok(pairs)
 }
 
-/// Has the peer draw `per_range` keys of range `name` and looks them up
-/// here (none when the peer does not serve the range).
+/// Has the peer draw keys of range `name` and looks them up here (none
+/// when the peer does not serve the range).
 async fn draw_peer<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
-    peer: &Peer,
-    addr: &str,
+    draws: Draws<'_>,
     name: &str,
-    per_range: usize,
-    seed: u64,
 ) -> Result<Vec<Pair>, AgentError> {
+    let (peer, addr, per_range, seed) = (draws.peer, draws.addr, draws.per_range, draws.seed);
     // Peer draws, looked up here.
     let req = pb::PeerSampleRequest {
         range: name.to_string(),
