@@ -171,6 +171,40 @@ pub struct RecentRepair {
 pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashboard, AgentError> {
     let now = state.store.now_ms();
     let uptime_ms = state.started.elapsed().as_millis() as u64;
+    let peers = peer_views(state, now, uptime_ms);
+    let exchanges = exchange_views(state);
+    let (causes, sources) = causes_and_sources(state);
+    let mut runs = state.runs.list();
+    runs.sort_by_key(|r| r.state != crate::runs::RunState::Running);
+    let agent = state
+        .grpc_addr
+        .get()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| state.config.listen.to_string());
+    let journal = state.blocking(crate::journal::list).await?;
+    let unfinished = crate::repair::control::unfinished(state, &journal);
+    let recent_repairs = recent_repairs(journal, &agent);
+    let unfinished = unfinished_runs(unfinished, &agent);
+    Ok(Dashboard {
+        node_id: state.node_id.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        now_ms: now,
+        uptime_ms,
+        peers,
+        exchanges,
+        causes,
+        sources,
+        runs,
+        unfinished,
+        recent_repairs,
+        actions: state.actions.list(),
+        session_command: format!("mend dashboard --agent {agent}"),
+    })
+}
+
+/// The configured peers and how their exchanges go: failures first, then
+/// stalls, then by id.
+fn peer_views<B: AgentBackend>(state: &AgentState<B>, now: u64, uptime_ms: u64) -> Vec<PeerView> {
     let links = state.monitor.links();
     let mut peers: Vec<PeerView> = state
         .peers()
@@ -196,7 +230,12 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
         .collect();
     // Failures first, then stalls, then by id.
     peers.sort_by(|a, b| (!a.failing, !a.stalled, &a.id).cmp(&(!b.failing, !b.stalled, &b.id)));
-    let exchanges = state
+    peers
+}
+
+/// Each (peer, range): its last exchange, drift history and budget.
+fn exchange_views<B: AgentBackend>(state: &AgentState<B>) -> Vec<ExchangeView> {
+    state
         .monitor
         .view(None)
         .into_iter()
@@ -227,7 +266,12 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
                 budget,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The attribution of each peer's last exchange: its single cause, where
+/// one explains it all, and its sources, largest first.
+fn causes_and_sources<B: AgentBackend>(state: &AgentState<B>) -> (Vec<CauseView>, Vec<SourceView>) {
     let mut sources = Vec::new();
     let mut causes = Vec::new();
     for (peer, latest) in state.monitor.latest() {
@@ -248,16 +292,13 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
         }
     }
     sources.sort_by_key(|s| std::cmp::Reverse(s.source.count));
-    let mut runs = state.runs.list();
-    runs.sort_by_key(|r| r.state != crate::runs::RunState::Running);
-    let agent = state
-        .grpc_addr
-        .get()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| state.config.listen.to_string());
-    let journal = state.blocking(crate::journal::list).await?;
-    let unfinished = crate::repair::control::unfinished(state, &journal);
-    let recent_repairs = journal
+    (causes, sources)
+}
+
+/// The newest [`RECENT_REPAIRS_MAX`] repairs this agent started, with the
+/// command that undoes each through `agent`.
+fn recent_repairs(journal: Vec<crate::journal::RepairHeader>, agent: &str) -> Vec<RecentRepair> {
+    journal
         .into_iter()
         .rev()
         .filter(|h| h.initiator)
@@ -271,8 +312,16 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
             keys_pushed: h.keys_pushed,
             undone: h.undone,
         })
-        .collect();
-    let unfinished = unfinished
+        .collect()
+}
+
+/// The unfinished runs with the verbs that apply to each and their
+/// commands through `agent`.
+fn unfinished_runs(
+    unfinished: Vec<crate::repair::control::RunInfo>,
+    agent: &str,
+) -> Vec<UnfinishedRun> {
+    unfinished
         .into_iter()
         .map(|run| {
             let verbs: &[&'static str] = match (run.state, run.live) {
@@ -288,22 +337,7 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
                 run,
             }
         })
-        .collect();
-    Ok(Dashboard {
-        node_id: state.node_id.to_string(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        now_ms: now,
-        uptime_ms,
-        peers,
-        exchanges,
-        causes,
-        sources,
-        runs,
-        unfinished,
-        recent_repairs,
-        actions: state.actions.list(),
-        session_command: format!("mend dashboard --agent {agent}"),
-    })
+        .collect()
 }
 
 /// A run with segments left, as the page lists it.

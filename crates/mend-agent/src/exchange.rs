@@ -170,6 +170,43 @@ async fn diff_once<B: AgentBackend>(
     let started_ms = state.store.now_ms();
     let peer = connect(state, addr).await?;
     let mut cost = Cost::default();
+    let wanted = wanted_ranges(state, range)?;
+    let sent_ms = state.store.now_ms();
+    let resp = handshake(state, &peer, addr, &wanted, range.is_none(), &mut cost).await?;
+    let mid_ms = sent_ms / 2 + state.store.now_ms() / 2;
+    let peer_clock_skew_ms = clock_skew_ms(resp.now_ms, mid_ms);
+    if resp.ranges.is_empty() {
+        return Err(AgentError::precondition(format!(
+            "peer {addr} serves none of this agent's ranges"
+        )));
+    }
+    let found = diff_ranges(state, &peer, addr, resp.ranges, &mut cost).await?;
+    let out = DiffOutcome {
+        local_node: state.node_id.to_string(),
+        peer_node: resp.node_id,
+        peer_incarnation: resp.incarnation,
+        versionless_ranges: versionless_ranges(state, &found.names),
+        ranges: found.names,
+        keys: found.keys,
+        tree_mismatches: found.tree_mismatches,
+        started_ms,
+        peer_clock_skew_ms,
+        entries_local: found.entries_local,
+        entries_peer: found.entries_peer,
+        cost,
+        elapsed: started.elapsed(),
+    };
+    publish_clock_skew(state, &out);
+    crate::sync_record::record_sync(state, &out).await?;
+    Ok(out)
+}
+
+/// The ranges to ask the peer for: `range`, or every range this agent
+/// serves.
+fn wanted_ranges<B: AgentBackend>(
+    state: &AgentState<B>,
+    range: Option<&str>,
+) -> Result<Vec<mend_core::RangeSpec>, AgentError> {
     let specs = state.store.ranges().specs().to_vec();
     let wanted: Vec<_> = match range {
         Some(r) => {
@@ -180,27 +217,46 @@ async fn diff_once<B: AgentBackend>(
         }
         None => specs.clone(),
     };
-    let sent_ms = state.store.now_ms();
-    let resp = handshake(state, &peer, addr, &wanted, range.is_none(), &mut cost).await?;
-    let mid_ms = sent_ms / 2 + state.store.now_ms() / 2;
-    let peer_clock_skew_ms = if resp.now_ms == 0 {
+    Ok(wanted)
+}
+
+/// The peer's clock (`peer_now_ms`, 0 = not told) minus ours at the middle
+/// of the handshake, ms.
+fn clock_skew_ms(peer_now_ms: u64, mid_ms: u64) -> i64 {
+    if peer_now_ms == 0 {
         0
     } else {
-        (i128::from(resp.now_ms) - i128::from(mid_ms)).clamp(i64::MIN.into(), i64::MAX.into())
+        (i128::from(peer_now_ms) - i128::from(mid_ms)).clamp(i64::MIN.into(), i64::MAX.into())
             as i64
-    };
-    if resp.ranges.is_empty() {
-        return Err(AgentError::precondition(format!(
-            "peer {addr} serves none of this agent's ranges"
-        )));
     }
+}
+
+/// What the descents of every range found.
+struct RangesDiffed {
+    names: Vec<String>,
+    keys: Vec<DivergentKey>,
+    tree_mismatches: Vec<TreeMismatch>,
+    entries_local: u64,
+    entries_peer: u64,
+}
+
+/// Descends each range the peer answered for, classifying what differs
+/// and checking this side's tree where the roots differ but the entries
+/// agree.
+async fn diff_ranges<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    peer: &Peer,
+    addr: &str,
+    ranges: Vec<pb::RangeRoot>,
+    cost: &mut Cost,
+) -> Result<RangesDiffed, AgentError> {
     let now = state.store.now_ms();
     let policy = state.config.policy();
     let mut keys = Vec::new();
     let mut names = Vec::new();
     let mut tree_mismatches = Vec::new();
     let (mut entries_local, mut entries_peer) = (0u64, 0u64);
-    for rr in resp.ranges {
+    for rr in ranges {
         let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
             AgentError::invalid(format!(
                 "peer {addr} answered for unknown range {:?}",
@@ -211,7 +267,7 @@ async fn diff_once<B: AgentBackend>(
         entries_local += state.store.root(id).map_err(AgentError::from)?.count;
         let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
         let (divs, quiet, roots_differ) =
-            descend(state, &peer, addr, id, &rr.name, rr.root, &mut cost, left).await?;
+            descend(state, peer, addr, id, &rr.name, rr.root, cost, left).await?;
         if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
             tree_mismatches.push(tree_mismatch(state, addr, id, &rr.name, quiet).await?);
         }
@@ -229,30 +285,33 @@ async fn diff_once<B: AgentBackend>(
         }
         names.push(rr.name);
     }
-    let out = DiffOutcome {
-        local_node: state.node_id.to_string(),
-        peer_node: resp.node_id,
-        peer_incarnation: resp.incarnation,
-        versionless_ranges: names
-            .iter()
-            .filter(|n| {
-                let r = state.store.ranges();
-                r.by_name(n)
-                    .and_then(|id| r.get(id))
-                    .is_some_and(|s| s.versionless)
-            })
-            .cloned()
-            .collect(),
-        ranges: names,
+    Ok(RangesDiffed {
+        names,
         keys,
         tree_mismatches,
-        started_ms,
-        peer_clock_skew_ms,
         entries_local,
         entries_peer,
-        cost,
-        elapsed: started.elapsed(),
-    };
+    })
+}
+
+/// Those of `names` that are versionless ranges here.
+fn versionless_ranges<B: AgentBackend>(state: &AgentState<B>, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| {
+            let r = state.store.ranges();
+            r.by_name(n)
+                .and_then(|id| r.get(id))
+                .is_some_and(|s| s.versionless)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Publishes the peer's clock skew, warning when it is outside the
+/// allowed skew.
+fn publish_clock_skew<B: AgentBackend>(state: &AgentState<B>, out: &DiffOutcome) {
+    let peer_clock_skew_ms = out.peer_clock_skew_ms;
     state
         .metrics
         .peer_clock_skew_seconds
@@ -266,8 +325,6 @@ async fn diff_once<B: AgentBackend>(
             "peer clock outside the allowed skew: its writes are future_version here, or ours there"
         );
     }
-    crate::sync_record::record_sync(state, &out).await?;
-    Ok(out)
 }
 
 /// Verifies this agent's side of a range's quiet buckets against its data
@@ -403,79 +460,15 @@ async fn descend<B: AgentBackend>(
         match step {
             Step::Done => break,
             Step::Probe(ps) => {
-                // The probes of a step go out at once (one round trip), in
-                // requests sized so that every reply fits the message limit.
-                cost.rounds += 1;
-                let calls = mend_core::exchange::probe_batches(&ps, shape)
-                    .into_iter()
-                    .map(|r| {
-                        let peer = peer.clone();
-                        let probes = &ps[r];
-                        let req = pb::ProbeRequest {
-                            range: name.to_string(),
-                            probes: probes.iter().map(probe_to_pb).collect(),
-                        };
-                        async move {
-                            let sent = wire(&req);
-                            let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?;
-                            let received = wire(&resp);
-                            if resp.replies.len() != probes.len() {
-                                return Err(AgentError::internal(format!(
-                                    "peer {addr} answered {} of {} probes",
-                                    resp.replies.len(),
-                                    probes.len()
-                                )));
-                            }
-                            let replies = resp
-                                .replies
-                                .into_iter()
-                                .zip(probes)
-                                .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
-                                .collect::<Result<Vec<_>, _>>()
-                                .map_err(|s| peer_err(addr, s))?;
-                            Ok::<_, AgentError>((sent, received, replies))
-                        }
-                    });
-                let mut replies = Vec::with_capacity(ps.len());
-                for (sent, received, rs) in futures::future::try_join_all(calls).await? {
-                    cost.bytes_sent += sent;
-                    cost.bytes_received += received;
-                    replies.extend(rs);
-                }
+                let replies = probe_round(peer, addr, name, &ps, shape, cost).await?;
                 (d, step) = advance(state, d, id, addr, replies, Descent::on_probe_replies).await?;
             }
             Step::Leaves(lps) => {
-                // All leaf probes of the step go out at once (one round
-                // trip), each on its own HTTP/2 stream of the connection.
-                cost.rounds += 1;
                 let budget = Budget {
                     entries: keys_left.into(),
                     key_bytes: state.config.limits.diff_key_bytes_max.into(),
                 };
-                let budget = &budget;
-                let calls = lps.iter().map(|lp| {
-                    let peer = peer.clone();
-                    let req = leaf_probe_to_pb(name, lp);
-                    async move {
-                        let sent = wire(&req);
-                        let mut received = 0;
-                        let mut stream = peer.leaves(req).await.map_err(|s| peer_err(addr, s))?;
-                        let mut replies = Vec::new();
-                        while let Some(m) = next_message(&mut stream, timeout, addr).await? {
-                            received += wire(&m);
-                            let r = leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?;
-                            budget.charge(&r, addr)?;
-                            replies.push(r);
-                        }
-                        Ok::<_, AgentError>((sent, received, replies))
-                    }
-                });
-                let mut all = Vec::with_capacity(lps.len());
-                for (sent, received, replies) in futures::future::try_join_all(calls).await? {
-                    cost.bytes_sent += sent;
-                    cost.bytes_received += received;
-                    all.push(replies);
-                }
+                let all = leaf_round(peer, addr, name, &lps, &budget, timeout, cost).await?;
                 (d, step) = advance(state, d, id, addr, all, Descent::on_leaf_replies).await?;
             }
         }
@@ -485,4 +478,101 @@ async fn descend<B: AgentBackend>(
     cost.leaves_compared += st.leaves_compared;
     let quiet = d.quiet_buckets();
     Ok((d.finish(), quiet, roots_differ))
+}
+
+/// Sends the probes of a step and returns the peer's replies, in order.
+async fn probe_round(
+    peer: &Peer,
+    addr: &str,
+    name: &str,
+    ps: &[mend_core::exchange::Probe],
+    shape: mend_core::TreeShape,
+    cost: &mut Cost,
+) -> Result<Vec<mend_core::exchange::ProbeReply>, AgentError> {
+    // The probes of a step go out at once (one round trip), in
+    // requests sized so that every reply fits the message limit.
+    cost.rounds += 1;
+    let calls = mend_core::exchange::probe_batches(ps, shape)
+        .into_iter()
+        .map(|r| {
+            let peer = peer.clone();
+            let probes = &ps[r];
+            let req = pb::ProbeRequest {
+                range: name.to_string(),
+                probes: probes.iter().map(probe_to_pb).collect(),
+            };
+            async move {
+                let sent = wire(&req);
+                let resp = peer.probe(req).await.map_err(|s| peer_err(addr, s))?;
+                let received = wire(&resp);
+                if resp.replies.len() != probes.len() {
+                    return Err(AgentError::internal(format!(
+                        "peer {addr} answered {} of {} probes",
+                        resp.replies.len(),
+                        probes.len()
+                    )));
+                }
+                let replies = resp
+                    .replies
+                    .into_iter()
+                    .zip(probes)
+                    .map(|(r, p)| probe_reply_from_pb(r, p.hashes.len()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|s| peer_err(addr, s))?;
+                Ok::<_, AgentError>((sent, received, replies))
+            }
+        });
+    Ok(gather(calls, cost).await?.into_iter().flatten().collect())
+}
+
+/// Sends the leaf probes of a step and returns the peer's replies to
+/// each, charging them to `budget` as they arrive.
+async fn leaf_round(
+    peer: &Peer,
+    addr: &str,
+    name: &str,
+    lps: &[mend_core::exchange::LeafProbe],
+    budget: &Budget,
+    timeout: Duration,
+    cost: &mut Cost,
+) -> Result<Vec<Vec<mend_core::exchange::LeafReply>>, AgentError> {
+    // All leaf probes of the step go out at once (one round
+    // trip), each on its own HTTP/2 stream of the connection.
+    cost.rounds += 1;
+    let calls = lps.iter().map(|lp| {
+        let peer = peer.clone();
+        let req = leaf_probe_to_pb(name, lp);
+        async move {
+            let sent = wire(&req);
+            let mut received = 0;
+            let mut stream = peer.leaves(req).await.map_err(|s| peer_err(addr, s))?;
+            let mut replies = Vec::new();
+            while let Some(m) = next_message(&mut stream, timeout, addr).await? {
+                received += wire(&m);
+                let r = leaf_reply_from_pb(m, lp).map_err(|s| peer_err(addr, s))?;
+                budget.charge(&r, addr)?;
+                replies.push(r);
+            }
+            Ok::<_, AgentError>((sent, received, replies))
+        }
+    });
+    gather(calls, cost).await
+}
+
+/// Awaits the calls of one round trip together; counts the bytes each sent
+/// and received in `cost` and returns each one's replies, in order.
+async fn gather<T, F>(
+    calls: impl IntoIterator<Item = F>,
+    cost: &mut Cost,
+) -> Result<Vec<T>, AgentError>
+where
+    F: std::future::Future<Output = Result<(u64, u64, T), AgentError>>,
+{
+    let mut all = Vec::new();
+    for (sent, received, replies) in futures::future::try_join_all(calls).await? {
+        cost.bytes_sent += sent;
+        cost.bytes_received += received;
+        all.push(replies);
+    }
+    Ok(all)
 }

@@ -195,124 +195,223 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Monitor {
-    /// Records an exchange against `peer`; returns budget flips.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &self,
-        metrics: &Metrics,
-        peer: &str,
-        budget: Option<Budget>,
-        history_max: usize,
-        outcome: &Arc<DiffOutcome>,
-        now_ms: u64,
-        action: (PlaybookAction, &str),
-    ) -> Vec<BudgetFlip> {
-        let mut flips = Vec::new();
-        let mut ranges = lock(&self.ranges);
-        for range in &outcome.ranges {
-            let drift = ranges.entry((peer.to_string(), range.clone())).or_default();
-            let keys: Vec<_> = outcome.keys.iter().filter(|k| &k.range == range).collect();
-            let mut rec = ExchangeRecord {
-                at_ms: now_ms,
-                divergent_keys: keys.len() as u64,
-                rounds: outcome.cost.rounds,
-                bytes_sent: outcome.cost.bytes_sent,
-                bytes_received: outcome.cost.bytes_received,
-                elapsed_ms: outcome.elapsed.as_millis() as u64,
-                action: action.1.to_string(),
-                action_kind: Some(action.0),
-                ..Default::default()
-            };
-            let mut present = std::collections::HashSet::new();
-            for k in &keys {
-                *rec.by_category.entry(k.category).or_default() += 1;
-                let newer_ms = [&k.div.local, &k.div.peer]
-                    .iter()
-                    .filter_map(|e| e.as_ref().map(|e| e.version.ms))
-                    .max()
-                    .unwrap_or(now_ms);
-                rec.oldest_divergence_ms = rec
-                    .oldest_divergence_ms
-                    .max(now_ms.saturating_sub(newer_ms));
-                present.insert(k.div.key.clone());
-                let t = drift.tracked.entry(k.div.key.clone()).or_insert(Tracked {
-                    first_seen_ms: now_ms,
-                    streak: 0,
-                });
-                t.streak += 1;
-                if k.category != Category::InFlight && t.streak >= 2 {
-                    rec.persistent += 1;
-                } else {
-                    rec.transient += 1;
-                }
-            }
-            let gone: Vec<Vec<u8>> = drift
-                .tracked
-                .keys()
-                .filter(|k| !present.contains(*k))
-                .cloned()
-                .collect();
-            for k in gone {
-                if let Some(t) = drift.tracked.remove(&k) {
-                    let ms = now_ms.saturating_sub(t.first_seen_ms);
-                    rec.converged += 1;
-                    drift.converged_keys += 1;
-                    drift.convergence_ms_total += ms;
-                    metrics.convergence_seconds.observe(ms as f64 / 1000.0);
-                }
-            }
+/// A completed exchange, as the monitor records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// The peer's id.
+    pub peer: &'a str,
+    /// What the exchange found.
+    pub outcome: &'a Arc<DiffOutcome>,
+    /// When it was recorded, ms since the epoch.
+    pub now_ms: u64,
+    /// What the playbook did: its kind and the line shown to operators.
+    pub action: (PlaybookAction, &'a str),
+    /// The peer's drift budget, if one is configured.
+    pub budget: Option<Budget>,
+    /// Records kept per (peer, range).
+    pub history_max: usize,
+}
+
+/// What an exchange changed in the drift of one (peer, range), for the
+/// caller to publish ([`publish_drift`]) and alert on.
+#[derive(Debug, Clone, Default)]
+pub struct DriftChange {
+    /// Range.
+    pub range: String,
+    /// The budget's state after the exchange (`None`: no budget).
+    pub budget_exceeded: Option<bool>,
+    /// The budget's state flipped.
+    pub flip: Option<BudgetFlip>,
+    /// Time to convergence of each key converged, ms.
+    pub converged_ms: Vec<u64>,
+}
+
+/// The drift of `range` after the exchange `o`, from the drift before it:
+/// the exchange recorded in the history, the keys tracked across exchanges
+/// (persistent or transient, converged), and the budget's state. Pure: the
+/// caller stores the new drift and publishes the change.
+pub fn update_drift(
+    mut drift: RangeDrift,
+    range: &str,
+    o: &Observation<'_>,
+) -> (RangeDrift, DriftChange) {
+    let now_ms = o.now_ms;
+    let outcome = o.outcome;
+    let keys: Vec<_> = outcome.keys.iter().filter(|k| k.range == range).collect();
+    let mut rec = ExchangeRecord {
+        at_ms: now_ms,
+        divergent_keys: keys.len() as u64,
+        rounds: outcome.cost.rounds,
+        bytes_sent: outcome.cost.bytes_sent,
+        bytes_received: outcome.cost.bytes_received,
+        elapsed_ms: outcome.elapsed.as_millis() as u64,
+        action: o.action.1.to_string(),
+        action_kind: Some(o.action.0),
+        ..Default::default()
+    };
+    let present = track_keys(&mut drift, &mut rec, &keys, now_ms);
+    let converged_ms = forget_converged(&mut drift, &mut rec, &present, now_ms);
+    let mut change = DriftChange {
+        range: range.to_string(),
+        converged_ms,
+        ..Default::default()
+    };
+    if let Some(b) = o.budget {
+        change.flip = check_budget(&mut drift, &rec, b, o.peer, range, now_ms);
+        change.budget_exceeded = Some(drift.budget_exceeded);
+    }
+    drift.history.push_back(rec);
+    while drift.history.len() > o.history_max {
+        drift.history.pop_front();
+    }
+    (drift, change)
+}
+
+/// Counts `keys` (this exchange's divergent keys of one range) into `rec`
+/// by category, age and streak; returns the set of them.
+fn track_keys(
+    drift: &mut RangeDrift,
+    rec: &mut ExchangeRecord,
+    keys: &[&crate::outcome::DivergentKey],
+    now_ms: u64,
+) -> std::collections::HashSet<Vec<u8>> {
+    let mut present = std::collections::HashSet::new();
+    for k in keys {
+        *rec.by_category.entry(k.category).or_default() += 1;
+        let newer_ms = [&k.div.local, &k.div.peer]
+            .iter()
+            .filter_map(|e| e.as_ref().map(|e| e.version.ms))
+            .max()
+            .unwrap_or(now_ms);
+        rec.oldest_divergence_ms = rec
+            .oldest_divergence_ms
+            .max(now_ms.saturating_sub(newer_ms));
+        present.insert(k.div.key.clone());
+        let t = drift.tracked.entry(k.div.key.clone()).or_insert(Tracked {
+            first_seen_ms: now_ms,
+            streak: 0,
+        });
+        t.streak += 1;
+        if k.category != Category::InFlight && t.streak >= 2 {
+            rec.persistent += 1;
+        } else {
+            rec.transient += 1;
+        }
+    }
+    present
+}
+
+/// Stops tracking the keys not `present` any more, counting them converged;
+/// returns the time each took, ms.
+fn forget_converged(
+    drift: &mut RangeDrift,
+    rec: &mut ExchangeRecord,
+    present: &std::collections::HashSet<Vec<u8>>,
+    now_ms: u64,
+) -> Vec<u64> {
+    let mut converged_ms = Vec::new();
+    let gone: Vec<Vec<u8>> = drift
+        .tracked
+        .keys()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some(t) = drift.tracked.remove(&k) {
+            let ms = now_ms.saturating_sub(t.first_seen_ms);
+            rec.converged += 1;
+            drift.converged_keys += 1;
+            drift.convergence_ms_total += ms;
+            converged_ms.push(ms);
+        }
+    }
+    converged_ms
+}
+
+/// Sets the budget state of the drift from `rec`; returns the flip, if the
+/// state changed.
+fn check_budget(
+    drift: &mut RangeDrift,
+    rec: &ExchangeRecord,
+    b: Budget,
+    peer: &str,
+    range: &str,
+    now_ms: u64,
+) -> Option<BudgetFlip> {
+    let mut flip = None;
+    let counted = rec.divergent_keys
+        - rec
+            .by_category
+            .get(&Category::InFlight)
+            .copied()
+            .unwrap_or(0);
+    let exceeded =
+        counted > b.divergent_keys_max || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
+    if exceeded != drift.budget_exceeded || drift.budget_since_ms == 0 {
+        if exceeded != drift.budget_exceeded {
+            flip = Some(BudgetFlip {
+                peer: peer.into(),
+                range: range.to_string(),
+                exceeded,
+                divergent_keys: counted,
+                oldest_divergence_ms: rec.oldest_divergence_ms,
+                divergent_keys_max: b.divergent_keys_max,
+                oldest_divergence_ms_max: b.oldest_divergence_ms_max,
+            });
+        }
+        drift.budget_exceeded = exceeded;
+        drift.budget_since_ms = now_ms;
+    }
+    flip
+}
+
+/// Publishes what an exchange with `peer` changed in its drift: the time
+/// to convergence of each converged key, and the budget gauges.
+pub fn publish_drift(metrics: &Metrics, peer: &str, changes: &[DriftChange]) {
+    for c in changes {
+        for ms in &c.converged_ms {
+            metrics.convergence_seconds.observe(*ms as f64 / 1000.0);
+        }
+        if let Some(exceeded) = c.budget_exceeded {
             let pr = PeerRange {
                 peer: peer.into(),
-                range: range.clone(),
+                range: c.range.clone(),
             };
-            if let Some(b) = budget {
-                let counted = rec.divergent_keys
-                    - rec
-                        .by_category
-                        .get(&Category::InFlight)
-                        .copied()
-                        .unwrap_or(0);
-                let exceeded = counted > b.divergent_keys_max
-                    || rec.oldest_divergence_ms > b.oldest_divergence_ms_max;
-                if exceeded != drift.budget_exceeded || drift.budget_since_ms == 0 {
-                    if exceeded != drift.budget_exceeded {
-                        flips.push(BudgetFlip {
-                            peer: peer.into(),
-                            range: range.clone(),
-                            exceeded,
-                            divergent_keys: counted,
-                            oldest_divergence_ms: rec.oldest_divergence_ms,
-                            divergent_keys_max: b.divergent_keys_max,
-                            oldest_divergence_ms_max: b.oldest_divergence_ms_max,
-                        });
-                    }
-                    drift.budget_exceeded = exceeded;
-                    drift.budget_since_ms = now_ms;
-                }
-                metrics
-                    .budget_exceeded
-                    .get_or_create(&pr)
-                    .set(exceeded as i64);
-            }
-            drift.history.push_back(rec);
-            while drift.history.len() > history_max {
-                drift.history.pop_front();
-            }
+            metrics
+                .budget_exceeded
+                .get_or_create(&pr)
+                .set(exceeded as i64);
+        }
+    }
+}
+
+impl Monitor {
+    /// Records an exchange ([`update_drift`] for each of its ranges);
+    /// returns what changed, for [`publish_drift`].
+    pub fn record(&self, o: &Observation<'_>) -> Vec<DriftChange> {
+        let mut changes = Vec::new();
+        let mut ranges = lock(&self.ranges);
+        for range in &o.outcome.ranges {
+            let drift = ranges
+                .entry((o.peer.to_string(), range.clone()))
+                .or_default();
+            let (next, change) = update_drift(std::mem::take(drift), range, o);
+            *drift = next;
+            changes.push(change);
         }
         lock(&self.last).insert(
-            peer.to_string(),
+            o.peer.to_string(),
             Arc::new(Latest {
-                at_ms: now_ms,
-                outcome: outcome.clone(),
+                at_ms: o.now_ms,
+                outcome: o.outcome.clone(),
                 attribution: std::sync::OnceLock::new(),
             }),
         );
         let mut links = lock(&self.links);
-        let l = links.entry(peer.to_string()).or_default();
-        l.last_ok_ms = now_ms;
+        let l = links.entry(o.peer.to_string()).or_default();
+        l.last_ok_ms = o.now_ms;
         l.failures = 0;
-        flips
+        changes
     }
 
     /// An exchange with `peer` (a configured peer's id: bounded) failed.
@@ -508,5 +607,175 @@ pub fn publish_divergence(metrics: &Metrics, peer: &str, o: &DiffOutcome, now_ms
                 range: range.clone(),
             })
             .set(oldest_ms as f64 / 1000.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mend_core::NodeId;
+    use mend_core::exchange::{Divergence, EntrySummary};
+    use mend_core::version::Version;
+
+    use super::*;
+    use crate::outcome::{Cost, DivergentKey};
+
+    /// A key of range `r` present here only, written at `written_ms`.
+    fn key(k: &str, category: Category, written_ms: u64) -> DivergentKey {
+        let local = EntrySummary {
+            key: k.as_bytes().to_vec(),
+            version: Version {
+                ms: written_ms,
+                logical: 0,
+                origin: NodeId::new("a").unwrap(),
+                seq: 1,
+            },
+            tombstone: false,
+            hash: 1,
+        };
+        DivergentKey {
+            range: "r".into(),
+            div: Divergence {
+                key: k.as_bytes().to_vec(),
+                local: Some(local),
+                peer: None,
+            },
+            category,
+            behind: None,
+        }
+    }
+
+    fn outcome(keys: Vec<DivergentKey>) -> Arc<DiffOutcome> {
+        Arc::new(DiffOutcome {
+            local_node: "a".into(),
+            peer_node: "b".into(),
+            peer_incarnation: 1,
+            ranges: vec!["r".into()],
+            versionless_ranges: Vec::new(),
+            keys,
+            tree_mismatches: Vec::new(),
+            started_ms: 0,
+            peer_clock_skew_ms: 0,
+            entries_local: 0,
+            entries_peer: 0,
+            cost: Cost::default(),
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// Runs one exchange of range `r` with `b` through the pure update.
+    fn exchange(
+        drift: RangeDrift,
+        keys: Vec<DivergentKey>,
+        now_ms: u64,
+        budget: Option<Budget>,
+    ) -> (RangeDrift, DriftChange) {
+        let outcome = outcome(keys);
+        let o = Observation {
+            peer: "b",
+            outcome: &outcome,
+            now_ms,
+            action: (PlaybookAction::Report, "report"),
+            budget,
+            history_max: 2,
+        };
+        update_drift(drift, "r", &o)
+    }
+
+    #[test]
+    fn a_key_divergent_twice_is_persistent_then_converges() {
+        let k = || key("k", Category::Missing, 500);
+        let (d, c) = exchange(RangeDrift::default(), vec![k()], 1_000, None);
+        let rec = d.history.back().unwrap();
+        assert_eq!((rec.transient, rec.persistent), (1, 0));
+        assert_eq!(rec.oldest_divergence_ms, 500);
+        assert!(c.converged_ms.is_empty() && c.budget_exceeded.is_none());
+
+        let (d, _) = exchange(d, vec![k()], 2_000, None);
+        let rec = d.history.back().unwrap();
+        assert_eq!((rec.transient, rec.persistent), (0, 1));
+
+        let (d, c) = exchange(d, Vec::new(), 4_000, None);
+        let rec = d.history.back().unwrap();
+        assert_eq!((rec.divergent_keys, rec.converged), (0, 1));
+        // Converged 3 s after the exchange that first found it.
+        assert_eq!(c.converged_ms, vec![3_000]);
+        assert_eq!((d.converged_keys, d.convergence_ms_total), (1, 3_000));
+        assert!(d.tracked.is_empty());
+        // history_max = 2: the first exchange is gone.
+        assert_eq!(d.history.len(), 2);
+        assert_eq!(d.history.front().unwrap().at_ms, 2_000);
+    }
+
+    #[test]
+    fn in_flight_keys_stay_transient_and_outside_the_budget() {
+        let budget = Budget {
+            divergent_keys_max: 0,
+            oldest_divergence_ms_max: 10_000,
+        };
+        let k = || key("k", Category::InFlight, 900);
+        let (d, c) = exchange(RangeDrift::default(), vec![k()], 1_000, Some(budget));
+        let (d, c2) = exchange(d, vec![k()], 2_000, Some(budget));
+        let rec = d.history.back().unwrap();
+        assert_eq!((rec.transient, rec.persistent), (1, 0));
+        assert_eq!(c.budget_exceeded, Some(false));
+        assert!(c.flip.is_none() && c2.flip.is_none());
+    }
+
+    #[test]
+    fn a_budget_flips_when_exceeded_and_back() {
+        let budget = Budget {
+            divergent_keys_max: 1,
+            oldest_divergence_ms_max: 60_000,
+        };
+        let keys = || {
+            vec![
+                key("a", Category::Missing, 1_000),
+                key("b", Category::Stale, 1_000),
+            ]
+        };
+        // The first exchange within budget sets the state (since 1 s) without a flip.
+        let (d, c) = exchange(RangeDrift::default(), Vec::new(), 1_000, Some(budget));
+        assert!(c.flip.is_none());
+        assert_eq!((d.budget_exceeded, d.budget_since_ms), (false, 1_000));
+
+        let (d, c) = exchange(d, keys(), 2_000, Some(budget));
+        let f = c.flip.expect("exceeded");
+        assert!(f.exceeded);
+        assert_eq!((f.peer.as_str(), f.range.as_str()), ("b", "r"));
+        assert_eq!((f.divergent_keys, f.divergent_keys_max), (2, 1));
+        assert_eq!(c.budget_exceeded, Some(true));
+        assert_eq!((d.budget_exceeded, d.budget_since_ms), (true, 2_000));
+
+        // Still exceeded: no flip, the state keeps its time.
+        let (d, c) = exchange(d, keys(), 3_000, Some(budget));
+        assert!(c.flip.is_none());
+        assert_eq!(d.budget_since_ms, 2_000);
+
+        let (d, c) = exchange(d, Vec::new(), 4_000, Some(budget));
+        assert!(!c.flip.expect("back within").exceeded);
+        assert_eq!(c.converged_ms, vec![2_000, 2_000]);
+        assert_eq!((d.budget_exceeded, d.budget_since_ms), (false, 4_000));
+    }
+
+    #[test]
+    fn record_keeps_each_range_and_returns_its_change() {
+        let m = Monitor::default();
+        let outcome = outcome(vec![key("k", Category::Missing, 0)]);
+        let changes = m.record(&Observation {
+            peer: "b",
+            outcome: &outcome,
+            now_ms: 5,
+            action: (PlaybookAction::Report, "report"),
+            budget: None,
+            history_max: 4,
+        });
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].range, "r");
+        let v = m.view(Some("b"));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].records[0].divergent_keys, 1);
+        assert_eq!(m.links()["b"].last_ok_ms, 5);
     }
 }

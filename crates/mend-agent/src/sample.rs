@@ -10,7 +10,7 @@ use mend_rpc::convert::summary_from_pb;
 use mend_rpc::pb;
 
 use crate::error::AgentError;
-use crate::exchange::{connect, peer_err};
+use crate::exchange::{Peer, connect, peer_err};
 use crate::outcome::{DivergentKey, classify_in};
 use crate::state::{AgentBackend, AgentState};
 
@@ -57,6 +57,10 @@ pub async fn sample<B: AgentBackend>(
     crate::exchange::forget_on_error(state, addr, out)
 }
 
+/// A sampled key in a range: this agent's entry and the peer's (`None`:
+/// absent on that side).
+type Pair = (String, Option<EntrySummary>, Option<EntrySummary>);
+
 async fn sample_once<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     addr: &str,
@@ -68,72 +72,137 @@ async fn sample_once<B: AgentBackend>(
     let per_range = (n as usize).div_ceil(2 * specs.len()).max(1);
     let now = state.store.now_ms();
     let policy = state.config.policy();
-    let mut pairs: Vec<(String, Option<EntrySummary>, Option<EntrySummary>)> = Vec::new();
+    let mut pairs: Vec<Pair> = Vec::new();
     for (id, spec) in specs.iter().enumerate() {
         let id = id as u16;
-        // Local draws, looked up at the peer.
-        let local: Vec<EntrySummary> = state
-            .blocking(move |s| s.sample_entries(id, per_range, seed))
-            .await?
-            .into_iter()
-            .map(|e| EntrySummary {
-                hash: entry_hash(&e.digest),
-                key: e.key,
-                version: e.meta.version,
-                tombstone: e.meta.tombstone,
-            })
-            .collect();
-        for chunk in local.chunks(state.config.limits.fetch_keys_max) {
-            let req = pb::FetchRequest {
-                keys: chunk.iter().map(|e| e.key.clone()).collect(),
-            };
-            let resp = peer.lookup(req).await.map_err(|s| peer_err(addr, s))?;
-            if resp.results.len() != chunk.len() {
-                return Err(AgentError::internal(format!(
-                    "peer {addr} answered {} of {} lookups",
-                    resp.results.len(),
-                    chunk.len()
-                )));
-            }
-            for (mine, r) in chunk.iter().zip(resp.results) {
-                let theirs = match r.entry {
-                    Some(e) if r.found => Some(summary_from_pb(e).map_err(|s| peer_err(addr, s))?),
-                    _ => None,
-                };
-                pairs.push((spec.name.clone(), Some(mine.clone()), theirs));
-            }
-        }
-        // Peer draws, looked up here.
-        let req = pb::PeerSampleRequest {
-            range: spec.name.clone(),
-            count: per_range as u32,
+        let draws = Draws {
+            peer: &peer,
+            addr,
+            per_range,
             seed,
         };
-        let drawn = match peer.sample(req).await {
-            Ok(r) => r.entries,
-            Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
-            Err(s) => return Err(peer_err(addr, s)),
-        };
-        let theirs: Vec<EntrySummary> = drawn
-            .into_iter()
-            .map(summary_from_pb)
-            .collect::<Result<_, _>>()
-            .map_err(|s| peer_err(addr, s))?;
-        let st = state.clone();
-        let looked = tokio::task::spawn_blocking(move || {
-            theirs
-                .into_iter()
-                .map(|t| st.store.summary(&t.key).map(|m| (m, t)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(AgentError::from)?
-        .map_err(AgentError::from)?;
-        for (mine, t) in looked {
-            pairs.push((spec.name.clone(), mine, Some(t)));
-        }
+        pairs.extend(draw_local(state, draws, id, &spec.name).await?);
+        pairs.extend(draw_peer(state, draws, &spec.name).await?);
     }
     let sampled = pairs.len() as u64;
+    let keys = divergent(state, pairs, now, &policy);
+    let (ci_low, ci_high) = wilson(keys.len() as u64, sampled);
+    let share = if sampled == 0 {
+        0.0
+    } else {
+        keys.len() as f64 / sampled as f64
+    };
+    Ok(SampleOutcome {
+        sampled,
+        keys,
+        share,
+        ci_low,
+        ci_high,
+    })
+}
+
+/// The draws of one range on each side: `per_range` keys from `seed`,
+/// looked up on the other side.
+#[derive(Clone, Copy)]
+struct Draws<'a> {
+    peer: &'a Peer,
+    addr: &'a str,
+    per_range: usize,
+    seed: u64,
+}
+
+/// Draws keys of range `id` here and looks them up at the peer.
+async fn draw_local<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    draws: Draws<'_>,
+    id: u16,
+    name: &str,
+) -> Result<Vec<Pair>, AgentError> {
+    let (peer, addr, per_range, seed) = (draws.peer, draws.addr, draws.per_range, draws.seed);
+    let mut pairs = Vec::new();
+    // Local draws, looked up at the peer.
+    let local: Vec<EntrySummary> = state
+        .blocking(move |s| s.sample_entries(id, per_range, seed))
+        .await?
+        .into_iter()
+        .map(|e| EntrySummary {
+            hash: entry_hash(&e.digest),
+            key: e.key,
+            version: e.meta.version,
+            tombstone: e.meta.tombstone,
+        })
+        .collect();
+    for chunk in local.chunks(state.config.limits.fetch_keys_max) {
+        let req = pb::FetchRequest {
+            keys: chunk.iter().map(|e| e.key.clone()).collect(),
+        };
+        let resp = peer.lookup(req).await.map_err(|s| peer_err(addr, s))?;
+        if resp.results.len() != chunk.len() {
+            return Err(AgentError::internal(format!(
+                "peer {addr} answered {} of {} lookups",
+                resp.results.len(),
+                chunk.len()
+            )));
+        }
+        for (mine, r) in chunk.iter().zip(resp.results) {
+            let theirs = match r.entry {
+                Some(e) if r.found => Some(summary_from_pb(e).map_err(|s| peer_err(addr, s))?),
+                _ => None,
+            };
+            pairs.push((name.to_string(), Some(mine.clone()), theirs));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Has the peer draw keys of range `name` and looks them up here (none
+/// when the peer does not serve the range).
+async fn draw_peer<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    draws: Draws<'_>,
+    name: &str,
+) -> Result<Vec<Pair>, AgentError> {
+    let (peer, addr, per_range, seed) = (draws.peer, draws.addr, draws.per_range, draws.seed);
+    // Peer draws, looked up here.
+    let req = pb::PeerSampleRequest {
+        range: name.to_string(),
+        count: per_range as u32,
+        seed,
+    };
+    let drawn = match peer.sample(req).await {
+        Ok(r) => r.entries,
+        Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
+        Err(s) => return Err(peer_err(addr, s)),
+    };
+    let theirs: Vec<EntrySummary> = drawn
+        .into_iter()
+        .map(summary_from_pb)
+        .collect::<Result<_, _>>()
+        .map_err(|s| peer_err(addr, s))?;
+    let st = state.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        theirs
+            .into_iter()
+            .map(|t| st.store.summary(&t.key).map(|m| (m, t)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(AgentError::from)?
+    .map_err(AgentError::from)?;
+    Ok(looked
+        .into_iter()
+        .map(|(mine, t)| (name.to_string(), mine, Some(t)))
+        .collect())
+}
+
+/// The sampled keys whose entries differ, classified (those the policy
+/// does not count as divergent left out).
+fn divergent<B: AgentBackend>(
+    state: &AgentState<B>,
+    pairs: Vec<Pair>,
+    now: u64,
+    policy: &mend_core::classify::Policy,
+) -> Vec<DivergentKey> {
     let mut keys = Vec::new();
     for (range, l, p) in pairs {
         if l.as_ref().map(|e| e.hash) == p.as_ref().map(|e| e.hash) {
@@ -145,7 +214,7 @@ async fn sample_once<B: AgentBackend>(
             .by_name(&range)
             .and_then(|id| state.store.ranges().get(id))
             .is_some_and(|s| s.versionless);
-        let Some(c) = classify_in(versionless, l.as_ref(), p.as_ref(), now, &policy) else {
+        let Some(c) = classify_in(versionless, l.as_ref(), p.as_ref(), now, policy) else {
             continue;
         };
         let key = l
@@ -164,19 +233,7 @@ async fn sample_once<B: AgentBackend>(
             behind: c.behind,
         });
     }
-    let (ci_low, ci_high) = wilson(keys.len() as u64, sampled);
-    let share = if sampled == 0 {
-        0.0
-    } else {
-        keys.len() as f64 / sampled as f64
-    };
-    Ok(SampleOutcome {
-        sampled,
-        keys,
-        share,
-        ci_low,
-        ci_high,
-    })
+    keys
 }
 
 #[cfg(test)]

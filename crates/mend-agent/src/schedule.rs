@@ -18,7 +18,7 @@ use mend_rpc::pb;
 use crate::config::{Initiate, PeerConfig};
 use crate::error::AgentError;
 use crate::exchange::diff;
-use crate::monitor::{BudgetFlip, observe_exchange};
+use crate::monitor::{BudgetFlip, Observation, observe_exchange, publish_drift};
 use crate::outcome::DiffOutcome;
 use crate::repair::{RepairOptions, repair_outcome};
 use crate::state::{AgentBackend, AgentState};
@@ -317,15 +317,16 @@ pub fn record_exchange<B: AgentBackend>(
     let now = state.store.now_ms();
     observe_exchange(&state.metrics, peer, outcome, now);
     let budget = state.peer(peer).and_then(|p| p.budget);
-    state.monitor.record(
-        &state.metrics,
+    let changes = state.monitor.record(&Observation {
         peer,
-        budget,
-        state.config.history_max,
         outcome,
-        now,
+        now_ms: now,
         action,
-    )
+        budget,
+        history_max: state.config.history_max,
+    });
+    publish_drift(&state.metrics, peer, &changes);
+    changes.into_iter().filter_map(|c| c.flip).collect()
 }
 
 /// Writes `peer`'s drift history to the store (a failure is logged: the

@@ -132,6 +132,34 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     config.validate()?;
     // The HTTPS webhook client builds its config from the default provider.
     mend_tls::install_default_provider();
+    refuse_development_secret(&config, &secret)?;
+    let tls = load_tls(&config).await?;
+    let store = open_store(&config, &secret).await?;
+    let state = agent_state(store, &config, &tls);
+    let metrics = state.metrics.clone();
+    let (listener, addr) = bind(config.listen).await?;
+    let _ = state.grpc_addr.set(addr);
+    let http_addr = serve_http(&config, &state).await?;
+    let (stop_schedules, schedules) = watch::channel(false);
+    let mode = accept_mode(&config, &tls, &metrics, &schedules, addr);
+    let incoming = accept(listener, mode, &config, &metrics);
+    let router = routes(&state, tls.is_some(), schedules.clone()).await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = serve(router, incoming, &config, rx);
+    tracing::info!(node = %state.node_id, %addr, tls = tls.is_some(), "agent serving");
+    spawn_background(&state, schedules);
+    Ok(RunningAgent {
+        addr,
+        http_addr,
+        state,
+        shutdown: Some(tx),
+        stop_schedules,
+        task,
+    })
+}
+
+/// Refuses the development secret anywhere but on loopback.
+fn refuse_development_secret(config: &AgentConfig, secret: &Secret) -> Result<(), StartError> {
     if secret.fingerprint() == Secret::development().fingerprint()
         && !config.listen.ip().is_loopback()
     {
@@ -140,6 +168,12 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
             config.listen
         )));
     }
+    Ok(())
+}
+
+/// Loads the TLS files on the blocking pool (none under
+/// `insecure_plaintext` or without TLS paths).
+async fn load_tls(config: &AgentConfig) -> Result<Option<Arc<mend_tls::TlsSource>>, StartError> {
     let tls = match config.tls.paths() {
         Some(paths) if !config.insecure_plaintext => {
             let src =
@@ -148,6 +182,14 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         }
         _ => None,
     };
+    Ok(tls)
+}
+
+/// Opens (or creates) the RocksDB store of `data_dir` on the blocking pool.
+async fn open_store(
+    config: &AgentConfig,
+    secret: &Secret,
+) -> Result<Store<RocksBackend>, StartError> {
     let node_id =
         NodeId::new(config.node_id.clone()).map_err(|e| StartError::NodeId(e.to_string()))?;
     let dir = config.data_dir.clone();
@@ -164,6 +206,16 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    Ok(store)
+}
+
+/// The agent's shared state over `store`, with the gRPC dialer to its
+/// peers (configured and discovered).
+fn agent_state(
+    store: Store<RocksBackend>,
+    config: &AgentConfig,
+    tls: &Option<Arc<mend_tls::TlsSource>>,
+) -> Arc<AgentState> {
     let discovered = Arc::new(crate::peers::Discovered::load(&store));
     let dialer = Arc::new(crate::link::grpc::GrpcDialer::new(
         tls.clone(),
@@ -173,19 +225,29 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     ));
     let mut state = AgentState::new(store, config.clone(), dialer.clone(), tls.clone());
     state.discovered = discovered;
-    let state = Arc::new(state);
-    let metrics = state.metrics.clone();
-    let listener = TcpListener::bind(config.listen)
+    Arc::new(state)
+}
+
+/// Binds the gRPC listener; returns it with the address it got.
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
+        addr: listen,
         source,
     })?;
-    let _ = state.grpc_addr.set(addr);
+    Ok((listener, addr))
+}
+
+/// Serves the HTTP port, if one is configured; returns its bound address.
+async fn serve_http(
+    config: &AgentConfig,
+    state: &Arc<AgentState>,
+) -> Result<Option<SocketAddr>, StartError> {
     let http_addr = match config.http {
         Some(h) => Some(
             crate::http::serve(h, state.clone())
@@ -197,8 +259,19 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
     if let Some(h) = http_addr {
         let _ = state.http_addr.set(h);
     }
-    let (stop_schedules, schedules) = watch::channel(false);
-    let mode = match &tls {
+    Ok(http_addr)
+}
+
+/// How connections are accepted: TLS (its files polled for hot reload
+/// until `schedules` says stop, each reload counted) or plaintext.
+fn accept_mode(
+    config: &AgentConfig,
+    tls: &Option<Arc<mend_tls::TlsSource>>,
+    metrics: &Arc<crate::metrics::Metrics>,
+    schedules: &watch::Receiver<bool>,
+    addr: SocketAddr,
+) -> mend_tls::accept::Mode {
+    match tls {
         Some(src) => {
             let m = metrics.clone();
             m.tls_cert_expiry_timestamp_seconds
@@ -225,10 +298,20 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
             tracing::warn!(%addr, "serving PLAINTEXT (--insecure-plaintext): no encryption, no caller identity, every role granted");
             mend_tls::accept::Mode::Plaintext
         }
-    };
+    }
+}
+
+/// The accepted connections of `listener`, within the connection and
+/// handshake limits; each refusal counted by reason.
+fn accept(
+    listener: TcpListener,
+    mode: mend_tls::accept::Mode,
+    config: &AgentConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> mend_tls::accept::Incoming {
     let limits = &config.limits;
     let m = metrics.clone();
-    let incoming = mend_tls::accept::incoming(
+    mend_tls::accept::incoming(
         listener,
         mode,
         mend_tls::accept::AcceptLimits {
@@ -242,9 +325,17 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
                 })
                 .inc();
         },
-    );
-    let router = routes(&state, tls.is_some(), schedules.clone()).await?;
-    let (tx, rx) = oneshot::channel::<()>();
+    )
+}
+
+/// Serves `router` on `incoming` until `rx` fires, on its own task.
+fn serve(
+    router: tonic::service::Routes,
+    incoming: mend_tls::accept::Incoming,
+    config: &AgentConfig,
+    rx: oneshot::Receiver<()>,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let limits = &config.limits;
     let keepalive = Duration::from_millis(limits.http2_keepalive_ms);
     let server = tonic::transport::Server::builder()
         .timeout(Duration::from_millis(limits.request_timeout_ms))
@@ -253,23 +344,19 @@ pub async fn start(config: AgentConfig, secret: Secret) -> Result<RunningAgent, 
         .http2_keepalive_timeout(Some(keepalive))
         .tcp_nodelay(true)
         .add_routes(router);
-    let task = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
+    tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
-    }));
-    tracing::info!(node = %state.node_id, %addr, tls = tls.is_some(), "agent serving");
+    }))
+}
+
+/// Starts the background work (purge, scrub, discovery, schedules, until
+/// `schedules` says stop) and resumes repairs a restart interrupted.
+fn spawn_background(state: &Arc<AgentState>, schedules: watch::Receiver<bool>) {
     crate::gc::spawn(state.clone(), schedules.clone());
     crate::scrub::spawn(state.clone(), schedules.clone());
     crate::discovery::spawn(state.clone(), schedules.clone());
     crate::schedule::spawn(state.clone(), schedules);
-    crate::repair::control::resume_interrupted(&state);
-    Ok(RunningAgent {
-        addr,
-        http_addr,
-        state,
-        shutdown: Some(tx),
-        stop_schedules,
-        task,
-    })
+    crate::repair::control::resume_interrupted(state);
 }
 
 /// The services, each behind the guard of its role; health and reflection

@@ -23,6 +23,45 @@ pub async fn status(
     state: &Arc<AgentState>,
     req: pb::StatusRequest,
 ) -> Result<pb::StatusResponse, Status> {
+    let ranges = range_statuses(state).await?;
+    let all = state.blocking(crate::journal::list).await?;
+    let holds = undo_holds(state, &all).await?;
+    let undo_in_progress = all
+        .iter()
+        .filter(|h| h.undo_in_progress())
+        .map(|h| h.id.clone())
+        .collect();
+    let runs = crate::repair::control::unfinished(state, &all);
+    let mine: Vec<_> = all.into_iter().rev().filter(|h| h.initiator).collect();
+    let (page, repairs_next) = repairs_page(&mine, &req)?;
+    Ok(pb::StatusResponse {
+        node_id: state.node_id.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ranges,
+        peers: state
+            .peers()
+            .iter()
+            .map(|p| pb::PeerInfo {
+                id: p.id.clone(),
+                address: p.address.clone(),
+            })
+            .collect(),
+        repairs: page,
+        repairs_total: mine.len() as u64,
+        repairs_next,
+        holds,
+        undo_in_progress,
+        exchange_slots_in_use: state.slots.in_use().0,
+        exchange_slots_max: state.slots.in_use().1,
+        exchange_slot_holders: state.slots.holders(),
+        runs: runs.into_iter().map(run_pb).collect(),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+        budgets: budgets(state),
+    })
+}
+
+/// Each range: its shape, root, entries and purge horizon.
+async fn range_statuses(state: &Arc<AgentState>) -> Result<Vec<pb::RangeStatus>, Status> {
     // Store calls run on the blocking pool, never on an async worker.
     let st = state.clone();
     let ranges = state
@@ -52,17 +91,20 @@ pub async fn status(
             Ok(ranges)
         })
         .await?;
-    let all = state.blocking(crate::journal::list).await?;
+    Ok(ranges)
+}
+
+/// The journaled repairs whose undo hold has not expired, with the keys
+/// each holds.
+async fn undo_holds(
+    state: &Arc<AgentState>,
+    all: &[crate::journal::RepairHeader],
+) -> Result<Vec<pb::UndoHold>, Status> {
     let now = state.store.now_ms();
     let holds: Vec<_> = all
         .iter()
         .filter(|h| h.hold_until_ms > now)
         .cloned()
-        .collect();
-    let undo_in_progress = all
-        .iter()
-        .filter(|h| h.undo_in_progress())
-        .map(|h| h.id.clone())
         .collect();
     let hold_ids: Vec<String> = holds.iter().map(|h| h.id.clone()).collect();
     let held = state
@@ -73,8 +115,23 @@ pub async fn status(
                 .collect::<Result<Vec<u64>, _>>()
         })
         .await?;
-    let runs = crate::repair::control::unfinished(state, &all);
-    let mine: Vec<_> = all.into_iter().rev().filter(|h| h.initiator).collect();
+    Ok(holds
+        .iter()
+        .zip(held)
+        .map(|(h, keys)| pb::UndoHold {
+            repair_id: h.id.clone(),
+            until_ms: h.hold_until_ms,
+            keys,
+        })
+        .collect())
+}
+
+/// The page of `mine` (this agent's repairs, newest first) that `req`
+/// asks for, and the id to ask the next page after (empty: the last page).
+fn repairs_page(
+    mine: &[crate::journal::RepairHeader],
+    req: &pb::StatusRequest,
+) -> Result<(Vec<String>, String), Status> {
     let limit = match req.repairs_limit {
         0 => REPAIRS_PAGE_DEFAULT,
         n => (n as usize).min(REPAIRS_PAGE_MAX),
@@ -103,56 +160,30 @@ pub async fn status(
     } else {
         String::new()
     };
-    Ok(pb::StatusResponse {
-        node_id: state.node_id.to_string(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ranges,
-        peers: state
-            .peers()
-            .iter()
-            .map(|p| pb::PeerInfo {
-                id: p.id.clone(),
-                address: p.address.clone(),
+    Ok((page, repairs_next))
+}
+
+/// The drift budget of each (peer, range) that has one, and its state.
+fn budgets(state: &Arc<AgentState>) -> Vec<pb::BudgetStatus> {
+    state
+        .monitor
+        .view(None)
+        .into_iter()
+        .filter_map(|v| {
+            let b = state.peer(&v.peer)?.budget?;
+            let last = v.records.last();
+            Some(pb::BudgetStatus {
+                peer: v.peer.clone(),
+                range: v.range.clone(),
+                exceeded: v.budget_exceeded,
+                since_ms: v.budget_since_ms,
+                divergent_keys: last.map(|r| r.divergent_keys).unwrap_or(0),
+                oldest_divergence_ms: last.map(|r| r.oldest_divergence_ms).unwrap_or(0),
+                divergent_keys_max: b.divergent_keys_max,
+                oldest_divergence_ms_max: b.oldest_divergence_ms_max,
             })
-            .collect(),
-        repairs: page,
-        repairs_total: mine.len() as u64,
-        repairs_next,
-        holds: holds
-            .iter()
-            .zip(held)
-            .map(|(h, keys)| pb::UndoHold {
-                repair_id: h.id.clone(),
-                until_ms: h.hold_until_ms,
-                keys,
-            })
-            .collect(),
-        undo_in_progress,
-        exchange_slots_in_use: state.slots.in_use().0,
-        exchange_slots_max: state.slots.in_use().1,
-        exchange_slot_holders: state.slots.holders(),
-        runs: runs.into_iter().map(run_pb).collect(),
-        uptime_ms: state.started.elapsed().as_millis() as u64,
-        budgets: state
-            .monitor
-            .view(None)
-            .into_iter()
-            .filter_map(|v| {
-                let b = state.peer(&v.peer)?.budget?;
-                let last = v.records.last();
-                Some(pb::BudgetStatus {
-                    peer: v.peer.clone(),
-                    range: v.range.clone(),
-                    exceeded: v.budget_exceeded,
-                    since_ms: v.budget_since_ms,
-                    divergent_keys: last.map(|r| r.divergent_keys).unwrap_or(0),
-                    oldest_divergence_ms: last.map(|r| r.oldest_divergence_ms).unwrap_or(0),
-                    divergent_keys_max: b.divergent_keys_max,
-                    oldest_divergence_ms_max: b.oldest_divergence_ms_max,
-                })
-            })
-            .collect(),
-    })
+        })
+        .collect()
 }
 
 /// A run state on the wire.
