@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mend_rpc::pb;
 use serde_json::json;
 
+use super::names::{decision_name, side_name, skip_name, version_json};
 use super::{operator, replica, runtime, status_err};
 use crate::cli::{
     DashboardArgs, DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs,
@@ -23,50 +24,6 @@ fn version(v: &VersionArgs) -> Option<pb::Version> {
             seq: v.seq,
         }),
         _ => None,
-    }
-}
-
-/// JSON of a wire version.
-/// The snake_case name of a wire category (`"?"`: a value this CLI does
-/// not know, from a newer agent; the agent itself refuses such values).
-pub fn category_name(v: i32) -> &'static str {
-    mend_rpc::enums::category_from_pb(v, "category").map_or("?", |c| c.as_str())
-}
-
-/// The name of a wire side, `None` when unspecified (or unknown).
-pub fn side_name(v: i32) -> Option<&'static str> {
-    mend_rpc::enums::side_from_pb(v, "side")
-        .ok()
-        .flatten()
-        .map(|s| s.as_str())
-}
-
-/// The snake_case name of a wire skip reason (`"?"` when unknown).
-pub fn skip_name(v: i32) -> &'static str {
-    mend_rpc::enums::skip_reason_from_pb(v, "kind").map_or("?", |r| r.as_str())
-}
-
-/// The name of a wire apply decision (`"?"` when unknown).
-pub fn decision_name(v: i32) -> &'static str {
-    mend_rpc::enums::decision_from_pb(v, "decision").map_or("?", |d| d.as_str())
-}
-
-/// Category names from the command line as wire values.
-pub fn categories_pb(names: &[String]) -> anyhow::Result<Vec<i32>> {
-    names
-        .iter()
-        .map(|c| {
-            mend_core::Category::parse(c)
-                .map(mend_rpc::enums::category_to_pb)
-                .ok_or_else(|| anyhow::anyhow!("unknown category {c:?}"))
-        })
-        .collect()
-}
-
-pub fn version_json(v: &Option<pb::Version>) -> serde_json::Value {
-    match v {
-        Some(v) => json!({"ms": v.ms, "logical": v.logical, "origin": v.origin, "seq": v.seq}),
-        None => serde_json::Value::Null,
     }
 }
 
@@ -303,7 +260,7 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             print_json(&json!({"node_id": s.node_id, "version": s.version, "uptime_ms": s.uptime_ms, "ranges": ranges, "peers": peers,
                 "repairs": s.repairs, "repairs_total": s.repairs_total, "repairs_next": s.repairs_next,
                 "holds": holds, "undo_in_progress": s.undo_in_progress,
-                "runs": s.runs.iter().map(super::repair::run_json).collect::<Vec<_>>(),
+                "runs": s.runs.iter().map(super::names::run_json).collect::<Vec<_>>(),
                 "exchange_slots": {"in_use": s.exchange_slots_in_use, "max": s.exchange_slots_max, "holders": s.exchange_slot_holders}}))?;
         } else {
             println!("node {} (mend {}), up {}s", s.node_id, s.version, s.uptime_ms / 1000);
@@ -328,7 +285,7 @@ pub fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                 println!("  hold  {} keys of {} left alone by scheduled repairs until {} ms (undone)", h.keys, h.repair_id, h.until_ms);
             }
             for r in &s.runs {
-                let state = super::repair::run_state(r.state);
+                let state = super::names::run_state(r.state);
                 let how = match (state, r.live) {
                     ("running", false) => " (interrupted: resumes at the next start, or mend repair resume)".to_string(),
                     ("failed", _) => format!(": {}; mend repair resume retries", r.error),

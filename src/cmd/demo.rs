@@ -180,7 +180,7 @@ async fn scenario(a: &DemoArgs, addr: &[String], started: Instant) -> anyhow::Re
         .iter()
         .filter(|k| {
             matches!(
-                super::client::category_name(k.category),
+                super::names::category_name(k.category),
                 "missing" | "stale" | "unpropagated_delete"
             )
         })
@@ -189,7 +189,7 @@ async fn scenario(a: &DemoArgs, addr: &[String], started: Instant) -> anyhow::Re
         print_json(&json!({
             "before": super::diff::to_json(&before),
             "repair": {"repair_id": rep.repair_id, "keys_repaired": rep.keys_repaired, "bytes_streamed": rep.bytes_streamed,
-                       "skipped": rep.skipped.iter().map(|s| json!({"key": String::from_utf8_lossy(&s.key), "reason": s.reason, "kind": super::client::skip_name(s.kind)})).collect::<Vec<_>>()},
+                       "skipped": rep.skipped.iter().map(|s| json!({"key": String::from_utf8_lossy(&s.key), "reason": s.reason, "kind": super::names::skip_name(s.kind)})).collect::<Vec<_>>()},
             "after": super::diff::to_json(&after),
             "node_c_vs_node_b": super::diff::to_json(&c_vs_b),
             "converged": repairable_left == 0,

@@ -121,7 +121,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let repairs = repair_in_sql(&sides, &before, a.json).await?;
         caught_up(&mut sides).await?;
         let after = super::diff::fetch(&addr[0], &addr[1], None).await?;
-        let repairable_left = after.keys.iter().filter(|k| repairable(super::client::category_name(k.category))).count();
+        let repairable_left = after.keys.iter().filter(|k| repairable(super::names::category_name(k.category))).count();
         let sql = sql_digests(&sides).await?;
         let sql_agree = sql[0] == sql[1];
         let converged = repairable_left == 0 && sql_agree;
@@ -158,11 +158,11 @@ async fn repair_in_sql(
     let spec = sides[0].agent_spec().await?;
     let mut repairs = Vec::new();
     for k in &before.keys {
-        if !repairable(super::client::category_name(k.category)) {
+        if !repairable(super::names::category_name(k.category)) {
             continue;
         }
         // `behind` is "peer" (pg-b) or "local" (pg-a).
-        let (ahead, behind, ahead_entry) = if super::client::side_name(k.behind) == Some("peer") {
+        let (ahead, behind, ahead_entry) = if super::names::side_name(k.behind) == Some("peer") {
             (0, 1, &k.local)
         } else {
             (1, 0, &k.peer)
@@ -181,7 +181,7 @@ async fn repair_in_sql(
             json,
             &format!(
                 "repair {key:>7} ({}) pg-{} -> pg-{}: {}",
-                super::client::category_name(k.category),
+                super::names::category_name(k.category),
                 sides[ahead].name,
                 sides[behind].name,
                 match outcome {
@@ -191,7 +191,7 @@ async fn repair_in_sql(
             ),
         );
         repairs.push(
-            json!({"key": key, "category": super::client::category_name(k.category), "from": sides[ahead].name,
+            json!({"key": key, "category": super::names::category_name(k.category), "from": sides[ahead].name,
                             "to": sides[behind].name, "applied": outcome == Outcome::Applied}),
         );
     }

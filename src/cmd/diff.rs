@@ -2,24 +2,44 @@
 //! prints a verdict, a table by category, then the keys (human), or all of
 //! it as JSON. Exit 1 when the replicas diverge.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use mend_core::report::DiffReport;
 use mend_rpc::pb;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::client::{category_name, side_name, version_json};
+use super::names::{category_name, side_name};
 use super::operator;
 use super::{runtime, status_err};
 use crate::cli::DiffArgs;
 use crate::output::{human_bytes, print_json};
 
-/// A diff's keys and summary as received.
+/// A diff's keys and summary as received, and the report they make.
 pub struct Received {
     /// Divergent keys.
     pub keys: Vec<pb::DivergentKey>,
     /// The summary.
     pub summary: pb::DiffSummary,
+    /// The report (what `--json` prints).
+    pub report: DiffReport,
+}
+
+impl Received {
+    /// The report a `Diff` stream carried; an enum value this CLI does not
+    /// know (a newer agent) is an error naming the field.
+    pub fn new(
+        agent: &str,
+        keys: Vec<pb::DivergentKey>,
+        summary: pb::DiffSummary,
+    ) -> anyhow::Result<Received> {
+        let report = mend_rpc::report::report_from_pb(keys.clone(), summary.clone())
+            .map_err(|s| status_err(agent, s))?;
+        Ok(Received {
+            keys,
+            summary,
+            report,
+        })
+    }
 }
 
 /// Runs a diff through the agent's Operator service.
@@ -44,74 +64,13 @@ pub async fn fetch(agent: &str, peer: &str, range: Option<String>) -> anyhow::Re
     }
     let summary = summary
         .ok_or_else(|| anyhow::anyhow!("agent {agent}: diff stream ended without a summary"))?;
-    Ok(Received { keys, summary })
+    Received::new(agent, keys, summary)
 }
 
-fn side_json(e: &Option<pb::EntryVersion>) -> Value {
-    match e {
-        Some(e) if e.present => {
-            let mut v = version_json(&e.version);
-            if let Value::Object(m) = &mut v {
-                m.insert("tombstone".into(), json!(e.tombstone));
-            }
-            v
-        }
-        _ => Value::Null,
-    }
-}
-
-/// The JSON report of a diff.
+/// The JSON report of a diff ([`DiffReport`]: its fields are documented in
+/// `docs/REPORT.md`).
 pub fn to_json(r: &Received) -> Value {
-    let s = &r.summary;
-    let by_category: BTreeMap<_, _> = s
-        .by_category
-        .iter()
-        .map(|c| (category_name(c.category), c.count))
-        .collect();
-    let keys: Vec<Value> = r
-        .keys
-        .iter()
-        .map(|k| {
-            json!({
-                "range": k.range,
-                "key": String::from_utf8_lossy(&k.key),
-                "key_hex": hex::encode(&k.key),
-                "category": category_name(k.category),
-                "behind": side_name(k.behind),
-                "local": side_json(&k.local),
-                "peer": side_json(&k.peer),
-            })
-        })
-        .collect();
-    json!({
-        "in_sync": s.in_sync,
-        "tree_mismatches": s.tree_mismatches.iter().map(|m| json!({
-            "range": m.range, "buckets": m.buckets, "fixed": m.fixed,
-        })).collect::<Vec<_>>(),
-        "peer_clock_skew_ms": s.peer_clock_skew_ms,
-        "divergent_keys": s.divergent_keys,
-        "by_category": by_category,
-        "keys": keys,
-        "rounds": s.rounds,
-        "bytes_sent": s.bytes_sent,
-        "bytes_received": s.bytes_received,
-        "nodes_compared": s.nodes_compared,
-        "leaves_compared": s.leaves_compared,
-        "elapsed_ms": s.elapsed_ms,
-        "local_node": s.local_node,
-        "peer_node": s.peer_node,
-        "ranges": s.ranges,
-        "versionless_ranges": s.versionless_ranges,
-        "cause": if s.cause_kind.is_empty() { Value::Null } else { json!({"kind": s.cause_kind, "hint": s.cause}) },
-        "sources": s.sources.iter().map(|x| json!({
-            "category": category_name(x.category), "origin": x.origin, "newer_side": side_name(x.newer_side), "count": x.count,
-            "first_ms": x.first_ms, "last_ms": x.last_ms, "seq_min": x.seq_min, "seq_max": x.seq_max,
-            "seq_missing_on": side_name(x.seq_missing_on),
-            "seq_missing": x.seq_missing,
-            "seq_gaps": x.seq_gaps.iter().map(|g| json!([g.first, g.last])).collect::<Vec<_>>(),
-            "hint": x.hint,
-        })).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(&r.report).unwrap_or(Value::Null)
 }
 
 fn short_version(e: &Option<pb::EntryVersion>) -> String {
@@ -194,9 +153,9 @@ pub fn print_human(r: &Received, show: usize) {
             println!("  {:<22} {:>8}", category_name(c.category), c.count);
         }
     }
-    if !s.cause.is_empty() {
+    if let Some(c) = &s.cause {
         println!();
-        println!("  one cause explains it all: {}", s.cause);
+        println!("  one cause explains it all: {}", c.hint);
     }
     if !s.sources.is_empty() {
         println!();

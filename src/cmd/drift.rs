@@ -42,7 +42,7 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
                         "converged_keys": p.converged_keys, "convergence_ms_mean": p.convergence_ms_mean,
                         "records": p.records.iter().map(|x| json!({
                             "at_ms": x.at_ms, "divergent_keys": x.divergent_keys,
-                            "by_category": x.by_category.iter().map(|c| (super::client::category_name(c.category).to_string(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
+                            "by_category": x.by_category.iter().map(|c| (super::names::category_name(c.category).to_string(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
                             "oldest_divergence_ms": x.oldest_divergence_ms, "persistent": x.persistent, "transient": x.transient,
                             "converged": x.converged, "rounds": x.rounds, "bytes_sent": x.bytes_sent, "bytes_received": x.bytes_received,
                             "elapsed_ms": x.elapsed_ms, "action": x.action,
@@ -114,7 +114,7 @@ pub fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         }
         let summary = summary
             .ok_or_else(|| anyhow::anyhow!("agent {}: report ended without a summary", a.agent))?;
-        let r = Received { keys, summary };
+        let r = Received::new(&a.agent, keys, summary)?;
         let format = if a.json { ReportFormat::Json } else { a.format };
         if format == ReportFormat::Text {
             print_human(&r, a.show);
@@ -165,7 +165,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
             let keys: Vec<_> = r
                 .keys
                 .iter()
-                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::client::category_name(k.category), "behind": super::client::side_name(k.behind)}))
+                .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::names::category_name(k.category), "behind": super::names::side_name(k.behind)}))
                 .collect();
             print_json(&json!({
                 "sampled": r.sampled, "divergent": r.divergent, "share": r.share,
@@ -181,7 +181,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
                 r.ci_high * 100.0
             );
             for k in r.keys.iter().take(20) {
-                println!("  {:<28} {:<20} behind {}", String::from_utf8_lossy(&k.key), super::client::category_name(k.category), super::client::side_name(k.behind).unwrap_or("-"));
+                println!("  {:<28} {:<20} behind {}", String::from_utf8_lossy(&k.key), super::names::category_name(k.category), super::names::side_name(k.behind).unwrap_or("-"));
             }
         }
         Ok(if r.divergent == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

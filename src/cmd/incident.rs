@@ -136,7 +136,7 @@ pub fn incident(
 /// What the latest report says: the cause or the sources' hints, what is
 /// left, the keys. No history yet (status `none`).
 fn from_report(summary: &pb::DiffSummary, keys: &[pb::DivergentKey], now_ms: u64) -> Incident {
-    let cause = (!summary.cause.is_empty()).then(|| summary.cause.clone());
+    let cause = summary.cause.as_ref().map(|c| c.hint.clone());
     let why = match cause {
         None => summary.sources.iter().map(|s| s.hint.clone()).collect(),
         Some(_) => Vec::new(),
@@ -161,8 +161,8 @@ fn from_report(summary: &pb::DiffSummary, keys: &[pb::DivergentKey], now_ms: u64
             .map(|k| KeyRow {
                 range: k.range.clone(),
                 key: String::from_utf8_lossy(&k.key).into_owned(),
-                category: super::client::category_name(k.category).to_string(),
-                behind: super::client::side_name(k.behind)
+                category: super::names::category_name(k.category).to_string(),
+                behind: super::names::side_name(k.behind)
                     .unwrap_or_default()
                     .to_string(),
             })
@@ -177,12 +177,7 @@ fn nonzero(by_category: &[pb::CategoryCount]) -> BTreeMap<String, u64> {
     by_category
         .iter()
         .filter(|c| c.count > 0)
-        .map(|c| {
-            (
-                super::client::category_name(c.category).to_string(),
-                c.count,
-            )
-        })
+        .map(|c| (super::names::category_name(c.category).to_string(), c.count))
         .collect()
 }
 
@@ -513,7 +508,12 @@ mod tests {
             rec(1_060_000, 3, "report"),
         ]);
         let mut s = summary(false, 3);
-        s.cause = "node-b holds 0 of 300 entries: it is empty | wiped".into();
+        s.cause = Some(pb::Cause {
+            kind: pb::CauseKind::Empty as i32,
+            node: "node-b".into(),
+            hint: "node-b holds 0 of 300 entries: it is empty | wiped".into(),
+            ..Default::default()
+        });
         let keys = vec![pb::DivergentKey {
             range: "default".into(),
             key: b"k|1".to_vec(),

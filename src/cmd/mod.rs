@@ -9,6 +9,7 @@ mod demo_pg;
 mod diff;
 mod drift;
 mod incident;
+mod names;
 mod plan;
 mod repair;
 mod simulate;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mend_rpc::pb;
 use serde_json::json;
 
+use super::names::{run_json, run_state};
 use super::{operator, runtime, status_err};
 use crate::cli::{RepairArgs, RepairControl, RepairControlArgs};
 use crate::output::{human_bytes, print_json};
@@ -30,7 +31,7 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
         dry_run: a.dry_run,
         rate_bytes_per_s: a.rate.unwrap_or(0),
         rate_keys_per_s: a.rate_keys.unwrap_or(0),
-        categories: super::client::categories_pb(&a.categories)?,
+        categories: super::names::categories_pb(&a.categories)?,
         shadow: a.shadow,
     };
     let mut stream = c
@@ -51,33 +52,6 @@ pub async fn fetch(a: &RepairArgs, bar: &ProgressBar) -> anyhow::Result<pb::Repa
     }
     bar.finish_and_clear();
     summary.ok_or_else(|| anyhow::anyhow!("agent {agent}: repair stream ended without a summary"))
-}
-
-/// The state of a run, for a person and in JSON.
-pub fn run_state(s: i32) -> &'static str {
-    match pb::RepairRunState::try_from(s) {
-        Ok(pb::RepairRunState::Running) => "running",
-        Ok(pb::RepairRunState::Paused) => "paused",
-        Ok(pb::RepairRunState::Cancelled) => "cancelled",
-        Ok(pb::RepairRunState::Done) => "done",
-        Ok(pb::RepairRunState::Failed) => "failed",
-        _ => "unknown",
-    }
-}
-
-/// A run as JSON (`mend repair pause|resume|cancel --json`, `mend status --json`).
-pub fn run_json(r: &pb::RepairRun) -> serde_json::Value {
-    json!({
-        "repair_id": r.repair_id,
-        "peer": r.peer,
-        "state": run_state(r.state),
-        "live": r.live,
-        "segments_done": r.segments_done,
-        "segments_total": r.segments_total,
-        "keys_done": r.keys_done,
-        "keys_total": r.keys_total,
-        "error": r.error,
-    })
 }
 
 /// `mend repair pause|resume|cancel`.
@@ -123,12 +97,12 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
         let skipped: Vec<_> = s
             .skipped
             .iter()
-            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::client::skip_name(k.kind)}))
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::names::skip_name(k.kind)}))
             .collect();
         let plan: Vec<_> = s
             .plan
             .iter()
-            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::client::category_name(k.category), "behind": super::client::side_name(k.behind), "toward_authority": k.toward_authority}))
+            .map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "category": super::names::category_name(k.category), "behind": super::names::side_name(k.behind), "toward_authority": k.toward_authority}))
             .collect();
         if a.json {
             print_json(&json!({
@@ -147,7 +121,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
                 "segments_total": s.segments_total,
                 "shadow": s.shadow.as_ref().map(|o| json!({
                     "predicted_converged": o.predicted_converged,
-                    "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::client::skip_name(k.kind)})).collect::<Vec<_>>(),
+                    "predicted_remaining": o.predicted_remaining.iter().map(|k| json!({"key": String::from_utf8_lossy(&k.key), "key_hex": hex::encode(&k.key), "reason": k.reason, "kind": super::names::skip_name(k.kind)})).collect::<Vec<_>>(),
                 })),
             }))?;
         } else if let Some(o) = &s.shadow {
@@ -164,7 +138,7 @@ pub fn run(a: RepairArgs) -> anyhow::Result<ExitCode> {
             println!("DRY RUN: would repair {} keys; nothing written", s.plan.len());
             for k in s.plan.iter().take(20) {
                 let why = if k.toward_authority { " (toward the range's authority)" } else { "" };
-                println!("  {:<28} {:<20} -> {}{why}", String::from_utf8_lossy(&k.key), super::client::category_name(k.category), super::client::side_name(k.behind).unwrap_or("-"));
+                println!("  {:<28} {:<20} -> {}{why}", String::from_utf8_lossy(&k.key), super::names::category_name(k.category), super::names::side_name(k.behind).unwrap_or("-"));
             }
             if s.plan.len() > 20 {
                 println!("  … and {} more", s.plan.len() - 20);

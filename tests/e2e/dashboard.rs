@@ -105,6 +105,9 @@ async fn the_dashboard_shows_what_an_operator_needs_first_in_a_real_browser() {
         let (code, r) = mend_json(&["diff", "--agent", &a.addr, "--peer", "node-b"]);
         assert_eq!(code, 1, "divergence found: {r}");
         assert_eq!(r["divergent_keys"], 10, "{r}");
+        let cli: mend_core::report::DiffReport =
+            serde_json::from_value(r.clone()).unwrap_or_else(|e| panic!("{e}: {r}"));
+        assert_eq!(cli.keys.len(), 10);
     }
     let out = mend(&["diff", "--agent", &a.addr, "--peer", "node-c"]);
     assert!(!out.status.success(), "node-c is down");
@@ -120,6 +123,37 @@ async fn the_dashboard_shows_what_an_operator_needs_first_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(api["peers"][0]["id"], "node-c", "failing first: {api}");
+    // One report shape: the dashboard's reports, `/status`'s and `mend diff
+    // --json` all read as `mend_core::report::DiffReport` (which refuses
+    // unknown fields), so no surface can drift from the documented one.
+    let reports = |v: &Value| -> Vec<(String, mend_core::report::DiffReport)> {
+        v["reports"]
+            .as_array()
+            .unwrap_or_else(|| panic!("reports: {v}"))
+            .iter()
+            .map(|r| {
+                let report = serde_json::from_value(r["report"].clone())
+                    .unwrap_or_else(|e| panic!("{e}: {r}"));
+                (r["peer"].as_str().unwrap().to_string(), report)
+            })
+            .collect()
+    };
+    let on_dashboard = reports(&api);
+    assert!(
+        on_dashboard.iter().any(|(p, _)| p == "node-b"),
+        "node-b's report: {api}"
+    );
+    let status: Value = reqwest::get(format!("http://{http}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let on_status = reports(&status);
+    assert_eq!(
+        on_status.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        on_dashboard.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{http}/");
     let dom = String::from_utf8(chromium(profile.path(), &["--dump-dom", &url]).stdout).unwrap();

@@ -153,7 +153,8 @@ async fn live_faults_get_the_right_category_origin_and_window() {
         (outage["seq_min"].as_u64(), outage["seq_max"].as_u64()),
         (Some(5000), Some(5019))
     );
-    assert_eq!(outage["seq_missing_on"], "peer");
+    assert_eq!(outage["seq_gaps"]["missing_on"], "peer", "{outage}");
+    assert_eq!(outage["seq_gaps"]["missing"], 20, "{outage}");
     assert!(
         outage["hint"].as_str().unwrap().contains("node-c"),
         "{outage}"

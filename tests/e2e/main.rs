@@ -27,7 +27,8 @@
 //! - `plan`: `mend plan`'s model against measured runs of two agents;
 //! - `campaign`: the fault campaign (fault proxies, SIGKILL, SIGSTOP) on
 //!   three agents;
-//! - `dashboard`: the page in headless Chromium, with a screenshot;
+//! - `dashboard`: the page in headless Chromium, with a screenshot; its
+//!   reports, `/status`'s and `mend diff --json` read as one `DiffReport`;
 //! - `dashboard_actions`: the page's operator actions clicked over WebDriver;
 //! - `deploy`: `deploy/`: the Kubernetes example's config run by a real
 //!   agent, its peers against the StatefulSet, the systemd unit's command

@@ -10,16 +10,17 @@
 //! CLI command for a mutating action (undo) instead of running it; the CLI
 //! runs it over mutual TLS under the operator role.
 //!
-//! Bounded: the history per (peer, range) is `history_max`; sources are at
-//! most `report::SOURCES_MAX` per peer; runs at most `runs::RUNS_MAX`;
-//! recent repairs at most [`RECENT_REPAIRS_MAX`].
+//! Bounded: the history per (peer, range) is `history_max`; each peer's
+//! last report has at most `report::SOURCES_MAX` sources and
+//! [`REPORT_KEYS_MAX`] keys; runs at most `runs::RUNS_MAX`; recent repairs
+//! at most [`RECENT_REPAIRS_MAX`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use mend_core::attribution::Source;
+use mend_core::report::DiffReport;
 
 use crate::cluster::{CLUSTER_CACHE_MS, ClusterPeer, ClusterRange};
 use crate::error::AgentError;
@@ -29,6 +30,11 @@ use crate::state::{AgentBackend, AgentState};
 
 /// The page.
 pub const PAGE: &str = include_str!("dashboard.html");
+
+/// Divergent keys shown per report on the dashboard and `/status` (the
+/// rest are counted in the report's `keys_omitted`; `mend diff --json`
+/// lists them all).
+pub const REPORT_KEYS_MAX: usize = 50;
 
 /// Finished repairs listed, newest first.
 pub const RECENT_REPAIRS_MAX: usize = 20;
@@ -52,10 +58,9 @@ pub struct Dashboard {
     pub peers: Vec<PeerView>,
     /// Per (peer, range): the last exchange and the drift history.
     pub exchanges: Vec<ExchangeView>,
-    /// The single cause of a peer's last exchange, where one explains it all.
-    pub causes: Vec<CauseView>,
-    /// Attribution of each peer's last exchange, largest first.
-    pub sources: Vec<SourceView>,
+    /// The report of each peer's last exchange (its cause, sources and
+    /// first [`REPORT_KEYS_MAX`] keys).
+    pub reports: Vec<PeerReport>,
     /// Repair runs, in flight first.
     pub runs: Vec<RunView>,
     /// Runs the journal says have segments left (running, paused, failed,
@@ -127,25 +132,15 @@ pub struct BudgetView {
     pub oldest_divergence_ms_max: u64,
 }
 
-/// An attribution source of a peer's last exchange.
+/// The report of a peer's last exchange.
 #[derive(Debug, Clone, Serialize)]
-pub struct SourceView {
+pub struct PeerReport {
     /// The peer.
     pub peer: String,
-    /// The source, with its hint.
-    #[serde(flatten)]
-    pub source: Source,
-}
-
-/// The one cause of a peer's whole divergence.
-#[derive(Debug, Clone, Serialize)]
-pub struct CauseView {
-    /// The peer.
-    pub peer: String,
-    /// The cause (`kind` and its fields).
-    pub cause: mend_core::attribution::Cause,
-    /// What it means, for a person.
-    pub hint: String,
+    /// When the exchange was recorded, ms since the epoch.
+    pub at_ms: u64,
+    /// What it found ([`DiffReport`], as `mend diff --json` prints it).
+    pub report: DiffReport,
 }
 
 /// A journaled repair and how to take it back.
@@ -173,7 +168,7 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
     let uptime_ms = state.started.elapsed().as_millis() as u64;
     let peers = peer_views(state, now, uptime_ms);
     let exchanges = exchange_views(state);
-    let (causes, sources) = causes_and_sources(state);
+    let reports = latest_reports(state, REPORT_KEYS_MAX);
     let mut runs = state.runs.list();
     runs.sort_by_key(|r| r.state != crate::runs::RunState::Running);
     let agent = state
@@ -192,8 +187,7 @@ pub async fn build<B: AgentBackend>(state: &Arc<AgentState<B>>) -> Result<Dashbo
         uptime_ms,
         peers,
         exchanges,
-        causes,
-        sources,
+        reports,
         runs,
         unfinished,
         recent_repairs,
@@ -269,30 +263,25 @@ fn exchange_views<B: AgentBackend>(state: &AgentState<B>) -> Vec<ExchangeView> {
         .collect()
 }
 
-/// The attribution of each peer's last exchange: its single cause, where
-/// one explains it all, and its sources, largest first.
-fn causes_and_sources<B: AgentBackend>(state: &AgentState<B>) -> (Vec<CauseView>, Vec<SourceView>) {
-    let mut sources = Vec::new();
-    let mut causes = Vec::new();
-    for (peer, latest) in state.monitor.latest() {
-        // Computed once per exchange, not once per poll.
-        let a = latest.attribution(crate::report::SOURCE_WINDOW_GAP_MS);
-        if let Some((cause, hint)) = &a.cause {
-            causes.push(CauseView {
-                peer: peer.clone(),
-                cause: cause.clone(),
-                hint: hint.clone(),
-            });
-        }
-        for s in &a.sources {
-            sources.push(SourceView {
-                peer: peer.clone(),
-                source: s.clone(),
-            });
-        }
-    }
-    sources.sort_by_key(|s| std::cmp::Reverse(s.source.count));
-    (causes, sources)
+/// The report of each peer's last exchange, with at most `keys_max` keys,
+/// by peer.
+pub fn latest_reports<B: AgentBackend>(state: &AgentState<B>, keys_max: usize) -> Vec<PeerReport> {
+    let mut out: Vec<PeerReport> = state
+        .monitor
+        .latest()
+        .into_iter()
+        .map(|(peer, latest)| {
+            // Attributed once per exchange, not once per poll.
+            let a = latest.attribution(crate::report::SOURCE_WINDOW_GAP_MS);
+            PeerReport {
+                peer,
+                at_ms: latest.at_ms,
+                report: crate::report::build(&latest.outcome, a, keys_max),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.peer.cmp(&b.peer));
+    out
 }
 
 /// The newest [`RECENT_REPAIRS_MAX`] repairs this agent started, with the

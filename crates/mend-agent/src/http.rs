@@ -1,7 +1,8 @@
 //! The agent's HTTP surface: the dashboard at `/` with its JSON at
 //! `/api/dashboard` and `/api/cluster` (`dashboard`), `/healthz`
 //! (liveness), `/readyz` (readiness: the store takes writes), `/status`
-//! (JSON) and `/metrics` (Prometheus text format via the
+//! (JSON; `reports` holds each peer's latest diff report in the shape of
+//! `mend_core::report::DiffReport`, docs/REPORT.md) and `/metrics` (Prometheus text format via the
 //! `prometheus-client` crate). All of that is read-only and open.
 //!
 //! The one way to change anything over HTTP is `POST /api/actions` (repair,
@@ -68,6 +69,7 @@ async fn status(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
                     "divergent_keys": b.divergent_keys, "oldest_divergence_ms": b.oldest_divergence_ms,
                     "divergent_keys_max": b.divergent_keys_max, "oldest_divergence_ms_max": b.oldest_divergence_ms_max,
                 })).collect::<Vec<_>>(),
+                "reports": crate::dashboard::latest_reports(&state, crate::dashboard::REPORT_KEYS_MAX),
             });
             body
     });

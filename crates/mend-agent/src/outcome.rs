@@ -42,19 +42,7 @@ pub struct DivergentKey {
 /// A range whose roots differed while some buckets' entries did not: a
 /// tree out of step with its data on one side (a torn or corrupt leaf, a
 /// bug), or an 8-byte entry-hash collision. Never reported as in sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TreeMismatch {
-    /// Range name.
-    pub range: String,
-    /// The quiet buckets (hashes differ, entries agree), at most
-    /// [`mend_core::exchange::QUIET_BUCKETS_MAX`].
-    pub buckets: Vec<u32>,
-    /// Those of them this agent found out of step with its own data and
-    /// rebuilt, online. Empty: this side's tree is right, so the peer's is
-    /// not (its scrub or its own exchanges fix it), or a concurrent write
-    /// settled the difference mid-descent.
-    pub fixed: Vec<u32>,
-}
+pub use mend_core::report::TreeMismatch;
 
 /// The result of a diff against one peer.
 #[derive(Debug, Clone)]

@@ -366,7 +366,7 @@ async fn alert<B: AgentBackend>(
         "budget": f,
         "action": action.1,
         "action_kind": action.0,
-        "report": crate::report::to_json(outcome, &srcs),
+        "report": crate::report::build(outcome, &srcs, usize::MAX),
     });
     let client = match webhook_client(state).await {
         Ok(c) => c,

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{Category, Side};
 use crate::exchange::{Divergence, EntrySummary};
@@ -44,7 +44,7 @@ pub struct Observed<'a> {
 
 /// One likely cause: a group of divergent keys sharing a category, the origin
 /// of their newer writes and the side holding those writes, within one time window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// The category all keys of the group share.
     pub category: Category,
@@ -73,7 +73,7 @@ pub struct Source {
 }
 
 /// The sequence numbers of one origin's writes that the side behind lacks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeqGaps {
     /// The side that lacks the writes.
     pub missing_on: Side,
@@ -370,7 +370,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 /// One cause that explains a whole diff, when there is one: named instead
 /// of one "propagation stopped" hint per origin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Cause {
     /// `node` holds (almost) nothing the other side has: a wiped disk or a

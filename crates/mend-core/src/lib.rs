@@ -24,6 +24,7 @@ pub mod plan;
 pub mod playbook;
 pub mod range;
 pub mod record;
+pub mod report;
 pub mod rng;
 pub mod shape;
 pub mod version;

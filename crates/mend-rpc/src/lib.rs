@@ -11,6 +11,7 @@ pub mod enums;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ingest;
+pub mod report;
 
 /// Generated code for `proto/mend/v1/mend.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]

@@ -10,9 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use mend_core::classify::Category;
-use mend_core::exchange::EntrySummary;
 use mend_core::playbook::{PlaybookAction, SkipNote};
-use mend_rpc::convert::version_to_pb;
 use mend_rpc::enums::{category_from_pb, category_to_pb, playbook_action_to_pb, side_to_pb};
 use mend_rpc::pb;
 
@@ -40,17 +38,6 @@ impl OperatorService {
     }
 }
 
-fn entry_version(e: &Option<EntrySummary>) -> pb::EntryVersion {
-    match e {
-        Some(e) => pb::EntryVersion {
-            present: true,
-            version: Some(version_to_pb(&e.version)),
-            tombstone: e.tombstone,
-        },
-        None => pb::EntryVersion::default(),
-    }
-}
-
 fn categories(v: &[i32]) -> Result<Vec<Category>, Status> {
     v.iter()
         .map(|&c| category_from_pb(c, "categories"))
@@ -59,14 +46,7 @@ fn categories(v: &[i32]) -> Result<Vec<Category>, Status> {
 
 /// A divergent key as a wire message.
 pub fn key_pb(k: &crate::outcome::DivergentKey) -> pb::DivergentKey {
-    pb::DivergentKey {
-        range: k.range.clone(),
-        key: k.div.key.clone(),
-        category: category_to_pb(k.category),
-        behind: side_to_pb(k.behind),
-        local: Some(entry_version(&k.div.local)),
-        peer: Some(entry_version(&k.div.peer)),
-    }
+    mend_rpc::report::key_to_pb(&crate::report::key_report(k), k.div.key.clone())
 }
 
 /// Streams a report: the keys, then the summary with its sources.
@@ -74,8 +54,9 @@ fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
     let (tx, rx) = mpsc::channel(STREAM_DEPTH);
     tokio::spawn(async move {
         let srcs = crate::report::attribution(&d, now_ms, crate::report::SOURCE_WINDOW_GAP_MS);
-        for k in &d.keys {
-            let ev = key_pb(k);
+        let report = crate::report::build(&d, &srcs, usize::MAX);
+        for (k, r) in d.keys.iter().zip(&report.keys) {
+            let ev = mend_rpc::report::key_to_pb(r, k.div.key.clone());
             if tx
                 .send(Ok(pb::DiffEvent {
                     event: Some(pb::diff_event::Event::Key(ev)),
@@ -88,9 +69,9 @@ fn stream_report(d: DiffOutcome, now_ms: u64) -> BoxStream<pb::DiffEvent> {
         }
         let _ = tx
             .send(Ok(pb::DiffEvent {
-                event: Some(pb::diff_event::Event::Summary(crate::report::summary_pb(
-                    &d, &srcs,
-                ))),
+                event: Some(pb::diff_event::Event::Summary(
+                    mend_rpc::report::summary_to_pb(&report),
+                )),
             }))
             .await;
     });
