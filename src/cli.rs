@@ -68,7 +68,7 @@ pub enum Command {
     /// Repair the divergent keys between two agents.
     Repair(RepairArgs),
     /// Undo a repair (run against the agent that ran it).
-    Undo(UndoArgs),
+    Undo(RepairControlArgs),
     /// Open an operator session of an agent's dashboard page: prints the URL
     /// whose page can repair, undo, pause, resume and cancel as you.
     Dashboard(DashboardArgs),
@@ -405,26 +405,14 @@ pub enum RepairControl {
     Cancel(RepairControlArgs),
 }
 
-/// Flags of `mend repair pause|resume|cancel`.
+/// Flags of `mend repair pause|resume|cancel` and `mend undo`: one repair
+/// at the agent that runs or ran it.
 #[derive(Debug, Args)]
 pub struct RepairControlArgs {
-    /// The agent that runs the repair.
+    /// The agent that runs (or ran) the repair.
     #[arg(long)]
     pub agent: String,
     /// The repair id printed by `mend repair` (and listed by `mend status`).
-    pub repair_id: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `mend undo`.
-#[derive(Debug, Args)]
-pub struct UndoArgs {
-    /// The agent that ran the repair.
-    #[arg(long)]
-    pub agent: String,
-    /// The repair id printed by `mend repair`.
     pub repair_id: String,
     /// Print JSON.
     #[arg(long)]

@@ -10,9 +10,7 @@ use serde_json::json;
 
 use super::names::{decision_name, side_name, skip_name, version_json};
 use super::{operator, replica, runtime, status_err};
-use crate::cli::{
-    DashboardArgs, DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, UndoArgs, VersionArgs,
-};
+use crate::cli::{DashboardArgs, DeleteArgs, GetArgs, LoadArgs, PutArgs, StatusArgs, VersionArgs};
 use crate::output::print_json;
 
 fn version(v: &VersionArgs) -> Option<pb::Version> {
@@ -183,7 +181,7 @@ pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `mend undo`.
-pub fn undo(a: UndoArgs) -> anyhow::Result<ExitCode> {
+pub fn undo(a: crate::cli::RepairControlArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut c = operator(&a.agent).await?;
         let r = c.undo(pb::UndoRequest { repair_id: a.repair_id.clone() }).await.map_err(|s| status_err(&a.agent, s))?.into_inner();

@@ -315,9 +315,7 @@ fn publish_clock_skew<B: AgentBackend>(state: &AgentState<B>, out: &DiffOutcome)
     state
         .metrics
         .peer_clock_skew_seconds
-        .get_or_create(&crate::metrics::PeerLabel {
-            peer: out.peer_node.clone(),
-        })
+        .get_or_create(&crate::metrics::PeerLabel::of(&out.peer_node))
         .set(peer_clock_skew_ms as f64 / 1000.0);
     if peer_clock_skew_ms.unsigned_abs() > state.config.clock_skew_ms {
         tracing::warn!(

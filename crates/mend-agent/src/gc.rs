@@ -255,9 +255,7 @@ pub async fn purge_once<B: AgentBackend>(
         state
             .metrics
             .purge_horizon_timestamp_seconds
-            .get_or_create(&crate::metrics::RangeLabel {
-                range: h.range.clone(),
-            })
+            .get_or_create(&crate::metrics::RangeLabel::of(&h.range))
             .set((h.before_ms / 1000) as i64);
         if h.before_ms == 0 {
             continue;
@@ -272,9 +270,7 @@ pub async fn purge_once<B: AgentBackend>(
             state
                 .metrics
                 .tombstones_purged
-                .get_or_create(&crate::metrics::RangeLabel {
-                    range: h.range.clone(),
-                })
+                .get_or_create(&crate::metrics::RangeLabel::of(&h.range))
                 .inc_by(p.purged);
             if !p.more {
                 break;

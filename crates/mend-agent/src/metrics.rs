@@ -18,6 +18,15 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+impl PeerLabel {
+    /// The label of `peer`.
+    pub fn of(peer: &str) -> PeerLabel {
+        PeerLabel {
+            peer: peer.to_string(),
+        }
+    }
+}
+
 /// Labels: peer and range.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerRange {
@@ -79,6 +88,15 @@ pub struct PeerReason {
 pub struct RangeLabel {
     /// Range name.
     pub range: String,
+}
+
+impl RangeLabel {
+    /// The label of `range`.
+    pub fn of(range: &str) -> RangeLabel {
+        RangeLabel {
+            range: range.to_string(),
+        }
+    }
 }
 
 fn rounds_histogram() -> Histogram {

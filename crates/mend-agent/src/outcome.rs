@@ -79,6 +79,18 @@ pub struct DiffOutcome {
 }
 
 impl DiffOutcome {
+    /// The divergent keys as attribution observes them.
+    pub fn observed(&self) -> Vec<mend_core::attribution::Observed<'_>> {
+        self.keys
+            .iter()
+            .map(|k| mend_core::attribution::Observed {
+                div: &k.div,
+                category: k.category,
+                behind: k.behind,
+            })
+            .collect()
+    }
+
     /// Ranges compared where the peer holds, for every tombstone this side
     /// held when the diff started, the same tombstone, something newer, or
     /// nothing at all: no tree mismatch, and no key where this side's

@@ -2,7 +2,7 @@
 //! ([`DiffReport`]) that the wire (`mend_rpc::report`), `mend diff --json`,
 //! the webhook body, `/status` and the dashboard all show.
 
-use mend_core::attribution::{Cause, Observed, Options, Source, attribute, single_cause};
+use mend_core::attribution::{Cause, Options, Source, attribute, single_cause};
 use mend_core::report::{CauseReport, DiffReport, EntryReport, KeyReport};
 
 use crate::outcome::{DiffOutcome, DivergentKey};
@@ -25,15 +25,7 @@ pub struct Attribution {
 
 /// Attributes `o` at `now_ms`.
 pub fn attribution(o: &DiffOutcome, now_ms: u64, window_gap_ms: u64) -> Attribution {
-    let observed: Vec<Observed<'_>> = o
-        .keys
-        .iter()
-        .map(|k| Observed {
-            div: &k.div,
-            category: k.category,
-            behind: k.behind,
-        })
-        .collect();
+    let observed = o.observed();
     let opts = Options {
         window_gap_ms,
         sources_max: SOURCES_MAX,

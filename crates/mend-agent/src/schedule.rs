@@ -296,9 +296,7 @@ pub fn exchange_failed<B: AgentBackend>(state: &AgentState<B>, peer: &str, e: &A
     state
         .metrics
         .exchange_errors
-        .get_or_create(&crate::metrics::PeerLabel {
-            peer: peer.to_string(),
-        })
+        .get_or_create(&crate::metrics::PeerLabel::of(peer))
         .inc();
     state
         .monitor
@@ -486,16 +484,12 @@ pub async fn playbook<B: AgentBackend>(
     state
         .metrics
         .repaired_keys
-        .get_or_create(&crate::metrics::PeerLabel {
-            peer: peer.id.clone(),
-        })
+        .get_or_create(&crate::metrics::PeerLabel::of(&peer.id))
         .inc_by(sum.keys_repaired);
     state
         .metrics
         .repaired_bytes
-        .get_or_create(&crate::metrics::PeerLabel {
-            peer: peer.id.clone(),
-        })
+        .get_or_create(&crate::metrics::PeerLabel::of(&peer.id))
         .inc_by(sum.bytes_streamed);
     // Postcondition: a re-diff shows none of the repaired keys still divergent.
     let repaired: std::collections::HashSet<&[u8]> =

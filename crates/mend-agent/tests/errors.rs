@@ -14,8 +14,8 @@ use mend_agent::backend::AgentBackend;
 use mend_agent::link::mem::{Counting, pair};
 use mend_agent::shadow::KeyEntry;
 use mend_core::{NodeId, RangeSpec, Secret, TreeShape, Version};
-use mend_store::backend::Visit;
-use mend_store::{Backend, Cf, MemBackend, Op, Store, StoreConfig, StoreError, Write};
+use mend_store::backend::{Call, Wrapper};
+use mend_store::{Cf, MemBackend, Store, StoreConfig, StoreError, Write};
 
 /// An in-memory backend whose entry scans fail with a retryable error
 /// (RocksDB's "busy, try again") while `busy` is set.
@@ -24,34 +24,20 @@ struct Busy {
     busy: Arc<AtomicBool>,
 }
 
-impl Busy {
-    fn check(&self, cf: Cf) -> Result<(), StoreError> {
-        if cf == Cf::Data && self.busy.load(Ordering::Relaxed) {
+impl Wrapper for Busy {
+    type Inner = MemBackend;
+    fn inner(&self) -> &MemBackend {
+        &self.inner
+    }
+    fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        let scans_data = matches!(call, Call::Scan(Cf::Data) | Call::ScanSpans(Cf::Data));
+        if scans_data && self.busy.load(Ordering::Relaxed) {
             return Err(StoreError::Backend {
                 message: "busy: try again".into(),
                 retryable: true,
             });
         }
         Ok(())
-    }
-}
-
-impl Backend for Busy {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(cf, key)
-    }
-    fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
-        self.inner.write(ops, sync)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
-        self.check(cf)?;
-        self.inner.scan(cf, start, end, visit)
     }
 }
 

@@ -87,26 +87,22 @@ mod tests {
     #[test]
     fn newer_wins_equal_is_duplicate_or_conflict() {
         assert_eq!(decide(None, &m(1, "a", b"x")), Decision::Apply);
-        assert_eq!(
-            decide(Some(&m(1, "a", b"x")), &m(2, "a", b"y")),
-            Decision::Apply
-        );
-        assert_eq!(
-            decide(Some(&m(2, "a", b"x")), &m(1, "a", b"y")),
-            Decision::Stale
-        );
-        assert_eq!(
-            decide(Some(&m(1, "a", b"x")), &m(1, "b", b"y")),
-            Decision::Apply
-        );
-        assert_eq!(
-            decide(Some(&m(1, "a", b"x")), &m(1, "a", b"x")),
-            Decision::Duplicate
-        );
-        assert_eq!(
-            decide(Some(&m(1, "a", b"x")), &m(1, "a", b"z")),
-            Decision::Conflict
-        );
+        // (current, incoming) as (ms, origin, value), and the decision.
+        let cases = [
+            ((1, "a", "x"), (2, "a", "y"), Decision::Apply),
+            ((2, "a", "x"), (1, "a", "y"), Decision::Stale),
+            ((1, "a", "x"), (1, "b", "y"), Decision::Apply),
+            ((1, "a", "x"), (1, "a", "x"), Decision::Duplicate),
+            ((1, "a", "x"), (1, "a", "z"), Decision::Conflict),
+        ];
+        for ((cm, co, cv), (im, io, iv), want) in cases {
+            let (cur, inc) = (m(cm, co, cv.as_bytes()), m(im, io, iv.as_bytes()));
+            assert_eq!(
+                decide(Some(&cur), &inc),
+                want,
+                "{cm}/{co}/{cv} then {im}/{io}/{iv}"
+            );
+        }
         let mut t = m(1, "a", b"");
         t.tombstone = true;
         assert_eq!(decide(Some(&m(1, "a", b"")), &t), Decision::Conflict);

@@ -42,8 +42,8 @@ use mend_agent::{AgentConfig, journal, repair, schedule};
 use mend_core::classify::{Category, Side};
 use mend_core::exchange::{EntrySummary, node_hash};
 use mend_core::{NodeId, RangeSpec, Secret, TreeShape, Version};
-use mend_store::backend::{SpanVisit, Visit};
-use mend_store::{Backend, Cf, MemBackend, Op, Store, StoreConfig, StoreError, Write};
+use mend_store::backend::{Call, Wrapper};
+use mend_store::{MemBackend, Store, StoreConfig, StoreError, Write};
 
 use crate::rng::SplitMix64;
 
@@ -152,47 +152,17 @@ fn dead() -> StoreError {
     }
 }
 
-impl SimBackend {
-    fn check(&self) -> Result<(), StoreError> {
+impl Wrapper for SimBackend {
+    type Inner = MemBackend;
+    fn inner(&self) -> &MemBackend {
+        &self.disk
+    }
+    fn before(&self, _call: Call<'_>) -> Result<(), StoreError> {
         if self.alive.load(Ordering::Relaxed) {
             Ok(())
         } else {
             Err(dead())
         }
-    }
-}
-
-impl Backend for SimBackend {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check()?;
-        self.disk.get(cf, key)
-    }
-    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.check()?;
-        self.disk.multi_get(cf, keys)
-    }
-    fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
-        self.check()?;
-        self.disk.write(ops, sync)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.disk.scan(cf, start, end, visit)
-    }
-    fn scan_spans(
-        &self,
-        cf: Cf,
-        spans: &[(Vec<u8>, Vec<u8>)],
-        visit: &mut SpanVisit<'_>,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.disk.scan_spans(cf, spans, visit)
     }
 }
 

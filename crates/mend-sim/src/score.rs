@@ -35,15 +35,7 @@ pub(crate) fn judge(
     let run = rt
         .block_on(mend_agent::exchange::diff(&agent, NODES[B], None))
         .map_err(|s| SimError::Invariant(format!("the exchange failed: {}", s.message())))?;
-    let observed: Vec<Observed<'_>> = run
-        .keys
-        .iter()
-        .map(|k| Observed {
-            div: &k.div,
-            category: k.category,
-            behind: k.behind,
-        })
-        .collect();
+    let observed = run.observed();
     let opts = Options {
         // Every source is kept for scoring; reports show the largest few.
         sources_max: usize::MAX,

@@ -120,3 +120,69 @@ pub trait Backend: Send + Sync + 'static {
         0
     }
 }
+
+/// A call to a backend, as a [`Wrapper`] sees it before passing it on.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    /// [`Backend::get`] in this column family.
+    Get(Cf),
+    /// [`Backend::multi_get`] in this column family.
+    MultiGet(Cf),
+    /// [`Backend::write`] of these ops.
+    Write(&'a [Op]),
+    /// [`Backend::scan`] in this column family.
+    Scan(Cf),
+    /// [`Backend::scan_spans`] in this column family.
+    ScanSpans(Cf),
+}
+
+/// A backend around another that sees every call first and may fail it:
+/// fault injection and spies (the simulator's crashed process, tests' busy
+/// or full disks). Every type that implements this is a [`Backend`] that
+/// passes each call, after [`Wrapper::before`], to [`Wrapper::inner`].
+pub trait Wrapper: Send + Sync + 'static {
+    /// The wrapped backend.
+    type Inner: Backend;
+    /// The wrapped backend.
+    fn inner(&self) -> &Self::Inner;
+    /// Sees `call` before the wrapped backend does; an error fails the
+    /// call without passing it on.
+    fn before(&self, call: Call<'_>) -> Result<(), StoreError>;
+}
+
+impl<W: Wrapper> Backend for W {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.before(Call::Get(cf))?;
+        self.inner().get(cf, key)
+    }
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.before(Call::MultiGet(cf))?;
+        self.inner().multi_get(cf, keys)
+    }
+    fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
+        self.before(Call::Write(&ops))?;
+        self.inner().write(ops, sync)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        self.before(Call::Scan(cf))?;
+        self.inner().scan(cf, start, end, visit)
+    }
+    fn scan_spans(
+        &self,
+        cf: Cf,
+        spans: &[(Vec<u8>, Vec<u8>)],
+        visit: &mut SpanVisit<'_>,
+    ) -> Result<(), StoreError> {
+        self.before(Call::ScanSpans(cf))?;
+        self.inner().scan_spans(cf, spans, visit)
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.inner().disk_bytes()
+    }
+}

@@ -342,19 +342,25 @@ impl<B: AgentBackend> PeerService<B> {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    /// `Fetch`.
-    pub async fn on_fetch(&self, r: pb::FetchRequest) -> Result<Inbound<pb::FetchedEntry>, Status> {
-        let keys = r.keys;
+    /// The keys of a `Fetch` or `Lookup`: at most `limits.fetch_keys_max`,
+    /// each a valid key.
+    fn fetch_keys(&self, r: pb::FetchRequest) -> Result<Vec<Vec<u8>>, Status> {
         let max = self.state.config.limits.fetch_keys_max;
-        if keys.len() > max {
+        if r.keys.len() > max {
             return Err(Status::invalid_argument(format!(
                 "{} keys exceed fetch_keys_max = {max}",
-                keys.len()
+                r.keys.len()
             )));
         }
-        for k in &keys {
+        for k in &r.keys {
             key_from_pb(k)?;
         }
+        Ok(r.keys)
+    }
+
+    /// `Fetch`.
+    pub async fn on_fetch(&self, r: pb::FetchRequest) -> Result<Inbound<pb::FetchedEntry>, Status> {
+        let keys = self.fetch_keys(r)?;
         let send_timeout = Duration::from_millis(self.state.config.limits.stream_send_timeout_ms);
         let permit = self.stream_permit(send_timeout).await?;
         let (tx, rx) = mpsc::channel(SERVER_STREAM_DEPTH);
@@ -522,17 +528,7 @@ impl<B: AgentBackend> PeerService<B> {
 
     /// `Lookup`.
     pub async fn on_lookup(&self, r: pb::FetchRequest) -> Result<pb::LookupResponse, Status> {
-        let keys = r.keys;
-        let max = self.state.config.limits.fetch_keys_max;
-        if keys.len() > max {
-            return Err(Status::invalid_argument(format!(
-                "{} keys exceed fetch_keys_max = {max}",
-                keys.len()
-            )));
-        }
-        for k in &keys {
-            key_from_pb(k)?;
-        }
+        let keys = self.fetch_keys(r)?;
         let results = self
             .state
             .blocking(move |s| {
@@ -719,8 +715,31 @@ fn owner_of<T>(req: &Request<T>) -> Option<String> {
     crate::auth::caller(req).map(|i| i.primary().to_string())
 }
 
-#[tonic::async_trait]
-impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
+/// The tonic impl of `mend.v1.Peer`: the calls in `forward:` hand the
+/// request's message to `on_NAME` and wrap its answer; the rest need the
+/// caller's identity or are not async.
+macro_rules! peer_service {
+    (forward: [$($name:ident($req:ty) -> $resp:ty => $on:ident),* $(,)?], $($rest:tt)*) => {
+        #[tonic::async_trait]
+        impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
+            $(
+                async fn $name(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
+                    self.$on(req.into_inner()).await.map(Response::new)
+                }
+            )*
+            $($rest)*
+        }
+    };
+}
+
+peer_service! {
+    forward: [
+        probe(pb::ProbeRequest) -> pb::ProbeResponse => on_probe,
+        leaves(pb::LeavesRequest) -> Self::LeavesStream => on_leaves,
+        fetch(pb::FetchRequest) -> Self::FetchStream => on_fetch,
+        sample(pb::PeerSampleRequest) -> pb::EntrySummaries => on_sample,
+        lookup(pb::FetchRequest) -> pb::LookupResponse => on_lookup,
+    ],
     async fn challenge(
         &self,
         _req: Request<pb::ChallengeRequest>,
@@ -738,30 +757,9 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
             .map(Response::new)
     }
 
-    async fn probe(
-        &self,
-        req: Request<pb::ProbeRequest>,
-    ) -> Result<Response<pb::ProbeResponse>, Status> {
-        self.on_probe(req.into_inner()).await.map(Response::new)
-    }
-
     type LeavesStream = Inbound<pb::LeafReply>;
 
-    async fn leaves(
-        &self,
-        req: Request<pb::LeavesRequest>,
-    ) -> Result<Response<Self::LeavesStream>, Status> {
-        self.on_leaves(req.into_inner()).await.map(Response::new)
-    }
-
     type FetchStream = Inbound<pb::FetchedEntry>;
-
-    async fn fetch(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<Self::FetchStream>, Status> {
-        self.on_fetch(req.into_inner()).await.map(Response::new)
-    }
 
     async fn push(
         &self,
@@ -771,20 +769,6 @@ impl<B: AgentBackend> pb::peer_server::Peer for PeerService<B> {
         self.on_push(owner, Box::pin(req.into_inner()))
             .await
             .map(Response::new)
-    }
-
-    async fn sample(
-        &self,
-        req: Request<pb::PeerSampleRequest>,
-    ) -> Result<Response<pb::EntrySummaries>, Status> {
-        self.on_sample(req.into_inner()).await.map(Response::new)
-    }
-
-    async fn lookup(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
-        self.on_lookup(req.into_inner()).await.map(Response::new)
     }
 
     async fn shadow_push(

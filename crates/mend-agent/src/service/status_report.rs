@@ -73,9 +73,7 @@ async fn range_statuses(state: &Arc<AgentState>) -> Result<Vec<pb::RangeStatus>,
                 let purged = st
                     .metrics
                     .tombstones_purged
-                    .get_or_create(&crate::metrics::RangeLabel {
-                        range: spec.name.clone(),
-                    })
+                    .get_or_create(&crate::metrics::RangeLabel::of(&spec.name))
                     .get();
                 ranges.push(pb::RangeStatus {
                     name: spec.name.clone(),

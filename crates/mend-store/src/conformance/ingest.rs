@@ -11,7 +11,7 @@ use mend_core::limits::{INGEST_BATCH_ENTRIES_MAX, POSITION_BYTES_MAX, SOURCE_NAM
 use mend_core::{Decision, RangeMode, RangeSpec};
 
 use super::{Harness, config, ranges, v};
-use crate::backend::{Backend, Cf, Op, SpanVisit, Visit};
+use crate::backend::{Backend, Call, Cf, Op, Wrapper};
 use crate::error::StoreError;
 use crate::keys;
 use crate::store::{IngestBatch, IngestEntry, Store, StoreConfig, Write};
@@ -67,39 +67,23 @@ pub struct Spy<B> {
     fail_next: Arc<AtomicBool>,
 }
 
-impl<B: Backend> Backend for Spy<B> {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(cf, key)
+impl<B: Backend> Wrapper for Spy<B> {
+    type Inner = B;
+    fn inner(&self) -> &B {
+        &self.inner
     }
-    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.inner.multi_get(cf, keys)
-    }
-    fn write(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
+    fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        let Call::Write(ops) = call else {
+            return Ok(());
+        };
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Backend {
                 message: "injected write failure".into(),
                 retryable: true,
             });
         }
-        self.batches.lock().unwrap().push(ops.clone());
-        self.inner.write(ops, sync)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
-        self.inner.scan(cf, start, end, visit)
-    }
-    fn scan_spans(
-        &self,
-        cf: Cf,
-        spans: &[(Vec<u8>, Vec<u8>)],
-        visit: &mut SpanVisit<'_>,
-    ) -> Result<(), StoreError> {
-        self.inner.scan_spans(cf, spans, visit)
+        self.batches.lock().unwrap().push(ops.to_vec());
+        Ok(())
     }
 }
 
