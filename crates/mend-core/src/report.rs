@@ -1,6 +1,6 @@
 //! The report of one diff: what an exchange found, why (attribution), and
 //! what it cost. One type for every place a report is shown: `mend diff
-//! --json` (built from the wire by `mend_rpc::convert::report_from_pb`),
+//! --json` (built from the wire by `mend_rpc::report::report_from_pb`),
 //! the webhook body (under `"report"`), the agent's `/status` and its
 //! dashboard (each peer's last report, keys cut to a page). Its JSON field
 //! names are documented once, by example, in `docs/REPORT.md`; a test
