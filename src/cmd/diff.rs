@@ -32,8 +32,8 @@ impl Received {
         keys: Vec<pb::DivergentKey>,
         summary: pb::DiffSummary,
     ) -> anyhow::Result<Received> {
-        let report = mend_rpc::report::report_from_pb(keys.clone(), summary.clone())
-            .map_err(|s| status_err(agent, s))?;
+        let report =
+            mend_rpc::report::report_from_pb(&keys, &summary).map_err(|s| status_err(agent, s))?;
         Ok(Received {
             keys,
             summary,

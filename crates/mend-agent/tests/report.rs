@@ -112,7 +112,7 @@ fn the_wire_report_is_the_report_the_agent_built() {
         .map(mend_agent::service::operator::key_pb)
         .collect();
     let summary = mend_rpc::report::summary_to_pb(&built);
-    let rebuilt = mend_rpc::report::report_from_pb(keys, summary).unwrap();
+    let rebuilt = mend_rpc::report::report_from_pb(&keys, &summary).unwrap();
     assert_eq!(rebuilt, built);
 
     // And its JSON (`mend diff --json`, the webhook, `/status`) reads back
@@ -138,6 +138,6 @@ fn a_report_cut_to_fewer_keys_counts_what_it_left_out() {
         .map(mend_agent::service::operator::key_pb)
         .collect();
     let rebuilt =
-        mend_rpc::report::report_from_pb(keys, mend_rpc::report::summary_to_pb(&cut)).unwrap();
+        mend_rpc::report::report_from_pb(&keys, &mend_rpc::report::summary_to_pb(&cut)).unwrap();
     assert_eq!(rebuilt, cut);
 }

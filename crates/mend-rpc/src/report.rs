@@ -66,43 +66,43 @@ pub fn key_to_pb(k: &KeyReport, raw_key: Vec<u8>) -> pb::DivergentKey {
 
 /// The report a `Diff` stream carried: its keys and its summary.
 pub fn report_from_pb(
-    keys: Vec<pb::DivergentKey>,
-    s: pb::DiffSummary,
+    keys: &[pb::DivergentKey],
+    s: &pb::DiffSummary,
 ) -> Result<DiffReport, Status> {
     let mut by_category = DiffReport::count_categories(std::iter::empty());
-    for c in s.by_category {
+    for c in &s.by_category {
         by_category.insert(
             category_from_pb(c.category, "by_category.category")?,
             c.count,
         );
     }
     let keys = keys
-        .into_iter()
+        .iter()
         .map(key_from_pb)
         .collect::<Result<Vec<_>, _>>()?;
     let keys_omitted = s.divergent_keys.saturating_sub(keys.len() as u64);
     Ok(DiffReport {
         in_sync: s.in_sync,
-        local_node: s.local_node,
-        peer_node: s.peer_node,
-        ranges: s.ranges,
-        versionless_ranges: s.versionless_ranges,
+        local_node: s.local_node.clone(),
+        peer_node: s.peer_node.clone(),
+        ranges: s.ranges.clone(),
+        versionless_ranges: s.versionless_ranges.clone(),
         tree_mismatches: s
             .tree_mismatches
-            .into_iter()
+            .iter()
             .map(|m| TreeMismatch {
-                range: m.range,
-                buckets: m.buckets,
-                fixed: m.fixed,
+                range: m.range.clone(),
+                buckets: m.buckets.clone(),
+                fixed: m.fixed.clone(),
             })
             .collect(),
         peer_clock_skew_ms: s.peer_clock_skew_ms,
         divergent_keys: s.divergent_keys,
         by_category,
-        cause: s.cause.map(cause_from_pb).transpose()?,
+        cause: s.cause.as_ref().map(cause_from_pb).transpose()?,
         sources: s
             .sources
-            .into_iter()
+            .iter()
             .map(source_from_pb)
             .collect::<Result<_, _>>()?,
         keys,
@@ -132,9 +132,9 @@ fn entry_to_pb(e: &Option<EntryReport>) -> pb::EntryVersion {
     }
 }
 
-fn entry_from_pb(e: Option<pb::EntryVersion>) -> Option<EntryReport> {
+fn entry_from_pb(e: Option<&pb::EntryVersion>) -> Option<EntryReport> {
     let e = e.filter(|e| e.present)?;
-    let v = e.version.unwrap_or_default();
+    let v = e.version.clone().unwrap_or_default();
     Some(EntryReport {
         ms: v.ms,
         logical: v.logical,
@@ -144,14 +144,14 @@ fn entry_from_pb(e: Option<pb::EntryVersion>) -> Option<EntryReport> {
     })
 }
 
-fn key_from_pb(k: pb::DivergentKey) -> Result<KeyReport, Status> {
+fn key_from_pb(k: &pb::DivergentKey) -> Result<KeyReport, Status> {
     Ok(KeyReport::new(
-        k.range,
+        k.range.clone(),
         &k.key,
         category_from_pb(k.category, "key.category")?,
         side_from_pb(k.behind, "key.behind")?,
-        entry_from_pb(k.local),
-        entry_from_pb(k.peer),
+        entry_from_pb(k.local.as_ref()),
+        entry_from_pb(k.peer.as_ref()),
     ))
 }
 
@@ -186,7 +186,7 @@ pub fn source_to_pb(s: &Source) -> pb::Source {
 
 /// A wire attribution source; its sequence gaps exist where
 /// `seq_missing_on` names a side.
-pub fn source_from_pb(s: pb::Source) -> Result<Source, Status> {
+pub fn source_from_pb(s: &pb::Source) -> Result<Source, Status> {
     let newer_side = side_from_pb(s.newer_side, "source.newer_side")?
         .ok_or_else(|| Status::invalid_argument("source.newer_side: required"))?;
     let seq_gaps =
@@ -197,7 +197,7 @@ pub fn source_from_pb(s: pb::Source) -> Result<Source, Status> {
         });
     Ok(Source {
         category: category_from_pb(s.category, "source.category")?,
-        origin: s.origin,
+        origin: s.origin.clone(),
         newer_side,
         count: s.count,
         first_ms: s.first_ms,
@@ -205,7 +205,7 @@ pub fn source_from_pb(s: pb::Source) -> Result<Source, Status> {
         seq_min: s.seq_min,
         seq_max: s.seq_max,
         seq_gaps,
-        hint: s.hint,
+        hint: s.hint.clone(),
     })
 }
 
@@ -246,8 +246,8 @@ pub fn cause_to_pb(c: &CauseReport) -> pb::Cause {
 }
 
 /// A wire single cause (its kind required).
-pub fn cause_from_pb(c: pb::Cause) -> Result<CauseReport, Status> {
-    let (node, keys) = (c.node, c.keys);
+pub fn cause_from_pb(c: &pb::Cause) -> Result<CauseReport, Status> {
+    let (node, keys) = (c.node.clone(), c.keys);
     let cause = match pb::CauseKind::try_from(c.kind) {
         Ok(pb::CauseKind::Empty) => Cause::Empty {
             node,
@@ -277,7 +277,7 @@ pub fn cause_from_pb(c: pb::Cause) -> Result<CauseReport, Status> {
     };
     Ok(CauseReport {
         cause,
-        hint: c.hint,
+        hint: c.hint.clone(),
     })
 }
 
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_unknown_cause_kind_is_refused_naming_the_field() {
-        let e = cause_from_pb(pb::Cause {
+        let e = cause_from_pb(&pb::Cause {
             kind: 99,
             ..Default::default()
         })
@@ -303,7 +303,7 @@ mod tests {
             newer_side: pb::Side::Peer as i32,
             ..Default::default()
         };
-        let e = source_from_pb(s).unwrap_err();
+        let e = source_from_pb(&s).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("source.category"), "{}", e.message());
     }
@@ -333,7 +333,7 @@ mod tests {
                 cause,
                 hint: "why".into(),
             };
-            assert_eq!(cause_from_pb(cause_to_pb(&c)).unwrap(), c);
+            assert_eq!(cause_from_pb(&cause_to_pb(&c)).unwrap(), c);
         }
     }
 }
