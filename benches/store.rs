@@ -6,8 +6,13 @@
 //!   (default `WriteOptions`, unsynced like mend) into a database opened with
 //!   [`mend_rocks::db_options`] and the same column families, each with
 //!   [`mend_rocks::cf_options`] over one shared block cache.
+//!   `rocksdb_read_put` reads the key (`get_cf`) before putting it: the
+//!   minimum work of any store that never writes blind, which is what the
+//!   apply rule needs (issue 14's yardstick).
 //! * `store/write_batch1000`: the same keys, 1000 per [`Store::write`] versus
-//!   1000 puts per `WriteBatch`.
+//!   1000 puts per `WriteBatch` (`rocksdb`), and versus one
+//!   `batched_multi_get_cf` of the 1000 keys followed by their `WriteBatch`
+//!   (`rocksdb_read_put`).
 //! * `store/rebuild`: [`Store::rebuild_leaves`] of the single range of a store
 //!   holding N entries versus a single-threaded raw iterator over a checkpoint
 //!   of the same data column family (touching every key and value). The store
@@ -146,6 +151,18 @@ fn write_single(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("rocksdb_read_put", |b| {
+        b.iter_custom(|iters| {
+            fresh(iters, open_plain, |db| {
+                let cf = db.cf_handle(Cf::Data.name()).expect("data column family");
+                let wo = WriteOptions::default();
+                for (k, v) in pairs() {
+                    black_box(db.get_cf(cf, k).expect("rocksdb get"));
+                    db.put_cf_opt(cf, k, v, &wo).expect("rocksdb put");
+                }
+            })
+        })
+    });
     g.finish();
 }
 
@@ -170,6 +187,25 @@ fn write_batched(c: &mut Criterion) {
                 let cf = db.cf_handle(Cf::Data.name()).expect("data column family");
                 let wo = WriteOptions::default();
                 for chunk in pairs().chunks(BATCH) {
+                    let mut batch = WriteBatch::default();
+                    for (k, v) in chunk {
+                        batch.put_cf(cf, k, v);
+                    }
+                    db.write_opt(batch, &wo).expect("rocksdb write");
+                }
+            })
+        })
+    });
+    g.bench_function("rocksdb_read_put", |b| {
+        b.iter_custom(|iters| {
+            fresh(iters, open_plain, |db| {
+                let cf = db.cf_handle(Cf::Data.name()).expect("data column family");
+                let wo = WriteOptions::default();
+                for chunk in pairs().chunks(BATCH) {
+                    let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+                    for r in db.batched_multi_get_cf(cf, &keys, false) {
+                        black_box(r.expect("rocksdb multi_get"));
+                    }
                     let mut batch = WriteBatch::default();
                     for (k, v) in chunk {
                         batch.put_cf(cf, k, v);

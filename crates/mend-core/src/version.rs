@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +17,12 @@ use crate::error::CoreError;
 use crate::limits::NODE_ID_BYTES_MAX;
 
 /// The id of a node (agent / replica): 1..=64 printable ASCII bytes.
+/// Shared, not copied: every [`Version`] carries one, and the write path
+/// clones versions into outcomes, so a clone is a reference count, not an
+/// allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Validates and wraps a node id.
@@ -28,7 +32,7 @@ impl NodeId {
             && id.len() <= NODE_ID_BYTES_MAX
             && id.bytes().all(|b| b.is_ascii_graphic());
         if ok {
-            Ok(NodeId(id))
+            Ok(NodeId(id.into()))
         } else {
             Err(CoreError::NodeId {
                 id,
@@ -52,7 +56,7 @@ impl TryFrom<String> for NodeId {
 
 impl From<NodeId> for String {
     fn from(n: NodeId) -> String {
-        n.0
+        n.0.to_string()
     }
 }
 

@@ -37,7 +37,8 @@ pub enum Cf {
 }
 
 impl Cf {
-    /// Every column family.
+    /// Every column family, each at the index of its discriminant (`cf as
+    /// usize`), so backends may keep per-family state in an array.
     pub const ALL: [Cf; 5] = [Cf::Data, Cf::Leaves, Cf::Tombstones, Cf::Meta, Cf::Journal];
 
     /// Its name in RocksDB.
@@ -52,6 +53,14 @@ impl Cf {
     }
 }
 
+const _: () = {
+    let mut i = 0;
+    while i < Cf::ALL.len() {
+        assert!(Cf::ALL[i] as usize == i, "Cf::ALL in discriminant order");
+        i += 1;
+    }
+};
+
 /// One write in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -59,6 +68,15 @@ pub enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     /// Remove a row.
     Delete(Cf, Vec<u8>),
+}
+
+impl Op {
+    /// The row the op writes: its column family and key.
+    pub fn row(&self) -> (Cf, &[u8]) {
+        match self {
+            Op::Put(cf, k, _) | Op::Delete(cf, k) => (*cf, k),
+        }
+    }
 }
 
 /// A scan visitor: gets each (key, value) in order; returns `false` to stop.

@@ -6,10 +6,11 @@
 //! ([`Store::commit_rows`]). Undo's [`Store::compare_and_restore`] bypasses
 //! the apply rule on purpose but commits through the same `commit_rows`.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
+use mend_core::digest::value_hash;
 use mend_core::error::check_value;
-use mend_core::{Agg, Decision, EntryMeta, RangeMode, Record, Secret, Version, decide};
+use mend_core::{Agg, Decision, Digest, EntryMeta, RangeMode, Record, Secret, Version, decide};
 
 use super::{Store, WriterState, clock_row, corrupt, leaf_op};
 use crate::backend::{Backend, Cf, Op};
@@ -139,10 +140,21 @@ pub(crate) type Located = (u16, u32, Vec<u8>);
 pub(crate) type Stored<'k> = HashMap<&'k [u8], Option<Vec<u8>>>;
 
 impl Content {
-    /// The record this content becomes at `version`.
-    fn into_record(self, version: Version) -> Record {
+    /// The record this content becomes at `version`; `hash` is the value's
+    /// hash when [`Store::prepare_all`] computed it already.
+    fn into_record(self, version: Version, hash: Option<Digest>) -> Record {
         match self {
-            Content::Value(v) => Record::live(version, v),
+            Content::Value(v) => match hash {
+                Some(value_hash) => Record {
+                    meta: EntryMeta {
+                        version,
+                        tombstone: false,
+                        value_hash,
+                    },
+                    value: v,
+                },
+                None => Record::live(version, v),
+            },
             Content::Digest(h) => Record::digest_only(version, h),
             Content::Tombstone => Record::tombstone(version),
         }
@@ -160,8 +172,9 @@ struct Batch<'k> {
     /// Each key's data row before the batch.
     stored: Stored<'k>,
     /// Entries this batch has applied, by data key: a later write of the
-    /// same key in the batch is decided against them.
-    pending: HashMap<&'k [u8], (EntryMeta, Record)>,
+    /// same key in the batch is decided against them. The whole record is
+    /// kept only when the caller asked for before-images.
+    pending: HashMap<&'k [u8], (EntryMeta, Option<Record>)>,
     /// The leaves the batch changed, by (range, bucket).
     leaves: HashMap<(u16, u32), Agg>,
     /// The rows to commit.
@@ -176,8 +189,8 @@ impl<'k> Batch<'k> {
             secret,
             now,
             stored,
-            pending: HashMap::new(),
-            leaves: HashMap::new(),
+            pending: HashMap::with_capacity(entries),
+            leaves: HashMap::with_capacity(entries),
             ops: Vec::with_capacity(entries * 2 + 3),
             out: Vec::with_capacity(entries),
         }
@@ -191,7 +204,7 @@ impl<'k> Batch<'k> {
         capture: bool,
     ) -> Result<(Option<EntryMeta>, Option<Record>), StoreError> {
         if let Some((m, r)) = self.pending.get(dkey) {
-            return Ok((Some(m.clone()), capture.then(|| r.clone())));
+            return Ok((Some(m.clone()), r.clone()));
         }
         let Some(raw) = self.stored.get(dkey).and_then(|v| v.as_deref()) else {
             return Ok((None, None));
@@ -215,6 +228,7 @@ impl<'k> Batch<'k> {
         key: &[u8],
         previous: Option<&EntryMeta>,
         record: Record,
+        capture: bool,
     ) -> Result<(), StoreError> {
         let (range, bucket, base) = leaf;
         let agg = self.leaves.entry((range, bucket)).or_insert(base);
@@ -231,7 +245,12 @@ impl<'k> Batch<'k> {
         }
         self.ops
             .push(Op::Put(Cf::Data, dkey.to_vec(), record.encode()));
-        self.pending.insert(dkey, (record.meta.clone(), record));
+        let kept = if capture {
+            (record.meta.clone(), Some(record))
+        } else {
+            (record.meta, None)
+        };
+        self.pending.insert(dkey, kept);
         Ok(())
     }
 }
@@ -343,8 +362,8 @@ impl<B: Backend> Store<B> {
     /// batch. Returns the outcomes and, when `c.position` is given, the
     /// durable position after the batch and whether it moved.
     ///
-    /// The steps, each its own function: locate every key
-    /// ([`Store::locate_all`]), read what the keys and the source's position
+    /// The steps, each its own function: locate every key and hash its
+    /// value ([`Store::prepare_all`]), read what the keys and the source's position
     /// hold now ([`Store::read_current`], [`Store::read_position`]), decide
     /// each entry ([`Store::decide_one`]), build its rows
     /// ([`Batch::build_rows`]), and commit rows and tree together
@@ -354,7 +373,8 @@ impl<B: Backend> Store<B> {
         writes: Vec<Incoming>,
         c: Commit<'_>,
     ) -> Result<Committed, StoreError> {
-        let located = self.locate_all(&writes, c.mode)?;
+        let (located, hashes): (Vec<Located>, Vec<Option<Digest>>) =
+            self.prepare_all(&writes, c.mode)?.into_iter().unzip();
         let mut st = self.writer()?;
         let clock_before = st.hlc;
         let stored = self.read_current(&located)?;
@@ -365,11 +385,11 @@ impl<B: Backend> Store<B> {
         let mut stamped = false;
         {
             let trees = self.trees_read()?;
-            for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
+            for ((w, (range, bucket, dkey)), hash) in writes.into_iter().zip(&located).zip(hashes) {
                 let (previous, before) = batch.current(dkey, c.capture)?;
                 stamped |= w.version.is_none();
                 let version = self.stamp(&mut st, w.version, previous.as_ref(), now);
-                let record = w.content.into_record(version.clone());
+                let record = w.content.into_record(version.clone(), hash);
                 let decision = decide_one(c.feed_order, redelivery, previous.as_ref(), &record);
                 let meta = record.meta.clone();
                 if decision == Decision::Apply {
@@ -378,7 +398,7 @@ impl<B: Backend> Store<B> {
                         *bucket,
                         trees[*range as usize].leaves()[*bucket as usize],
                     );
-                    batch.build_rows(leaf, dkey, &w.key, previous.as_ref(), record)?;
+                    batch.build_rows(leaf, dkey, &w.key, previous.as_ref(), record, c.capture)?;
                 }
                 batch.out.push(Applied {
                     decision,
@@ -409,20 +429,29 @@ impl<B: Backend> Store<B> {
         Ok((batch.out, position))
     }
 
-    /// Locates every entry of a batch and validates it (value size, the
-    /// range's mode) before anything is read or written: one bad entry
-    /// refuses the whole batch.
-    fn locate_all(&self, writes: &[Incoming], mode: RangeMode) -> Result<Vec<Located>, StoreError> {
-        let mut located = Vec::with_capacity(writes.len());
-        for w in writes {
+    /// Locates every entry of a batch, validates it (value size, the
+    /// range's mode) and hashes its value, before anything is read or
+    /// written and before the writer lock: one bad entry refuses the whole
+    /// batch. On the caller's thread: spreading it over rayon's pool made
+    /// batched writes 10% slower on two cores (BENCHMARKS.md, issue 14).
+    fn prepare_all(
+        &self,
+        writes: &[Incoming],
+        mode: RangeMode,
+    ) -> Result<Vec<(Located, Option<Digest>)>, StoreError> {
+        let one = |w: &Incoming| -> Result<_, StoreError> {
             let loc = self.locate(&w.key)?;
-            if let Content::Value(v) = &w.content {
-                check_value(v)?;
-            }
+            let hash = match &w.content {
+                Content::Value(v) => {
+                    check_value(v)?;
+                    Some(value_hash(v))
+                }
+                Content::Digest(_) | Content::Tombstone => None,
+            };
             self.check_mode(loc.0, mode)?;
-            located.push(loc);
-        }
-        Ok(located)
+            Ok((loc, hash))
+        };
+        writes.iter().map(one).collect()
     }
 
     /// Each located key's current data row, read in one batched read. The
