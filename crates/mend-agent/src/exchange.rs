@@ -231,6 +231,13 @@ fn clock_skew_ms(peer_now_ms: u64, mid_ms: u64) -> i64 {
     }
 }
 
+/// Ranges of one exchange descended at once. Their round trips overlap
+/// (an exchange of R ranges takes the rounds of its deepest range, not
+/// their sum) and their local steps run on blocking threads side by side.
+/// Each holds up to `diff_keys_max` divergent keys until the results are
+/// joined, so an exchange holds at most this many times that.
+pub const RANGES_IN_FLIGHT: usize = 4;
+
 /// What the descents of every range found.
 struct RangesDiffed {
     names: Vec<String>,
@@ -240,9 +247,22 @@ struct RangesDiffed {
     entries_peer: u64,
 }
 
-/// Descends each range the peer answered for, classifying what differs
-/// and checking this side's tree where the roots differ but the entries
-/// agree.
+/// What the descent of one range found, with its own cost.
+struct RangeDiffed {
+    name: String,
+    keys: Vec<DivergentKey>,
+    tree_mismatch: Option<TreeMismatch>,
+    entries_local: u64,
+    entries_peer: u64,
+    cost: Cost,
+}
+
+/// Descends each range the peer answered for, up to [`RANGES_IN_FLIGHT`]
+/// at once, classifying what differs and checking this side's tree where
+/// the roots differ but the entries agree. Results join in the peer's
+/// range order; the first range to fail (in that order) fails the
+/// exchange, and more than `diff_keys_max` keys over all ranges is the
+/// descent's own limit error.
 async fn diff_ranges<B: AgentBackend>(
     state: &Arc<AgentState<B>>,
     peer: &Peer,
@@ -250,47 +270,86 @@ async fn diff_ranges<B: AgentBackend>(
     ranges: Vec<pb::RangeRoot>,
     cost: &mut Cost,
 ) -> Result<RangesDiffed, AgentError> {
+    use futures::{StreamExt, TryStreamExt};
+    let per_range: Vec<RangeDiffed> = futures::stream::iter(ranges)
+        .map(|rr| diff_range(state, peer, addr, rr))
+        .buffered(RANGES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let keys_max = state.config.limits.diff_keys_max;
+    let mut out = RangesDiffed {
+        names: Vec::with_capacity(per_range.len()),
+        keys: Vec::new(),
+        tree_mismatches: Vec::new(),
+        entries_local: 0,
+        entries_peer: 0,
+    };
+    let mut rounds = 0;
+    for r in per_range {
+        if out.keys.len() + r.keys.len() > keys_max {
+            return Err(AgentError::from(ExchangeError::Limit(format!(
+                "more than diff_keys_max = {keys_max} divergent keys; is this the right peer?"
+            ))));
+        }
+        rounds = rounds.max(r.cost.rounds);
+        cost.add_parallel(&r.cost);
+        out.names.push(r.name);
+        out.keys.extend(r.keys);
+        out.tree_mismatches.extend(r.tree_mismatch);
+        out.entries_local += r.entries_local;
+        out.entries_peer = out.entries_peer.saturating_add(r.entries_peer);
+    }
+    cost.rounds += rounds;
+    Ok(out)
+}
+
+/// Descends one range and classifies what differs.
+async fn diff_range<B: AgentBackend>(
+    state: &Arc<AgentState<B>>,
+    peer: &Peer,
+    addr: &str,
+    rr: pb::RangeRoot,
+) -> Result<RangeDiffed, AgentError> {
+    let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
+        AgentError::invalid(format!(
+            "peer {addr} answered for unknown range {:?}",
+            rr.name
+        ))
+    })?;
+    let mut cost = Cost::default();
+    let entries_local = state.store.root(id).map_err(AgentError::from)?.count;
+    let keys_max = state.config.limits.diff_keys_max;
+    let (divs, quiet, roots_differ) = descend(
+        state, peer, addr, id, &rr.name, rr.root, &mut cost, keys_max,
+    )
+    .await?;
+    let tree_mismatch = if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
+        Some(tree_mismatch(state, addr, id, &rr.name, quiet).await?)
+    } else {
+        None
+    };
     let now = state.store.now_ms();
     let policy = state.config.policy();
-    let mut keys = Vec::new();
-    let mut names = Vec::new();
-    let mut tree_mismatches = Vec::new();
-    let (mut entries_local, mut entries_peer) = (0u64, 0u64);
-    for rr in ranges {
-        let id = state.store.ranges().by_name(&rr.name).ok_or_else(|| {
-            AgentError::invalid(format!(
-                "peer {addr} answered for unknown range {:?}",
-                rr.name
-            ))
-        })?;
-        entries_peer = entries_peer.saturating_add(rr.entries);
-        entries_local += state.store.root(id).map_err(AgentError::from)?.count;
-        let left = state.config.limits.diff_keys_max.saturating_sub(keys.len());
-        let (divs, quiet, roots_differ) =
-            descend(state, peer, addr, id, &rr.name, rr.root, cost, left).await?;
-        if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
-            tree_mismatches.push(tree_mismatch(state, addr, id, &rr.name, quiet).await?);
-        }
-        let versionless = state.store.ranges().get(id).is_some_and(|s| s.versionless);
-        for d in divs {
-            let c = classify_in(versionless, d.local.as_ref(), d.peer.as_ref(), now, &policy);
-            if let Some(c) = c {
-                keys.push(DivergentKey {
-                    range: rr.name.clone(),
-                    div: d,
-                    category: c.category,
-                    behind: c.behind,
-                });
-            }
-        }
-        names.push(rr.name);
-    }
-    Ok(RangesDiffed {
-        names,
+    let versionless = state.store.ranges().get(id).is_some_and(|s| s.versionless);
+    let keys = divs
+        .into_iter()
+        .filter_map(|d| {
+            let c = classify_in(versionless, d.local.as_ref(), d.peer.as_ref(), now, &policy)?;
+            Some(DivergentKey {
+                range: rr.name.clone(),
+                div: d,
+                category: c.category,
+                behind: c.behind,
+            })
+        })
+        .collect();
+    Ok(RangeDiffed {
+        name: rr.name,
         keys,
-        tree_mismatches,
+        tree_mismatch,
         entries_local,
-        entries_peer,
+        entries_peer: rr.entries,
+        cost,
     })
 }
 

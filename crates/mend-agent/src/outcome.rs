@@ -26,6 +26,18 @@ pub struct Cost {
     pub leaves_compared: u64,
 }
 
+impl Cost {
+    /// Adds the bytes and comparisons of `other`, which ran alongside this
+    /// exchange's other work: its rounds overlap theirs, so the caller
+    /// adds the most rounds of any of them, not each one's.
+    pub fn add_parallel(&mut self, other: &Cost) {
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.nodes_compared += other.nodes_compared;
+        self.leaves_compared += other.leaves_compared;
+    }
+}
+
 /// One classified divergent key.
 #[derive(Debug, Clone)]
 pub struct DivergentKey {
