@@ -9,7 +9,8 @@
 //! `repair_apply/rocksdb` writes the same key/value pairs in the same chunks
 //! as plain `WriteBatch`es into RocksDB with the same options. Every sample
 //! starts from a fresh database; K is `MEND_BENCH_APPLY_KEYS` (default
-//! 20 000).
+//! 20 000), the chunk size `MEND_BENCH_APPLY_BATCH` (default
+//! [`REPAIR_BATCH_KEYS`]; for tuning it by measurement).
 
 use criterion::{Criterion, Throughput, criterion_group};
 use mend_agent::journal;
@@ -28,6 +29,14 @@ fn keys() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000)
+}
+
+fn batch() -> usize {
+    std::env::var("MEND_BENCH_APPLY_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(REPAIR_BATCH_KEYS)
 }
 
 fn entries() -> Vec<(Vec<u8>, Vec<u8>, Version)> {
@@ -58,7 +67,7 @@ fn bench_apply(c: &mut Criterion) {
     g.bench_function("mend", |b| {
         b.iter_custom(|iters| {
             fresh(iters, open_store, |store| {
-                for chunk in es.chunks(REPAIR_BATCH_KEYS) {
+                for chunk in es.chunks(batch()) {
                     let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _, _)| k.clone()).collect();
                     let writes = chunk
                         .iter()
@@ -75,7 +84,7 @@ fn bench_apply(c: &mut Criterion) {
         b.iter_custom(|iters| {
             fresh(iters, open_plain, |db| {
                 let cf = db.cf_handle(Cf::Data.name()).expect("data cf");
-                for chunk in es.chunks(REPAIR_BATCH_KEYS) {
+                for chunk in es.chunks(batch()) {
                     let mut batch = WriteBatch::default();
                     for (k, v, _) in chunk {
                         batch.put_cf(&cf, k, v);

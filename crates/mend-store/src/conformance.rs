@@ -590,6 +590,23 @@ fn leaf_listing<H: Harness>(h: &mut H) {
         .collect();
     assert_eq!(one_pass, expected);
     assert!(!one_pass.is_empty());
+    // Every bucket: enough for the listing to run as two halves side by
+    // side (one pass of chosen buckets, and one span), joined in order.
+    assert!(all.len() >= crate::LEAF_LIST_PARALLEL_BUCKETS_MIN);
+    let every: Vec<_> = listed
+        .into_iter()
+        .filter(|(_, es)| !es.is_empty())
+        .collect();
+    assert_eq!(s.leaf_entries_of(0, &all).unwrap(), every);
+    assert_eq!(s.leaf_entries_span(0, 0, all.len() as u32).unwrap(), every);
+    assert_eq!(
+        s.leaf_entries_span(0, 1, all.len() as u32 - 1).unwrap(),
+        every
+            .iter()
+            .filter(|(b, _)| *b >= 1)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
     assert!(s.leaf_entries_of(0, &[3, 1]).is_err(), "not ascending");
     assert!(s.leaf_entries_of(0, &[shape.buckets() as u32]).is_err());
     assert!(s.node_aggs(0, 1, &[99]).is_err());

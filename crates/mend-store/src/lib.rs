@@ -28,8 +28,8 @@ pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
 pub use mem::MemBackend;
 pub use store::{
-    Applied, IngestBatch, IngestEntry, Ingested, LeafEntry, LeafSnapshot, Purged, RangeStats,
-    RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
+    Applied, IngestBatch, IngestEntry, Ingested, LEAF_LIST_PARALLEL_BUCKETS_MIN, LeafEntry,
+    LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
 };
 pub use tree::RangeTree;
 pub use view::RangeView;

@@ -27,7 +27,7 @@ use crate::keys;
 use crate::tree::RangeTree;
 
 pub use ingest::{IngestBatch, IngestEntry, Ingested};
-pub use read::{LeafEntry, RangeStats, Stats};
+pub use read::{LEAF_LIST_PARALLEL_BUCKETS_MIN, LeafEntry, RangeStats, Stats};
 pub use verify::{LeafSnapshot, Purged, RangeVerify, VerifyReport};
 pub use write::{Applied, ExtraRows, Write};
 pub(crate) use write::{Commit, Content, Incoming, PositionUpdate, remove_from_leaf};

@@ -12,6 +12,15 @@ use crate::backend::{Backend, Cf};
 use crate::error::StoreError;
 use crate::keys;
 
+/// Leaf listings of at least this many buckets are scanned as two halves
+/// side by side on rayon's pool (the leaf step's listing and hashing on both
+/// cores); smaller ones on the caller's thread, where handing off costs
+/// more than it saves.
+pub const LEAF_LIST_PARALLEL_BUCKETS_MIN: usize = 64;
+
+/// Entries grouped by bucket, in bucket order, empty buckets omitted.
+type Listing = Vec<(u32, Vec<LeafEntry>)>;
+
 /// One entry of a leaf, as listed for the exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafEntry {
@@ -223,12 +232,28 @@ impl<B: Backend> Store<B> {
             )));
         }
         let _trees = self.trees_read()?;
-        let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
+        if (count as usize) < LEAF_LIST_PARALLEL_BUCKETS_MIN {
+            return self.list_span(range, first, end);
+        }
+        // Two halves side by side, as `list_halves` (same lock argument).
+        let mid = first + count / 2;
+        let (a, b) = rayon::join(
+            || self.list_span(range, first, mid as u64),
+            || self.list_span(range, mid, end),
+        );
+        let mut out = a?;
+        out.extend(b?);
+        Ok(out)
+    }
+
+    /// The entries of buckets `lo..hi` of `range`, in one scan.
+    fn list_span(&self, range: u16, lo: u32, hi: u64) -> Result<Listing, StoreError> {
+        let mut out: Listing = Vec::new();
         let mut bad = None;
         self.backend.scan(
             Cf::Data,
-            &keys::bucket_key(range, first),
-            Some(&keys::bucket_end(range, end)),
+            &keys::bucket_key(range, lo),
+            Some(&keys::bucket_end(range, hi)),
             &mut |k, v| {
                 let Some((_, bucket, key)) = keys::split_data_key(k) else {
                     bad = Some("short data key".to_string());
@@ -240,6 +265,26 @@ impl<B: Backend> Store<B> {
         if let Some(why) = bad {
             return Err(corrupt(why));
         }
+        Ok(out)
+    }
+
+    /// Lists `buckets` (ascending) with `list`, from
+    /// [`LEAF_LIST_PARALLEL_BUCKETS_MIN`] buckets as two halves side by side
+    /// on rayon's pool (the leaf step's listing and hashing on both cores),
+    /// joined in bucket order. The caller holds the trees' read lock, so no
+    /// commit lands between the halves' scans: both see one state.
+    fn list_halves(
+        &self,
+        buckets: &[u32],
+        list: &(dyn Fn(&[u32]) -> Result<Listing, StoreError> + Sync),
+    ) -> Result<Listing, StoreError> {
+        if buckets.len() < LEAF_LIST_PARALLEL_BUCKETS_MIN {
+            return list(buckets);
+        }
+        let (lo, hi) = buckets.split_at(buckets.len() / 2);
+        let (a, b) = rayon::join(|| list(lo), || list(hi));
+        let mut out = a?;
+        out.extend(b?);
         Ok(out)
     }
 
@@ -260,6 +305,13 @@ impl<B: Backend> Store<B> {
                 "buckets must be ascending and distinct".to_string(),
             ));
         }
+        let _trees = self.trees_read()?;
+        self.list_halves(buckets, &|part| self.list_of(range, part))
+    }
+
+    /// The entries of `buckets` of `range`, in one pass of
+    /// [`Backend::scan_spans`].
+    fn list_of(&self, range: u16, buckets: &[u32]) -> Result<Listing, StoreError> {
         let spans: Vec<(Vec<u8>, Vec<u8>)> = buckets
             .iter()
             .map(|b| {
@@ -269,8 +321,7 @@ impl<B: Backend> Store<B> {
                 )
             })
             .collect();
-        let _trees = self.trees_read()?;
-        let mut out: Vec<(u32, Vec<LeafEntry>)> = Vec::new();
+        let mut out: Listing = Vec::new();
         let mut bad = None;
         self.backend.scan_spans(Cf::Data, &spans, &mut |i, k, v| {
             let Some((_, bucket, key)) = keys::split_data_key(k) else {
@@ -291,7 +342,7 @@ impl<B: Backend> Store<B> {
     /// corrupt record notes why in `bad` and returns false (stop the scan).
     fn push_listed(
         &self,
-        out: &mut Vec<(u32, Vec<LeafEntry>)>,
+        out: &mut Listing,
         bad: &mut Option<String>,
         bucket: u32,
         key: &[u8],
