@@ -217,7 +217,8 @@ impl<B: Backend> Store<B> {
 
     /// The entries of buckets `first..first + count` of range `range`, listed
     /// with one scan (memory proportional to the entries found, not to the
-    /// span), grouped by bucket; empty buckets are omitted.
+    /// span), grouped by bucket; empty buckets are omitted. Holds no lock
+    /// (see `list_halves`).
     pub fn leaf_entries_span(
         &self,
         range: u16,
@@ -231,11 +232,10 @@ impl<B: Backend> Store<B> {
                 "buckets {first}+{count} are outside the tree"
             )));
         }
-        let _trees = self.trees_read()?;
         if (count as usize) < LEAF_LIST_PARALLEL_BUCKETS_MIN {
             return self.list_span(range, first, end);
         }
-        // Two halves side by side, as `list_halves` (same lock argument).
+        // Two halves side by side, as `list_halves` (and, as there, no lock).
         let mid = first + count / 2;
         let (a, b) = rayon::join(
             || self.list_span(range, first, mid as u64),
@@ -271,8 +271,11 @@ impl<B: Backend> Store<B> {
     /// Lists `buckets` (ascending) with `list`, from
     /// [`LEAF_LIST_PARALLEL_BUCKETS_MIN`] buckets as two halves side by side
     /// on rayon's pool (the leaf step's listing and hashing on both cores),
-    /// joined in bucket order. The caller holds the trees' read lock, so no
-    /// commit lands between the halves' scans: both see one state.
+    /// joined in bucket order. No lock is held, so a listing never holds a
+    /// writer back: each scan reads one state (an iterator's snapshot), and
+    /// a commit may land between the halves as one may between an
+    /// exchange's rounds; the descent compares what each side holds at its
+    /// step, and the next exchange finds a write that landed meanwhile.
     fn list_halves(
         &self,
         buckets: &[u32],
@@ -290,7 +293,8 @@ impl<B: Backend> Store<B> {
 
     /// The entries of each of `buckets` (ascending, no repeats) of range
     /// `range`, grouped by bucket, empty buckets omitted: one pass over the
-    /// backend (one RocksDB iterator seeking from bucket to bucket).
+    /// backend (one RocksDB iterator seeking from bucket to bucket). Holds no
+    /// lock (see `list_halves`).
     pub fn leaf_entries_of(
         &self,
         range: u16,
@@ -305,7 +309,6 @@ impl<B: Backend> Store<B> {
                 "buckets must be ascending and distinct".to_string(),
             ));
         }
-        let _trees = self.trees_read()?;
         self.list_halves(buckets, &|part| self.list_of(range, part))
     }
 
