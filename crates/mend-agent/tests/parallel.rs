@@ -41,12 +41,7 @@ fn store(node: &str) -> Arc<Store<MemBackend>> {
 }
 
 fn v(ms: u64) -> Version {
-    Version {
-        ms,
-        logical: 0,
-        origin: NodeId::new("origin").unwrap(),
-        seq: ms,
-    }
+    mend_store::conformance::v(ms, "origin", ms)
 }
 
 /// Runs `diff` of `range` (None: both) on a paused clock; returns the

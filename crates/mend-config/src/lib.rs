@@ -445,10 +445,14 @@ pub struct Limits {
     pub repair_segment_keys_min: usize,
     /// Most divergent keys one diff reports before it stops listing and
     /// refuses to repair (1..=10 000 000); bounds the memory of a diff.
+    /// Each range's descent stops at it, and so does the diff when its
+    /// ranges are joined; while up to `mend_agent::exchange::RANGES_IN_FLIGHT`
+    /// (4) ranges descend at once, a diff holds at most that many times it.
     pub diff_keys_max: usize,
-    /// Most bytes of divergent keys one diff holds while it runs
-    /// (1 MiB..=64 GiB); with `diff_keys_max`, bounds what a hostile or
-    /// wiped peer can make the initiator allocate.
+    /// Most bytes of divergent keys one range's descent holds while it runs
+    /// (1 MiB..=64 GiB), so a diff at most `RANGES_IN_FLIGHT` (4) times it;
+    /// with `diff_keys_max`, bounds what a hostile or wiped peer can make
+    /// the initiator allocate.
     pub diff_key_bytes_max: usize,
     /// Most connections open at once (1..=65 536); further ones are closed
     /// at accept. Each costs a task and buffers (tens of KiB).
