@@ -8,9 +8,8 @@
 
 use foldhash::{HashMap, HashMapExt};
 
-use mend_core::digest::value_hash;
 use mend_core::error::check_value;
-use mend_core::{Agg, Decision, Digest, EntryMeta, RangeMode, Record, Secret, Version, decide};
+use mend_core::{Agg, Decision, EntryMeta, RangeMode, Record, Secret, Version, decide};
 
 use super::{Store, WriterState, clock_row, corrupt, leaf_op};
 use crate::backend::{Backend, Cf, Op};
@@ -140,21 +139,10 @@ pub(crate) type Located = (u16, u32, Vec<u8>);
 pub(crate) type Stored<'k> = HashMap<&'k [u8], Option<Vec<u8>>>;
 
 impl Content {
-    /// The record this content becomes at `version`; `hash` is the value's
-    /// hash when [`Store::prepare_all`] computed it already.
-    fn into_record(self, version: Version, hash: Option<Digest>) -> Record {
+    /// The record this content becomes at `version`.
+    fn into_record(self, version: Version) -> Record {
         match self {
-            Content::Value(v) => match hash {
-                Some(value_hash) => Record {
-                    meta: EntryMeta {
-                        version,
-                        tombstone: false,
-                        value_hash,
-                    },
-                    value: v,
-                },
-                None => Record::live(version, v),
-            },
+            Content::Value(v) => Record::live(version, v),
             Content::Digest(h) => Record::digest_only(version, h),
             Content::Tombstone => Record::tombstone(version),
         }
@@ -362,8 +350,8 @@ impl<B: Backend> Store<B> {
     /// batch. Returns the outcomes and, when `c.position` is given, the
     /// durable position after the batch and whether it moved.
     ///
-    /// The steps, each its own function: locate every key and hash its
-    /// value ([`Store::prepare_all`]), read what the keys and the source's position
+    /// The steps, each its own function: locate every key
+    /// ([`Store::locate_all`]), read what the keys and the source's position
     /// hold now ([`Store::read_current`], [`Store::read_position`]), decide
     /// each entry ([`Store::decide_one`]), build its rows
     /// ([`Batch::build_rows`]), and commit rows and tree together
@@ -373,8 +361,7 @@ impl<B: Backend> Store<B> {
         writes: Vec<Incoming>,
         c: Commit<'_>,
     ) -> Result<Committed, StoreError> {
-        let (located, hashes): (Vec<Located>, Vec<Option<Digest>>) =
-            self.prepare_all(&writes, c.mode)?.into_iter().unzip();
+        let located = self.locate_all(&writes, c.mode)?;
         let mut st = self.writer()?;
         let clock_before = st.hlc;
         let stored = self.read_current(&located)?;
@@ -385,11 +372,11 @@ impl<B: Backend> Store<B> {
         let mut stamped = false;
         {
             let trees = self.trees_read()?;
-            for ((w, (range, bucket, dkey)), hash) in writes.into_iter().zip(&located).zip(hashes) {
+            for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
                 let (previous, before) = batch.current(dkey, c.capture)?;
                 stamped |= w.version.is_none();
                 let version = self.stamp(&mut st, w.version, previous.as_ref(), now);
-                let record = w.content.into_record(version.clone(), hash);
+                let record = w.content.into_record(version.clone());
                 let decision = decide_one(c.feed_order, redelivery, previous.as_ref(), &record);
                 let meta = record.meta.clone();
                 if decision == Decision::Apply {
@@ -429,29 +416,22 @@ impl<B: Backend> Store<B> {
         Ok((batch.out, position))
     }
 
-    /// Locates every entry of a batch, validates it (value size, the
-    /// range's mode) and hashes its value, before anything is read or
-    /// written and before the writer lock: one bad entry refuses the whole
-    /// batch. On the caller's thread: spreading it over rayon's pool made
-    /// batched writes 10% slower on two cores (BENCHMARKS.md, issue 14).
-    fn prepare_all(
-        &self,
-        writes: &[Incoming],
-        mode: RangeMode,
-    ) -> Result<Vec<(Located, Option<Digest>)>, StoreError> {
-        let one = |w: &Incoming| -> Result<_, StoreError> {
+    /// Locates every entry of a batch and validates it (value size, the
+    /// range's mode) before anything is read or written: one bad entry
+    /// refuses the whole batch. On the caller's thread: locating and hashing
+    /// a batch on rayon's pool made batched writes 10% slower on two cores
+    /// (BENCHMARKS.md, issue 14).
+    fn locate_all(&self, writes: &[Incoming], mode: RangeMode) -> Result<Vec<Located>, StoreError> {
+        let mut located = Vec::with_capacity(writes.len());
+        for w in writes {
             let loc = self.locate(&w.key)?;
-            let hash = match &w.content {
-                Content::Value(v) => {
-                    check_value(v)?;
-                    Some(value_hash(v))
-                }
-                Content::Digest(_) | Content::Tombstone => None,
-            };
+            if let Content::Value(v) = &w.content {
+                check_value(v)?;
+            }
             self.check_mode(loc.0, mode)?;
-            Ok((loc, hash))
-        };
-        writes.iter().map(one).collect()
+            located.push(loc);
+        }
+        Ok(located)
     }
 
     /// Each located key's current data row, read in one batched read. The
