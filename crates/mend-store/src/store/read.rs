@@ -232,18 +232,9 @@ impl<B: Backend> Store<B> {
                 "buckets {first}+{count} are outside the tree"
             )));
         }
-        if (count as usize) < LEAF_LIST_PARALLEL_BUCKETS_MIN {
-            return self.list_span(range, first, end);
-        }
-        // Two halves side by side, as `list_halves` (and, as there, no lock).
-        let mid = first + count / 2;
-        let (a, b) = rayon::join(
-            || self.list_span(range, first, mid as u64),
-            || self.list_span(range, mid, end),
-        );
-        let mut out = a?;
-        out.extend(b?);
-        Ok(out)
+        self.list_halves(count as usize, &|i, j| {
+            self.list_span(range, first + i as u32, first as u64 + j as u64)
+        })
     }
 
     /// The entries of buckets `lo..hi` of `range`, in one scan.
@@ -268,24 +259,24 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
-    /// Lists `buckets` (ascending) with `list`, from
-    /// [`LEAF_LIST_PARALLEL_BUCKETS_MIN`] buckets as two halves side by side
-    /// on rayon's pool (the leaf step's listing and hashing on both cores),
-    /// joined in bucket order. No lock is held, so a listing never holds a
+    /// Lists `n` buckets with `list(i, j)` (the `i..j`th of them, in bucket
+    /// order), from [`LEAF_LIST_PARALLEL_BUCKETS_MIN`] buckets as two halves
+    /// side by side on rayon's pool (the leaf step's listing and hashing on
+    /// both cores), joined in bucket order. No lock is held, so a listing never holds a
     /// writer back: each scan reads one state (an iterator's snapshot), and
     /// a commit may land between the halves as one may between an
     /// exchange's rounds; the descent compares what each side holds at its
     /// step, and the next exchange finds a write that landed meanwhile.
     fn list_halves(
         &self,
-        buckets: &[u32],
-        list: &(dyn Fn(&[u32]) -> Result<Listing, StoreError> + Sync),
+        n: usize,
+        list: &(dyn Fn(usize, usize) -> Result<Listing, StoreError> + Sync),
     ) -> Result<Listing, StoreError> {
-        if buckets.len() < LEAF_LIST_PARALLEL_BUCKETS_MIN {
-            return list(buckets);
+        if n < LEAF_LIST_PARALLEL_BUCKETS_MIN {
+            return list(0, n);
         }
-        let (lo, hi) = buckets.split_at(buckets.len() / 2);
-        let (a, b) = rayon::join(|| list(lo), || list(hi));
+        let mid = n / 2;
+        let (a, b) = rayon::join(|| list(0, mid), || list(mid, n));
         let mut out = a?;
         out.extend(b?);
         Ok(out)
@@ -309,7 +300,7 @@ impl<B: Backend> Store<B> {
                 "buckets must be ascending and distinct".to_string(),
             ));
         }
-        self.list_halves(buckets, &|part| self.list_of(range, part))
+        self.list_halves(buckets.len(), &|i, j| self.list_of(range, &buckets[i..j]))
     }
 
     /// The entries of `buckets` of `range`, in one pass of
