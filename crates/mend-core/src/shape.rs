@@ -86,6 +86,20 @@ impl TreeShape {
         bucket >> (self.fanout_bits() * (self.depth - level))
     }
 
+    /// The deepest depth a tree of fan-out `fanout` may reach: the most
+    /// levels within [`DEPTH_MAX`] and [`BUCKETS_MAX`] buckets. A store's
+    /// data rows are laid out by the bucket at this depth, so its trees can
+    /// deepen up to it without moving a row.
+    pub fn max_depth(fanout: u32) -> u32 {
+        let bits = fanout.trailing_zeros().max(1);
+        (BUCKETS_MAX.trailing_zeros() / bits).min(DEPTH_MAX)
+    }
+
+    /// This fan-out at `depth` (validated).
+    pub fn at_depth(&self, depth: u32) -> Result<TreeShape, CoreError> {
+        TreeShape::new(self.fanout, depth)
+    }
+
     /// The first leaf (bucket) under node `index` at `level`, and how many.
     pub fn leaf_span(&self, level: u32, index: u32) -> (u32, u32) {
         let shift = self.fanout_bits() * (self.depth - level);
@@ -106,6 +120,26 @@ mod tests {
         assert!(TreeShape::new(256, 4).is_err());
         assert!(TreeShape::new(16, 6).is_ok());
         assert!(TreeShape::new(2, 8).is_ok());
+    }
+
+    #[test]
+    fn max_depth_is_the_deepest_valid_shape() {
+        for bits in 1..=8u32 {
+            let fanout = 1u32 << bits;
+            let d = TreeShape::max_depth(fanout);
+            assert!(
+                TreeShape::new(fanout, d).is_ok(),
+                "fanout {fanout} depth {d}"
+            );
+            assert!(
+                TreeShape::new(fanout, d + 1).is_err(),
+                "fanout {fanout} depth {}",
+                d + 1
+            );
+        }
+        assert_eq!(TreeShape::max_depth(16), 6);
+        assert_eq!(TreeShape::max_depth(2), 8);
+        assert_eq!(TreeShape::max_depth(256), 3);
     }
 
     #[test]

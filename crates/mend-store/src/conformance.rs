@@ -3,6 +3,7 @@
 //! directory; a failure names the check and the backend.
 #![allow(clippy::unwrap_used)]
 
+pub mod depth;
 pub mod ingest;
 
 use mend_core::{Decision, NodeId, RangeSpec, Secret, TreeShape, Version};
@@ -83,6 +84,7 @@ pub fn run_all<H: Harness>(h: &mut H) {
     batch_reads_current_entries(h);
     a_batch_applies_ops_on_one_row_in_order(h);
     ingest::run_ingest(h);
+    depth::run_depth(h);
 }
 
 /// A backend may reorder a batch's rows (the RocksDB backend sorts them by
@@ -417,7 +419,9 @@ fn corrupt_leaf<B: Backend>(s: &Store<B>, bucket: u32, fill: u8) {
         .write(
             vec![crate::backend::Op::Put(
                 Cf::Leaves,
-                crate::keys::bucket_key(0, bucket),
+                s.layout(0, s.shape(0).unwrap().depth)
+                    .unwrap()
+                    .leaf_key(bucket),
                 vec![fill; 40],
             )],
             true,
@@ -499,7 +503,9 @@ fn format_1_tombstone_index_migrates<H: Harness>(h: &mut H) {
     s.write(vec![Write::delete("gone").at(v(100, "x", 1))])
         .unwrap();
     let b = s.into_backend();
-    // Rewrite the store as format 1 left it.
+    // Rewrite the store as format 1 left it: format-2 rows, and the
+    // tombstone index by version ms.
+    depth::downgrade_to_format_2(&b);
     let mut ops = Vec::new();
     b.scan(Cf::Tombstones, &[], None, &mut |k, _| {
         ops.push(crate::backend::Op::Delete(Cf::Tombstones, k.to_vec()));

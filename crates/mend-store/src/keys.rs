@@ -60,6 +60,116 @@ pub fn split_data_key(k: &[u8]) -> Option<(u16, u32, &[u8])> {
     Some((range, bucket, &k[DATA_PREFIX..]))
 }
 
+/// Bits of a format-3 leaf row's bucket field below the tree depth it
+/// belongs to: `[range u16][depth u8][bucket u24]`. Every bucket fits
+/// ([`mend_core::limits::BUCKETS_MAX`]), and a depth is at least 1, so a
+/// tagged row never reads as an untagged (format-2) one.
+pub const LEAF_DEPTH_SHIFT: u32 = 24;
+const _: () = assert!(mend_core::limits::BUCKETS_MAX == 1 << LEAF_DEPTH_SHIFT);
+
+/// Where one range's rows are at one tree depth.
+///
+/// A data row's prefix is its key's bucket at the range's *row depth*
+/// (format 3: the deepest depth its fan-out allows,
+/// [`mend_core::TreeShape::max_depth`]; format 2: the depth it was created
+/// with), so a bucket at any depth up to the row depth is one contiguous
+/// span of rows, and a tree deepens without moving a row. Leaf rows of a
+/// format-3 store carry their depth ([`LEAF_DEPTH_SHIFT`]), so a deepening
+/// writes the next depth's leaves beside the current ones and switches in
+/// one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    range: u16,
+    /// Row-prefix bits below a bucket at this depth.
+    shift: u32,
+    /// The depth leaf keys are tagged with (format 3), or none (format 2).
+    tag: Option<u32>,
+}
+
+impl Layout {
+    /// Range `range` at `depth`, its rows at `row_depth` (`depth <=
+    /// row_depth`), `fanout_bits` bits per level.
+    pub fn new(range: u16, fanout_bits: u32, row_depth: u32, depth: u32, tagged: bool) -> Layout {
+        debug_assert!(
+            depth <= row_depth,
+            "depth {depth} past row depth {row_depth}"
+        );
+        Layout {
+            range,
+            shift: fanout_bits * row_depth.saturating_sub(depth),
+            tag: tagged.then_some(depth),
+        }
+    }
+
+    /// The range.
+    pub fn range(&self) -> u16 {
+        self.range
+    }
+
+    /// Whether a bucket's rows are in key order (a bucket is one row
+    /// prefix); otherwise they are in (row prefix, key) order.
+    pub fn rows_in_key_order(&self) -> bool {
+        self.shift == 0
+    }
+
+    /// The first data key of `bucket`.
+    pub fn data_start(&self, bucket: u32) -> Vec<u8> {
+        bucket_end(self.range, u64::from(bucket) << self.shift)
+    }
+
+    /// The exclusive end of the data rows of buckets `..end`.
+    pub fn data_end(&self, end: u64) -> Vec<u8> {
+        bucket_end(self.range, end << self.shift)
+    }
+
+    /// The bucket at this depth of a data row with prefix `row`.
+    pub fn bucket_of_row(&self, row: u32) -> u32 {
+        row >> self.shift
+    }
+
+    fn tagged(&self, bucket: u64) -> u64 {
+        match self.tag {
+            Some(d) => (u64::from(d) << LEAF_DEPTH_SHIFT) + bucket,
+            None => bucket,
+        }
+    }
+
+    /// The leaf row key of `bucket`.
+    pub fn leaf_key(&self, bucket: u32) -> Vec<u8> {
+        bucket_end(self.range, self.tagged(u64::from(bucket)))
+    }
+
+    /// The exclusive end of the leaf rows of buckets `..end`.
+    pub fn leaf_end(&self, end: u64) -> Vec<u8> {
+        bucket_end(self.range, self.tagged(end))
+    }
+
+    /// Whether `k` is a leaf row of this range at another valid depth (rows
+    /// a deepening left behind, or wrote ahead of its switch).
+    pub fn is_other_depth(&self, k: &[u8]) -> bool {
+        let Some(d) = self.tag else { return false };
+        k.len() == DATA_PREFIX
+            && k[..2] == self.range.to_be_bytes()
+            && (1..=mend_core::limits::DEPTH_MAX).contains(&u32::from(k[2]))
+            && u32::from(k[2]) != d
+    }
+
+    /// The bucket of leaf row key `k`, if it is a leaf row of this range at
+    /// this depth.
+    pub fn leaf_bucket(&self, k: &[u8]) -> Option<u32> {
+        let k: [u8; DATA_PREFIX] = k.try_into().ok()?;
+        if u16::from_be_bytes([k[0], k[1]]) != self.range {
+            return None;
+        }
+        let raw = u32::from_be_bytes([k[2], k[3], k[4], k[5]]);
+        match self.tag {
+            Some(d) if raw >> LEAF_DEPTH_SHIFT == d => Some(raw & ((1 << LEAF_DEPTH_SHIFT) - 1)),
+            Some(_) => None,
+            None => Some(raw),
+        }
+    }
+}
+
 /// Prefix length of a tombstone index key: range id and arrival ms.
 pub const TOMBSTONE_PREFIX: usize = 10;
 

@@ -28,8 +28,9 @@ pub use backend::{Backend, Cf, Op};
 pub use error::StoreError;
 pub use mem::MemBackend;
 pub use store::{
-    Applied, IngestBatch, IngestEntry, Ingested, LEAF_LIST_PARALLEL_BUCKETS_MIN, LeafEntry,
-    LeafSnapshot, Purged, RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
+    Applied, CATCH_UP_LOCKED_MAX, DEEPEN_ENTRIES_PER_BUCKET_DEFAULT, Deepened, IngestBatch,
+    IngestEntry, Ingested, LEAF_LIST_PARALLEL_BUCKETS_MIN, LeafEntry, LeafSnapshot, Purged,
+    RangeStats, RangeVerify, Stats, Store, StoreConfig, VerifyReport, Write,
 };
 pub use tree::RangeTree;
 pub use view::RangeView;

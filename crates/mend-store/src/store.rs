@@ -8,6 +8,7 @@
 //! backend batch. Reads for the exchange, rebuild, verify and purge live in
 //! the submodules; ingest in `ingest`.
 
+mod deepen;
 mod ingest;
 mod read;
 mod verify;
@@ -19,13 +20,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use mend_core::error::check_key;
-use mend_core::{Agg, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret};
+use mend_core::{Agg, Hlc, NodeId, RangeMap, RangeSpec, Record, Secret, TreeShape};
 
 use crate::backend::{Backend, Cf, Op};
 use crate::error::StoreError;
 use crate::keys;
 use crate::tree::RangeTree;
 
+pub use deepen::{CATCH_UP_LOCKED_MAX, DEEPEN_ENTRIES_PER_BUCKET_DEFAULT, Deepened};
 pub use ingest::{IngestBatch, IngestEntry, Ingested};
 pub use read::{LEAF_LIST_PARALLEL_BUCKETS_MIN, LeafEntry, RangeStats, Stats};
 pub use verify::{LeafSnapshot, Purged, RangeVerify, VerifyReport};
@@ -98,12 +100,30 @@ impl StoreConfig {
 struct Params {
     format: u32,
     secret_fingerprint: String,
+    /// The ranges as created (their shapes' depths are the initial ones).
     ranges: Vec<RangeSpec>,
+    /// Format 3: each range's tree depth now (it deepens as the range
+    /// grows), in range order; empty until a range first deepens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    depths: Vec<u32>,
 }
 
-/// 2: tombstone index rows keyed by range and arrival time (1: by version
-/// ms; migrated on open).
-const PARAMS_FORMAT: u32 = 2;
+impl Params {
+    /// Range `id`'s tree depth now.
+    fn depth(&self, id: usize) -> u32 {
+        self.depths
+            .get(id)
+            .copied()
+            .unwrap_or(self.ranges[id].shape.depth)
+    }
+}
+
+/// 3: data rows laid out by the bucket at the deepest depth
+/// ([`keys::Layout`]) and leaf rows tagged with their depth, so trees
+/// deepen online. 2: tombstone index rows keyed by range and arrival time;
+/// data rows by the bucket at the created depth (a format-2 store keeps its
+/// depth). 1: tombstone index by version ms (migrated to 2 on open).
+const PARAMS_FORMAT: u32 = 3;
 
 struct WriterState {
     hlc: Hlc,
@@ -121,6 +141,12 @@ pub struct Store<B: Backend> {
     trees: RwLock<Vec<RangeTree>>,
     /// Serialises writers (the read-decide-write of the apply rule).
     writer: Mutex<WriterState>,
+    /// The persisted parameters (format and depths; a deepening rewrites
+    /// the depths under the writer lock).
+    params: Mutex<Params>,
+    /// A deepening in progress: the buckets writers have touched since it
+    /// started ([`deepen`]).
+    deepening: Mutex<Option<deepen::Touched>>,
     cfg: StoreConfig,
 }
 
@@ -154,7 +180,7 @@ impl<B: Backend> Store<B> {
             Some(raw) => {
                 let p: Params = serde_json::from_slice(&raw)
                     .map_err(|e| corrupt(format!("parameters unreadable: {e}")))?;
-                if p.format != PARAMS_FORMAT && p.format != 1 {
+                if !(1..=PARAMS_FORMAT).contains(&p.format) {
                     return Err(corrupt(format!("unknown parameters format {}", p.format)));
                 }
                 if p.secret_fingerprint != fp {
@@ -192,6 +218,7 @@ impl<B: Backend> Store<B> {
                     format: PARAMS_FORMAT,
                     secret_fingerprint: fp,
                     ranges,
+                    depths: Vec::new(),
                 };
                 let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
                 backend.write(
@@ -201,14 +228,36 @@ impl<B: Backend> Store<B> {
                 p
             }
         };
+        let mut params = params;
         if params.format == 1 {
             migrate_tombstone_index(&backend, &params)?;
+            params.format = 2;
         }
-        let ranges =
-            RangeMap::new(params.ranges).map_err(|e| corrupt(format!("persisted ranges: {e}")))?;
+        if !params.depths.is_empty() && params.depths.len() != params.ranges.len() {
+            return Err(corrupt(format!(
+                "{} tree depths for {} ranges",
+                params.depths.len(),
+                params.ranges.len()
+            )));
+        }
+        let ranges = RangeMap::new(params.ranges.clone())
+            .map_err(|e| corrupt(format!("persisted ranges: {e}")))?;
         let mut trees = Vec::with_capacity(ranges.specs().len());
         for (id, spec) in ranges.specs().iter().enumerate() {
-            trees.push(load_tree(&backend, id as u16, spec)?);
+            let shape = spec
+                .shape
+                .at_depth(params.depth(id))
+                .ok()
+                .filter(|s| s.depth >= spec.shape.depth && s.depth <= row_depth(&params, id))
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "range {:?}: tree depth {} is not reachable from its shape",
+                        spec.name,
+                        params.depth(id)
+                    ))
+                })?;
+            let layout = layout_of(&params, id as u16, shape.depth);
+            trees.push(load_tree(&backend, layout, spec, shape)?);
         }
         let (hlc, seq) = match backend.get(Cf::Meta, keys::META_CLOCK)? {
             Some(raw) if raw.len() == CLOCK_ROW_BYTES => {
@@ -228,6 +277,8 @@ impl<B: Backend> Store<B> {
             ranges,
             trees: RwLock::new(trees),
             writer: Mutex::new(WriterState { hlc, seq }),
+            params: Mutex::new(params),
+            deepening: Mutex::new(None),
             cfg,
         })
     }
@@ -285,18 +336,75 @@ impl<B: Backend> Store<B> {
         self.writer.lock().map_err(|_| poisoned())
     }
 
-    /// Locates a key: (range id, bucket, data row key).
-    pub fn locate(&self, key: &[u8]) -> Result<(u16, u32, Vec<u8>), StoreError> {
+    fn params(&self) -> Result<MutexGuard<'_, Params>, StoreError> {
+        self.params.lock().map_err(|_| poisoned())
+    }
+
+    /// Where range `range`'s rows are at tree depth `depth` (at most its
+    /// tree's depth now).
+    pub fn layout(&self, range: u16, depth: u32) -> Result<keys::Layout, StoreError> {
+        let p = self.params()?;
+        if usize::from(range) >= p.ranges.len() {
+            return Err(corrupt("range id"));
+        }
+        Ok(layout_of(&p, range, depth))
+    }
+
+    /// The deepest depth range `range`'s tree may reach: the depth its data
+    /// rows are laid out by ([`keys::Layout`]).
+    pub fn row_depth(&self, range: u16) -> Result<u32, StoreError> {
+        let p = self.params()?;
+        if usize::from(range) >= p.ranges.len() {
+            return Err(corrupt("range id"));
+        }
+        Ok(row_depth(&p, usize::from(range)))
+    }
+
+    /// Locates a key: (range id, its data row prefix, data row key). The
+    /// prefix is its bucket at the range's row depth; its bucket at the
+    /// tree's depth is [`keys::Layout::bucket_of_row`] of it.
+    pub(crate) fn locate_row(&self, key: &[u8]) -> Result<(u16, u32, Vec<u8>), StoreError> {
         check_key(key)?;
         let range = self.ranges.lookup(key)?;
-        let shape = self
+        let fanout = self
             .ranges
             .get(range)
-            .map(|s| s.shape)
+            .map(|s| s.shape.fanout)
             .ok_or_else(|| corrupt("range id"))?;
-        let bucket = shape.bucket_of(self.secret.placement(key));
-        Ok((range, bucket, keys::data_key(range, bucket, key)))
+        let depth = self.row_depth(range)?;
+        let row = TreeShape { fanout, depth }.bucket_of(self.secret.placement(key));
+        Ok((range, row, keys::data_key(range, row, key)))
     }
+
+    /// Locates a key: (range id, bucket at the tree's depth now, data row
+    /// key).
+    pub fn locate(&self, key: &[u8]) -> Result<(u16, u32, Vec<u8>), StoreError> {
+        let (range, row, dkey) = self.locate_row(key)?;
+        let depth = self.trees_read()?[usize::from(range)].shape().depth;
+        let bucket = self.layout(range, depth)?.bucket_of_row(row);
+        Ok((range, bucket, dkey))
+    }
+}
+
+/// The depth range `id`'s data rows are laid out by.
+fn row_depth(p: &Params, id: usize) -> u32 {
+    let created = p.ranges[id].shape;
+    if p.format >= 3 {
+        TreeShape::max_depth(created.fanout)
+    } else {
+        created.depth
+    }
+}
+
+fn layout_of(p: &Params, range: u16, depth: u32) -> keys::Layout {
+    let id = usize::from(range);
+    keys::Layout::new(
+        range,
+        p.ranges[id].shape.fanout_bits(),
+        row_depth(p, id),
+        depth,
+        p.format >= 3,
+    )
 }
 
 /// Rewrites a format-1 store's tombstone index (keyed by version ms) in
@@ -334,7 +442,7 @@ fn migrate_tombstone_index<B: Backend>(backend: &B, p: &Params) -> Result<(), St
         return Err(corrupt(format!("migrating the tombstone index: {why}")));
     }
     let p = Params {
-        format: PARAMS_FORMAT,
+        format: 2,
         ..p.clone()
     };
     let raw = serde_json::to_vec(&p).map_err(|e| corrupt(e.to_string()))?;
@@ -342,10 +450,10 @@ fn migrate_tombstone_index<B: Backend>(backend: &B, p: &Params) -> Result<(), St
     backend.write(ops, true)
 }
 
-/// The op that persists leaf `agg` of `bucket` in `range`: the empty
-/// aggregate is stored as no row.
-fn leaf_op(range: u16, bucket: u32, agg: &Agg) -> Op {
-    let k = keys::bucket_key(range, bucket);
+/// The op that persists leaf `agg` of `bucket` (at `layout`'s depth): the
+/// empty aggregate is stored as no row.
+fn leaf_op(layout: &keys::Layout, bucket: u32, agg: &Agg) -> Op {
+    let k = layout.leaf_key(bucket);
     if agg.is_empty() {
         Op::Delete(Cf::Leaves, k)
     } else {
@@ -367,21 +475,32 @@ fn clock_row(st: &WriterState) -> Vec<u8> {
     v
 }
 
-fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<RangeTree, StoreError> {
-    let buckets = spec.shape.buckets();
+/// Loads range `spec`'s tree of `shape` from its leaf rows at `layout`.
+/// Leaf rows of another depth (a deepening that did not finish) are not
+/// read; [`Store::deepen`] removes them.
+fn load_tree<B: Backend>(
+    backend: &B,
+    layout: keys::Layout,
+    spec: &RangeSpec,
+    shape: TreeShape,
+) -> Result<RangeTree, StoreError> {
+    let buckets = shape.buckets();
     let mut leaves = vec![Agg::default(); buckets as usize];
     let mut bad: Option<String> = None;
     let mut total = 0u64;
     backend.scan(
         Cf::Leaves,
-        &keys::range_start(id),
-        Some(&keys::range_end(id)),
+        &keys::range_start(layout.range()),
+        Some(&keys::range_end(layout.range())),
         &mut |k, v| {
-            if k.len() != keys::DATA_PREFIX {
-                bad = Some(format!("leaf row key of {} bytes", k.len()));
+            let Some(b) = layout.leaf_bucket(k) else {
+                if layout.is_other_depth(k) {
+                    return true;
+                }
+                bad = Some(format!("leaf row key {k:02x?} is not a leaf row"));
                 return false;
-            }
-            let b = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as u64;
+            };
+            let b = u64::from(b);
             if b >= buckets {
                 bad = Some(format!(
                     "range {:?}: leaf row for bucket {b} but the shape has {buckets} buckets",
@@ -419,7 +538,7 @@ fn load_tree<B: Backend>(backend: &B, id: u16, spec: &RangeSpec) -> Result<Range
     if let Some(why) = bad {
         return Err(corrupt(why));
     }
-    Ok(RangeTree::from_leaves(spec.shape, leaves))
+    Ok(RangeTree::from_leaves(shape, leaves))
 }
 
 fn describe_mismatch(stored: &[RangeSpec], want: &[RangeSpec]) -> String {

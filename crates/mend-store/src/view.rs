@@ -15,9 +15,27 @@ pub struct RangeView<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> RangeView<'a, B> {
-    /// A view of range `range`.
+    /// A view of range `range` at its tree's depth now.
     pub fn new(store: &'a Store<B>, range: u16) -> Result<RangeView<'a, B>, crate::StoreError> {
         let shape = store.shape(range)?;
+        Ok(RangeView {
+            store,
+            range,
+            shape,
+        })
+    }
+
+    /// A view of range `range` at `depth` (at most its tree's now): the
+    /// tree's upper levels, its buckets at that depth listed as the spans
+    /// of its deeper buckets. Two trees of one fan-out compare at the
+    /// smaller of their depths. A view stays valid while the tree deepens
+    /// (depths only grow).
+    pub fn at_depth(
+        store: &'a Store<B>,
+        range: u16,
+        depth: u32,
+    ) -> Result<RangeView<'a, B>, crate::StoreError> {
+        let shape = store.shape_at(range, depth)?;
         Ok(RangeView {
             store,
             range,
@@ -78,7 +96,7 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
     fn entries_of(&self, buckets: &[u32]) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
         let listed = self
             .store
-            .leaf_entries_of(self.range, buckets)
+            .leaf_entries_of_at(self.range, self.shape.depth, buckets)
             .map_err(local)?;
         Ok(summaries(listed))
     }
@@ -90,7 +108,7 @@ impl<B: Backend> TreeView for RangeView<'_, B> {
     ) -> Result<Vec<(u32, Vec<EntrySummary>)>, ExchangeError> {
         let listed = self
             .store
-            .leaf_entries_span(self.range, first, count)
+            .leaf_entries_span_at(self.range, self.shape.depth, first, count)
             .map_err(local)?;
         Ok(summaries(listed))
     }

@@ -73,7 +73,7 @@ fn bad_request(msg: String) -> StoreError {
 impl<B: Backend> Store<B> {
     /// Reads a key's current entry (tombstones included).
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let (_, _, dkey) = self.locate(key)?;
+        let (_, _, dkey) = self.locate_row(key)?;
         match self.backend.get(Cf::Data, &dkey)? {
             Some(raw) => Ok(Some(
                 Record::decode(&raw).map_err(|e| corrupt(e.to_string()))?,
@@ -90,7 +90,7 @@ impl<B: Backend> Store<B> {
         let dkeys = keys
             .iter()
             .map(|k| {
-                let (range, _, d) = self.locate(k)?;
+                let (range, _, d) = self.locate_row(k)?;
                 if let Some(spec) = self.ranges.get(range)
                     && spec.mode == mend_core::RangeMode::Digests
                 {
@@ -115,12 +115,30 @@ impl<B: Backend> Store<B> {
             .collect()
     }
 
-    /// The shape of range `range`.
+    /// The shape of range `range`'s tree now (its depth grows as the
+    /// range does, [`Store::deepen`]; never shrinks).
     pub fn shape(&self, range: u16) -> Result<TreeShape, StoreError> {
-        self.ranges
-            .get(range)
-            .map(|s| s.shape)
+        self.trees_read()?
+            .get(usize::from(range))
+            .map(|t| t.shape())
             .ok_or_else(|| bad_request(format!("no range with id {range}")))
+    }
+
+    /// The shape of range `range` at `depth`, if its tree is at least that
+    /// deep now (a tree presents itself at any smaller depth by its upper
+    /// levels: a node's aggregate is the same at every depth).
+    pub fn shape_at(&self, range: u16, depth: u32) -> Result<TreeShape, StoreError> {
+        let now = self.shape(range)?;
+        if depth == 0 || depth > now.depth {
+            return Err(bad_request(format!(
+                "depth {depth}: range {range}'s tree has depth {} (1..={} can be compared)",
+                now.depth, now.depth
+            )));
+        }
+        Ok(TreeShape {
+            fanout: now.fanout,
+            depth,
+        })
     }
 
     /// The root aggregate of range `range`.
@@ -181,8 +199,19 @@ impl<B: Backend> Store<B> {
         range: u16,
         buckets: &[u32],
     ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
-        let shape = self.shape(range)?;
-        let _trees = self.trees_read()?;
+        let depth = self.shape(range)?.depth;
+        self.leaf_entries_at(range, depth, buckets)
+    }
+
+    /// [`Store::leaf_entries`] of buckets at `depth` (at most the tree's).
+    pub fn leaf_entries_at(
+        &self,
+        range: u16,
+        depth: u32,
+        buckets: &[u32],
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+        let shape = self.shape_at(range, depth)?;
+        let layout = self.layout(range, depth)?;
         let mut out = Vec::with_capacity(buckets.len());
         for b in buckets {
             if *b as u64 >= shape.buckets() {
@@ -192,8 +221,8 @@ impl<B: Backend> Store<B> {
             let mut bad = None;
             self.backend.scan(
                 Cf::Data,
-                &keys::bucket_key(range, *b),
-                Some(&keys::bucket_end(range, *b as u64 + 1)),
+                &layout.data_start(*b),
+                Some(&layout.data_end(*b as u64 + 1)),
                 &mut |k, v| match Record::decode_meta(v) {
                     Ok((meta, _)) => {
                         let key = k[keys::DATA_PREFIX..].to_vec();
@@ -210,6 +239,9 @@ impl<B: Backend> Store<B> {
             if let Some(e) = bad {
                 return Err(corrupt(format!("bucket {b}: {e}")));
             }
+            if !layout.rows_in_key_order() {
+                entries.sort_unstable_by(|x: &LeafEntry, y| x.key.cmp(&y.key));
+            }
             out.push((*b, entries));
         }
         Ok(out)
@@ -225,32 +257,46 @@ impl<B: Backend> Store<B> {
         first: u32,
         count: u32,
     ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
-        let shape = self.shape(range)?;
+        let depth = self.shape(range)?.depth;
+        self.leaf_entries_span_at(range, depth, first, count)
+    }
+
+    /// [`Store::leaf_entries_span`] of buckets at `depth` (at most the
+    /// tree's).
+    pub fn leaf_entries_span_at(
+        &self,
+        range: u16,
+        depth: u32,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+        let shape = self.shape_at(range, depth)?;
+        let layout = self.layout(range, depth)?;
         let end = first as u64 + count as u64;
         if count == 0 || end > shape.buckets() {
             return Err(bad_request(format!(
                 "buckets {first}+{count} are outside the tree"
             )));
         }
-        self.list_halves(count as usize, &|i, j| {
-            self.list_span(range, first + i as u32, first as u64 + j as u64)
+        self.list_halves(layout, count as usize, &|i, j| {
+            self.list_span(layout, first + i as u32, first as u64 + j as u64)
         })
     }
 
-    /// The entries of buckets `lo..hi` of `range`, in one scan.
-    fn list_span(&self, range: u16, lo: u32, hi: u64) -> Result<Listing, StoreError> {
+    /// The entries of buckets `lo..hi` at `layout`, in one scan.
+    fn list_span(&self, layout: keys::Layout, lo: u32, hi: u64) -> Result<Listing, StoreError> {
         let mut out: Listing = Vec::new();
         let mut bad = None;
         self.backend.scan(
             Cf::Data,
-            &keys::bucket_key(range, lo),
-            Some(&keys::bucket_end(range, hi)),
+            &layout.data_start(lo),
+            Some(&layout.data_end(hi)),
             &mut |k, v| {
-                let Some((_, bucket, key)) = keys::split_data_key(k) else {
+                let Some((_, row, key)) = keys::split_data_key(k) else {
                     bad = Some("short data key".to_string());
                     return false;
                 };
-                self.push_listed(&mut out, &mut bad, bucket, key, v)
+                self.push_listed(&mut out, &mut bad, layout.bucket_of_row(row), key, v)
             },
         )?;
         if let Some(why) = bad {
@@ -267,16 +313,30 @@ impl<B: Backend> Store<B> {
     /// a commit may land between the halves as one may between an
     /// exchange's rounds; the descent compares what each side holds at its
     /// step, and the next exchange finds a write that landed meanwhile.
+    ///
+    /// A bucket shallower than the row depth spans several row prefixes,
+    /// its rows in (prefix, key) order: each group is sorted by key here,
+    /// so a listing is in key order per bucket at every depth.
     fn list_halves(
         &self,
+        layout: keys::Layout,
         n: usize,
         list: &(dyn Fn(usize, usize) -> Result<Listing, StoreError> + Sync),
     ) -> Result<Listing, StoreError> {
+        let sorted = |l: Result<Listing, StoreError>| {
+            let mut l = l?;
+            if !layout.rows_in_key_order() {
+                for (_, es) in &mut l {
+                    es.sort_unstable_by(|x, y| x.key.cmp(&y.key));
+                }
+            }
+            Ok::<_, StoreError>(l)
+        };
         if n < LEAF_LIST_PARALLEL_BUCKETS_MIN {
-            return list(0, n);
+            return sorted(list(0, n));
         }
         let mid = n / 2;
-        let (a, b) = rayon::join(|| list(0, mid), || list(mid, n));
+        let (a, b) = rayon::join(|| sorted(list(0, mid)), || sorted(list(mid, n)));
         let mut out = a?;
         out.extend(b?);
         Ok(out)
@@ -291,7 +351,20 @@ impl<B: Backend> Store<B> {
         range: u16,
         buckets: &[u32],
     ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
-        let shape = self.shape(range)?;
+        let depth = self.shape(range)?.depth;
+        self.leaf_entries_of_at(range, depth, buckets)
+    }
+
+    /// [`Store::leaf_entries_of`] of buckets at `depth` (at most the
+    /// tree's).
+    pub fn leaf_entries_of_at(
+        &self,
+        range: u16,
+        depth: u32,
+        buckets: &[u32],
+    ) -> Result<Vec<(u32, Vec<LeafEntry>)>, StoreError> {
+        let shape = self.shape_at(range, depth)?;
+        let layout = self.layout(range, depth)?;
         if let Some(b) = buckets.iter().find(|b| **b as u64 >= shape.buckets()) {
             return Err(bad_request(format!("bucket {b} is outside the tree")));
         }
@@ -300,28 +373,26 @@ impl<B: Backend> Store<B> {
                 "buckets must be ascending and distinct".to_string(),
             ));
         }
-        self.list_halves(buckets.len(), &|i, j| self.list_of(range, &buckets[i..j]))
+        self.list_halves(layout, buckets.len(), &|i, j| {
+            self.list_of(layout, &buckets[i..j])
+        })
     }
 
-    /// The entries of `buckets` of `range`, in one pass of
+    /// The entries of `buckets` at `layout`, in one pass of
     /// [`Backend::scan_spans`].
-    fn list_of(&self, range: u16, buckets: &[u32]) -> Result<Listing, StoreError> {
+    fn list_of(&self, layout: keys::Layout, buckets: &[u32]) -> Result<Listing, StoreError> {
         let spans: Vec<(Vec<u8>, Vec<u8>)> = buckets
             .iter()
-            .map(|b| {
-                (
-                    keys::bucket_key(range, *b),
-                    keys::bucket_end(range, *b as u64 + 1),
-                )
-            })
+            .map(|b| (layout.data_start(*b), layout.data_end(*b as u64 + 1)))
             .collect();
         let mut out: Listing = Vec::new();
         let mut bad = None;
         self.backend.scan_spans(Cf::Data, &spans, &mut |i, k, v| {
-            let Some((_, bucket, key)) = keys::split_data_key(k) else {
+            let Some((_, row, key)) = keys::split_data_key(k) else {
                 bad = Some("short data key".to_string());
                 return false;
             };
+            let bucket = layout.bucket_of_row(row);
             debug_assert_eq!(bucket, buckets[i], "a span holds its bucket's rows only");
             self.push_listed(&mut out, &mut bad, bucket, key, v)
         })?;
@@ -372,11 +443,13 @@ impl<B: Backend> Store<B> {
         n: usize,
         seed: u64,
     ) -> Result<Vec<LeafEntry>, StoreError> {
-        let shape = self.shape(range)?;
+        self.shape(range)?;
         let mut picks: Vec<(u32, u64)> = Vec::with_capacity(n);
+        let shape;
         {
             let trees = self.trees_read()?;
             let t = &trees[range as usize];
+            shape = t.shape();
             let total = t.root().count;
             if total == 0 {
                 return Ok(Vec::new());
@@ -412,7 +485,7 @@ impl<B: Backend> Store<B> {
         let mut cache: Option<(u32, Vec<LeafEntry>)> = None;
         for (b, r) in picks {
             if cache.as_ref().is_none_or(|(cb, _)| *cb != b) {
-                let listed = self.leaf_entries(range, &[b])?;
+                let listed = self.leaf_entries_at(range, shape.depth, &[b])?;
                 cache = listed.into_iter().next();
             }
             if let Some((_, es)) = &cache
@@ -445,13 +518,14 @@ impl<B: Backend> Store<B> {
             )?;
             let trees = self.trees_read()?;
             let t = &trees[id];
+            let shape = t.shape();
             ranges.push(RangeStats {
                 name: spec.name.clone(),
                 keys: live,
                 tombstones: tombs,
-                fanout: spec.shape.fanout,
-                depth: spec.shape.depth,
-                buckets: spec.shape.buckets(),
+                fanout: shape.fanout,
+                depth: shape.depth,
+                buckets: shape.buckets(),
                 root: mend_core::record::hex(&t.root().hash()),
                 tree_memory_bytes: t.memory_bytes() as u64,
             });

@@ -51,9 +51,29 @@ impl VerifyReport {
 }
 
 impl<B: Backend> Store<B> {
-    /// Recomputes the leaves of range `range` from the data rows.
+    /// Recomputes the leaves of range `range` (at its tree's depth now)
+    /// from the data rows.
     pub fn rebuild_leaves(&self, range: u16) -> Result<Vec<Agg>, StoreError> {
-        let buckets = self.shape(range)?.buckets();
+        let depth = self.shape(range)?.depth;
+        self.rebuild_leaves_at(range, depth)
+    }
+
+    /// Recomputes the leaves of range `range` at `depth` (at most the
+    /// tree's) from the data rows, in [`REBUILD_SPANS`] spans on rayon's
+    /// pool.
+    pub fn rebuild_leaves_at(&self, range: u16, depth: u32) -> Result<Vec<Agg>, StoreError> {
+        let buckets = self.shape_at(range, depth)?.buckets();
+        let layout = self.layout(range, depth)?;
+        self.leaves_in_spans(layout, buckets)
+    }
+
+    /// The `buckets` leaves at `layout` recomputed from the data rows, in
+    /// [`REBUILD_SPANS`] spans on rayon's pool.
+    pub(crate) fn leaves_in_spans(
+        &self,
+        layout: keys::Layout,
+        buckets: u64,
+    ) -> Result<Vec<Agg>, StoreError> {
         let spans = REBUILD_SPANS.min(buckets);
         let per = buckets / spans;
         let parts: Vec<Result<Vec<Agg>, StoreError>> = (0..spans)
@@ -61,7 +81,7 @@ impl<B: Backend> Store<B> {
             .map(|s| {
                 let lo = s * per;
                 let hi = if s + 1 == spans { buckets } else { lo + per };
-                self.leaves_from_data(range, lo, hi)
+                self.leaves_from_data(layout, lo, hi)
             })
             .collect();
         let mut out = Vec::with_capacity(buckets as usize);
@@ -74,22 +94,28 @@ impl<B: Backend> Store<B> {
     /// The leaves of buckets `lo..hi` of `range`, recomputed from the data
     /// rows with every value rehashed (digest-only ranges: with the stored
     /// hashes, and no value allowed).
-    fn leaves_from_data(&self, range: u16, lo: u64, hi: u64) -> Result<Vec<Agg>, StoreError> {
+    pub(crate) fn leaves_from_data(
+        &self,
+        layout: keys::Layout,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<Agg>, StoreError> {
         let digests = self
             .ranges
-            .get(range)
+            .get(layout.range())
             .is_some_and(|s| s.mode == mend_core::RangeMode::Digests);
         let mut leaves = vec![Agg::default(); (hi - lo) as usize];
         let mut bad = None;
         self.backend.scan(
             Cf::Data,
-            &keys::bucket_key(range, lo as u32),
-            Some(&keys::bucket_end(range, hi)),
+            &layout.data_start(lo as u32),
+            Some(&layout.data_end(hi)),
             &mut |k, v| {
-                let Some((_, b, key)) = keys::split_data_key(k) else {
+                let Some((_, row, key)) = keys::split_data_key(k) else {
                     bad = Some("data row key too short".to_string());
                     return false;
                 };
+                let b = layout.bucket_of_row(row);
                 let Some(slot) = (b as u64)
                     .checked_sub(lo)
                     .and_then(|i| leaves.get_mut(i as usize))
@@ -132,8 +158,10 @@ impl<B: Backend> Store<B> {
         let mut ranges = Vec::new();
         for (id, spec) in self.ranges.specs().iter().enumerate() {
             let id = id as u16;
-            let rebuilt = self.rebuild_leaves(id)?;
-            let persisted = load_tree(&self.backend, id, spec)?;
+            let shape = self.shape(id)?;
+            let rebuilt = self.rebuild_leaves_at(id, shape.depth)?;
+            let layout = self.layout(id, shape.depth)?;
+            let persisted = load_tree(&self.backend, layout, spec, shape)?;
             let mut first = None;
             let mut bad = 0u64;
             for (b, (p, r)) in persisted.leaves().iter().zip(&rebuilt).enumerate() {
@@ -143,7 +171,7 @@ impl<B: Backend> Store<B> {
                 }
             }
             let entries = rebuilt.iter().map(|a| a.count).sum();
-            let tree = RangeTree::from_leaves(spec.shape, rebuilt);
+            let tree = RangeTree::from_leaves(shape, rebuilt);
             ranges.push(RangeVerify {
                 name: spec.name.clone(),
                 root: hex(&tree.root().hash()),
@@ -159,9 +187,11 @@ impl<B: Backend> Store<B> {
     /// from the data (the fix after `verify` reports a mismatch).
     pub fn rebuild(&self) -> Result<(), StoreError> {
         let _w = self.writer()?;
-        for (id, spec) in self.ranges.specs().iter().enumerate() {
+        for id in 0..self.ranges.specs().len() {
             let id = id as u16;
-            let rebuilt = self.rebuild_leaves(id)?;
+            let shape = self.shape(id)?;
+            let layout = self.layout(id, shape.depth)?;
+            let rebuilt = self.rebuild_leaves_at(id, shape.depth)?;
             let mut ops = Vec::new();
             self.backend.scan(
                 Cf::Leaves,
@@ -176,14 +206,14 @@ impl<B: Backend> Store<B> {
                 if !a.is_empty() {
                     ops.push(Op::Put(
                         Cf::Leaves,
-                        keys::bucket_key(id, b as u32),
+                        layout.leaf_key(b as u32),
                         a.encode().to_vec(),
                     ));
                 }
             }
             let mut trees = self.trees_write()?;
             self.backend.write(ops, true)?;
-            trees[id as usize] = RangeTree::from_leaves(spec.shape, rebuilt);
+            trees[id as usize] = RangeTree::from_leaves(shape, rebuilt);
         }
         Ok(())
     }
@@ -235,13 +265,15 @@ impl<B: Backend> Store<B> {
         {
             let trees = self.trees_read()?;
             let tree = &trees[range as usize];
+            let layout = self.layout(range, tree.shape().depth)?;
             for (idx_key, idx_val) in &rows {
                 let Some((_, _, dkey)) = keys::split_tombstone_key(idx_key) else {
                     return Err(corrupt("tombstone index key too short"));
                 };
-                let Some((_, bucket, key)) = keys::split_data_key(dkey) else {
+                let Some((_, row, key)) = keys::split_data_key(dkey) else {
                     return Err(corrupt("tombstone index names a short data key"));
                 };
+                let bucket = layout.bucket_of_row(row);
                 let current = match self.backend.get(Cf::Data, dkey)? {
                     Some(raw) => Some(
                         Record::decode_meta(&raw)
@@ -307,25 +339,39 @@ impl<B: Backend> Store<B> {
         first: u32,
         count: u32,
     ) -> Result<LeafSnapshot, StoreError> {
-        let buckets = self.shape(range)?.buckets();
+        let shape = self.shape(range)?;
+        let buckets = shape.buckets();
+        let layout = self.layout(range, shape.depth)?;
         let lo = u64::from(first).min(buckets);
         let hi = (lo + u64::from(count)).min(buckets);
         // The tree's leaves first, then the rows: a leaf that differs from
         // `before` when the snapshot is used was written since, and every
         // leaf write rewrites its row from the tree (under the writer
         // lock), so its row is not what this snapshot holds, nor in doubt.
-        let before = self.trees_read()?[range as usize].leaves()[lo as usize..hi as usize].to_vec();
+        let before = {
+            let trees = self.trees_read()?;
+            let t = &trees[range as usize];
+            if t.shape() != shape {
+                // Deepened since: an empty snapshot covers nothing.
+                return Ok(LeafSnapshot {
+                    range,
+                    depth: t.shape().depth,
+                    lo: 0,
+                    before: Vec::new(),
+                    persisted: Vec::new(),
+                });
+            }
+            t.leaves()[lo as usize..hi as usize].to_vec()
+        };
         let mut persisted: Vec<Option<Agg>> = vec![Some(Agg::default()); (hi - lo) as usize];
         if lo < hi {
             self.backend.scan(
                 Cf::Leaves,
-                &keys::bucket_key(range, lo as u32),
-                Some(&keys::bucket_end(range, hi)),
+                &layout.leaf_key(lo as u32),
+                Some(&layout.leaf_end(hi)),
                 &mut |k, v| {
-                    if let Some(slot) = k
-                        .get(2..6)
-                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                        .map(u32::from_be_bytes)
+                    if let Some(slot) = layout
+                        .leaf_bucket(k)
                         .and_then(|b| u64::from(b).checked_sub(lo))
                         .and_then(|i| persisted.get_mut(i as usize))
                     {
@@ -337,6 +383,7 @@ impl<B: Backend> Store<B> {
         }
         Ok(LeafSnapshot {
             range,
+            depth: shape.depth,
             lo,
             before,
             persisted,
@@ -357,14 +404,17 @@ impl<B: Backend> Store<B> {
         count: u32,
         snap: &LeafSnapshot,
     ) -> Result<Vec<u32>, StoreError> {
-        let buckets = self.shape(range)?.buckets();
+        let _w = self.writer()?;
+        // Under the writer lock, so the depth stays as read.
+        let shape = self.shape(range)?;
+        let buckets = shape.buckets();
+        let layout = self.layout(range, shape.depth)?;
         let lo = u64::from(first).min(buckets);
         let hi = (lo + u64::from(count)).min(buckets);
         if lo == hi {
             return Ok(Vec::new());
         }
-        let _w = self.writer()?;
-        let rebuilt = self.leaves_from_data(range, lo, hi)?;
+        let rebuilt = self.leaves_from_data(layout, lo, hi)?;
         let mut fixed = Vec::new();
         {
             let trees = self.trees_read()?;
@@ -374,12 +424,12 @@ impl<B: Backend> Store<B> {
                 let leaf = tree.leaves()[b as usize];
                 let mut bad = leaf != *agg;
                 if !bad
-                    && let Some((before, persisted)) = snap.get(range, u64::from(b))
+                    && let Some((before, persisted)) = snap.get(range, shape.depth, u64::from(b))
                     && leaf == before
                     && persisted != Some(*agg)
                 {
                     // An unreadable persisted leaf is what this fixes, not an error.
-                    let now = match self.backend.get(Cf::Leaves, &keys::bucket_key(range, b))? {
+                    let now = match self.backend.get(Cf::Leaves, &layout.leaf_key(b))? {
                         Some(raw) => Agg::decode(&raw),
                         None => Some(Agg::default()),
                     };
@@ -407,6 +457,8 @@ impl<B: Backend> Store<B> {
 #[derive(Debug, Clone)]
 pub struct LeafSnapshot {
     range: u16,
+    /// The tree depth its buckets are at.
+    depth: u32,
     lo: u64,
     before: Vec<Agg>,
     persisted: Vec<Option<Agg>>,
@@ -421,8 +473,8 @@ impl LeafSnapshot {
             && first + count <= self.lo + self.before.len() as u64
     }
 
-    fn get(&self, range: u16, bucket: u64) -> Option<(Agg, Option<Agg>)> {
-        if range != self.range {
+    fn get(&self, range: u16, depth: u32, bucket: u64) -> Option<(Agg, Option<Agg>)> {
+        if range != self.range || depth != self.depth {
             return None;
         }
         let i = usize::try_from(bucket.checked_sub(self.lo)?).ok()?;

@@ -132,7 +132,8 @@ pub(crate) struct Commit<'a> {
     pub(crate) feed_order: bool,
 }
 
-/// Where a key lives: (range id, bucket, data row key).
+/// Where a key lives: (range id, data row prefix, data row key); see
+/// [`Store::locate_row`].
 pub(crate) type Located = (u16, u32, Vec<u8>);
 
 /// Each key's data row as the backend held it before a batch, by data key.
@@ -372,7 +373,10 @@ impl<B: Backend> Store<B> {
         let mut stamped = false;
         {
             let trees = self.trees_read()?;
-            for (w, (range, bucket, dkey)) in writes.into_iter().zip(&located) {
+            // Under the writer lock: a deepening switches depth only while
+            // holding it, so these are the depths this batch commits at.
+            let layouts = self.layouts(&trees)?;
+            for (w, (range, row, dkey)) in writes.into_iter().zip(&located) {
                 let (previous, before) = batch.current(dkey, c.capture)?;
                 stamped |= w.version.is_none();
                 let version = self.stamp(&mut st, w.version, previous.as_ref(), now);
@@ -380,10 +384,11 @@ impl<B: Backend> Store<B> {
                 let decision = decide_one(c.feed_order, redelivery, previous.as_ref(), &record);
                 let meta = record.meta.clone();
                 if decision == Decision::Apply {
+                    let bucket = layouts[usize::from(*range)].bucket_of_row(*row);
                     let leaf = (
                         *range,
-                        *bucket,
-                        trees[*range as usize].leaves()[*bucket as usize],
+                        bucket,
+                        trees[*range as usize].leaves()[bucket as usize],
                     );
                     batch.build_rows(leaf, dkey, &w.key, previous.as_ref(), record, c.capture)?;
                 }
@@ -424,7 +429,7 @@ impl<B: Backend> Store<B> {
     fn locate_all(&self, writes: &[Incoming], mode: RangeMode) -> Result<Vec<Located>, StoreError> {
         let mut located = Vec::with_capacity(writes.len());
         for w in writes {
-            let loc = self.locate(&w.key)?;
+            let loc = self.locate_row(&w.key)?;
             if let Content::Value(v) = &w.content {
                 check_value(v)?;
             }
@@ -519,7 +524,9 @@ impl<B: Backend> Store<B> {
     /// Commits `ops` with the rows of the changed `leaves` (and the clock
     /// row, when given) in one backend batch, then moves the in-memory tree
     /// to those leaves under the same write lock, so readers never see a
-    /// tree describing data that is not there.
+    /// tree describing data that is not there. The caller holds the writer
+    /// lock (so the trees' depths stay as they are) and names each leaf by
+    /// its bucket at its tree's depth now.
     pub(crate) fn commit_rows(
         &self,
         mut ops: Vec<Op>,
@@ -527,18 +534,34 @@ impl<B: Backend> Store<B> {
         clock: Option<Vec<u8>>,
         sync: bool,
     ) -> Result<(), StoreError> {
+        let mut trees = self.trees_write()?;
+        let layouts = self.layouts(&trees)?;
         for (range, bucket, agg) in &leaves {
-            ops.push(leaf_op(*range, *bucket, agg));
+            ops.push(leaf_op(&layouts[usize::from(*range)], *bucket, agg));
         }
         if let Some(row) = clock {
             ops.push(Op::Put(Cf::Meta, keys::META_CLOCK.to_vec(), row));
         }
-        let mut trees = self.trees_write()?;
         self.backend.write(ops, sync)?;
-        for (range, bucket, agg) in leaves {
-            trees[range as usize].set_leaf(bucket, agg);
+        for (range, bucket, agg) in &leaves {
+            trees[*range as usize].set_leaf(*bucket, *agg);
         }
-        Ok(())
+        drop(trees);
+        // After the rows are in: a deepening that recomputes these buckets
+        // from now on reads them.
+        self.touched(&leaves)
+    }
+
+    /// Each range's layout at its tree's depth in `trees`.
+    pub(crate) fn layouts(
+        &self,
+        trees: &[crate::RangeTree],
+    ) -> Result<Vec<keys::Layout>, StoreError> {
+        trees
+            .iter()
+            .enumerate()
+            .map(|(id, t)| self.layout(id as u16, t.shape().depth))
+            .collect()
     }
 
     /// Refuses an entry of range `range` written through the path for
@@ -592,13 +615,15 @@ impl<B: Backend> Store<B> {
         expected: Option<&EntryMeta>,
         restore: Option<&Record>,
     ) -> Result<bool, StoreError> {
-        let (range, bucket, dkey) = self.locate(key)?;
+        let (range, row, dkey) = self.locate_row(key)?;
         if let Some(r) = restore
             && !r.meta.tombstone
         {
             check_value(&r.value)?;
         }
         let _st = self.writer()?;
+        let depth = self.trees_read()?[usize::from(range)].shape().depth;
+        let bucket = self.layout(range, depth)?.bucket_of_row(row);
         let current = match self.backend.get(Cf::Data, &dkey)? {
             Some(raw) => Some(
                 Record::decode_meta(&raw)
@@ -650,7 +675,10 @@ mod tests {
         let s = Store::open(MemBackend::new(), config("n1", 1000)).unwrap();
         s.write(vec![Write::put("k", "v")]).unwrap();
         let (range, bucket, _) = s.locate(b"k").unwrap();
-        let leaf = keys::bucket_key(range, bucket);
+        let leaf = s
+            .layout(range, s.shape(range).unwrap().depth)
+            .unwrap()
+            .leaf_key(bucket);
         s.backend()
             .write(vec![Op::Delete(Cf::Leaves, leaf)], true)
             .unwrap();
