@@ -402,6 +402,9 @@ fn model(n: u64, d: u64) -> mend_core::plan::Plan {
             rtt_ms: 0.0,
             ranges: 1,
             shape: mend_core::TreeShape::default(),
+            // The grid's stores are freshly loaded and not deepened.
+            deepen_entries_per_bucket: 0,
+            deepen_tree_bytes_max: 0,
         },
         &mend_core::plan::Calibration::REFERENCE,
     )

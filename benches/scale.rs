@@ -3,11 +3,14 @@
 //! (`MEND_BENCH_SCALE_MAX` caps N, default 10 000 000; data goes under
 //! `MEND_BENCH_DIR`, default the system temporary directory;
 //! `MEND_BENCH_SCALE_FANOUT` sets every tree's fan-out, default 16, depth 4;
+//! `MEND_BENCH_SCALE_DEEPEN` the agents' `deepen.entries_per_bucket`,
+//! default theirs (16; 0 keeps the created depth);
 //! `MEND_BENCH_SCALE_ONLY=N` runs one N).
 //!
 //! Per N: one replica is loaded in process (13-byte keys, 100-byte values,
-//! explicit versions, batches of 5 000 through `Store::write`), compacted
-//! and copied with a RocksDB checkpoint; 100 divergent keys are written to the copy;
+//! explicit versions, batches of 5 000 through `Store::write`; its agent
+//! deepens the tree as a running agent would, by its check during the load
+//! and once more after it), compacted and copied with a RocksDB checkpoint; 100 divergent keys are written to the copy;
 //! both are then served by real `mend agent` processes and diffed with
 //! `mend diff` (median of 5). Reported:
 //! * diff time (the agent's own elapsed time), bytes and rounds, d = 100;
@@ -68,6 +71,14 @@ fn shape() -> TreeShape {
     TreeShape::new(fanout, 4).unwrap()
 }
 
+/// The agents' `deepen.entries_per_bucket`.
+fn deepen_per_bucket() -> u64 {
+    std::env::var("MEND_BENCH_SCALE_DEEPEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(mend_store::DEEPEN_ENTRIES_PER_BUCKET_DEFAULT)
+}
+
 /// The scale benches' development CA: one set per node, and `operator`
 /// (also named `replica`) for the CLI and the loader (`mend cert` layout).
 fn certs() -> &'static Path {
@@ -92,8 +103,10 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "[[ranges]]\nname = \"default\"\nshape = {{ fanout = {}, depth = {} }}\n",
-                s.fanout, s.depth
+                "[deepen]\nentries_per_bucket = {}\n[[ranges]]\nname = \"default\"\nshape = {{ fanout = {}, depth = {} }}\n",
+                deepen_per_bucket(),
+                s.fanout,
+                s.depth
             ),
         )
         .unwrap();
@@ -236,12 +249,19 @@ fn raw_scan(path: &Path) -> (Duration, u64) {
     (start.elapsed(), n)
 }
 
-/// Loads `n` keys into a fresh agent store at `dir/a`, compacts it and
-/// checkpoints it to
-/// `dir/b`, and returns the load time.
-fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
+/// What loading did: its time, the tree depth reached, and the last
+/// deepening after the load (if one was due).
+struct Loaded {
+    took: Duration,
+    depth: u32,
+    deepened: Option<mend_store::Deepened>,
+}
+
+/// Loads `n` keys into a fresh agent store at `dir/a`, deepens its tree
+/// while due, compacts it and checkpoints it to `dir/b`.
+fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Loaded {
     rt.block_on(async {
-        let cfg = AgentConfig {
+        let mut cfg = AgentConfig {
             node_id: "node-a".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("a"),
@@ -249,6 +269,7 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
             insecure_plaintext: true,
             ..AgentConfig::default()
         };
+        cfg.deepen.entries_per_bucket = deepen_per_bucket();
         let a = mend_agent::start(cfg, Secret::development()).await.unwrap();
         let origin = NodeId::new("loader").unwrap();
         let start = Instant::now();
@@ -271,11 +292,26 @@ fn load(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> Duration {
             i += BATCH;
         }
         let took = start.elapsed();
+        // What the agent's next checks would do (its check may have
+        // deepened the tree during the load already).
+        let mut deepened = None;
+        loop {
+            let done = mend_agent::deepen::check(&a.state).await.unwrap();
+            match done.into_iter().last() {
+                Some(d) => deepened = Some(d),
+                None => break,
+            }
+        }
+        let depth = a.state.store.shape(0).unwrap().depth;
         a.stop().await.unwrap();
         // Both replicas start from a compacted copy, as a store in steady
         // state would be: no compaction backlog competes with the diffs.
         compact(&dir.join("a"), Some(&dir.join("b")));
-        took
+        Loaded {
+            took,
+            depth,
+            deepened,
+        }
     })
 }
 
@@ -364,8 +400,12 @@ pub fn scale(_: &mut Criterion) {
         }
         let tmp = tempfile::tempdir_in(&base).unwrap();
         let dir = tmp.path();
-        let load_t = load(&rt, dir, n);
-        eprintln!("scale: N = {n} loaded in {load_t:?}");
+        let loaded = load(&rt, dir, n);
+        let load_t = loaded.took;
+        eprintln!(
+            "scale: N = {n} loaded in {load_t:?}, tree depth {}, last deepening after the load: {:?}",
+            loaded.depth, loaded.deepened
+        );
         let a = Agent::start("node-a", &dir.join("a"));
         let b = Agent::start("node-b", &dir.join("b"));
         diverge(&rt, &b.addr, n);
@@ -394,8 +434,13 @@ pub fn scale(_: &mut Criterion) {
         let rebuild = Duration::from_secs_f64(r["rebuild_ms"].as_f64().unwrap() / 1e3);
         let (scan, scanned) = raw_scan(&dir.join("a"));
         assert_eq!(scanned, n, "the scan saw every key");
+        let deepen = loaded.deepened.as_ref().map_or("-".to_string(), |d| {
+            format!("{:.1} s ({} ms)", d.took_ms as f64 / 1e3, d.locked_ms)
+        });
         rows.push(format!(
-            "| {n} | {:.1} ms | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} | {:.1} | {:.1} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} s | {:.2} |",
+            "| {n} | {}^{} | {deepen} | {:.1} ms | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} | {:.1} | {:.1} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} s | {:.2} |",
+            shape().fanout,
+            loaded.depth,
             times[times.len() / 2],
             last["bytes_sent"],
             last["bytes_received"],
@@ -415,9 +460,9 @@ pub fn scale(_: &mut Criterion) {
         eprintln!("{}", rows.last().unwrap());
     }
     println!(
-        "| N | diff time d=100 (median of 5) | bytes sent | bytes received | rounds | agent RSS after diffs | agent peak RSS | mend disk B/key | plain RocksDB disk B/key | overhead B/key | rebuild | raw scan | scan / rebuild | load, mend | load, plain RocksDB | plain / mend |"
+        "| N | tree | deepening after load (writers waited) | diff time d=100 (median of 5) | bytes sent | bytes received | rounds | agent RSS after diffs | agent peak RSS | mend disk B/key | plain RocksDB disk B/key | overhead B/key | rebuild | raw scan | scan / rebuild | load, mend | load, plain RocksDB | plain / mend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

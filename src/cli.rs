@@ -545,9 +545,19 @@ pub struct PlanArgs {
     /// Tree fan-out of every range (the agent's default is 16).
     #[arg(long, default_value_t = 16)]
     pub fanout: u32,
-    /// Tree depth of every range (the agent's default is 4).
+    /// Tree depth every range is created with (the agent's default is 4;
+    /// trees deepen from it as their ranges grow).
     #[arg(long, default_value_t = 4)]
     pub depth: u32,
+    /// The agents' `deepen.entries_per_bucket`: trees deepen while their
+    /// ranges hold more entries per bucket (0 = never; default as the
+    /// agent's).
+    #[arg(long, default_value_t = 16)]
+    pub deepen_entries_per_bucket: u64,
+    /// The agents' `deepen.tree_bytes_max`: no tree deeper than this many
+    /// bytes in memory (default as the agent's, 256 MiB).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub deepen_tree_bytes_max: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

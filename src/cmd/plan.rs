@@ -10,6 +10,10 @@ use serde_json::json;
 use crate::cli::PlanArgs;
 use crate::output::{human_bytes, print_json};
 
+// `--deepen-entries-per-bucket` defaults to the agent's default (the CLI
+// definitions spell it as a literal: the fuzz build compiles them alone).
+const _: () = assert!(mend_store::DEEPEN_ENTRIES_PER_BUCKET_DEFAULT == 16);
+
 /// Where each calibration constant was measured.
 const SOURCES: [(&str, &str); 10] = [
     (
@@ -67,6 +71,8 @@ pub fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         rtt_ms: a.rtt_ms,
         ranges: a.ranges,
         shape,
+        deepen_entries_per_bucket: a.deepen_entries_per_bucket,
+        deepen_tree_bytes_max: a.deepen_tree_bytes_max,
     };
     let c = Calibration::REFERENCE;
     let p = plan(&input, &c);
@@ -117,7 +123,10 @@ fn to_json(i: &PlanInput, c: &Calibration, p: &Plan) -> serde_json::Value {
             "ranges": i.ranges,
             "fanout": i.shape.fanout,
             "depth": i.shape.depth,
+            "deepen_entries_per_bucket": i.deepen_entries_per_bucket,
+            "deepen_tree_bytes_max": i.deepen_tree_bytes_max,
         },
+        "shape": {"fanout": p.shape.fanout, "depth": p.shape.depth},
         "keys_per_range": p.keys_per_range,
         "entries_per_bucket": p.entries_per_bucket,
         "differing_buckets_per_range": p.differing_buckets,
@@ -133,7 +142,6 @@ fn to_json(i: &PlanInput, c: &Calibration, p: &Plan) -> serde_json::Value {
         "disk_overhead_bytes_per_key": p.disk_overhead_per_key,
         "rebuild_ms": p.rebuild_s * 1e3,
         "write_cost_ratio": p.write_cost_ratio,
-        "suggested_shape": {"fanout": p.suggested_shape.fanout, "depth": p.suggested_shape.depth},
         "calibration": calibration_json(c),
     })
 }
@@ -153,12 +161,22 @@ fn print_human(i: &PlanInput, c: &Calibration, p: &Plan) {
         "plan: {} keys in {} range(s) of {}^{} buckets ({:.1} keys per bucket), {} divergent, {} B values",
         i.keys,
         i.ranges,
-        i.shape.fanout,
-        i.shape.depth,
+        p.shape.fanout,
+        p.shape.depth,
         p.entries_per_bucket,
         i.divergent,
         i.value_bytes
     );
+    if p.shape != i.shape {
+        println!(
+            "tree: created at {}^{}, deepened to {}^{} as the range grew past {} keys per bucket (deepen.entries_per_bucket)",
+            i.shape.fanout,
+            i.shape.depth,
+            p.shape.fanout,
+            p.shape.depth,
+            i.deepen_entries_per_bucket
+        );
+    }
     println!("link: {}/s, RTT {} ms", human_bytes(i.bandwidth), i.rtt_ms);
     println!();
     println!("diff");
@@ -194,15 +212,6 @@ fn print_human(i: &PlanInput, c: &Calibration, p: &Plan) {
         "  write path       {:.1}x the time of a plain RocksDB write",
         p.write_cost_ratio
     );
-    if p.suggested_shape != i.shape {
-        println!(
-            "suggestion: fanout {} depth {} keeps about 16 keys per bucket (re-run with --fanout {} --depth {})",
-            p.suggested_shape.fanout,
-            p.suggested_shape.depth,
-            p.suggested_shape.fanout,
-            p.suggested_shape.depth
-        );
-    }
     println!();
     println!(
         "assumptions: divergent keys spread uniformly (the keyed placement hash makes any key set look so);"

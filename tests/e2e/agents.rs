@@ -639,11 +639,23 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
         .await
         .unwrap()
         .into_inner();
-    // The responder proves the secret too, over our nonce.
+    // The responder proves the secret too, over our nonce, and names its
+    // tree's depth (protocol 5).
     assert_eq!(ok.proof.len(), 32);
+    assert_eq!(ok.ranges[0].depth, 4);
     // (level, parents, hash count): a level below the tree, a parent
     // outside level 0, and too few hashes for one parent.
-    for (level, parents, hashes) in [(9, vec![0], 16), (1, vec![7], 16), (2, vec![1], 3)] {
+    // The leaves of the tree (level 4) below the compared depth (3), and
+    // compared depths the tree does not have (0: an older initiator; 5:
+    // deeper than the tree).
+    for (depth, level, parents, hashes) in [
+        (4, 9, vec![0], 16),
+        (4, 1, vec![7], 16),
+        (4, 2, vec![1], 3),
+        (3, 4, vec![0], 16),
+        (0, 0, vec![0], 16),
+        (5, 0, vec![0], 16),
+    ] {
         let bad = pb::ProbeRequest {
             range: "default".into(),
             probes: vec![pb::Probe {
@@ -651,25 +663,31 @@ async fn malformed_and_over_limit_requests_get_statuses_and_write_nothing() {
                 parents: parents.clone(),
                 hashes: vec![0; hashes],
             }],
+            depth,
         };
         assert_eq!(
             p.probe(bad).await.unwrap_err().code(),
             Code::InvalidArgument,
-            "level {level} parents {parents:?} hashes {hashes}"
+            "depth {depth} level {level} parents {parents:?} hashes {hashes}"
         );
     }
-    let bad_leaves = pb::LeavesRequest {
-        range: "default".into(),
-        queries: vec![pb::BucketQuery {
-            first: 70_000,
-            count: 1,
-            hashes: vec![],
-        }],
-    };
-    assert_eq!(
-        p.leaves(bad_leaves).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    // A bucket past the tree, and one past the compared depth's buckets.
+    for (depth, first) in [(4, 70_000), (2, 256), (0, 0), (7, 0)] {
+        let bad_leaves = pb::LeavesRequest {
+            range: "default".into(),
+            queries: vec![pb::BucketQuery {
+                first,
+                count: 1,
+                hashes: vec![],
+            }],
+            depth,
+        };
+        assert_eq!(
+            p.leaves(bad_leaves).await.unwrap_err().code(),
+            Code::InvalidArgument,
+            "depth {depth} first {first}"
+        );
+    }
     let bad_push = tokio_stream::iter(vec![pb::PushRequest {
         repair_id: "".into(),
         entries: vec![],

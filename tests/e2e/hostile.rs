@@ -129,6 +129,7 @@ impl pb::peer_server::Peer for Hostile {
                 name: s.name.clone(),
                 root: 0xfeed,
                 entries: 1 << 40,
+                depth: s.depth,
             })
             .collect();
         if self.attack == Attack::DuplicateRange {

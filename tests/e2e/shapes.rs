@@ -1,4 +1,4 @@
-//! Wide trees over gRPC: the shapes `mend plan` may suggest for large
+//! Wide trees over gRPC: shapes an operator may configure for large
 //! stores (64^4, 256^3), with tens of thousands of divergent keys, so that
 //! a level's probes and their replies are far larger than one gRPC message
 //! (16 MiB). The initiator must size and batch them to fit.

@@ -279,7 +279,8 @@ fn verify_names_the_bucket_of_a_corrupt_leaf() {
     populate(&store);
     let (range, bucket, _) = store.locate(b"q020").expect("locate");
     assert_eq!(range, 1, "q020 is in range high");
-    let leaf_key = mend_store::keys::bucket_key(range, bucket);
+    let depth = store.shape(range).expect("shape").depth;
+    let leaf_key = store.layout(range, depth).expect("layout").leaf_key(bucket);
     let raw = store
         .backend()
         .get(Cf::Leaves, &leaf_key)

@@ -89,7 +89,21 @@ pub async fn handshake<B: AgentBackend>(
         node_id: me.clone(),
         ranges: wanted
             .iter()
-            .map(mend_rpc::convert::range_shape_to_pb)
+            .map(|spec| {
+                let mut pb = mend_rpc::convert::range_shape_to_pb(spec);
+                // The tree's depth now, not the created one (informational:
+                // the responder checks the fan-out, and answers its own
+                // depth).
+                if let Some(shape) = state
+                    .store
+                    .ranges()
+                    .by_name(&spec.name)
+                    .and_then(|id| state.store.shape(id).ok())
+                {
+                    pb.depth = shape.depth;
+                }
+                pb
+            })
             .collect(),
         only_shared,
         proof: crate::auth::initiator_proof(&state.secret, &ch.challenge, &nonce, &me).to_vec(),
@@ -319,12 +333,21 @@ async fn diff_range<B: AgentBackend>(
     let mut cost = Cost::default();
     let entries_local = state.store.root(id).map_err(AgentError::from)?.count;
     let keys_max = state.config.limits.diff_keys_max;
+    // Trees of one fan-out compare at the smaller depth (protocol 5).
+    let local_depth = state.store.shape(id).map_err(AgentError::from)?.depth;
+    if rr.depth == 0 {
+        return Err(AgentError::internal(format!(
+            "peer {addr} answered range {:?} without its tree depth",
+            rr.name
+        )));
+    }
+    let depth = local_depth.min(rr.depth);
     let (divs, quiet, roots_differ) = descend(
-        state, peer, addr, id, &rr.name, rr.root, &mut cost, keys_max,
+        state, peer, addr, id, &rr.name, rr.root, depth, &mut cost, keys_max,
     )
     .await?;
     let tree_mismatch = if !quiet.is_empty() || (roots_differ && divs.is_empty()) {
-        Some(tree_mismatch(state, addr, id, &rr.name, quiet).await?)
+        Some(tree_mismatch(state, addr, id, &rr.name, depth, quiet).await?)
     } else {
         None
     };
@@ -384,22 +407,26 @@ fn publish_clock_skew<B: AgentBackend>(state: &AgentState<B>, out: &DiffOutcome)
     }
 }
 
-/// Verifies this agent's side of a range's quiet buckets against its data
-/// and rebuilds any that are out of step, online; counts and logs the
-/// mismatch.
+/// Verifies this agent's side of a range's quiet buckets (at the compared
+/// `depth`) against its data and rebuilds any that are out of step,
+/// online; counts and logs the mismatch. A tree deeper than the compared
+/// depth checks every bucket under each quiet one.
 async fn tree_mismatch<B: AgentBackend>(
     state: &AgentState<B>,
     addr: &str,
     id: u16,
     range: &str,
+    depth: u32,
     buckets: Vec<u32>,
 ) -> Result<TreeMismatch, AgentError> {
     let quiet = buckets.clone();
     let fixed = state
         .blocking(move |s| {
+            let shape = s.shape(id)?;
+            let below = shape.fanout_bits() * shape.depth.saturating_sub(depth);
             let mut fixed = Vec::new();
             for b in quiet {
-                fixed.extend(s.repair_buckets(id, b, 1)?);
+                fixed.extend(s.repair_buckets(id, b << below, 1 << below)?);
             }
             Ok(fixed)
         })
@@ -470,7 +497,7 @@ impl Budget {
 async fn advance<B: AgentBackend, R: Send + 'static>(
     state: &AgentState<B>,
     mut d: Descent,
-    id: u16,
+    (id, depth): (u16, u32),
     addr: &str,
     replies: R,
     feed: fn(&mut Descent, &dyn mend_core::exchange::TreeView, R) -> Result<Step, ExchangeError>,
@@ -479,7 +506,7 @@ async fn advance<B: AgentBackend, R: Send + 'static>(
     let addr = addr.to_string();
     state
         .run(move || {
-            let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+            let view = RangeView::at_depth(&store, id, depth).map_err(AgentError::from)?;
             let s = feed(&mut d, &view, replies).map_err(|e| peer_breach(&addr, e))?;
             Ok((d, s))
         })
@@ -494,6 +521,7 @@ async fn descend<B: AgentBackend>(
     id: u16,
     name: &str,
     peer_root: u64,
+    depth: u32,
     cost: &mut Cost,
     keys_left: usize,
 ) -> Result<(Vec<Divergence>, Vec<u32>, bool), AgentError> {
@@ -505,28 +533,38 @@ async fn descend<B: AgentBackend>(
     let store = state.store.clone();
     let (mut d, mut step, roots_differ) = state
         .run(move || {
-            let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+            let view = RangeView::at_depth(&store, id, depth).map_err(AgentError::from)?;
             let root = view.root_hash().map_err(AgentError::from)?;
             let (d, step) =
                 Descent::start_with(&view, root, peer_root, limits).map_err(AgentError::from)?;
             Ok((d, step, root != peer_root))
         })
         .await?;
-    let shape = state.store.shape(id).map_err(AgentError::from)?;
+    let shape = state.store.shape_at(id, depth).map_err(AgentError::from)?;
     loop {
         match step {
             Step::Done => break,
             Step::Probe(ps) => {
                 let replies = probe_round(peer, addr, name, &ps, shape, cost).await?;
-                (d, step) = advance(state, d, id, addr, replies, Descent::on_probe_replies).await?;
+                (d, step) = advance(
+                    state,
+                    d,
+                    (id, depth),
+                    addr,
+                    replies,
+                    Descent::on_probe_replies,
+                )
+                .await?;
             }
             Step::Leaves(lps) => {
                 let budget = Budget {
                     entries: keys_left.into(),
                     key_bytes: state.config.limits.diff_key_bytes_max.into(),
                 };
-                let all = leaf_round(peer, addr, name, &lps, &budget, timeout, cost).await?;
-                (d, step) = advance(state, d, id, addr, all, Descent::on_leaf_replies).await?;
+                let all =
+                    leaf_round(peer, addr, (name, depth), &lps, &budget, timeout, cost).await?;
+                (d, step) =
+                    advance(state, d, (id, depth), addr, all, Descent::on_leaf_replies).await?;
             }
         }
     }
@@ -557,6 +595,7 @@ async fn probe_round(
             let req = pb::ProbeRequest {
                 range: name.to_string(),
                 probes: probes.iter().map(probe_to_pb).collect(),
+                depth: shape.depth,
             };
             async move {
                 let sent = wire(&req);
@@ -587,7 +626,7 @@ async fn probe_round(
 async fn leaf_round(
     peer: &Peer,
     addr: &str,
-    name: &str,
+    (name, depth): (&str, u32),
     lps: &[mend_core::exchange::LeafProbe],
     budget: &Budget,
     timeout: Duration,
@@ -598,7 +637,7 @@ async fn leaf_round(
     cost.rounds += 1;
     let calls = lps.iter().map(|lp| {
         let peer = peer.clone();
-        let req = leaf_probe_to_pb(name, lp);
+        let req = leaf_probe_to_pb(name, depth, lp);
         async move {
             let sent = wire(&req);
             let mut received = 0;

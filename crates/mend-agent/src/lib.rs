@@ -13,6 +13,7 @@ pub mod actions;
 pub mod auth;
 pub mod backend;
 pub mod dashboard;
+pub mod deepen;
 pub mod discovery;
 pub mod error;
 pub use mend_config as config;

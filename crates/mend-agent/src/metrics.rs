@@ -83,6 +83,15 @@ pub struct PeerReason {
     pub reason: String,
 }
 
+/// Labels: range and outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RangeReason {
+    /// Range name.
+    pub range: String,
+    /// Outcome.
+    pub outcome: String,
+}
+
 /// Labels: range.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RangeLabel {
@@ -166,6 +175,10 @@ pub struct Metrics {
     pub tree_buckets_fixed: Family<RangeSource, Counter>,
     /// Buckets the scrub verified.
     pub scrub_buckets: Counter,
+    /// Each range's tree depth now (it grows as the range does).
+    pub tree_depth: Family<RangeLabel, Gauge>,
+    /// Deepenings of each range's tree, by outcome (`done`, `failed`).
+    pub tree_deepenings: Family<RangeReason, Counter>,
     /// Tombstones purged.
     pub tombstones_purged: Family<RangeLabel, Counter>,
     /// The purge horizon: tombstones that arrived before it (and are past
@@ -228,6 +241,8 @@ impl Metrics {
             tree_mismatches: Family::default(),
             tree_buckets_fixed: Family::default(),
             scrub_buckets: Counter::default(),
+            tree_depth: Family::default(),
+            tree_deepenings: Family::default(),
             tombstones_purged: Family::default(),
             purge_horizon_timestamp_seconds: Family::default(),
             peer_clock_skew_seconds: Family::default(),
@@ -401,6 +416,16 @@ impl Metrics {
             "scrub_buckets",
             "Buckets the background scrub verified against the data",
             m.scrub_buckets.clone(),
+        );
+        r.register(
+            "tree_depth",
+            "Each range's tree depth now (trees deepen as their ranges grow)",
+            m.tree_depth.clone(),
+        );
+        r.register(
+            "tree_deepenings",
+            "Deepenings of a range's tree, by outcome (done, failed)",
+            m.tree_deepenings.clone(),
         );
         r.register(
             "tombstones_purged",

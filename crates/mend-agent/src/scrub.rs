@@ -89,11 +89,16 @@ pub async fn step_with<B: AgentBackend>(
         Cursor::default()
     };
     let spec = &specs[usize::from(at.range)];
-    let buckets = spec.shape.buckets();
+    // The tree's depth now: a deepened tree has more buckets (a cursor
+    // from before goes on from the same number, over the finer buckets).
+    let depth = state.store.shape(at.range)?.depth;
+    let buckets = state.store.shape(at.range)?.buckets();
     let first = u64::from(at.bucket).min(buckets);
     let n = (buckets - first).min(u64::from(count.max(1)));
     let (id, b0, n32) = (at.range, first as u32, n as u32);
-    let held = snap.take().filter(|s| s.covers(id, b0, n32));
+    let held = snap
+        .take()
+        .filter(|s| s.depth() == depth && s.covers(id, b0, n32));
     let (fixed, kept) = state
         .blocking(move |s| {
             let snap = match held {

@@ -354,6 +354,7 @@ fn serve(
 fn spawn_background(state: &Arc<AgentState>, schedules: watch::Receiver<bool>) {
     crate::gc::spawn(state.clone(), schedules.clone());
     crate::scrub::spawn(state.clone(), schedules.clone());
+    crate::deepen::spawn(state.clone(), schedules.clone());
     crate::discovery::spawn(state.clone(), schedules.clone());
     crate::schedule::spawn(state.clone(), schedules);
     crate::repair::control::resume_interrupted(state);

@@ -335,3 +335,140 @@ fn a_digest_only_replica_diffs_like_a_value_holding_one_and_is_not_repaired() {
         == mend_core::playbook::SkipReason::DigestOnly
         && why.text == mend_agent::repair::DIGEST_ONLY_SKIP));
 }
+
+/// Trees deepen as their ranges grow, each replica on its own: a replica
+/// at 16^2 and one deepened to 16^4 compare at depth 2 (the handshake
+/// names each side's depth, every probe and leaf request the compared
+/// one), find exactly the keys that differ from either side, and take only
+/// the handshake when in sync.
+#[test]
+fn trees_of_different_depths_compare_at_the_smaller() {
+    let shape = TreeShape::new(16, 2).unwrap();
+    let (a, b) = (store("a", shape), store("b", shape));
+    load(&a, 5000);
+    load(&b, 5000);
+    b.deepen(0).unwrap();
+    b.deepen(0).unwrap();
+    assert_eq!(b.shape(0).unwrap().depth, 4);
+    let (found, rounds, _) = diff(&a, &b);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(rounds, HANDSHAKE_ROUNDS);
+    let mut expected = BTreeSet::new();
+    a.write(vec![Write::put("only-a", "x").at(v(9_000, 1))])
+        .unwrap();
+    expected.insert(b"only-a".to_vec());
+    b.write(vec![Write::put("key-0000010", "newer").at(v(9_002, 3))])
+        .unwrap();
+    expected.insert(b"key-0000010".to_vec());
+    b.write(vec![Write::delete("key-0000020").at(v(9_003, 4))])
+        .unwrap();
+    expected.insert(b"key-0000020".to_vec());
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let (found, rounds, divs) = diff(x, y);
+        assert_eq!(found, expected);
+        assert!(
+            rounds <= HANDSHAKE_ROUNDS + 2 + 1,
+            "rounds {rounds}: the shared depth is 2"
+        );
+        let stale = divs.iter().find(|d| d.key == b"key-0000010").unwrap();
+        let (mine, theirs) = if Arc::ptr_eq(x, &b) {
+            (9_002, 1_010)
+        } else {
+            (1_010, 9_002)
+        };
+        assert_eq!(stale.local.as_ref().unwrap().version.ms, mine);
+        assert_eq!(stale.peer.as_ref().unwrap().version.ms, theirs);
+    }
+}
+
+/// Trees of different fan-outs cannot be compared at any depth: the
+/// handshake refuses with the reason, from both sides.
+#[test]
+fn a_fanout_mismatch_is_a_clear_error() {
+    let (a, b) = (
+        store("a", TreeShape::new(16, 2).unwrap()),
+        store("b", TreeShape::new(4, 4).unwrap()),
+    );
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let agent = pair(x.clone(), y.clone(), Arc::new(Counting::default()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let peer = y.node_id().to_string();
+        let e = rt
+            .block_on(mend_agent::exchange::diff(&agent, &peer, None))
+            .unwrap_err();
+        assert!(e.message().contains("fan-out mismatch"), "{}", e.message());
+    }
+}
+
+/// The agent's deepening check deepens a range whose entries pass
+/// `deepen.entries_per_bucket` per bucket (5000 over 16^2 = 256 buckets is
+/// 19.5 each), one level per check, stops when the range is below the
+/// threshold (5000 over 4096), publishes each range's depth, and does
+/// nothing at `entries_per_bucket = 0`.
+#[test]
+fn the_agent_deepens_ranges_past_the_threshold() {
+    let shape = TreeShape::new(16, 2).unwrap();
+    let (a, b) = (store("a", shape), store("b", shape));
+    load(&a, 5000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let off = mend_agent::link::mem::pair_with(
+        a.clone(),
+        b.clone(),
+        Arc::new(Counting::default()),
+        |c| {
+            c.deepen.entries_per_bucket = 0;
+        },
+    );
+    assert!(
+        rt.block_on(mend_agent::deepen::check(&off))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.shape(0).unwrap().depth, 2);
+    let agent = pair(a.clone(), b.clone(), Arc::new(Counting::default()));
+    let done = rt.block_on(mend_agent::deepen::check(&agent)).unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].from.depth, done[0].to.depth, done[0].entries),
+        (2, 3, 5000)
+    );
+    assert_eq!(a.shape(0).unwrap().depth, 3);
+    assert!(
+        rt.block_on(mend_agent::deepen::check(&agent))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.shape(0).unwrap().depth, 3);
+    let text = agent.metrics.encode().unwrap();
+    assert!(text.contains("mend_tree_depth{range=\"all\"} 3"), "{text}");
+    assert!(
+        text.contains("mend_tree_deepenings_total{range=\"all\",outcome=\"done\"} 1"),
+        "{text}"
+    );
+    assert!(a.verify().unwrap().ok());
+    // Due (70 000 entries over 16^3 is 17 per bucket), but 16^4 would be a
+    // 2.8 MiB tree, past a 1 MiB `deepen.tree_bytes_max`.
+    let big = store("c", TreeShape::new(16, 3).unwrap());
+    load(&big, 70_000);
+    assert!(big.deepen_due(0, 16).unwrap());
+    let capped = mend_agent::link::mem::pair_with(
+        big.clone(),
+        b.clone(),
+        Arc::new(Counting::default()),
+        |c| {
+            c.deepen.tree_bytes_max = 1 << 20;
+        },
+    );
+    assert!(
+        rt.block_on(mend_agent::deepen::check(&capped))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(big.shape(0).unwrap().depth, 3);
+}

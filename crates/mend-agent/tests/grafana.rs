@@ -37,6 +37,11 @@ fn touched() -> mend_agent::metrics::Metrics {
         category: "missing".into(),
     });
     let _ = m.oldest_divergence_seconds.get_or_create(&pr);
+    let _ = m.tree_depth.get_or_create(&rl);
+    let _ = m.tree_deepenings.get_or_create(&RangeReason {
+        range: "r".into(),
+        outcome: "done".into(),
+    });
     let _ = m.budget_exceeded.get_or_create(&pr);
     for f in m.peer_counters() {
         let _ = f.get_or_create(&peer);

@@ -306,8 +306,10 @@ fn a_tree_out_of_step_with_its_data_is_found_and_fixed_online() {
     a.write(writes.clone()).unwrap();
     // Corrupt one persisted leaf behind the store's back, then reopen.
     let (_, bucket, _) = a.locate(b"key-7").unwrap();
-    let mut leaf_key = 0u16.to_be_bytes().to_vec();
-    leaf_key.extend_from_slice(&bucket.to_be_bytes());
+    let leaf_key = a
+        .layout(0, a.shape(0).unwrap().depth)
+        .unwrap()
+        .leaf_key(bucket);
     let backend = a.into_backend();
     mend_store::Backend::write(
         &backend,
@@ -606,8 +608,10 @@ fn the_scrub_finds_and_fixes_a_corrupt_leaf() {
     let a = Store::open(MemBackend::new(), config("a", &clock)).unwrap();
     missing_on_b(&a, 0, 300);
     let (_, bucket, _) = a.locate(b"m0042").unwrap();
-    let mut leaf_key = 0u16.to_be_bytes().to_vec();
-    leaf_key.extend_from_slice(&bucket.to_be_bytes());
+    let leaf_key = a
+        .layout(0, a.shape(0).unwrap().depth)
+        .unwrap()
+        .leaf_key(bucket);
     let backend = a.into_backend();
     mend_store::Backend::write(
         &backend,

@@ -286,6 +286,40 @@ impl Default for Scrub {
     }
 }
 
+/// Trees that deepen as their ranges grow (`[deepen]`): a range whose
+/// entries pass `entries_per_bucket` per bucket on average gets one more
+/// level (each bucket split into `fanout`), online, so a diff lists about
+/// as many entries per differing bucket at 10M keys as at 100k. Peers
+/// compare at the smaller of their depths, so deepening needs no
+/// coordination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deepen {
+    /// Average entries per bucket past which a range deepens (0 = never;
+    /// 0..=1 000 000). At the default 16, a 16^4 range deepens past about
+    /// 1M entries, to about one entry per bucket; each level of fan-out 16
+    /// costs about 48 bytes per bucket of memory (16^5: about 50 MiB).
+    pub entries_per_bucket: u64,
+    /// How often each range is checked, in ms (1 000..=86 400 000).
+    pub check_every_ms: u64,
+    /// A range does not deepen past a tree of this many bytes in memory
+    /// (1 MiB..=64 GiB; default 256 MiB): with fan-out 16, depth 5 takes
+    /// 45 MiB and depth 6 720 MiB, so by default a range stops at depth 5
+    /// (about 16.8M entries at 16 per bucket; more entries per bucket past
+    /// that).
+    pub tree_bytes_max: u64,
+}
+
+impl Default for Deepen {
+    fn default() -> Self {
+        Deepen {
+            entries_per_bucket: mend_store::DEEPEN_ENTRIES_PER_BUCKET_DEFAULT,
+            check_every_ms: 60_000,
+            tree_bytes_max: 256 << 20,
+        }
+    }
+}
+
 /// Which side of a pair starts the scheduled exchanges of their ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -542,6 +576,8 @@ pub struct AgentConfig {
     pub gc: Gc,
     /// Background verification of the tree against the data.
     pub scrub: Scrub,
+    /// Trees that deepen as their ranges grow.
+    pub deepen: Deepen,
     /// Coordinated schedules of the exchanges with peers.
     pub schedule: Schedule,
     /// Peers found in DNS, besides the `peers` listed.
@@ -590,6 +626,7 @@ impl Default for AgentConfig {
             tombstone_grace_ms: mend_store::store::TOMBSTONE_GRACE_MS_DEFAULT,
             gc: Gc::default(),
             scrub: Scrub::default(),
+            deepen: Deepen::default(),
             schedule: Schedule::default(),
             discovery: Discovery::default(),
             journal: Journal::default(),
@@ -766,7 +803,7 @@ impl AgentConfig {
 
     /// The bounds of the history, server, upkeep (purge, journal, scrub)
     /// and schedule settings.
-    fn service_bounds(&self) -> [Bound; 18] {
+    fn service_bounds(&self) -> [Bound; 21] {
         let (l, sc) = (&self.limits, &self.schedule);
         [
             ("history_max", self.history_max as u64, (1, 10_000)),
@@ -834,6 +871,21 @@ impl AgentConfig {
                 "scrub.buckets_per_s",
                 self.scrub.buckets_per_s,
                 (0, 1_000_000),
+            ),
+            (
+                "deepen.entries_per_bucket",
+                self.deepen.entries_per_bucket,
+                (0, 1_000_000),
+            ),
+            (
+                "deepen.check_every_ms",
+                self.deepen.check_every_ms,
+                (1_000, 86_400_000),
+            ),
+            (
+                "deepen.tree_bytes_max",
+                self.deepen.tree_bytes_max,
+                (1 << 20, 64 << 30),
             ),
             ("schedule.exchanges_max", sc.exchanges_max as u64, (1, 64)),
             (

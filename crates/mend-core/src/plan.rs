@@ -53,8 +53,32 @@ pub struct PlanInput {
     pub rtt_ms: f64,
     /// Key ranges the keys are split over (each its own tree).
     pub ranges: u64,
-    /// Tree shape of every range.
+    /// Tree shape every range is created with.
     pub shape: TreeShape,
+    /// The agent's `deepen.entries_per_bucket`: each range's tree deepens
+    /// (one level at a time, up to [`TreeShape::max_depth`]) while its
+    /// entries pass this many per bucket; 0 = it keeps `shape`.
+    pub deepen_entries_per_bucket: u64,
+    /// The agent's `deepen.tree_bytes_max`: no deeper than a tree of this
+    /// many bytes.
+    pub deepen_tree_bytes_max: u64,
+}
+
+/// The shape a range of `keys` entries created at `created` has once its
+/// tree has deepened as the agent deepens it (`deepen.entries_per_bucket
+/// = per_bucket`, 0 = never; no tree past `bytes_max`).
+pub fn grown_shape(created: TreeShape, keys: f64, per_bucket: u64, bytes_max: u64) -> TreeShape {
+    let mut s = created;
+    if per_bucket == 0 {
+        return s;
+    }
+    while let Ok(next) = s.at_depth(s.depth + 1) {
+        if keys <= per_bucket as f64 * s.buckets() as f64 || next.tree_bytes() > bytes_max {
+            break;
+        }
+        s = next;
+    }
+    s
 }
 
 /// Per-operation costs measured on one machine.
@@ -157,14 +181,10 @@ pub struct Plan {
     pub rebuild_s: f64,
     /// mend's write time over plain RocksDB's.
     pub write_cost_ratio: f64,
-    /// A shape keeping about [`TARGET_ENTRIES_PER_BUCKET`] entries per
-    /// bucket within 4 levels (so d = 1 stays at 4 round trips).
-    pub suggested_shape: TreeShape,
+    /// The shape each range's tree has grown to ([`grown_shape`]): the
+    /// one the rest of the plan is for.
+    pub shape: TreeShape,
 }
-
-/// Entries per bucket the suggested shape aims at: leaf queries then carry
-/// about 128 bytes of hashes and list about as many entries.
-pub const TARGET_ENTRIES_PER_BUCKET: f64 = 16.0;
 
 /// Bytes of a handshake exchange, one range, each way: protocol 3's
 /// challenge round trip and the handshake with nonce and proofs (measured
@@ -203,9 +223,15 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
     let ranges = i.ranges.max(1) as f64;
     let n = i.keys as f64 / ranges;
     let d = i.divergent as f64 / ranges;
-    let f = f64::from(i.shape.fanout);
-    let depth = i.shape.depth;
-    let buckets = i.shape.buckets() as f64;
+    let shape = grown_shape(
+        i.shape,
+        n,
+        i.deepen_entries_per_bucket,
+        i.deepen_tree_bytes_max,
+    );
+    let f = f64::from(shape.fanout);
+    let depth = shape.depth;
+    let buckets = shape.buckets() as f64;
     let per_bucket = n / buckets;
 
     let mut sent = HANDSHAKE_BYTES + 2.0 * FRAME;
@@ -218,7 +244,7 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
         for level in 1..=depth {
             let hashes = f * parents;
             nodes += hashes;
-            let m = hit(i.shape.nodes_at(level) as f64, d);
+            let m = hit(shape.nodes_at(level) as f64, d);
             if level % 2 == 1 {
                 probe_rounds += 1;
                 // Probe: parents (varints, ~3 B) and hashes; reply: status bits.
@@ -271,7 +297,7 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
         0.0
     };
 
-    let tree_nodes: u64 = (0..=depth).map(|l| i.shape.nodes_at(l)).sum();
+    let tree_nodes: u64 = (0..=depth).map(|l| shape.nodes_at(l)).sum();
     let tree_memory_bytes = (tree_nodes * std::mem::size_of::<Agg>() as u64) as f64 * ranges;
     let disk_overhead_per_key = RECORD_EXTRA
         + i.origin_bytes as f64
@@ -294,23 +320,7 @@ pub fn plan(i: &PlanInput, c: &Calibration) -> Plan {
         disk_overhead_per_key,
         rebuild_s: i.keys as f64 * c.rebuild_key_us / 1e6,
         write_cost_ratio: c.write_us / c.plain_write_us,
-        suggested_shape: suggest_shape(n),
-    }
-}
-
-/// The smallest 4-level shape (fan-out a power of two, 16..=64) with about
-/// [`TARGET_ENTRIES_PER_BUCKET`] entries per bucket or fewer; 64^4 for
-/// anything larger.
-pub fn suggest_shape(keys_per_range: f64) -> TreeShape {
-    for fanout in [16u32, 32, 64] {
-        let s = TreeShape { fanout, depth: 4 };
-        if keys_per_range / s.buckets() as f64 <= TARGET_ENTRIES_PER_BUCKET {
-            return s;
-        }
-    }
-    TreeShape {
-        fanout: 64,
-        depth: 4,
+        shape,
     }
 }
 
@@ -332,6 +342,8 @@ mod tests {
                 fanout: 16,
                 depth: 4,
             },
+            deepen_entries_per_bucket: 0,
+            deepen_tree_bytes_max: 256 << 20,
         }
     }
 
@@ -361,9 +373,39 @@ mod tests {
     }
 
     #[test]
-    fn suggested_shape_keeps_buckets_small() {
-        assert_eq!(suggest_shape(100_000.0).fanout, 16);
-        assert_eq!(suggest_shape(10_000_000.0).fanout, 32);
-        assert_eq!(suggest_shape(1e9).fanout, 64);
+    fn trees_grow_past_the_threshold_and_no_further() {
+        let s = TreeShape::default();
+        let max = 256 << 20;
+        assert_eq!(grown_shape(s, 100_000.0, 16, max).depth, 4);
+        assert_eq!(
+            grown_shape(s, 1_000_000.0, 16, max).depth,
+            4,
+            "15.3 per bucket"
+        );
+        assert_eq!(
+            grown_shape(s, 10_000_000.0, 16, max).depth,
+            5,
+            "9.5 per bucket"
+        );
+        assert_eq!(
+            grown_shape(s, 1e12, 16, max).depth,
+            5,
+            "16^6 is a 720 MiB tree"
+        );
+        assert_eq!(
+            grown_shape(s, 1e12, 16, u64::MAX).depth,
+            6,
+            "the deepest fan-out 16 allows"
+        );
+        assert_eq!(grown_shape(s, 10_000_000.0, 0, max).depth, 4, "off");
+        // The plan is for the grown tree: more levels, smaller buckets.
+        let mut i = input(10_000_000, 100);
+        let fixed = plan(&i, &Calibration::REFERENCE);
+        i.deepen_entries_per_bucket = 16;
+        let grown = plan(&i, &Calibration::REFERENCE);
+        assert_eq!((fixed.shape.depth, grown.shape.depth), (4, 5));
+        assert!(grown.entries_per_bucket < 10.0 && fixed.entries_per_bucket > 150.0);
+        assert!(grown.entries_listed < fixed.entries_listed / 10.0);
+        assert!(grown.tree_memory_bytes > 10.0 * fixed.tree_memory_bytes);
     }
 }

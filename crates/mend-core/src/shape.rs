@@ -95,6 +95,13 @@ impl TreeShape {
         (BUCKETS_MAX.trailing_zeros() / bits).min(DEPTH_MAX)
     }
 
+    /// Bytes of the in-memory tree of this shape: one aggregate per node
+    /// of every level.
+    pub fn tree_bytes(&self) -> u64 {
+        (0..=self.depth).map(|l| self.nodes_at(l)).sum::<u64>()
+            * std::mem::size_of::<crate::Agg>() as u64
+    }
+
     /// This fan-out at `depth` (validated).
     pub fn at_depth(&self, depth: u32) -> Result<TreeShape, CoreError> {
         TreeShape::new(self.fanout, depth)

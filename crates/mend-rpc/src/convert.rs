@@ -162,10 +162,11 @@ pub fn probe_reply_from_pb(r: pb::ProbeReply, probed: usize) -> Result<ProbeRepl
     })
 }
 
-/// A domain leaf probe to the wire.
-pub fn leaf_probe_to_pb(range: &str, lp: &LeafProbe) -> pb::LeavesRequest {
+/// A domain leaf probe of `range` compared at `depth` to the wire.
+pub fn leaf_probe_to_pb(range: &str, depth: u32, lp: &LeafProbe) -> pb::LeavesRequest {
     pb::LeavesRequest {
         range: range.to_string(),
+        depth,
         queries: lp
             .queries
             .iter()

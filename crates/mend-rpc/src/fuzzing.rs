@@ -70,7 +70,7 @@ pub fn convert_decode(data: &[u8]) {
                 return;
             };
             let lp = leaf_probe_from_pb(q.clone());
-            assert_eq!(leaf_probe_to_pb(&q.range, &lp), q);
+            assert_eq!(leaf_probe_to_pb(&q.range, q.depth, &lp), q);
             if let Ok(r) = pb::LeafReply::decode(reply)
                 && let Ok(d) = leaf_reply_from_pb(r, &lp)
             {
@@ -166,7 +166,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let req = leaf_probe_to_pb("default", &lp).encode_to_vec();
+        let req = leaf_probe_to_pb("default", 4, &lp).encode_to_vec();
         let lr = LeafReply {
             query: 0,
             lacking: vec![true; lp.queries[0].hashes.len()],

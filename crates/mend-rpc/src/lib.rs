@@ -26,8 +26,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mend
 /// at handshake, by both sides. 3: mutual challenge-response secret check,
 /// range bounds in the handshake. 4: categories, sides, apply decisions,
 /// skip reasons and playbook actions as protobuf enums (`enums`), no longer
-/// strings.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// strings. 5: trees of one fan-out and different depths compare at the
+/// smaller depth (`RangeRoot.depth`, and the compared depth on every probe
+/// and leaf request).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest gRPC message the agent decodes or encodes (16 MiB): a 4 MiB value
 /// plus framing fits with room; larger messages are refused with

@@ -8,11 +8,15 @@ use crate::error::StoreError;
 /// one contiguous key span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cf {
-    /// Entries: `[range u16][bucket u32][user key]` → a
-    /// [`mend_core::Record`].
+    /// Entries: `[range u16][row bucket u32][user key]` → a
+    /// [`mend_core::Record`]; the row bucket is the key's bucket at the
+    /// range's row depth (format 3: the deepest its fan-out allows;
+    /// format 2: its created depth), see [`crate::keys::Layout`].
     Data,
-    /// Tree leaves: `[range u16][bucket u32]` → a [`mend_core::Agg`] (40
-    /// bytes); absent means the empty aggregate.
+    /// Tree leaves: `[range u16][depth u8][bucket u24]` (format 3; format
+    /// 2: `[range u16][bucket u32]`) → a [`mend_core::Agg`] (40 bytes);
+    /// absent means the empty aggregate. Rows of a depth other than the
+    /// tree's are a deepening's, not yet switched to or not yet removed.
     Leaves,
     /// Tombstone index, by the local wall time each tombstone was written
     /// here, per range, for the purge (which may remove only tombstones
@@ -23,8 +27,9 @@ pub enum Cf {
     /// overwritten since is stale.
     Tombstones,
     /// Store parameters, clock and ingest positions:
-    /// * `params` → JSON `{"format", "secret_fingerprint", "ranges"}`, the
-    ///   parameters persisted at creation and checked on every open;
+    /// * `params` → JSON `{"format", "secret_fingerprint", "ranges",
+    ///   "depths"}`, the parameters persisted at creation and checked on
+    ///   every open (`depths`: each range's tree depth, once one deepened);
     /// * `clock` → `[hlc ms u64][hlc logical u32][seq u64]`;
     /// * `health-probe` → `[ms u64]`, rewritten to prove the store writable;
     /// * `ingest/[range u16][source name bytes]` → the source's position

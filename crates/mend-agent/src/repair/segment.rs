@@ -50,15 +50,16 @@ pub fn split<B: Backend>(
     }
     let mut by: BTreeMap<(u16, u32), Vec<Planned>> = BTreeMap::new();
     for p in planned {
-        let (range, bucket, _) = store.locate(&p.key)?;
-        let shape = store
+        let (range, _, _) = store.locate(&p.key)?;
+        let fanout = store
             .ranges()
             .get(range)
-            .map(|r| r.shape)
+            .map(|r| r.shape.fanout)
             .ok_or_else(|| StoreError::Corrupt(format!("no range {range}")))?;
-        by.entry((range, shape.ancestor(bucket, 1)))
-            .or_default()
-            .push(p);
+        // The top-level subtree: the same at every depth the tree has had.
+        let top =
+            mend_core::TreeShape { fanout, depth: 1 }.bucket_of(store.secret().placement(&p.key));
+        by.entry((range, top)).or_default().push(p);
     }
     Ok(by
         .into_iter()
@@ -255,7 +256,11 @@ mod tests {
                 let spec = s.ranges().get(range).unwrap();
                 assert_eq!(
                     seg.label,
-                    format!("{}/{}", spec.name, spec.shape.ancestor(bucket, 1)),
+                    format!(
+                        "{}/{}",
+                        spec.name,
+                        s.shape(range).unwrap().ancestor(bucket, 1)
+                    ),
                     "every key of a segment is under its subtree"
                 );
             }

@@ -108,6 +108,17 @@ impl<B: AgentBackend> PeerService<B> {
         }
     }
 
+    /// The shape range `id` is compared at when a request names `depth`:
+    /// 1..=its tree's depth now (depths only grow, so a depth valid at the
+    /// handshake stays valid). Anything else is `INVALID_ARGUMENT`.
+    fn compared_shape(&self, id: u16, depth: u32) -> Result<mend_core::TreeShape, Status> {
+        self.state.store.shape_at(id, depth).map_err(|e| {
+            Status::invalid_argument(format!(
+                "compared depth: {e} (protocol 5 names it on every request)"
+            ))
+        })
+    }
+
     fn range_id(&self, name: &str) -> Result<u16, Status> {
         self.state.store.ranges().by_name(name).ok_or_else(|| {
             Status::not_found(format!("no range named {name:?} on {}", self.state.node_id))
@@ -124,9 +135,10 @@ fn wall_ms() -> u64 {
 }
 
 /// The root of the range `want` names, if this store serves it with the
-/// same shape and bounds; a range of the same name with another shape or
-/// other bounds is `FAILED_PRECONDITION` (comparing it would report false
-/// divergence forever).
+/// same fan-out and bounds; a range of the same name with another fan-out
+/// or other bounds is `FAILED_PRECONDITION` (comparing it would report
+/// false divergence forever). Depths may differ (protocol 5): the answer
+/// carries this tree's depth, and the initiator compares at the smaller.
 fn shared_range<B: AgentBackend>(
     store: &AgentStore<B>,
     want: &pb::RangeShape,
@@ -137,10 +149,11 @@ fn shared_range<B: AgentBackend>(
     };
     let spec = &store.ranges().specs()[usize::from(id)];
     let shape = store.shape(id)?;
-    if shape.fanout != want.fanout || shape.depth != want.depth {
+    if shape.fanout != want.fanout {
         return Ok(Err(Status::failed_precondition(format!(
-            "range {:?}: tree shape mismatch: fanout {} depth {} here, fanout {} depth {} at {from}",
-            want.name, shape.fanout, shape.depth, want.fanout, want.depth
+            "range {:?}: tree fan-out mismatch: {} here, {} at {from} (trees of different \
+             fan-outs cannot be compared; depths may differ)",
+            want.name, shape.fanout, want.fanout
         ))));
     }
     let want_end = want.has_end.then_some(want.end.as_slice());
@@ -174,6 +187,7 @@ fn shared_range<B: AgentBackend>(
         name: want.name.clone(),
         root: mend_core::exchange::node_hash(&root),
         entries: root.count,
+        depth: shape.depth,
     })))
 }
 
@@ -273,14 +287,15 @@ impl<B: AgentBackend> PeerService<B> {
     /// `Probe`.
     pub async fn on_probe(&self, r: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
         let id = self.range_id(&r.range)?;
+        let depth = r.depth;
         let probes: Vec<_> = r.probes.into_iter().map(probe_from_pb).collect();
-        let shape = self.state.store.shape(id).map_err(AgentError::from)?;
+        let shape = self.compared_shape(id, depth)?;
         check_probe_request(shape, &probes).map_err(AgentError::from)?;
         let store = self.state.store.clone();
         let replies = self
             .state
             .run(move || {
-                let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+                let view = RangeView::at_depth(&store, id, depth).map_err(AgentError::from)?;
                 probes
                     .iter()
                     .map(|p| respond_probe(&view, p).map(|rep| probe_reply_to_pb(&rep)))
@@ -294,6 +309,8 @@ impl<B: AgentBackend> PeerService<B> {
     /// `Leaves`.
     pub async fn on_leaves(&self, r: pb::LeavesRequest) -> Result<Inbound<pb::LeafReply>, Status> {
         let id = self.range_id(&r.range)?;
+        let depth = r.depth;
+        self.compared_shape(id, depth)?;
         let lp = leaf_probe_from_pb(r);
         // The whole probe is checked first (limits, bounds, total span);
         // then it is answered a few queries at a time, each chunk listed on
@@ -303,7 +320,7 @@ impl<B: AgentBackend> PeerService<B> {
         let check = lp.clone();
         self.state
             .run(move || {
-                let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+                let view = RangeView::at_depth(&store, id, depth).map_err(AgentError::from)?;
                 mend_core::exchange::check_leaf_probe(&view, &check).map_err(AgentError::from)
             })
             .await?;
@@ -320,7 +337,8 @@ impl<B: AgentBackend> PeerService<B> {
                 let store = state.store.clone();
                 let listed = state
                     .run(move || {
-                        let view = RangeView::new(&store, id).map_err(AgentError::from)?;
+                        let view =
+                            RangeView::at_depth(&store, id, depth).map_err(AgentError::from)?;
                         respond_leaves(&view, &sub).map_err(AgentError::from)
                     })
                     .await;

@@ -70,6 +70,7 @@ async fn range_statuses(state: &Arc<AgentState>) -> Result<Vec<pb::RangeStatus>,
             let mut ranges = Vec::new();
             for ((id, spec), h) in store.ranges().specs().iter().enumerate().zip(horizons) {
                 let root = store.root(id as u16)?;
+                let shape = store.shape(id as u16)?;
                 let purged = st
                     .metrics
                     .tombstones_purged
@@ -77,8 +78,8 @@ async fn range_statuses(state: &Arc<AgentState>) -> Result<Vec<pb::RangeStatus>,
                     .get();
                 ranges.push(pb::RangeStatus {
                     name: spec.name.clone(),
-                    fanout: spec.shape.fanout,
-                    depth: spec.shape.depth,
+                    fanout: shape.fanout,
+                    depth: shape.depth,
                     root: mend_core::exchange::node_hash(&root),
                     entries: root.count,
                     purge_horizon_ms: h.before_ms,

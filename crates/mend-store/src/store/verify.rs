@@ -465,6 +465,11 @@ pub struct LeafSnapshot {
 }
 
 impl LeafSnapshot {
+    /// The tree depth its buckets are at.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
     /// Whether the snapshot holds `range`'s buckets `first..first + count`.
     pub fn covers(&self, range: u16, first: u32, count: u32) -> bool {
         let (first, count) = (u64::from(first), u64::from(count));
