@@ -87,13 +87,47 @@ fn max_keys() -> usize {
     }
 }
 
+/// A comma-separated list of counts from environment variable `var`.
+fn list_env(var: &str) -> Option<Vec<usize>> {
+    let s = std::env::var(var).ok()?;
+    Some(
+        s.split(',')
+            .map(|x| {
+                x.trim()
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{var}={s:?}: want counts separated by commas"))
+            })
+            .collect(),
+    )
+}
+
+/// N values: `MEND_BENCH_COMPARE_N` (e.g. `100000,10000000`) or the grid
+/// capped by `MEND_BENCH_MAX_KEYS`.
 fn n_grid() -> Vec<usize> {
+    if let Some(ns) = list_env("MEND_BENCH_COMPARE_N") {
+        return ns;
+    }
     let cap = max_keys();
     N_GRID.iter().copied().filter(|&n| n <= cap).collect()
 }
 
+/// d values for `n`: `MEND_BENCH_COMPARE_D` or the grid, d <= N/2.
 fn d_grid(n: usize) -> impl Iterator<Item = usize> {
-    D_GRID.into_iter().filter(move |&d| d <= n / 2)
+    list_env("MEND_BENCH_COMPARE_D")
+        .unwrap_or(D_GRID.to_vec())
+        .into_iter()
+        .filter(move |&d| d <= n / 2)
+}
+
+/// The agents' `deepen.entries_per_bucket` the fixtures deepen by, as an
+/// agent would once loaded (`MEND_BENCH_DEEPEN`; default the agent's, 16;
+/// 0 keeps 16^4).
+fn deepen_per_bucket() -> u64 {
+    std::env::var("MEND_BENCH_DEEPEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(mend_store::DEEPEN_ENTRIES_PER_BUCKET_DEFAULT)
 }
 
 /// Message kinds on mend's wire, for the per-kind breakdown.
@@ -461,6 +495,24 @@ impl Fixture {
                 .collect();
             a.write(writes).expect("load");
         }
+        // Deepened as the agent's check would (the copy inherits the depth).
+        let (per_bucket, bytes_max) = (
+            deepen_per_bucket(),
+            mend_agent::AgentConfig::default().deepen.tree_bytes_max,
+        );
+        while per_bucket > 0 && a.deepen_due(0, per_bucket).expect("due") {
+            let s = a.shape(0).expect("shape");
+            if s.at_depth(s.depth + 1)
+                .map_or(true, |next| next.tree_bytes() > bytes_max)
+            {
+                break;
+            }
+            let d = a.deepen(0).expect("deepen");
+            eprintln!(
+                "fixture: N = {n} deepened to depth {} in {} ms",
+                d.to.depth, d.took_ms
+            );
+        }
         let mut pick: Vec<u32> = (0..n as u32).collect();
         pick.shuffle(&mut rng);
         let copy = a.backend().snapshot_copy().expect("copy backend");
@@ -616,6 +668,11 @@ fn interleaved_times() -> Vec<(usize, Duration)> {
             f
         })
         .collect();
+    time_fixtures(&fixtures)
+}
+
+/// The median diff time of each fixture, interleaved.
+fn time_fixtures(fixtures: &[Fixture]) -> Vec<(usize, Duration)> {
     let mut samples = vec![Vec::with_capacity(TIME_RUNS); fixtures.len()];
     for _ in 0..TIME_RUNS {
         for (f, s) in fixtures.iter().zip(&mut samples) {
@@ -656,18 +713,28 @@ fn compare(_c: &mut Criterion) {
     }
     let mut rows = Vec::new();
     let mut wiped = Vec::new();
+    // Fixtures left at d = TIME_D, reused for the timing when every N is.
+    let mut at_time_d = Vec::new();
     for n in n_grid() {
         let started = Instant::now();
         let mut f = Fixture::new(n);
-        eprintln!("compare: N = {n} loaded in {:.1?}", started.elapsed());
+        eprintln!(
+            "compare: N = {n} loaded in {:.1?}, tree depth {}",
+            started.elapsed(),
+            f.a.shape(0).expect("shape").depth
+        );
 
-        // Wiped replicas, before any divergence.
+        // Wiped replicas, before any divergence (not past 1M: every key
+        // diverges, past the diff's key limit).
         let full = listing(&f.a);
         let empty = Arc::new(empty_store("node-wiped"));
         for (label, local, peer) in [
             ("peer wiped (initiator full)", &f.a, &empty),
             ("initiator wiped (peer full)", &empty, &f.a),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| n <= 1_000_000)
+        {
             let (divs, mend) = mend_exchange(local, peer);
             assert_eq!(divs.len(), n, "{label}: every key diverges");
             let (ll, pl) = (listing(local), listing(peer));
@@ -708,9 +775,18 @@ fn compare(_c: &mut Criterion) {
             });
         }
         eprintln!("compare: N = {n} done in {:.1?}", started.elapsed());
+        drop(full);
+        if f.d == TIME_D {
+            at_time_d.push(f);
+        }
     }
     let started = Instant::now();
-    let times = interleaved_times();
+    let times = if at_time_d.len() == n_grid().len() {
+        time_fixtures(&at_time_d)
+    } else {
+        drop(at_time_d);
+        interleaved_times()
+    };
     eprintln!(
         "compare: interleaved timing done in {:.1?}",
         started.elapsed()

@@ -25,13 +25,21 @@ pub async fn check<B: AgentBackend>(
     let mut done = Vec::new();
     for (id, spec) in state.store.ranges().specs().iter().enumerate() {
         let id = id as u16;
+        // One deepening at a time (the background check, an operator's,
+        // or a stop waiting for it); due is decided under it.
+        let _one = state.deepening.lock().await;
         let shape = state.store.shape(id)?;
         let fits = shape
             .at_depth(shape.depth + 1)
             .is_ok_and(|s| s.tree_bytes() <= state.config.deepen.tree_bytes_max);
         let due = per_bucket > 0 && fits && state.store.deepen_due(id, per_bucket)?;
         if due {
-            let r = state.blocking(move |s| s.deepen(id)).await;
+            let stopping = state.stopping.clone();
+            let r = state
+                .blocking(move |s| {
+                    s.deepen_until(id, &|| stopping.load(std::sync::atomic::Ordering::Relaxed))
+                })
+                .await;
             let outcome = if r.is_ok() { "done" } else { "failed" };
             state
                 .metrics
@@ -55,6 +63,7 @@ pub async fn check<B: AgentBackend>(
                 }
             }
         }
+        drop(_one);
         let depth = state.store.shape(id)?.depth;
         state
             .metrics

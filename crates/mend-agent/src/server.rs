@@ -96,14 +96,13 @@ impl RunningAgent {
     /// Stops serving and waits until the server has shut down and released
     /// the store.
     pub async fn stop(mut self) -> Result<(), StopError> {
-        let _ = self.stop_schedules.send(true);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.signal_stop();
         let served = match (&mut self.task).await {
             Ok(r) => r.map_err(StopError::from),
             Err(e) => Err(StopError::from(e)),
         };
+        // A deepening in progress gives up at its next step; wait for it.
+        drop(self.state.deepening.lock().await);
         // Flush memtables so the next start does not replay the whole WAL.
         let store = self.state.store.clone();
         let flushed = tokio::task::spawn_blocking(move || store.backend().flush()).await;
@@ -120,6 +119,9 @@ impl RunningAgent {
 
     /// Signals shutdown without waiting.
     pub fn signal_stop(&mut self) {
+        self.state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.stop_schedules.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -75,6 +75,12 @@ pub struct AgentState<B: AgentBackend = RocksBackend> {
     pub rows: crate::rows::RowAdapters,
     /// Peers found in DNS (`[discovery]`), shared with the dialer.
     pub discovered: Arc<crate::peers::Discovered>,
+    /// Set when the agent stops: a deepening in progress gives up at its
+    /// next step (`deepen`).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Held while a deepening runs; stopping waits for it, so the store is
+    /// closed when `stop` returns.
+    pub deepening: tokio::sync::Mutex<()>,
 }
 
 /// Meta row of this store's incarnation (u64 big-endian, never 0).
@@ -138,6 +144,8 @@ impl<B: AgentBackend> AgentState<B> {
         let discovered = Arc::new(crate::peers::Discovered::load(&store));
         AgentState {
             discovered,
+            stopping: Arc::default(),
+            deepening: tokio::sync::Mutex::new(()),
             incarnation,
             sync_records: tokio::sync::Mutex::new(()),
             runs: crate::runs::RunBoard::default(),

@@ -275,3 +275,24 @@ proptest! {
         prop_assert_eq!(compare(&b, &a), want);
     }
 }
+
+/// A deepening told to stop (an agent shutting down) gives up at its next
+/// step and leaves the tree as it was; the next deepening runs as usual.
+#[test]
+fn a_deepening_told_to_stop_leaves_the_tree_as_it_was() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = Store::open(MemBackend::new(), config("n", 3)).unwrap();
+    s.write((0..800).map(|i| Write::put(key(i), "v").at(v(1))).collect())
+        .unwrap();
+    let before = nodes(&s);
+    let asked = AtomicUsize::new(0);
+    let e = s
+        .deepen_until(0, &|| asked.fetch_add(1, Ordering::Relaxed) >= 3)
+        .unwrap_err();
+    assert!(e.to_string().contains("stopping"), "{e}");
+    assert_eq!(s.shape(0).unwrap().depth, 3);
+    assert_eq!(nodes(&s), before);
+    assert!(s.verify().unwrap().ok());
+    assert_eq!(s.deepen(0).unwrap().to.depth, 4);
+    assert!(s.verify().unwrap().ok());
+}

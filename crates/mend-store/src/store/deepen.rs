@@ -84,6 +84,17 @@ pub struct Deepened {
     pub locked_ms: u64,
 }
 
+/// The error of a deepening given up because `stop()` said so.
+pub(crate) fn stopped(stop: &(dyn Fn() -> bool + Sync)) -> Result<(), StoreError> {
+    if stop() {
+        return Err(StoreError::Backend {
+            message: "deepening given up: stopping".into(),
+            retryable: true,
+        });
+    }
+    Ok(())
+}
+
 /// Clears the store's deepening record however the deepening ends.
 struct Recording<'a, B: Backend>(&'a Store<B>);
 
@@ -124,6 +135,17 @@ impl<B: Backend> Store<B> {
     /// docs): writes go on throughout, and wait only for the switch. One
     /// deepening runs at a time; a second is refused.
     pub fn deepen(&self, range: u16) -> Result<Deepened, StoreError> {
+        self.deepen_until(range, &|| false)
+    }
+
+    /// [`Store::deepen`], giving up (before the switch, leaving the tree as
+    /// it was) at its next step once `stop()` says so: an agent shutting
+    /// down does not wait for a deepening of millions of entries.
+    pub fn deepen_until(
+        &self,
+        range: u16,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Deepened, StoreError> {
         let started = Instant::now();
         let from = self.shape(range)?;
         let row_depth = self.row_depth(range)?;
@@ -158,12 +180,13 @@ impl<B: Backend> Store<B> {
         self.clear_leaf_rows(range, |t| t == to.depth)?;
 
         // 1. The new leaves from the data.
-        let mut leaves = self.leaves_in_spans(layout, to.buckets())?;
+        let mut leaves = self.leaves_in_spans(layout, to.buckets(), stop)?;
 
         // 2. Catch up without the lock, then write the new rows.
         let f = from.fanout;
         let mut caught_up = 0u64;
         for _ in 0..CATCH_UP_ROUNDS_MAX {
+            stopped(stop)?;
             let batch = self.take_touched(|n| n > CATCH_UP_LOCKED_MAX)?;
             let Some(batch) = batch else { break };
             caught_up += batch.len() as u64;
@@ -183,6 +206,7 @@ impl<B: Backend> Store<B> {
         }
 
         // 3. The switch.
+        stopped(stop)?;
         let lock_at = Instant::now();
         let _w = self.writer()?;
         let last = self.take_touched(|_| true)?.unwrap_or_default();

@@ -64,15 +64,17 @@ impl<B: Backend> Store<B> {
     pub fn rebuild_leaves_at(&self, range: u16, depth: u32) -> Result<Vec<Agg>, StoreError> {
         let buckets = self.shape_at(range, depth)?.buckets();
         let layout = self.layout(range, depth)?;
-        self.leaves_in_spans(layout, buckets)
+        self.leaves_in_spans(layout, buckets, &|| false)
     }
 
     /// The `buckets` leaves at `layout` recomputed from the data rows, in
     /// [`REBUILD_SPANS`] spans on rayon's pool.
+    /// `stop()` is asked before each span; once it says so, the rest fail.
     pub(crate) fn leaves_in_spans(
         &self,
         layout: keys::Layout,
         buckets: u64,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<Agg>, StoreError> {
         let spans = REBUILD_SPANS.min(buckets);
         let per = buckets / spans;
@@ -81,6 +83,7 @@ impl<B: Backend> Store<B> {
             .map(|s| {
                 let lo = s * per;
                 let hi = if s + 1 == spans { buckets } else { lo + per };
+                super::deepen::stopped(stop)?;
                 self.leaves_from_data(layout, lo, hi)
             })
             .collect();
