@@ -407,6 +407,9 @@ fn publish_clock_skew<B: AgentBackend>(state: &AgentState<B>, out: &DiffOutcome)
     }
 }
 
+/// Buckets `tree_mismatch` verifies under one hold of the writer lock.
+const TREE_MISMATCH_STEP_BUCKETS: u32 = 256;
+
 /// Verifies this agent's side of a range's quiet buckets (at the compared
 /// `depth`) against its data and rebuilds any that are out of step,
 /// online; counts and logs the mismatch. A tree deeper than the compared
@@ -426,7 +429,16 @@ async fn tree_mismatch<B: AgentBackend>(
             let below = shape.fanout_bits() * shape.depth.saturating_sub(depth);
             let mut fixed = Vec::new();
             for b in quiet {
-                fixed.extend(s.repair_buckets(id, b << below, 1 << below)?);
+                // A step at a time, so writers wait for one step's
+                // recompute only (a peer comparing at depth 1 makes each
+                // quiet bucket a sixteenth of the range).
+                let (first, count) = (b << below, 1u32 << below);
+                let mut at = 0;
+                while at < count {
+                    let n = (count - at).min(TREE_MISMATCH_STEP_BUCKETS);
+                    fixed.extend(s.repair_buckets(id, first + at, n)?);
+                    at += n;
+                }
             }
             Ok(fixed)
         })

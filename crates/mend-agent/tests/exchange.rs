@@ -472,3 +472,53 @@ fn the_agent_deepens_ranges_past_the_threshold() {
     );
     assert_eq!(big.shape(0).unwrap().depth, 3);
 }
+
+/// A tree out of step with its data on the deeper side is found through
+/// the shallower comparison and fixed where it is wrong: the quiet bucket
+/// at the compared depth (16^2) covers 256 buckets of the deeper tree
+/// (16^4), and the one corrupted among them is rebuilt.
+#[test]
+fn a_tree_mismatch_on_the_deeper_side_is_fixed_in_its_finer_bucket() {
+    use mend_store::{Backend, Cf, Op};
+    let shape = TreeShape::new(16, 2).unwrap();
+    let (a, b) = (store("a", shape), store("b", shape));
+    load(&a, 5000);
+    load(&b, 5000);
+    a.deepen(0).unwrap();
+    a.deepen(0).unwrap();
+    let (_, bucket, _) = a.locate(b"key-0000042").unwrap();
+    let leaf_key = a.layout(0, 4).unwrap().leaf_key(bucket);
+    let backend = Arc::try_unwrap(a).unwrap().into_backend();
+    backend
+        .write(vec![Op::Put(Cf::Leaves, leaf_key, vec![0x5a; 40])], true)
+        .unwrap();
+    let cfg = StoreConfig::new(
+        NodeId::new("a").unwrap(),
+        Secret::from_bytes(b"exchange test"),
+        None,
+    );
+    let a = Arc::new(Store::open(backend, cfg).unwrap());
+    assert_eq!(a.shape(0).unwrap().depth, 4);
+    assert!(!a.verify().unwrap().ok());
+    let agent = pair(a.clone(), b.clone(), Arc::new(Counting::default()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let out = rt
+        .block_on(mend_agent::exchange::diff(&agent, "b", None))
+        .unwrap();
+    assert!(out.keys.is_empty());
+    assert_eq!(out.tree_mismatches.len(), 1, "{:?}", out.tree_mismatches);
+    assert_eq!(
+        out.tree_mismatches[0].buckets,
+        vec![bucket >> 8],
+        "quiet at depth 2"
+    );
+    assert_eq!(
+        out.tree_mismatches[0].fixed,
+        vec![bucket],
+        "fixed at depth 4"
+    );
+    assert!(a.verify().unwrap().ok());
+}
