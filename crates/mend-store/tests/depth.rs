@@ -166,6 +166,25 @@ fn writes_after_the_scan_are_caught_up_at_the_switch() {
     assert!(d.caught_up_locked > 0, "{d:?}");
 }
 
+/// Writes that land while the new leaf rows are written (paused at their
+/// first batch) and touch more buckets than the switch recomputes under
+/// the lock are caught up in rounds after the rows are written, and those
+/// rounds write their buckets' rows: `verify` compares the persisted
+/// leaves with a rebuild.
+#[test]
+fn writes_while_the_rows_are_written_are_caught_up_in_rounds_and_persisted() {
+    let d = deepen_with_writes_at_a_pause(
+        6,
+        8000,
+        churn(8000, 2, 0),
+        |c| matches!(c, Call::Write(ops) if ops.iter().all(|o| o.row().0 == Cf::Leaves)),
+    );
+    assert!(
+        d.caught_up > d.caught_up_locked + mend_store::CATCH_UP_LOCKED_MAX as u64 / 2,
+        "a round ran without the lock after the rows were written: {d:?}"
+    );
+}
+
 /// Writes that land while the data scan runs (paused at its first span)
 /// and touch more buckets than the switch recomputes under the lock are
 /// caught up in rounds without it first.

@@ -12,8 +12,9 @@
 //!    rows (each scan a snapshot taken after recording began) into the new
 //!    leaves, on rayon's pool.
 //! 2. It recomputes the buckets written meanwhile, in rounds, until few are
-//!    left ([`CATCH_UP_LOCKED_MAX`]), and writes the new leaf rows, tagged
-//!    with the new depth so the store's readers never see them.
+//!    left ([`CATCH_UP_LOCKED_MAX`]), writes the new leaf rows, tagged with
+//!    the new depth so the store's readers never see them, and catches up
+//!    again in rounds on what was written while it wrote them.
 //! 3. Under the writer lock it recomputes the last touched buckets, checks
 //!    that every old leaf is the sum of its new children (a missed write
 //!    would break that, and the deepening is refused rather than switched),
@@ -182,16 +183,11 @@ impl<B: Backend> Store<B> {
         // 1. The new leaves from the data.
         let mut leaves = self.leaves_in_spans(layout, to.buckets(), stop)?;
 
-        // 2. Catch up without the lock, then write the new rows.
+        // 2. Catch up without the lock, write the new rows, and catch up
+        //    again on what was written meanwhile (writing a million rows
+        //    takes seconds), each later round writing its buckets' rows.
         let f = from.fanout;
-        let mut caught_up = 0u64;
-        for _ in 0..CATCH_UP_ROUNDS_MAX {
-            stopped(stop)?;
-            let batch = self.take_touched(|n| n > CATCH_UP_LOCKED_MAX)?;
-            let Some(batch) = batch else { break };
-            caught_up += batch.len() as u64;
-            self.recompute(layout, f, &batch, &mut leaves)?;
-        }
+        let mut caught_up = self.catch_up(layout, f, &mut leaves, stop, false)?;
         let mut ops = Vec::with_capacity(LEAF_ROWS_PER_BATCH);
         for (b, a) in leaves.iter().enumerate() {
             if !a.is_empty() {
@@ -204,6 +200,7 @@ impl<B: Backend> Store<B> {
         if !ops.is_empty() {
             self.backend.write(ops, false)?;
         }
+        caught_up += self.catch_up(layout, f, &mut leaves, stop, true)?;
 
         // 3. The switch.
         stopped(stop)?;
@@ -266,6 +263,40 @@ impl<B: Backend> Store<B> {
             took_ms: started.elapsed().as_millis() as u64,
             locked_ms,
         })
+    }
+
+    /// Rounds of recomputing touched buckets without the writer lock, while
+    /// more than [`CATCH_UP_LOCKED_MAX`] are touched (at most
+    /// [`CATCH_UP_ROUNDS_MAX`]); with `write`, each round also writes the
+    /// recomputed buckets' leaf rows. Returns the buckets recomputed.
+    fn catch_up(
+        &self,
+        layout: keys::Layout,
+        fanout: u32,
+        leaves: &mut [Agg],
+        stop: &(dyn Fn() -> bool + Sync),
+        write: bool,
+    ) -> Result<u64, StoreError> {
+        let mut caught_up = 0u64;
+        for _ in 0..CATCH_UP_ROUNDS_MAX {
+            stopped(stop)?;
+            let Some(batch) = self.take_touched(|n| n > CATCH_UP_LOCKED_MAX)? else {
+                break;
+            };
+            caught_up += batch.len() as u64;
+            self.recompute(layout, fanout, &batch, leaves)?;
+            if write {
+                let ops: Vec<Op> = batch
+                    .iter()
+                    .flat_map(|b| *b * fanout..(*b + 1) * fanout)
+                    .map(|c| leaf_op(&layout, c, &leaves[c as usize]))
+                    .collect();
+                for chunk in ops.chunks(LEAF_ROWS_PER_BATCH) {
+                    self.backend.write(chunk.to_vec(), false)?;
+                }
+            }
+        }
+        Ok(caught_up)
     }
 
     /// Takes the touched buckets when `take(how many)` says so.
