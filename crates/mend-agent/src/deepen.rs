@@ -25,8 +25,8 @@ pub async fn check<B: AgentBackend>(
     let mut done = Vec::new();
     for (id, spec) in state.store.ranges().specs().iter().enumerate() {
         let id = id as u16;
-        // One deepening at a time (the background check, an operator's,
-        // or a stop waiting for it); due is decided under it.
+        // One deepening at a time (this check, called by the background
+        // task or a test; a stop waits on it too); due is decided under it.
         let _one = state.deepening.lock().await;
         let shape = state.store.shape(id)?;
         let fits = shape
