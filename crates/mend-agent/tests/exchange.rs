@@ -44,19 +44,26 @@ fn load(s: &Store<MemBackend>, n: u64) {
 /// Round trips of the handshake: challenge, then handshake.
 const HANDSHAKE_ROUNDS: u32 = 2;
 
-fn diff(
+/// `a`'s agent diffs against `b`'s (the agent's own exchange driver over
+/// `link::mem`).
+fn exchange(
     a: &Arc<Store<MemBackend>>,
     b: &Arc<Store<MemBackend>>,
-) -> (BTreeSet<Vec<u8>>, u32, Vec<mend_core::exchange::Divergence>) {
+) -> Result<mend_agent::outcome::DiffOutcome, mend_agent::error::AgentError> {
     let agent = pair(a.clone(), b.clone(), Arc::new(Counting::default()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let peer = b.node_id().to_string();
-    let out = rt
-        .block_on(mend_agent::exchange::diff(&agent, &peer, None))
-        .unwrap();
+    rt.block_on(mend_agent::exchange::diff(&agent, &peer, None))
+}
+
+fn diff(
+    a: &Arc<Store<MemBackend>>,
+    b: &Arc<Store<MemBackend>>,
+) -> (BTreeSet<Vec<u8>>, u32, Vec<mend_core::exchange::Divergence>) {
+    let out = exchange(a, b).unwrap();
     let divs: Vec<_> = out.keys.into_iter().map(|k| k.div).collect();
     (
         divs.iter().map(|d| d.key.clone()).collect(),
@@ -390,15 +397,7 @@ fn a_fanout_mismatch_is_a_clear_error() {
         store("b", TreeShape::new(4, 4).unwrap()),
     );
     for (x, y) in [(&a, &b), (&b, &a)] {
-        let agent = pair(x.clone(), y.clone(), Arc::new(Counting::default()));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let peer = y.node_id().to_string();
-        let e = rt
-            .block_on(mend_agent::exchange::diff(&agent, &peer, None))
-            .unwrap_err();
+        let e = exchange(x, y).unwrap_err();
         assert!(e.message().contains("fan-out mismatch"), "{}", e.message());
     }
 }
@@ -500,14 +499,7 @@ fn a_tree_mismatch_on_the_deeper_side_is_fixed_in_its_finer_bucket() {
     let a = Arc::new(Store::open(backend, cfg).unwrap());
     assert_eq!(a.shape(0).unwrap().depth, 4);
     assert!(!a.verify().unwrap().ok());
-    let agent = pair(a.clone(), b.clone(), Arc::new(Counting::default()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let out = rt
-        .block_on(mend_agent::exchange::diff(&agent, "b", None))
-        .unwrap();
+    let out = exchange(&a, &b).unwrap();
     assert!(out.keys.is_empty());
     assert_eq!(out.tree_mismatches.len(), 1, "{:?}", out.tree_mismatches);
     assert_eq!(
